@@ -1,0 +1,188 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Building a pip snapshot: venv, pip run, verification, ingest, publish.
+
+Private to the collection; the API may change without notice. Commands run
+through the ``run(argv, env) -> (rc, stdout, stderr)`` callable that the
+module passes in, so this file has no Ansible dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+from . import _manifest as mf
+from . import _pipcache as pc
+from . import _store as st
+
+VERSIONS = 'import json, sys, pip; print(json.dumps({"pip": pip.__version__, "python": "%d.%d.%d" % sys.version_info[:3]}))'
+
+
+def _tail(text, lines=15):
+    return '\n'.join((text or '').strip().splitlines()[-lines:])
+
+
+def ensure_venv(python, venv_dir, pip_version, index_url, trusted_host, run, scratch):
+    """Create the build venv if needed, pin pip if asked; return (venv python, versions, changed)."""
+    vpy = os.path.join(venv_dir, 'bin', 'python')
+    changed = False
+    if not os.path.exists(vpy):
+        rc, out, err = run([python, '-m', 'venv', venv_dir], None)
+        if rc != 0:
+            raise pc.PipBuildError('cannot create the build venv %s with %s: %s' % (venv_dir, python, _tail(err or out)))
+        changed = True
+    rc, out, err = run([vpy, '-c', VERSIONS], None)
+    if rc != 0:
+        raise pc.PipBuildError('the build venv %s is broken: %s' % (venv_dir, _tail(err or out)))
+    versions = json.loads(out.strip().splitlines()[-1])
+    if pip_version and versions['pip'] != pip_version:
+        cache = tempfile.mkdtemp(dir=scratch, prefix='pipcache-bootstrap-')
+        cmd = [vpy, '-m', 'pip', 'install', 'pip==' + pip_version] + pc.pip_args(index_url, trusted_host, cache)
+        rc, out, err = run(cmd, pc.clean_env(os.environ, cache))
+        if rc != 0:
+            raise pc.PipBuildError('cannot install pip %s into the build venv from %s: %s' % (pip_version, index_url, _tail(err or out)))
+        rc, out, err = run([vpy, '-c', VERSIONS], None)
+        versions = json.loads(out.strip().splitlines()[-1])
+        changed = True
+    return vpy, versions, changed
+
+
+def _install(vpy, p, specs, cache, scratch, run, dry_run=False):
+    tmp = tempfile.mkdtemp(dir=scratch, prefix='pip-')
+    reqfile = os.path.join(tmp, 'requirements.txt')
+    report = os.path.join(tmp, 'report.json')
+    with open(reqfile, 'w') as f:
+        f.write('\n'.join(specs) + '\n')
+    cmd = pc.install_command(vpy, p['index_url'], p['trusted_host'], cache, os.path.join(tmp, 'target'),
+                             report, reqfile, dry_run=dry_run)
+    rc, out, err = run(cmd, pc.clean_env(os.environ, cache))
+    data = None
+    if rc == 0 and os.path.exists(report):
+        with open(report) as f:
+            data = f.read()
+    st.remove_tree(tmp)
+    return rc, data, _tail(err or out, 3)
+
+
+def fill_cache(vpy, p, specs, cache, scratch, run):
+    """Run pip to fill ``cache``; return (report packages, misses for specs that cannot be resolved)."""
+    rc, report, err = _install(vpy, p, specs, cache, scratch, run)
+    misses = []
+    if rc != 0:
+        good = []
+        for spec in specs:
+            probe = tempfile.mkdtemp(dir=scratch, prefix='pipcache-probe-')
+            prc, dummy, perr = _install(vpy, p, [spec], probe, scratch, run, dry_run=True)
+            st.remove_tree(probe)
+            if prc == 0:
+                good.append(spec)
+            else:
+                misses.append({'package': spec, 'version': '', 'reason': 'cannot be resolved from %s: %s' % (p['index_url'], perr)})
+        if not good:
+            raise pc.PipBuildError('none of the %d packages could be resolved from %s; first error: %s'
+                                   % (len(specs), p['index_url'], misses[0]['reason'] if misses else err))
+        if len(good) == len(specs):
+            raise pc.PipBuildError('pip failed although every package resolves on its own from %s: %s' % (p['index_url'], err))
+        rc, report, err = _install(vpy, p, good, cache, scratch, run)
+        if rc != 0:
+            raise pc.PipBuildError('pip failed to fill the cache from %s: %s' % (p['index_url'], err))
+    return pc.parse_report(report), misses
+
+
+def build(p, run, check_mode=False, now=None):
+    """Build (or find) the snapshot described by module params ``p``; return the result dict."""
+    specs = list(p.get('packages') or [])
+    if p.get('requirements'):
+        try:
+            with open(p['requirements']) as f:
+                specs += pc.read_requirements(f.read(), p['requirements'])
+        except IOError as exc:
+            raise pc.PipBuildError('cannot read requirements %s: %s' % (p['requirements'], exc))
+    specs = pc.check_specs(specs)
+    if not specs:
+        raise pc.PipBuildError('no packages given: set packages or requirements')
+    store, work = p['store'], p['work_dir']
+    st.makedirs(work, 0o700)
+    scratch = tempfile.mkdtemp(dir=work, prefix='.build-')
+    try:
+        venv_dir = p.get('venv_dir') or os.path.join(work, 'venv-' + os.path.basename(p['python']))
+        if check_mode and not os.path.exists(venv_dir):
+            venv_dir = os.path.join(scratch, 'venv')
+        vpy, versions, dummy = ensure_venv(p['python'], venv_dir, p.get('pip_version'), p['index_url'],
+                                           p.get('trusted_host'), run, scratch)
+        cache = os.path.join(scratch, 'cache')
+        os.mkdir(cache)
+        packages, misses = fill_cache(vpy, p, specs, cache, scratch, run)
+        cached, not_cached = pc.check_cached(cache, packages)
+        misses += not_cached
+        if not cached:
+            raise pc.PipBuildError(
+                'pip cached none of the %d files it fetched from %s. The index must send cache headers '
+                '(pypiserver: --cache-control; nginx: Cache-Control/expires), and an http index must be given '
+                'as trusted_host. Misses: %s' % (len(packages), p['index_url'], '; '.join(m['reason'] for m in misses[:3])))
+        key = pc.build_key('pip', p['index_url'], versions['pip'], versions['python'], cached, misses, specs)
+        return _store_snapshot(p, store, cache, key, specs, cached, misses, versions, check_mode, now)
+    finally:
+        st.remove_tree(scratch)
+
+
+def _read_ref(store, name):
+    try:
+        with open(os.path.join(store, 'refs', name)) as f:
+            return mf.check_snapshot_id(f.read().strip())
+    except (IOError, mf.ManifestError):
+        return None
+
+
+def _store_snapshot(p, store, cache, key, specs, cached, misses, versions, check_mode, now):
+    result = {'misses': misses, 'pip_version': versions['pip'], 'python_version': versions['python'],
+              'packages': [{'name': c['name'], 'version': c['version']} for c in cached]}
+    known = _read_ref(store, 'builds/' + key)
+    if known and os.path.exists(st.manifest_path(store, known)):
+        with open(st.manifest_path(store, known), 'rb') as f:
+            manifest = json.loads(f.read())
+        latest_changed = p.get('publish', True) and _read_ref(store, 'latest') != known
+        if latest_changed and not check_mode:
+            st.write_bytes_atomic(os.path.join(store, 'refs', 'latest'), (known + '\n').encode())
+        result.update(mf.totals(manifest['entries']))
+        result.update({'id': known, 'changed': bool(latest_changed), 'new_objects': 0, 'new_bytes': 0,
+                       'created': manifest.get('created')})
+        return result
+    entries, paths = mf.scan_tree(cache, 'pip', exclude=pc.EXCLUDE)
+    new_objects = new_bytes = 0
+    seen = set()
+    for e in entries:
+        if e['type'] != 'file' or e['sha256'] in seen:
+            continue
+        seen.add(e['sha256'])
+        if check_mode:
+            is_new = not os.path.exists(st.object_path(store, e['sha256']))
+        else:
+            is_new = st.ingest_file(store, paths[e['path']], e['sha256'])
+        if is_new:
+            new_objects += 1
+            new_bytes += e['size']
+    metadata = {
+        'created': now,
+        'ecosystems': ['pip'],
+        'build_key': key,
+        'pip': {'pip_version': versions['pip'], 'python_version': versions['python'],
+                'index_url': p['index_url'], 'trusted_host': p.get('trusted_host') or None,
+                'requested': specs, 'packages': result['packages'], 'misses': misses},
+    }
+    manifest = mf.build_manifest(entries, metadata)
+    snap_id = manifest['id']
+    if not check_mode:
+        mpath = st.manifest_path(store, snap_id)
+        if not os.path.exists(mpath):
+            st.write_bytes_atomic(mpath, json.dumps(manifest, sort_keys=True, indent=1).encode('utf-8'))
+        st.write_bytes_atomic(os.path.join(store, 'refs', 'builds', key), (snap_id + '\n').encode())
+        if p.get('publish', True):
+            st.write_bytes_atomic(os.path.join(store, 'refs', 'latest'), (snap_id + '\n').encode())
+    result.update(mf.totals(entries))
+    result.update({'id': snap_id, 'changed': True, 'new_objects': new_objects, 'new_bytes': new_bytes, 'created': now})
+    return result

@@ -1,0 +1,221 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Snapshot manifests: scanning a cache tree, canonical form, ids, validation.
+
+Private to the collection; the API may change without notice.
+
+A manifest lists every entry of a snapshot tree, sorted by path:
+
+* ``{"path": "pip/http/a", "type": "dir", "mode": "0777"}``
+* ``{"path": "pip/x", "type": "file", "mode": "0644", "size": 3, "sha256": "..."}``
+* ``{"path": "pip/l", "type": "symlink", "target": "x"}``
+
+The snapshot id is the sha256 of the canonical JSON of that list, so the same
+tree always has the same id, whatever metadata sits beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import re
+import stat
+
+# Directories are world-writable in the snapshot so that a non-root user can
+# add entries to them through its own overlay (the copy-up lands in that
+# user's upper). The tree itself is only reachable by root (the store is 0700)
+# or through read-only and overlay mounts, so nobody can write to it directly.
+DIR_MODE = 0o777
+FILE_MODE = 0o644
+EXEC_MODE = 0o755
+FILE_MODES = (FILE_MODE, EXEC_MODE)
+FORMAT = 1
+HEX64 = re.compile(r'^[0-9a-f]{64}$')
+CHUNK = 1024 * 1024
+
+
+class ManifestError(ValueError):
+    """A manifest or a tree that cannot be accepted."""
+
+
+def canonical_json(obj):
+    """Return the canonical bytes of a JSON value: sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(',', ':'), ensure_ascii=False).encode('utf-8')
+
+
+def sha256_file(path):
+    """Return (hex sha256, size) of a file, read without following a final symlink."""
+    digest = hashlib.sha256()
+    size = 0
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, 'rb') as f:
+        while True:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            digest.update(chunk)
+    return digest.hexdigest(), size
+
+
+def snapshot_id(entries):
+    """Return the id of a snapshot: sha256 of its canonical entry list."""
+    return hashlib.sha256(canonical_json(sorted_entries(entries))).hexdigest()
+
+
+def sorted_entries(entries):
+    return sorted(entries, key=lambda e: e['path'])
+
+
+def mode_str(mode):
+    return '%04o' % mode
+
+
+def scan_tree(root, prefix, exclude=()):
+    """Walk ``root`` without following symlinks and return (entries, paths).
+
+    ``entries`` are manifest entries with paths under ``prefix``; modes are
+    normalised (dirs DIR_MODE, files FILE_MODE or EXEC_MODE). ``paths`` maps a
+    file entry's path to its real path on disk. Names listed in ``exclude``
+    are skipped at the top level. Anything but dirs, files and symlinks is
+    refused.
+    """
+    entries = [{'path': prefix, 'type': 'dir', 'mode': mode_str(DIR_MODE)}]
+    paths = {}
+
+    def walk(real, rel):
+        with os.scandir(real) as it:
+            children = sorted(it, key=lambda d: d.name)
+        for d in children:
+            if rel == prefix and d.name in exclude:
+                continue
+            path = rel + '/' + d.name
+            st = d.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                entries.append({'path': path, 'type': 'dir', 'mode': mode_str(DIR_MODE)})
+                walk(d.path, path)
+            elif stat.S_ISREG(st.st_mode):
+                digest, size = sha256_file(d.path)
+                mode = EXEC_MODE if st.st_mode & 0o111 else FILE_MODE
+                entries.append({'path': path, 'type': 'file', 'mode': mode_str(mode),
+                                'size': size, 'sha256': digest})
+                paths[path] = d.path
+            elif stat.S_ISLNK(st.st_mode):
+                entries.append({'path': path, 'type': 'symlink', 'target': os.readlink(d.path)})
+            else:
+                raise ManifestError('%s: not a file, directory or symlink; refusing to snapshot it' % d.path)
+
+    walk(root, prefix)
+    return sorted_entries(entries), paths
+
+
+def _check_path(path):
+    if not isinstance(path, str) or not path:
+        raise ManifestError('manifest entry has an empty or non-string path: %r' % (path,))
+    if path.startswith('/'):
+        raise ManifestError('manifest entry %r: absolute paths are refused' % path)
+    if '\x00' in path or '\n' in path:
+        raise ManifestError('manifest entry %r: NUL or newline in path' % path)
+    for part in path.split('/'):
+        if part in ('', '.', '..'):
+            raise ManifestError('manifest entry %r: empty, "." or ".." path component' % path)
+
+
+def _symlink_stays_inside(path, target):
+    if not isinstance(target, str) or not target or target.startswith('/') or '\x00' in target:
+        return False
+    top = path.split('/')[0]
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    return resolved == top or resolved.startswith(top + '/')
+
+
+def validate_entries(entries, max_object_size=None, max_total_size=None):
+    """Check a manifest's entries; raise ManifestError naming the first bad one.
+
+    Refuses absolute paths, ``..``, duplicate paths, unknown types, device
+    files and FIFOs, setuid/setgid/sticky bits and modes the design does not
+    use, symlinks leaving the snapshot, bad hashes or sizes, and entries whose
+    parent is not a directory of the manifest.
+    """
+    if not isinstance(entries, list) or not entries:
+        raise ManifestError('manifest has no entries')
+    seen = {}
+    total = 0
+    for e in entries:
+        if not isinstance(e, dict):
+            raise ManifestError('manifest entry is not an object: %r' % (e,))
+        path = e.get('path')
+        _check_path(path)
+        if path in seen:
+            raise ManifestError('manifest entry %r appears twice' % path)
+        kind = e.get('type')
+        if kind == 'dir':
+            if e.get('mode') != mode_str(DIR_MODE):
+                raise ManifestError('manifest entry %r: directory mode %r is not %s' % (path, e.get('mode'), mode_str(DIR_MODE)))
+        elif kind == 'file':
+            if e.get('mode') not in [mode_str(m) for m in FILE_MODES]:
+                raise ManifestError('manifest entry %r: file mode %r is refused (setuid, setgid, '
+                                    'world-writable and unusual modes are not part of a snapshot)' % (path, e.get('mode')))
+            if not isinstance(e.get('sha256'), str) or not HEX64.match(e['sha256']):
+                raise ManifestError('manifest entry %r: sha256 is not 64 lowercase hex digits' % path)
+            size = e.get('size')
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ManifestError('manifest entry %r: size is not a non-negative integer' % path)
+            if max_object_size is not None and size > max_object_size:
+                raise ManifestError('manifest entry %r: size %d exceeds the per-object limit %d' % (path, size, max_object_size))
+            total += size
+        elif kind == 'symlink':
+            if not _symlink_stays_inside(path, e.get('target')):
+                raise ManifestError('manifest entry %r: symlink target %r leaves the snapshot' % (path, e.get('target')))
+        else:
+            raise ManifestError('manifest entry %r: type %r is refused (only dir, file and symlink)' % (path, kind))
+        seen[path] = kind
+    if max_total_size is not None and total > max_total_size:
+        raise ManifestError('snapshot size %d exceeds the per-snapshot limit %d' % (total, max_total_size))
+    for path in seen:
+        if '/' in path:
+            parent = path.rsplit('/', 1)[0]
+            if seen.get(parent) != 'dir':
+                raise ManifestError('manifest entry %r: parent %r is not a directory of the manifest' % (path, parent))
+    return total
+
+
+def check_snapshot_id(value, what='snapshot id'):
+    if not isinstance(value, str) or not HEX64.match(value):
+        raise ManifestError('%s %r is not 64 lowercase hex digits' % (what, value))
+    return value
+
+
+def load_manifest(data, expected_id=None, max_object_size=None, max_total_size=None):
+    """Parse manifest bytes, validate entries, check the id; return the dict."""
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:
+        raise ManifestError('manifest is not valid JSON: %s' % exc)
+    if not isinstance(manifest, dict) or manifest.get('format') != FORMAT:
+        raise ManifestError('manifest format is not %d' % FORMAT)
+    entries = manifest.get('entries')
+    validate_entries(entries, max_object_size, max_total_size)
+    real_id = snapshot_id(entries)
+    if manifest.get('id') != real_id:
+        raise ManifestError('manifest id %r does not match its entries (sha256 %s)' % (manifest.get('id'), real_id))
+    if expected_id is not None and real_id != expected_id:
+        raise ManifestError('manifest is snapshot %s, expected %s' % (real_id, expected_id))
+    return manifest
+
+
+def build_manifest(entries, metadata):
+    """Return the manifest dict for entries plus metadata (not part of the id)."""
+    entries = sorted_entries(entries)
+    manifest = {'format': FORMAT, 'id': snapshot_id(entries), 'entries': entries}
+    manifest.update(metadata)
+    return manifest
+
+
+def totals(entries):
+    files = [e for e in entries if e['type'] == 'file']
+    return {'files': len(files), 'bytes': sum(e['size'] for e in files),
+            'objects': len(set(e['sha256'] for e in files))}

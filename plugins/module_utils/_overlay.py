@@ -1,0 +1,197 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Per-user overlay mounts: input validation, the mount plan, mountinfo.
+
+Private to the collection; the API may change without notice.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from ._fstab import escape, parse_line
+
+# Where each ecosystem's package manager looks, relative to the user's home,
+# and the directory of the snapshot that holds its cache.
+ECOSYSTEMS = {
+    'pip': {'target': '.cache/pip', 'subdir': 'pip'},
+}
+
+# A POSIX-portable user name that is also a safe path component.
+NAME_RE = re.compile(r'^[a-z_][a-z0-9_-]{0,31}$')
+# Characters that break overlay's option syntax (',', ':'), fstab's fields
+# (whitespace, '#'), or escaping ('\\').
+FORBIDDEN = re.compile(r'[,:\s\\#]')
+MOUNT_OPTIONS = ('index=off', 'xino=off', 'metacopy=off', 'nosuid', 'nodev')
+
+
+class OverlayInputError(ValueError):
+    """Input that cannot be mounted safely; the message names it."""
+
+
+def validate_name(name, what='repl name'):
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise OverlayInputError('%s %r is not a valid user name (lowercase letters, digits, "_" and "-", '
+                                'starting with a letter or "_", at most 32 characters)' % (what, name))
+    return name
+
+
+def validate_path(path, what):
+    """Return ``path`` if it is absolute, normalised and free of separators overlay or fstab would misread."""
+    if not isinstance(path, str) or not path.startswith('/'):
+        raise OverlayInputError('%s %r is not an absolute path' % (what, path))
+    bad = FORBIDDEN.search(path)
+    if bad:
+        raise OverlayInputError('%s %r holds %r, which breaks overlay options or fstab; refused' % (what, path, bad.group(0)))
+    parts = path.split('/')[1:]
+    if path != '/' and any(p in ('', '.', '..') for p in parts):
+        raise OverlayInputError('%s %r is not normalised (empty, "." or ".." component); refused' % (what, path))
+    return path
+
+
+def overlay_options(lowerdir, upperdir, workdir, extra=MOUNT_OPTIONS):
+    return ','.join(['lowerdir=' + lowerdir, 'upperdir=' + upperdir, 'workdir=' + workdir] + list(extra))
+
+
+def plan_mounts(repls, ecosystems, lower_root, scratch_root):
+    """Return the list of mounts for every repl user and ecosystem.
+
+    Each mount is a dict: user, uid, gid, ecosystem, home, scratch, target,
+    lowerdir, upperdir, workdir, options. Raises OverlayInputError naming the
+    first bad input; nothing is planned for invalid input.
+    """
+    validate_path(lower_root, 'lower_root')
+    validate_path(scratch_root, 'scratch_root')
+    if not ecosystems:
+        raise OverlayInputError('ecosystems is empty')
+    for eco in ecosystems:
+        if eco not in ECOSYSTEMS:
+            raise OverlayInputError('ecosystem %r is not supported (choose from %s)' % (eco, ', '.join(sorted(ECOSYSTEMS))))
+    names = set()
+    targets = set()
+    mounts = []
+    for repl in repls:
+        name = validate_name(repl.get('name'))
+        if name in names:
+            raise OverlayInputError('repl name %r appears twice' % name)
+        names.add(name)
+        for key in ('uid', 'gid'):
+            value = repl.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise OverlayInputError('repl %s: %s %r is not a positive integer (root cannot be a repl user)' % (name, key, value))
+        home = validate_path(repl.get('home') or '/home/' + name, 'repl %s: home' % name)
+        scratch = validate_path(repl.get('scratch') or posixpath.join(scratch_root, name), 'repl %s: scratch' % name)
+        for eco in ecosystems:
+            base = posixpath.join(scratch, 'cacache_' + eco)
+            target = validate_path(posixpath.join(home, ECOSYSTEMS[eco]['target']), 'repl %s: target' % name)
+            if target in targets:
+                raise OverlayInputError('repl %s: mount target %s is used by another repl' % (name, target))
+            targets.add(target)
+            lowerdir = posixpath.join(lower_root, ECOSYSTEMS[eco]['subdir'])
+            upperdir = posixpath.join(base, 'upper')
+            workdir = posixpath.join(base, 'work')
+            mounts.append({
+                'user': name, 'uid': repl['uid'], 'gid': repl['gid'], 'ecosystem': eco,
+                'home': home, 'scratch': scratch, 'target': target,
+                'lowerdir': lowerdir, 'upperdir': upperdir, 'workdir': workdir,
+                'options': overlay_options(lowerdir, upperdir, workdir),
+            })
+    scratches = sorted(m['scratch'] for m in mounts)
+    for a, b in zip(scratches, scratches[1:]):
+        if a != b and b.startswith(a + '/'):
+            raise OverlayInputError('scratch %s lies inside scratch %s of another repl' % (b, a))
+    return mounts
+
+
+def default_line(mount):
+    """The fstab line for a mount, as the role's default template writes it."""
+    return 'overlay %s overlay %s 0 0' % (escape(mount['target']), mount['options'])
+
+
+def check_line(line, mount):
+    """Check that a rendered fstab line mounts ``mount`` with its planned layers.
+
+    An operator's template may add options (x-systemd.*, noatime, ...) but
+    cannot change the target, the type or the three layer directories.
+    """
+    fields = parse_line(line)
+    if not fields:
+        raise OverlayInputError('fstab line %r for %s (%s) is not an fstab entry' % (line, mount['user'], mount['ecosystem']))
+    if fields[1] != mount['target'] or fields[2] != 'overlay':
+        raise OverlayInputError('fstab line %r for %s must mount type overlay at %s' % (line, mount['user'], mount['target']))
+    opts = split_options(fields[3]) if len(fields) > 3 else {}
+    for key in ('lowerdir', 'upperdir', 'workdir'):
+        if opts.get(key) != mount[key]:
+            raise OverlayInputError('fstab line %r for %s: %s must be %s' % (line, mount['user'], key, mount[key]))
+    return fields
+
+
+def split_options(text):
+    """Split a mount option string into a dict (flags map to True)."""
+    opts = {}
+    for item in text.split(','):
+        if not item:
+            continue
+        key, sep, value = item.partition('=')
+        opts[key] = value if sep else True
+    return opts
+
+
+def _unescape_mountinfo(value):
+    return re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), value)
+
+
+def parse_mountinfo(text):
+    """Parse /proc/self/mountinfo into dicts: mount_point, root, fstype, source, mount_options, super_options."""
+    mounts = []
+    for line in text.splitlines():
+        parts = line.split(' ')
+        if '-' not in parts:
+            continue
+        sep = parts.index('-')
+        if sep < 6 or len(parts) < sep + 4:
+            continue
+        mounts.append({
+            'mount_id': parts[0],
+            'dev': parts[2],
+            'root': _unescape_mountinfo(parts[3]),
+            'mount_point': _unescape_mountinfo(parts[4]),
+            'mount_options': split_options(parts[5]),
+            'fstype': parts[sep + 1],
+            'source': _unescape_mountinfo(parts[sep + 2]),
+            'super_options': split_options(parts[sep + 3]),
+        })
+    return mounts
+
+
+def mounted_at(mountinfo, path):
+    """Return the topmost mount at ``path`` from parsed mountinfo, or None."""
+    found = None
+    for m in mountinfo:
+        if m['mount_point'] == path:
+            found = m
+    return found
+
+
+def mount_of(mountinfo, path):
+    """Return the mount that holds ``path`` (longest mount point prefix), or None."""
+    best = None
+    for m in mountinfo:
+        mp = m['mount_point']
+        if path == mp or path.startswith(mp.rstrip('/') + '/'):
+            if best is None or len(mp) >= len(best['mount_point']):
+                best = m
+    return best
+
+
+def overlay_state(mountinfo, mount):
+    """Return 'mounted', 'stale' (other layers) or 'absent' for a planned mount."""
+    m = mounted_at(mountinfo, mount['target'])
+    if m is None:
+        return 'absent'
+    so = m['super_options']
+    if m['fstype'] == 'overlay' and all(so.get(k) == mount[k] for k in ('lowerdir', 'upperdir', 'workdir')):
+        return 'mounted'
+    return 'stale'

@@ -1,0 +1,285 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The content-addressed object store, checkouts and atomic activation.
+
+Private to the collection; the API may change without notice.
+
+Layout of a store directory (the same on a builder, which serves it over
+HTTP, and on a repl host, where it is root-only)::
+
+    objects/ab/cdef...      one file per sha256, mode 0644
+    snapshots/<id>.json     manifests (builder) / manifests (host)
+    refs/latest             id of the newest published snapshot (builder)
+    trees/<id>/             hardlink checkouts, never changed once renamed in (host)
+    current -> trees/<id>   the active snapshot; switched by rename(2) (host)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+
+from ._manifest import CHUNK, DIR_MODE, FILE_MODE, ManifestError, check_snapshot_id
+
+
+class StoreError(RuntimeError):
+    """A store operation that failed; the message names the object or URL."""
+
+
+def object_rel(digest):
+    return 'objects/%s/%s' % (digest[:2], digest[2:])
+
+
+def object_path(store, digest):
+    return os.path.join(store, 'objects', digest[:2], digest[2:])
+
+
+def manifest_path(store, snap_id):
+    return os.path.join(store, 'snapshots', check_snapshot_id(snap_id) + '.json')
+
+
+def tree_path(store, snap_id):
+    return os.path.join(store, 'trees', check_snapshot_id(snap_id))
+
+
+def makedirs(path, mode=0o755):
+    os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def _tmp_in(directory, prefix):
+    makedirs(directory)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix)
+    return fd, tmp
+
+
+def ingest_file(store, src, digest):
+    """Copy ``src`` into the store as object ``digest``; return True if it was new.
+
+    The copy is re-hashed before it is renamed into place, so a file that
+    changed since it was scanned never enters the store under a wrong name.
+    """
+    dest = object_path(store, digest)
+    if os.path.exists(dest):
+        return False
+    fd, tmp = _tmp_in(os.path.dirname(dest), '.ingest-')
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, 'wb') as out, open(src, 'rb') as inp:
+            while True:
+                chunk = inp.read(CHUNK)
+                if not chunk:
+                    break
+                h.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if h.hexdigest() != digest:
+            raise StoreError('%s changed while it was being stored (sha256 %s, expected %s)' % (src, h.hexdigest(), digest))
+        os.chmod(tmp, FILE_MODE)
+        os.rename(tmp, dest)
+        tmp = None
+        return True
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes_atomic(path, data, mode=0o644):
+    """Write ``data`` to ``path`` through a temp file in the same directory and rename(2)."""
+    fd, tmp = _tmp_in(os.path.dirname(path), '.tmp-')
+    try:
+        with os.fdopen(fd, 'wb') as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+        tmp = None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def missing_objects(store, entries):
+    """Return {sha256: size} of the file objects of ``entries`` absent from the store."""
+    missing = {}
+    for e in entries:
+        if e['type'] == 'file' and e['sha256'] not in missing and not os.path.exists(object_path(store, e['sha256'])):
+            missing[e['sha256']] = e['size']
+    return missing
+
+
+def fetch_object(store, base_url, digest, size, opener):
+    """Download one object, verify its size and sha256, then rename it into the store.
+
+    ``opener(url)`` returns a file-like response. Returns the bytes received.
+    Raises StoreError naming the object and URL; nothing partial is left behind.
+    """
+    url = base_url.rstrip('/') + '/' + object_rel(digest)
+    dest = object_path(store, digest)
+    fd, tmp = _tmp_in(os.path.join(store, 'objects', 'incoming'), digest[:12] + '-')
+    received = 0
+    try:
+        h = hashlib.sha256()
+        try:
+            resp = opener(url)
+            with os.fdopen(fd, 'wb') as out:
+                fd = None
+                while True:
+                    chunk = resp.read(CHUNK)
+                    if not chunk:
+                        break
+                    received += len(chunk)
+                    if received > size:
+                        raise StoreError('object %s from %s is larger than the %d bytes the manifest lists' % (digest, url, size))
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except StoreError:
+            raise
+        except OSError as exc:
+            if getattr(exc, 'errno', None) == errno.ENOSPC:
+                raise StoreError('no space left on the device while storing object %s from %s' % (digest, url))
+            raise StoreError('cannot fetch object %s from %s: %s' % (digest, url, exc))
+        except Exception as exc:  # urllib and http errors come in many types
+            raise StoreError('cannot fetch object %s from %s: %s' % (digest, url, exc))
+        if received != size:
+            raise StoreError('object %s from %s is truncated: %d of %d bytes' % (digest, url, received, size))
+        if h.hexdigest() != digest:
+            raise StoreError('object %s from %s does not match its hash (got sha256 %s); refused' % (digest, url, h.hexdigest()))
+        makedirs(os.path.dirname(dest))
+        os.chmod(tmp, FILE_MODE)
+        os.rename(tmp, dest)
+        tmp = None
+        return received
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def fetch_objects(store, base_url, missing, opener, workers=8):
+    """Fetch every object of ``missing`` ({sha256: size}) in parallel; return bytes received.
+
+    All downloads are attempted; if any fails, the first failure (in hash
+    order) is raised after the others finished, so that the error is stable.
+    """
+    errors = {}
+    total = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(fetch_object, store, base_url, d, s, opener): d for d, s in missing.items()}
+        for fut in concurrent.futures.as_completed(futures):
+            try:
+                total += fut.result()
+            except StoreError as exc:
+                errors[futures[fut]] = exc
+    if errors:
+        first = sorted(errors)[0]
+        more = '' if len(errors) == 1 else ' (and %d more failed objects)' % (len(errors) - 1)
+        raise StoreError(str(errors[first]) + more)
+    return total
+
+
+def checkout(store, manifest):
+    """Check a snapshot out as a hardlink tree under trees/<id>; return (path, created).
+
+    The tree is built in a temp dir beside its final place and renamed in, so
+    a crash leaves either no tree or a complete one. An existing tree is never
+    modified.
+    """
+    snap_id = manifest['id']
+    final = tree_path(store, snap_id)
+    if os.path.isdir(final):
+        return final, False
+    parent = os.path.dirname(final)
+    makedirs(parent, 0o700)
+    tmp = tempfile.mkdtemp(dir=parent, prefix='.checkout-%s-' % snap_id[:12])
+    try:
+        dirs = []
+        for e in manifest['entries']:
+            dest = os.path.join(tmp, e['path'])
+            if e['type'] == 'dir':
+                os.mkdir(dest)
+                dirs.append(dest)
+            elif e['type'] == 'file':
+                src = object_path(store, e['sha256'])
+                if not os.path.exists(src):
+                    raise StoreError('object %s for %s is missing from the store' % (e['sha256'], e['path']))
+                if int(e['mode'], 8) == FILE_MODE:
+                    os.link(src, dest)
+                else:
+                    shutil.copyfile(src, dest)
+                    os.chmod(dest, int(e['mode'], 8))
+            else:
+                os.symlink(e['target'], dest)
+        for d in dirs:
+            os.chmod(d, DIR_MODE)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, final)
+        tmp = None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise StoreError('no space left on the device while checking out snapshot %s' % snap_id)
+        raise
+    finally:
+        if tmp is not None:
+            remove_tree(tmp)
+    return final, True
+
+
+def remove_tree(path):
+    """Remove a tree that may hold 0555 or 0777 dirs, without following symlinks."""
+    def onerror(func, p, exc_info):
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            func(p)
+        except OSError:
+            pass
+    if os.path.lexists(path):
+        shutil.rmtree(path, onerror=onerror)
+
+
+def active_id(store):
+    """Return the id the ``current`` pointer names, or None."""
+    link = os.path.join(store, 'current')
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    name = os.path.basename(target.rstrip('/'))
+    try:
+        return check_snapshot_id(name)
+    except ManifestError:
+        return None
+
+
+def activate(store, snap_id):
+    """Point ``current`` at trees/<id> atomically (symlink to a temp name, then rename)."""
+    if not os.path.isdir(tree_path(store, snap_id)):
+        raise StoreError('snapshot %s has no complete checkout; refusing to activate it' % snap_id)
+    link = os.path.join(store, 'current')
+    tmp = os.path.join(store, '.current-%d' % os.getpid())
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink('trees/' + snap_id, tmp)
+    os.rename(tmp, link)
+    dirfd = os.open(store, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+def is_regular_object(store, digest):
+    try:
+        return stat.S_ISREG(os.lstat(object_path(store, digest)).st_mode)
+    except OSError:
+        return False

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Prepare a fresh machine for the tests and the demo: Debian and PyPI packages,
+# a running dockerd, the systemd base image, the local test wheelhouse and the
+# ansible-test pip bootstrap stand-in. Safe to run again: each step is skipped
+# when its result is already there.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+IMAGE=${PKGCACHE_IMAGE:-pkgcache-bookworm-systemd:latest}
+WHEELHOUSE=${PKGCACHE_WHEELHOUSE:-$here/.cache/wheelhouse}
+log() { printf '== bootstrap: %s\n' "$*"; }
+
+apt_pkgs=(docker.io debootstrap nginx-light openssh-client)
+missing=()
+for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+log "python packages"
+python3 -m pip install -q --disable-pip-version-check -r "$here/requirements-dev.txt"
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  nohup dockerd --bridge=none --iptables=false >/var/log/pkgcache-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start, see /var/log/pkgcache-dockerd.log" >&2; exit 1; }
+fi
+
+if [ -n "${PKGCACHE_REBUILD_IMAGE:-}" ] || ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  [ -n "$mirror" ] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$mirror" ] || { echo "no Debian mirror found in the apt sources" >&2; exit 1; }
+  root=$(mktemp -d /var/tmp/pkgcache-rootfs.XXXXXX)
+  log "debootstrap bookworm (mirror from apt sources)"
+  debootstrap --variant=minbase \
+    --include=python3,python3-venv,python3-apt,systemd,systemd-sysv,dbus,util-linux,mount,procps,iproute2,nginx,openssh-client,ca-certificates,sudo,psmisc,lsof \
+    bookworm "$root" "$mirror" >/var/log/pkgcache-debootstrap.log 2>&1 \
+    || { tail -20 /var/log/pkgcache-debootstrap.log >&2; exit 1; }
+  # A container has no use for these units, and they fail without a real machine.
+  for u in systemd-remount-fs.service systemd-firstboot.service getty.target console-getty.service \
+           systemd-logind.service; do
+    ln -sf /dev/null "$root/etc/systemd/system/$u"
+  done
+  # nginx is started by the build role once its site is in place, not at boot.
+  rm -f "$root/etc/systemd/system/multi-user.target.wants/nginx.service"
+  log "docker import $IMAGE"
+  tar -C "$root" -c . | docker import -c 'CMD ["/sbin/init"]' -c 'ENV container=docker' - "$IMAGE" >/dev/null
+  rm -rf "$root"
+fi
+
+# Real wheels (and one sdist-only package) for the local test index.
+if [ ! -f "$WHEELHOUSE/.complete" ]; then
+  log "filling the test wheelhouse"
+  mkdir -p "$WHEELHOUSE"
+  python3 -m pip download -q --disable-pip-version-check --no-cache-dir -d "$WHEELHOUSE" \
+    -r "$here/tests/fleet/index-packages.txt"
+  python3 -m pip download -q --disable-pip-version-check --no-cache-dir --no-binary :all: --no-deps \
+    -d "$WHEELHOUSE" -r "$here/tests/fleet/index-sdists.txt"
+  python3 -m pip download -q --disable-pip-version-check --no-cache-dir -d "$WHEELHOUSE/../pypiserver" pypiserver
+  touch "$WHEELHOUSE/.complete"
+fi
+
+# Make this checkout the collection pkgcache.overlay for ansible (see ansible.cfg).
+mkdir -p "$here/.cache/collections/ansible_collections/pkgcache"
+ln -sfn ../../../.. "$here/.cache/collections/ansible_collections/pkgcache/overlay"
+
+# ansible-test downloads get-pip.py from a host this machine cannot reach; a
+# stand-in that uses ensurepip works in its place.
+cache=~/.ansible/test/cache
+mkdir -p "$cache"
+for v in 24.0 24.2 25.0.1 25.1.1 25.2 25.3 26.0; do
+  [ -f "$cache/get_pip_${v//./_}.py" ] || install -m 0644 "$here/scripts/get_pip_standin.py" "$cache/get_pip_${v//./_}.py"
+done
+log "ready"
