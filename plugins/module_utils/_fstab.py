@@ -95,7 +95,8 @@ def replace_block(text, name, new_lines):
         if fields and fields[1] in ours:
             raise FstabError('mount point %s is already in fstab outside the managed block: %r; '
                              'remove or change that line first, nothing was changed' % (fields[1], line.rstrip('\r\n')))
-    newline = '\r\n' if lines and lines[0].endswith('\r\n') else '\n'
+    ended = [l for l in lines if l.endswith('\n')]
+    newline = '\r\n' if ended and all(l.endswith('\r\n') for l in ended) else '\n'
     begin, end = markers(name)
     block = [begin + newline] + [l + newline for l in new_lines] + [end + newline] if new_lines else []
     if span is None:

@@ -11,7 +11,7 @@ short_description: Give every repl user of a host a copy-on-write overlay view o
 version_added: 0.1.0
 description:
   - One call handles all repl users of a host. For each user and ecosystem it mounts an OverlayFS at the place the
-    package manager looks (for pip C(~/.cache/pip)): the lower layer is the versioned snapshot tree, the upper and
+    package manager looks (for pip C(~/.cache/pip)). The lower layer is the versioned snapshot tree, the upper and
     work dirs sit in the user's scratch dir (C(<scratch>/cacache_<ecosystem>/{upper,work})), owned by the user, mode 0700.
   - Writes the fstab lines as one marked block, atomically, with optional backup, diff and check mode; every other
     line of fstab is kept byte for byte. Mounts what is missing, switches idle users whose overlay shows another
@@ -22,8 +22,19 @@ description:
   - With the action plugin (the normal way to call it), the fstab lines come from the Jinja2 template O(template),
     rendered on the controller with the planned mounts in C(pkgcache_mounts).
 author:
-  - pkgcache.overlay contributors
+  - pkgcache.overlay contributors (@pkgcache)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+  - ansible.builtin.action_common_attributes.flow
 attributes:
+  action_group:
+    support: full
+    membership:
+      - pkgcache.overlay.pkgcache
+  platform:
+    support: full
+    platforms: posix
   check_mode:
     support: full
   diff_mode:
@@ -32,6 +43,10 @@ attributes:
   action:
     support: full
     details: The action plugin renders O(template) into O(fstab_lines).
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
 options:
   repls:
     description: The repl users of this host.

@@ -14,14 +14,24 @@ description:
     against the given index. Binary wheels are preferred; a package that only has an sdist is built into a wheel
     once, so that pip's C(wheels/) cache holds it too.
   - Checks, from pip's C(--report), that every file pip fetched really is in the cache. Packages that the index
-    lacks, or whose files were not cached, are returned as O(misses). The module fails when nothing was cached,
+    lacks, or whose files were not cached, are returned as RV(misses). The module fails when nothing was cached,
     which usually means that the index sends no cache headers.
   - Ingests the cache into a content-addressed object store (one file per sha256, shared by all snapshots) and
     writes a manifest. The snapshot id is the sha256 of the canonical manifest entries.
   - A run whose inputs and resolution match an earlier build reports C(changed=false) and returns that snapshot.
 author:
-  - pkgcache.overlay contributors
+  - pkgcache.overlay contributors (@pkgcache)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
 attributes:
+  action_group:
+    support: full
+    membership:
+      - pkgcache.overlay.pkgcache
+  platform:
+    support: full
+    platforms: posix
   check_mode:
     support: full
     details: Runs pip in a temporary directory and reports what would be stored, without changing the store.

@@ -20,8 +20,18 @@ description:
   - A failed, partial or corrupted fetch leaves the active snapshot as it was, and the error names the object and URL.
   - A run with the snapshot already active and mounted moves no bytes and reports C(changed=false).
 author:
-  - pkgcache.overlay contributors
+  - pkgcache.overlay contributors (@pkgcache)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
 attributes:
+  action_group:
+    support: full
+    membership:
+      - pkgcache.overlay.pkgcache
+  platform:
+    support: full
+    platforms: posix
   check_mode:
     support: full
     details: Fetches the manifest (without storing it) and reports what would be fetched and switched.

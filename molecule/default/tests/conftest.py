@@ -34,7 +34,7 @@ def run_module(container, module, args, check=False, diff=False):
     project = os.environ['MOLECULE_PROJECT_DIRECTORY']
     env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS='1', ANSIBLE_STDOUT_CALLBACK='json',
                ANSIBLE_COLLECTIONS_PATH=os.path.join(project, '.cache', 'collections') + ':/usr/share/ansible/collections')
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     out = json.loads(proc.stdout)
     result = out['plays'][0]['tasks'][0]['hosts'][container]
     return proc.returncode, result

@@ -76,7 +76,7 @@ def corrupt_store():
     b.check_output('echo %s > %s/refs/latest' % (manifest['id'], root))
     b.check_output('systemd-run --unit pkgcache-bad-store python3 -m http.server %d --bind 127.0.0.1 --directory %s'
                    % (BAD_PORT, root))
-    for _ in range(50):
+    for dummy in range(50):
         if b.run('python3 -c "import urllib.request;urllib.request.urlopen(\'http://127.0.0.1:%d/refs/latest\')"' % BAD_PORT).rc == 0:
             break
         time.sleep(0.2)

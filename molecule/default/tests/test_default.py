@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import BUILDER, INDEX, REPL_HOSTS, USERS, as_root, as_user, docker_restart
+from conftest import INDEX, REPL_HOSTS, USERS, as_root, as_user, docker_restart
 
 PIP = 'pip'
 NOT_IN_SNAPSHOT = 'iniconfig'

@@ -1,0 +1,105 @@
+"""The build orchestration, with a stand-in for pip that writes a real cache layout and report."""
+
+import json
+import os
+
+import pytest
+
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _pipcache as pc
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
+
+INDEX = 'http://127.0.0.1:8371/simple/'
+
+
+class FakePip(object):
+    """Resolves names from ``index`` {name: (version, body)}; caches bodies unless ``cache`` is False."""
+
+    def __init__(self, index, cache=True):
+        self.index, self.cache, self.calls = index, cache, []
+
+    def __call__(self, argv, env):
+        self.calls.append(argv)
+        if argv[1:3] == ['-m', 'venv']:
+            os.makedirs(os.path.join(argv[3], 'bin'))
+            open(os.path.join(argv[3], 'bin', 'python'), 'w').close()
+            return 0, '', ''
+        if argv[1] == '-c':
+            return 0, json.dumps({'pip': '23.0.1', 'python': '3.11.2'}) + '\n', ''
+        assert env['PIP_CONFIG_FILE'] == os.devnull
+        specs = open(argv[argv.index('-r') + 1]).read().split()
+        cache = argv[argv.index('--cache-dir') + 1]
+        items = []
+        for spec in specs:
+            if spec not in self.index:
+                return 1, '', 'ERROR: No matching distribution found for %s' % spec
+            version, body = self.index[spec]
+            url = 'http://127.0.0.1:8371/packages/%s-%s-py3-none-any.whl' % (spec, version)
+            items.append({'metadata': {'name': spec, 'version': version}, 'download_info': {'url': url}})
+            if self.cache and '--dry-run' not in argv:
+                path = pc.http_cache_paths(cache, url)[1]
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, 'w') as f:
+                    f.write(body)
+        with open(argv[argv.index('--report') + 1], 'w') as f:
+            json.dump({'install': items}, f)
+        os.makedirs(os.path.join(cache, 'selfcheck'), exist_ok=True)
+        return 0, '', ''
+
+
+def params(tmp_path, packages):
+    return {'packages': packages, 'requirements': None, 'index_url': INDEX, 'trusted_host': '127.0.0.1:8371',
+            'python': 'python3', 'pip_version': None, 'venv_dir': None, 'work_dir': str(tmp_path / 'work'),
+            'store': str(tmp_path / 'store'), 'publish': True}
+
+
+def latest(tmp_path):
+    return open(str(tmp_path / 'store' / 'refs' / 'latest')).read().strip()
+
+
+def test_build_records_misses_and_is_idempotent(tmp_path):
+    pip = FakePip({'six': ('1.17.0', 'six body'), 'idna': ('3.20', 'idna body')})
+    r = bd.build(params(tmp_path, ['six', 'idna', 'nope']), pip, now='t1')
+    assert r['changed'] and r['new_objects'] == 2 and r['files'] == 2
+    assert [m['package'] for m in r['misses']] == ['nope']
+    assert latest(tmp_path) == r['id']
+    manifest = json.load(open(st.manifest_path(str(tmp_path / 'store'), r['id'])))
+    assert manifest['pip']['pip_version'] == '23.0.1' and manifest['pip']['index_url'] == INDEX
+    assert [p['name'] for p in manifest['pip']['packages']] == ['idna', 'six']
+    assert not any(e['path'].startswith('pip/selfcheck') for e in manifest['entries'])
+    again = bd.build(params(tmp_path, ['six', 'idna', 'nope']), pip, now='t2')
+    assert again['id'] == r['id'] and not again['changed'] and again['new_objects'] == 0
+    assert again['created'] == 't1'
+
+
+def test_new_version_gives_new_snapshot_sharing_objects(tmp_path):
+    bd.build(params(tmp_path, ['six', 'idna']), FakePip({'six': ('1', 'a'), 'idna': ('1', 'b')}), now='t1')
+    r = bd.build(params(tmp_path, ['six', 'idna']), FakePip({'six': ('1', 'a'), 'idna': ('2', 'c')}), now='t2')
+    assert r['changed'] and r['new_objects'] == 1 and r['new_bytes'] == 1
+
+
+def test_check_mode_changes_nothing(tmp_path):
+    r = bd.build(params(tmp_path, ['six']), FakePip({'six': ('1', 'a')}), check_mode=True, now='t')
+    assert r['changed'] and r['new_objects'] == 1
+    assert not os.path.exists(str(tmp_path / 'store' / 'refs'))
+    assert not os.path.exists(str(tmp_path / 'store' / 'objects'))
+
+
+def test_all_missing_fails_with_the_reason(tmp_path):
+    with pytest.raises(pc.PipBuildError, match='none of the 2 packages could be resolved from %s' % INDEX):
+        bd.build(params(tmp_path, ['nope', 'nada']), FakePip({}), now='t')
+
+
+def test_nothing_cached_names_cache_headers(tmp_path):
+    with pytest.raises(pc.PipBuildError, match='cache headers'):
+        bd.build(params(tmp_path, ['six']), FakePip({'six': ('1', 'a')}, cache=False), now='t')
+    assert not os.path.exists(str(tmp_path / 'store' / 'refs'))
+
+
+def test_requirements_file(tmp_path):
+    req = tmp_path / 'req.txt'
+    req.write_text('# popular\nsix\n')
+    p = params(tmp_path, ['idna'])
+    p['requirements'] = str(req)
+    r = bd.build(p, FakePip({'six': ('1', 'a'), 'idna': ('1', 'b')}), now='t')
+    assert r['files'] == 2

@@ -1,0 +1,100 @@
+import json
+import os
+
+import pytest
+
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _manifest as mf
+
+SHA = 'a' * 64
+
+
+def make_tree(root):
+    os.makedirs(os.path.join(root, 'http', 'a'))
+    with open(os.path.join(root, 'http', 'a', 'entry'), 'wb') as f:
+        f.write(b'body')
+    os.chmod(os.path.join(root, 'http', 'a', 'entry'), 0o600)  # pip writes 0600 files
+    with open(os.path.join(root, 'tool'), 'wb') as f:
+        f.write(b'#!/bin/sh\n')
+    os.chmod(os.path.join(root, 'tool'), 0o700)
+    os.symlink('tool', os.path.join(root, 'link'))
+    os.makedirs(os.path.join(root, 'selfcheck'))
+
+
+def test_scan_normalises_modes_and_skips_excluded(tmp_path):
+    make_tree(str(tmp_path))
+    entries, paths = mf.scan_tree(str(tmp_path), 'pip', exclude=('selfcheck',))
+    by_path = {e['path']: e for e in entries}
+    assert sorted(by_path) == ['pip', 'pip/http', 'pip/http/a', 'pip/http/a/entry', 'pip/link', 'pip/tool']
+    assert by_path['pip/http/a/entry']['mode'] == '0644'  # readable by every user through the overlay
+    assert by_path['pip/tool']['mode'] == '0755'
+    assert by_path['pip/http']['mode'] == '0777'  # users add entries through their overlay
+    assert by_path['pip/link'] == {'path': 'pip/link', 'type': 'symlink', 'target': 'tool'}
+    assert by_path['pip/http/a/entry']['size'] == 4
+    assert paths['pip/http/a/entry'] == str(tmp_path / 'http' / 'a' / 'entry')
+    mf.validate_entries(entries)
+
+
+def test_scan_refuses_fifo(tmp_path):
+    os.mkfifo(str(tmp_path / 'fifo'))
+    with pytest.raises(mf.ManifestError, match='not a file, directory or symlink'):
+        mf.scan_tree(str(tmp_path), 'pip')
+
+
+def test_id_depends_on_content_only(tmp_path):
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    make_tree(str(a))
+    make_tree(str(b))
+    ea, dummy = mf.scan_tree(str(a), 'pip')
+    eb, dummy = mf.scan_tree(str(b), 'pip')
+    assert mf.snapshot_id(ea) == mf.snapshot_id(list(reversed(eb)))
+    assert mf.build_manifest(ea, {'created': 'x'})['id'] == mf.build_manifest(eb, {'created': 'y'})['id']
+    (b / 'tool').write_bytes(b'changed')
+    eb, dummy = mf.scan_tree(str(b), 'pip')
+    assert mf.snapshot_id(ea) != mf.snapshot_id(eb)
+
+
+def base():
+    return [{'path': 'pip', 'type': 'dir', 'mode': '0777'},
+            {'path': 'pip/f', 'type': 'file', 'mode': '0644', 'size': 3, 'sha256': SHA}]
+
+
+@pytest.mark.parametrize('entry, message', [
+    ({'path': '/etc/passwd', 'type': 'file', 'mode': '0644', 'size': 1, 'sha256': SHA}, 'absolute'),
+    ({'path': 'pip/../../etc', 'type': 'dir', 'mode': '0777'}, '".."'),
+    ({'path': 'pip//x', 'type': 'dir', 'mode': '0777'}, 'empty'),
+    ({'path': 'pip/f', 'type': 'file', 'mode': '0644', 'size': 3, 'sha256': SHA}, 'appears twice'),
+    ({'path': 'pip/l', 'type': 'symlink', 'target': '../../etc/shadow'}, 'leaves the snapshot'),
+    ({'path': 'pip/l', 'type': 'symlink', 'target': '/etc/shadow'}, 'leaves the snapshot'),
+    ({'path': 'pip/dev', 'type': 'chardev', 'mode': '0644'}, 'type'),
+    ({'path': 'pip/fifo', 'type': 'fifo'}, 'type'),
+    ({'path': 'pip/s', 'type': 'file', 'mode': '4755', 'size': 1, 'sha256': SHA}, 'setuid'),
+    ({'path': 'pip/s', 'type': 'file', 'mode': '2755', 'size': 1, 'sha256': SHA}, 'setuid'),
+    ({'path': 'pip/w', 'type': 'file', 'mode': '0666', 'size': 1, 'sha256': SHA}, 'world-writable'),
+    ({'path': 'pip/d', 'type': 'dir', 'mode': '1777'}, 'directory mode'),
+    ({'path': 'pip/h', 'type': 'file', 'mode': '0644', 'size': 1, 'sha256': 'XYZ'}, 'sha256'),
+    ({'path': 'pip/n', 'type': 'file', 'mode': '0644', 'size': -1, 'sha256': SHA}, 'size'),
+    ({'path': 'nodir/x', 'type': 'file', 'mode': '0644', 'size': 1, 'sha256': SHA}, 'parent'),
+])
+def test_hostile_entries_are_refused(entry, message):
+    with pytest.raises(mf.ManifestError, match=message):
+        mf.validate_entries(base() + [entry])
+
+
+def test_size_limits():
+    mf.validate_entries(base(), max_object_size=3, max_total_size=3)
+    with pytest.raises(mf.ManifestError, match='per-object limit'):
+        mf.validate_entries(base(), max_object_size=2)
+    with pytest.raises(mf.ManifestError, match='per-snapshot limit'):
+        mf.validate_entries(base(), max_total_size=2)
+
+
+def test_load_manifest_checks_the_id():
+    m = mf.build_manifest(base(), {'created': 'now'})
+    assert mf.load_manifest(json.dumps(m), m['id'])['id'] == m['id']
+    with pytest.raises(mf.ManifestError, match='expected'):
+        mf.load_manifest(json.dumps(m), 'b' * 64)
+    m['entries'][1]['size'] = 4
+    with pytest.raises(mf.ManifestError, match='does not match its entries'):
+        mf.load_manifest(json.dumps(m))
+    with pytest.raises(mf.ManifestError, match='not valid JSON'):
+        mf.load_manifest(b'{')

@@ -1,0 +1,111 @@
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as s
+
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _fstab as fs
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
+
+REPLS = [{'name': 'alice', 'uid': 2001, 'gid': 2001}, {'name': 'bob', 'uid': 2002, 'gid': 2002, 'home': '/srv/bob'}]
+LOWER = '/var/lib/pkgcache/trees/' + 'a' * 64
+
+
+@pytest.mark.parametrize('name', ['alice', '_svc', 'a-b_1', 'x' * 32])
+def test_valid_names(name):
+    assert ov.validate_name(name) == name
+
+
+@pytest.mark.parametrize('name', ['', 'a/b', 'a,b', 'a:b', 'a b', 'a\nb', '..', '.', '-x', 'Alice', 'x' * 33, 'a\\b', 'a#b', None, 7])
+def test_invalid_names(name):
+    with pytest.raises(ov.OverlayInputError, match='not a valid user name'):
+        ov.validate_name(name)
+
+
+@pytest.mark.parametrize('path', ['relative', '/a,b', '/a:b', '/a b', '/a\tb', '/a\nb', '/a\\b', '/a#b', '/a/../b', '/a//b', '/a/./b', '/a/'])
+def test_invalid_paths(path):
+    with pytest.raises(ov.OverlayInputError, match='scratch_root'):
+        ov.validate_path(path, 'scratch_root')
+
+
+def test_plan_mounts():
+    mounts = ov.plan_mounts(REPLS, ['pip'], LOWER, '/mnt/scratch')
+    assert [m['target'] for m in mounts] == ['/home/alice/.cache/pip', '/srv/bob/.cache/pip']
+    a = mounts[0]
+    assert a['lowerdir'] == LOWER + '/pip'
+    assert a['upperdir'] == '/mnt/scratch/alice/cacache_pip/upper'
+    assert a['workdir'] == '/mnt/scratch/alice/cacache_pip/work'
+    assert a['options'] == ('lowerdir=%s/pip,upperdir=/mnt/scratch/alice/cacache_pip/upper,'
+                            'workdir=/mnt/scratch/alice/cacache_pip/work,index=off,xino=off,metacopy=off,nosuid,nodev' % LOWER)
+    assert ov.default_line(a) == 'overlay /home/alice/.cache/pip overlay %s 0 0' % a['options']
+
+
+@pytest.mark.parametrize('repls, ecosystems, message', [
+    ([{'name': 'alice', 'uid': 0, 'gid': 1}], ['pip'], 'uid 0'),
+    ([{'name': 'alice', 'uid': 1, 'gid': 1}] * 2, ['pip'], 'appears twice'),
+    ([{'name': 'alice', 'uid': 1, 'gid': 1, 'home': '/h,x'}], ['pip'], 'home'),
+    ([{'name': 'alice', 'uid': 1, 'gid': 1, 'scratch': '/s:x'}], ['pip'], 'scratch'),
+    ([{'name': 'a', 'uid': 1, 'gid': 1, 'home': '/h'}, {'name': 'b', 'uid': 2, 'gid': 2, 'home': '/h'}], ['pip'], 'used by another'),
+    ([{'name': 'a', 'uid': 1, 'gid': 1, 'scratch': '/s'}, {'name': 'b', 'uid': 2, 'gid': 2, 'scratch': '/s/b'}], ['pip'], 'inside scratch'),
+    (REPLS, ['cargo'], 'not supported'),
+    (REPLS, [], 'empty'),
+])
+def test_plan_refuses(repls, ecosystems, message):
+    with pytest.raises(ov.OverlayInputError, match=message):
+        ov.plan_mounts(repls, ecosystems, LOWER, '/mnt/scratch')
+
+
+def test_check_line_allows_extra_options_only():
+    m = ov.plan_mounts(REPLS, ['pip'], LOWER, '/mnt/scratch')[0]
+    ov.check_line(ov.default_line(m).replace(' 0 0', ',x-systemd.requires-mounts-for=/mnt/scratch 0 0'), m)
+    for bad in (ov.default_line(m).replace('upperdir=/mnt/scratch/alice', 'upperdir=/mnt/scratch/bob'),
+                ov.default_line(m).replace('/home/alice/', '/home/bob/'),
+                ov.default_line(m).replace(' overlay lowerdir', ' tmpfs lowerdir'),
+                '# just a comment'):
+        with pytest.raises(ov.OverlayInputError):
+            ov.check_line(bad, m)
+
+
+MOUNTINFO = (
+    '22 1 0:21 / / rw,relatime - overlay overlay rw,lowerdir=/x,upperdir=/y,workdir=/z\n'
+    '30 22 0:40 / /mnt/scratch rw - ext4 /dev/vda rw\n'
+    '31 22 0:21 /var/lib/pkgcache/trees/abc /mnt/cacache ro,nosuid,nodev - overlay overlay rw\n'
+    '32 22 0:50 / /home/alice/.cache/pip rw,nosuid,nodev - overlay overlay '
+    'rw,lowerdir=%s/pip,upperdir=/mnt/scratch/alice/cacache_pip/upper,workdir=/mnt/scratch/alice/cacache_pip/work\n'
+    '33 22 0:51 / /home/with\\040space rw - tmpfs tmpfs rw\n' % LOWER)
+
+
+def test_parse_mountinfo_and_states():
+    info = ov.parse_mountinfo(MOUNTINFO)
+    assert ov.mounted_at(info, '/home/with space')['fstype'] == 'tmpfs'
+    assert ov.mounted_at(info, '/mnt/cacache')['root'] == '/var/lib/pkgcache/trees/abc'
+    assert ov.mount_of(info, '/mnt/scratch/alice/x')['mount_point'] == '/mnt/scratch'
+    assert ov.mount_of(info, '/var/tmp/x')['fstype'] == 'overlay'
+    alice, bob = ov.plan_mounts(REPLS, ['pip'], LOWER, '/mnt/scratch')
+    assert ov.overlay_state(info, alice) == 'mounted'
+    assert ov.overlay_state(info, bob) == 'absent'
+    newer = ov.plan_mounts(REPLS, ['pip'], '/var/lib/pkgcache/trees/' + 'b' * 64, '/mnt/scratch')[0]
+    assert ov.overlay_state(info, newer) == 'stale'
+
+
+SAFE = string.ascii_letters + string.digits + '._-'
+
+
+@settings(max_examples=400, deadline=None)
+@given(s.text(alphabet=SAFE + ',:#\\ \t\n/', min_size=1, max_size=30))
+def test_property_accepted_paths_roundtrip_through_fstab(component):
+    """Whatever a path validator accepts round-trips through an fstab line byte for byte; the rest is refused."""
+    path = '/mnt/scratch/' + component
+    try:
+        ov.validate_path(path, 'scratch')
+    except ov.OverlayInputError:
+        assert any(c in component for c in ',:#\\ \t\n') or any(p in ('', '.', '..') for p in component.split('/'))
+        return
+    repl = {'name': 'alice', 'uid': 1, 'gid': 1, 'scratch': path, 'home': path + '/home'}
+    m = ov.plan_mounts([repl], ['pip'], LOWER, '/mnt/scratch')[0]
+    line = ov.default_line(m)
+    text = fs.replace_block('', 'mounts', [line])
+    fields = fs.block_entries(text, 'mounts')[0]
+    assert fields[1] == m['target']
+    assert ov.split_options(fields[3])['upperdir'] == m['upperdir']
+    ov.check_line(line, m)
