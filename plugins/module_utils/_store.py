@@ -25,6 +25,7 @@ import shutil
 import stat
 import tempfile
 
+from . import _faults
 from ._manifest import CHUNK, DIR_MODE, FILE_MODE, ManifestError, check_snapshot_id
 
 
@@ -140,6 +141,7 @@ def fetch_object(store, base_url, digest, size, opener):
                         raise StoreError('object %s from %s is larger than the %d bytes the manifest lists' % (digest, url, size))
                     h.update(chunk)
                     out.write(chunk)
+                    _faults.point('fetch')
                 out.flush()
                 os.fsync(out.fileno())
         except StoreError:
@@ -204,7 +206,10 @@ def checkout(store, manifest):
     tmp = tempfile.mkdtemp(dir=parent, prefix='.checkout-%s-' % snap_id[:12])
     try:
         dirs = []
-        for e in manifest['entries']:
+        half = len(manifest['entries']) // 2
+        for n, e in enumerate(manifest['entries']):
+            if n == half:
+                _faults.point('checkout')
             dest = os.path.join(tmp, e['path'])
             if e['type'] == 'dir':
                 os.mkdir(dest)
@@ -223,6 +228,7 @@ def checkout(store, manifest):
         for d in dirs:
             os.chmod(d, DIR_MODE)
         os.chmod(tmp, 0o755)
+        sync_filesystem(tmp)
         os.rename(tmp, final)
         tmp = None
     except OSError as exc:
@@ -233,6 +239,74 @@ def checkout(store, manifest):
         if tmp is not None:
             remove_tree(tmp)
     return final, True
+
+
+def sync_filesystem(path):
+    """Flush the filesystem that holds ``path`` (syncfs(2)), so a renamed-in tree survives a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.syncfs(fd) == 0:
+                return
+        except (OSError, AttributeError):
+            pass
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+def cleanup_leftovers(store):
+    """Remove what a killed run may have left: partial downloads, half checkouts, temp pointers.
+
+    Call it only while holding the store lock. Returns the paths removed.
+    """
+    removed = []
+    incoming = os.path.join(store, 'objects', 'incoming')
+    if os.path.isdir(incoming):
+        for name in os.listdir(incoming):
+            os.unlink(os.path.join(incoming, name))
+            removed.append(os.path.join(incoming, name))
+    trees = os.path.join(store, 'trees')
+    if os.path.isdir(trees):
+        for name in os.listdir(trees):
+            if name.startswith('.checkout-'):
+                remove_tree(os.path.join(trees, name))
+                removed.append(os.path.join(trees, name))
+    for directory in (store, os.path.join(store, 'snapshots')):
+        if os.path.isdir(directory):
+            for name in os.listdir(directory):
+                if name.startswith('.current-') or name.startswith('.tmp-'):
+                    os.unlink(os.path.join(directory, name))
+                    removed.append(os.path.join(directory, name))
+    return removed
+
+
+def history(store):
+    """Return the ids activated on this host, oldest first (an id may appear more than once)."""
+    try:
+        with open(os.path.join(store, 'history')) as f:
+            lines = f.read().splitlines()
+    except IOError:
+        return []
+    ids = []
+    for line in lines:
+        try:
+            ids.append(check_snapshot_id(line.split(' ')[0]))
+        except ManifestError:
+            continue
+    return ids
+
+
+def record_activation(store, snap_id, when):
+    path = os.path.join(store, 'history')
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except IOError:
+        data = b''
+    write_bytes_atomic(path, data + ('%s %s\n' % (snap_id, when)).encode(), 0o600)
 
 
 def remove_tree(path):

@@ -9,11 +9,14 @@ goes through the ``opener(url)`` callable the module passes in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
+from . import _faults
 from . import _manifest as mf
 from . import _store as st
+from ._lock import StoreLock
 
 MAX_REF_BYTES = 4096
 
@@ -33,7 +36,18 @@ def read_url(opener, url, limit, what):
     return data
 
 
-def resolve_id(opener, base_url, snapshot):
+def previous_id(store):
+    """The snapshot that was active before the current one, from the host's history."""
+    current = st.active_id(store)
+    for snap_id in reversed(st.history(store)):
+        if snap_id != current:
+            return snap_id
+    raise SyncError('there is no previous snapshot in %s/history to go back to' % store)
+
+
+def resolve_id(opener, base_url, snapshot, store=None):
+    if snapshot == 'previous':
+        return previous_id(store)
     if snapshot != 'latest':
         try:
             return mf.check_snapshot_id(snapshot, 'snapshot')
@@ -75,18 +89,32 @@ def prepare_store(store):
         st.makedirs(os.path.join(store, sub), 0o700)
 
 
-def sync(p, opener, check_mode=False):
+def locked(p, check_mode):
+    """The store lock for a run (a no-op context in check mode, which changes nothing)."""
+    if check_mode:
+        return contextlib.nullcontext()
+    prepare_store(p['store'])
+    return StoreLock(p['store'], p.get('lock_timeout', 0))
+
+
+def sync(p, opener, check_mode=False, now=None):
     """Fetch, verify, check out and activate a snapshot; return the result dict.
 
-    Any failure raises SyncError (or StoreError) before ``current`` moves,
-    so the active snapshot stays as it was.
+    Call it while holding locked(). Any failure raises SyncError (or
+    StoreError) before ``current`` moves, so the active snapshot stays as it
+    was. Leftovers of a killed run are removed first, so a run after a crash
+    converges.
     """
+    if not check_mode:
+        st.cleanup_leftovers(p['store'])
+    return _sync(p, opener, check_mode, now)
+
+
+def _sync(p, opener, check_mode, now):
     store = p['store']
     base_url = p['url'].rstrip('/')
-    snap_id = resolve_id(opener, base_url, p['snapshot'])
+    snap_id = resolve_id(opener, base_url, p['snapshot'], store)
     previous = st.active_id(store)
-    if not check_mode:
-        prepare_store(store)
     limits = {'max_manifest_size': p['max_manifest_size'], 'max_object_size': p.get('max_object_size'),
               'max_snapshot_size': p.get('max_snapshot_size')}
     manifest, manifest_bytes = load_manifest(store, opener, base_url, snap_id, limits, check_mode)
@@ -108,7 +136,9 @@ def sync(p, opener, check_mode=False):
         result['fetched_objects'] = len(missing)
     st.checkout(store, manifest)
     if previous != snap_id:
+        _faults.point('activate')
         st.activate(store, snap_id)
+        st.record_activation(store, snap_id, now or '-')
     return result
 
 

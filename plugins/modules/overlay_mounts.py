@@ -140,10 +140,12 @@ users:
   type: dict
   sample: {alice: {pip: mounted}, bob: {pip: busy}}
 busy:
-  description: Users left on their current snapshot because their overlay was in use.
+  description:
+    - Users left on their current snapshot because their overlay was in use, per ecosystem, with the pids that
+      use it (or V(EBUSY) when only the unmount told). A later run, or the next boot, switches them.
   returned: success
-  type: list
-  elements: str
+  type: dict
+  sample: {carol: {pip: [4242]}}
 removed:
   description: Targets that left the managed block and were unmounted (or are busy).
   returned: success
@@ -168,6 +170,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _mounts as mt
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
+from ansible_collections.pkgcache.overlay.plugins.module_utils._busy import find_busy
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fstab import FstabError, block_entries
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import mountinfo_text, read_text, update_block
 from ansible_collections.pkgcache.overlay.plugins.module_utils._mountcmd import MountError, mount_from_fstab, unmount
@@ -190,23 +193,25 @@ def converge(module):
         mt.ensure_target(m, module.check_mode, created)
     old_targets = set(f[1] for f in block_entries(read_text(p['fstab']), BLOCK))
     fstab = update_block(module, p['fstab'], BLOCK, lines, p['backup'])
-    users, busy, removed = {}, [], {}
+    users, busy, removed = {}, {}, {}
     planned = set(m['target'] for m in mounts)
+    states = dict((m['target'], ov.overlay_state(info, m)) for m in mounts)
+    in_use = find_busy([t for t, s in states.items() if s == 'stale']) if p['state'] == 'mounted' else {}
     for m in mounts:
-        state = ov.overlay_state(info, m)
+        state = states[m['target']]
         if p['state'] == 'present':
             users.setdefault(m['user'], {})[m['ecosystem']] = 'already' if state == 'mounted' else 'present'
             continue
         if state == 'mounted':
             outcome = 'already'
         elif module.check_mode:
-            outcome = 'mounted' if state == 'absent' else 'switched'
+            outcome = 'mounted' if state == 'absent' else ('busy' if m['target'] in in_use and not p['lazy'] else 'switched')
         elif state == 'absent':
             mount_from_fstab(module.run_command, p['fstab'], m['target'])
             outcome = 'mounted'
-        elif unmount(module.run_command, m['target'], lazy=p['lazy']) == 'busy':
+        elif (m['target'] in in_use and not p['lazy']) or unmount(module.run_command, m['target'], lazy=p['lazy']) == 'busy':
             outcome = 'busy'
-            busy.append(m['user'])
+            busy.setdefault(m['user'], {})[m['ecosystem']] = in_use.get(m['target']) or 'EBUSY'
         else:
             mount_from_fstab(module.run_command, p['fstab'], m['target'])
             outcome = 'switched'
@@ -216,7 +221,7 @@ def converge(module):
             removed[target] = 'unmounted' if module.check_mode else unmount(module.run_command, target, lazy=p['lazy'])
     changed = bool(created) or fstab['changed'] or bool(removed) or any(
         s in ('mounted', 'switched') for u in users.values() for s in u.values())
-    result = {'changed': changed, 'users': users, 'busy': sorted(set(busy)), 'removed': removed,
+    result = {'changed': changed, 'users': users, 'busy': busy, 'removed': removed,
               'created': created, 'mounts': mounts}
     if fstab['backup_file']:
         result['backup_file'] = fstab['backup_file']

@@ -44,7 +44,9 @@ options:
     type: str
     required: true
   snapshot:
-    description: The snapshot id to activate, or V(latest) for the one C(refs/latest) names.
+    description:
+      - The snapshot id to activate, V(latest) for the one C(refs/latest) names, or V(previous) for the one that
+        was active before the current one on this host (a rollback).
     type: str
     default: latest
   store:
@@ -85,6 +87,12 @@ options:
     default: 0
   max_snapshot_size:
     description: Largest snapshot accepted (sum of file sizes), in bytes. V(0) means no limit.
+    type: int
+    default: 0
+  lock_timeout:
+    description:
+      - Seconds to wait for another run on this host to release the store lock. V(0) fails at once, with an error
+        that names the holder's pid.
     type: int
     default: 0
 seealso:
@@ -166,6 +174,7 @@ backup_file:
   type: str
 """
 
+import datetime
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -173,6 +182,7 @@ from ansible.module_utils.urls import open_url
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fstab import FstabError, escape
+from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import mountinfo_text, update_block
 from ansible_collections.pkgcache.overlay.plugins.module_utils._manifest import ManifestError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._mountcmd import MountError, mount_from_fstab, unmount
@@ -223,6 +233,7 @@ def main():
             max_manifest_size=dict(type='int', default=268435456),
             max_object_size=dict(type='int', default=0),
             max_snapshot_size=dict(type='int', default=0),
+            lock_timeout=dict(type='int', default=0),
         ),
         supports_check_mode=True,
     )
@@ -233,11 +244,13 @@ def main():
     def opener(url):
         return open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'], follow_redirects='safe')
 
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     try:
-        result = _sync.sync(p, opener, check_mode=module.check_mode)
-        fstab = update_block(module, p['fstab'], BLOCK, [bind_line(p['store'], p['mount_point'])], p['backup'])
-        result['mount'] = ensure_mount(module, result)
-    except (_sync.SyncError, StoreError, ManifestError, FstabError, MountError, OSError) as exc:
+        with _sync.locked(p, module.check_mode):
+            result = _sync.sync(p, opener, check_mode=module.check_mode, now=now)
+            fstab = update_block(module, p['fstab'], BLOCK, [bind_line(p['store'], p['mount_point'])], p['backup'])
+            result['mount'] = ensure_mount(module, result)
+    except (_sync.SyncError, StoreError, ManifestError, FstabError, MountError, LockError, OSError) as exc:
         module.fail_json(msg=str(exc))
     result['changed'] = result['changed'] or fstab['changed'] or result['mount'] != 'unchanged'
     if fstab['backup_file']:

@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Which mounts are in use: processes with a cwd, root or open file under them.
+
+Private to the collection; the API may change without notice.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _under(path, targets):
+    for t in targets:
+        if path == t or path.startswith(t.rstrip('/') + '/'):
+            return t
+    return None
+
+
+def find_busy(targets, proc='/proc'):
+    """Return {target: sorted pids} for the targets some process uses.
+
+    A process uses a target when its cwd, its root or one of its open files
+    lies under it. Processes that vanish while they are scanned are skipped.
+    """
+    busy = {}
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return busy
+    for pid in pids:
+        links = [os.path.join(proc, pid, 'cwd'), os.path.join(proc, pid, 'root')]
+        fd_dir = os.path.join(proc, pid, 'fd')
+        try:
+            links += [os.path.join(fd_dir, fd) for fd in os.listdir(fd_dir)]
+        except OSError:
+            pass
+        for link in links:
+            try:
+                dest = os.readlink(link)
+            except OSError:
+                continue
+            if dest.endswith(' (deleted)'):
+                dest = dest[:-len(' (deleted)')]
+            hit = _under(dest, targets)
+            if hit:
+                busy.setdefault(hit, set()).add(int(pid))
+    return dict((t, sorted(p)) for t, p in busy.items())

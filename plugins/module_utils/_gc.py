@@ -1,0 +1,143 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Garbage collection of snapshots and objects, on repl hosts and builders.
+
+Private to the collection; the API may change without notice.
+
+Kept: the N newest snapshots, the active one (``current`` on a host,
+``refs/latest`` on a builder), and every snapshot whose id a live mount
+(/proc/self/mountinfo) or an fstab line names. Everything else goes, then
+every object that no kept manifest lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from . import _store as st
+
+ID_IN_TEXT = re.compile(r'trees/([0-9a-f]{64})')
+
+
+def referenced_ids(*texts):
+    """Snapshot ids that mountinfo or fstab text names (as trees/<id>)."""
+    ids = set()
+    for text in texts:
+        ids.update(ID_IN_TEXT.findall(text or ''))
+    return ids
+
+
+def _manifest_ids(store):
+    d = os.path.join(store, 'snapshots')
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return []
+    return [n[:-5] for n in names if n.endswith('.json') and len(n) == 69]
+
+
+def _tree_ids(store):
+    d = os.path.join(store, 'trees')
+    try:
+        return [n for n in os.listdir(d) if len(n) == 64 and not n.startswith('.')]
+    except OSError:
+        return []
+
+
+def _builder_order(store, ids):
+    def created(snap_id):
+        try:
+            with open(st.manifest_path(store, snap_id)) as f:
+                return json.load(f).get('created') or ''
+        except (IOError, ValueError):
+            return ''
+    return sorted(ids, key=lambda i: (created(i), i))
+
+
+def _host_order(store, ids):
+    hist = st.history(store)
+    rank = dict((snap_id, n) for n, snap_id in enumerate(hist))  # last activation wins
+    return sorted(ids, key=lambda i: (rank.get(i, -1), i))
+
+
+def _file_shas(store, snap_id):
+    with open(st.manifest_path(store, snap_id)) as f:
+        manifest = json.load(f)
+    return set(e['sha256'] for e in manifest['entries'] if e['type'] == 'file')
+
+
+def plan(store, keep, mountinfo_text, fstab_text, host):
+    """Return the GC plan: kept ids (with the reason), removed ids, objects to delete and their bytes."""
+    all_ids = set(_manifest_ids(store)) | set(_tree_ids(store))
+    ordered = (_host_order if host else _builder_order)(store, all_ids)
+    reasons = {}
+    for snap_id in ordered[len(ordered) - keep:] if keep > 0 else []:
+        reasons.setdefault(snap_id, 'newest')
+    active = st.active_id(store) if host else _latest(store)
+    if active:
+        reasons[active] = 'active'
+    for snap_id in referenced_ids(mountinfo_text, fstab_text) & all_ids:
+        reasons.setdefault(snap_id, 'referenced by a mount or fstab')
+    remove = sorted(all_ids - set(reasons))
+    wanted = set()
+    for snap_id in reasons:
+        if os.path.exists(st.manifest_path(store, snap_id)):
+            wanted |= _file_shas(store, snap_id)
+        elif snap_id in _tree_ids(store):
+            # A tree without its manifest: keep every object to be safe.
+            return {'keep': reasons, 'remove': remove, 'objects': [], 'bytes': 0, 'incomplete': snap_id}
+    objects, freed = [], 0
+    objdir = os.path.join(store, 'objects')
+    for root, dirs, files in os.walk(objdir):
+        if root == objdir and 'incoming' in dirs:
+            dirs.remove('incoming')
+        for name in files:
+            digest = os.path.basename(root) + name
+            if digest not in wanted and len(digest) == 64:
+                path = os.path.join(root, name)
+                objects.append(path)
+                freed += os.lstat(path).st_size
+    for snap_id in remove:
+        freed += _unshared_tree_bytes(st.tree_path(store, snap_id))
+    return {'keep': reasons, 'remove': remove, 'objects': sorted(objects), 'bytes': freed, 'incomplete': None}
+
+
+def _latest(store):
+    try:
+        with open(os.path.join(store, 'refs', 'latest')) as f:
+            return f.read().strip()
+    except IOError:
+        return None
+
+
+def _unshared_tree_bytes(tree):
+    """Bytes of a tree's files that are not hardlinks to objects (copies of executable files)."""
+    total = 0
+    for root, dirs, files in os.walk(tree):
+        for name in files:
+            s = os.lstat(os.path.join(root, name))
+            if s.st_nlink == 1:
+                total += s.st_size
+    return total
+
+
+def apply(store, gc_plan):
+    """Delete what the plan removes: trees first, then manifests and build refs, then objects."""
+    for snap_id in gc_plan['remove']:
+        st.remove_tree(st.tree_path(store, snap_id))
+        try:
+            os.unlink(st.manifest_path(store, snap_id))
+        except FileNotFoundError:
+            pass
+    builds = os.path.join(store, 'refs', 'builds')
+    if os.path.isdir(builds):
+        for name in os.listdir(builds):
+            path = os.path.join(builds, name)
+            with open(path) as f:
+                if f.read().strip() in gc_plan['remove']:
+                    os.unlink(path)
+    for path in gc_plan['objects']:
+        os.unlink(path)
