@@ -74,7 +74,7 @@ def plan(store, keep, mountinfo_text, fstab_text, host):
     all_ids = set(_manifest_ids(store)) | set(_tree_ids(store))
     ordered = (_host_order if host else _builder_order)(store, all_ids)
     reasons = {}
-    for snap_id in ordered[len(ordered) - keep:] if keep > 0 else []:
+    for snap_id in ordered[max(0, len(ordered) - keep):] if keep > 0 else []:
         reasons.setdefault(snap_id, 'newest')
     active = st.active_id(store) if host else _latest(store)
     if active:

@@ -147,6 +147,9 @@ def test_gc_keeps_active_newest_and_referenced(two_snapshots, tmp_path):
     v3 = publish(url[len('file://'):], {'only': b'three'})
     for snap in (v2, v3):
         assert run_sync(url, snap, host).returncode == 0
+    # keep larger than the number of snapshots keeps them all.
+    assert _gc.plan(host, 5, '', '', host=True)['remove'] == []
+    assert sorted(_gc.plan(host, 2, '', '', host=True)['keep']) == sorted([v2, v3])
     # v1 is still referenced by a live mount, v2 by nothing, v3 is active.
     mountinfo = '40 1 0:50 / /home/c/.cache/pip rw - overlay overlay rw,lowerdir=%s/trees/%s/pip,upperdir=/u,workdir=/w\n' % (host, v1)
     plan = _gc.plan(host, 1, mountinfo, '', host=True)
@@ -162,8 +165,8 @@ def test_gc_keeps_active_newest_and_referenced(two_snapshots, tmp_path):
     assert plan['remove'] == [v1] and len(plan['objects']) == 200
     _gc.apply(host, plan)
     assert st.active_id(host) == v3 and tree_is_complete(host, v3)
-    assert _gc.plan(host, 1, '', '', host=True) == {'keep': {v3: 'active'}, 'remove': [], 'objects': [], 'bytes': 0,
-                                                     'incomplete': None}
+    expected = {'keep': {v3: 'active'}, 'remove': [], 'objects': [], 'bytes': 0, 'incomplete': None}
+    assert _gc.plan(host, 1, '', '', host=True) == expected
 
 
 def test_find_busy_reads_cwd_root_and_fds(tmp_path):

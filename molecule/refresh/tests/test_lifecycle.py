@@ -1,0 +1,98 @@
+"""Refresh, busy users, GC and rollback on a live fleet. The steps run in order."""
+
+import re
+
+from conftest import BUILDER, REPL1, REPL2, V2, as_root, as_user, lower_of, pip_install, playbook
+
+STATE = {}
+HOSTS = [REPL1, REPL2]
+
+
+def from_cache(out, name):
+    return re.search(r'Using cached (\S*/)?%s-' % re.escape(name), out) is not None and 'Downloading' not in out
+
+
+def test_1_v1_is_active_everywhere():
+    STATE['v1'] = as_root(BUILDER).check_output('cat /srv/pkgcache/refs/latest')
+    for host in HOSTS:
+        for user in ('alice', 'bob', 'carol'):
+            assert lower_of(user, host) == STATE['v1']
+
+
+def test_2_users_add_packages():
+    for host in HOSTS:
+        assert 'Downloading' in pip_install('alice', host, 'iniconfig')
+        assert 'Downloading' in pip_install('carol', host, 'pluggy')
+        assert from_cache(pip_install('alice', host, 'iniconfig'), 'iniconfig')
+
+
+def test_3_carol_holds_a_process_in_her_cache_on_repl1():
+    as_user('carol', REPL1).check_output("sh -c 'cd ~/.cache/pip && nohup sleep 3600 >/dev/null 2>&1 &'")
+    assert as_root(REPL1).run('pgrep -u carol -x sleep').rc == 0
+
+
+def test_4_refresh_to_v2_reports_the_busy_user():
+    rc, res = playbook('refresh.yml', {'build_packages': V2})
+    assert rc == 0
+    STATE['v2'] = res['Build the pip snapshot'][BUILDER]['id']
+    assert STATE['v2'] != STATE['v1']
+    mounts = res['Mount the overlays of all repl users']
+    assert list(mounts[REPL1]['busy']) == ['carol'] and mounts[REPL2]['busy'] == {}
+    assert mounts[REPL1]['users']['alice']['pip'] == 'switched'
+    assert mounts[REPL1]['users']['carol']['pip'] == 'busy'
+    sync = res['Sync and activate the snapshot'][REPL1]
+    # Only what v1 lacked moved: the objects v1 already had were reused.
+    assert sync['fetched_objects'] > 0 and sync['reused_objects'] > 0
+
+
+def test_5_idle_users_see_v2_busy_user_stays_on_v1_and_additions_survive():
+    for host in HOSTS:
+        assert lower_of('alice', host) == STATE['v2'] and lower_of('bob', host) == STATE['v2']
+        out = pip_install('bob', host, 'attrs')  # only in v2
+        assert from_cache(out, 'attrs'), out
+        assert from_cache(pip_install('alice', host, 'iniconfig'), 'iniconfig')
+    assert lower_of('carol', REPL1) == STATE['v1']
+    assert lower_of('carol', REPL2) == STATE['v2']
+    # The busy user still works on v1, with her own additions.
+    assert from_cache(pip_install('carol', REPL1, 'six'), 'six')
+    assert from_cache(pip_install('carol', REPL1, 'pluggy'), 'pluggy')
+    # fstab already names v2 for her: her next boot switches her.
+    assert STATE['v2'] in as_root(REPL1).check_output('grep /home/carol/.cache/pip /etc/fstab')
+
+
+def test_6_gc_keeps_v1_only_where_a_mount_uses_it():
+    rc, res = playbook('gc.yml', {'distribute_gc_keep': 0, 'build_gc_keep': 2})
+    assert rc == 0
+    gc = res['Collect old snapshots and unreferenced objects']
+    assert gc[REPL1]['removed'] == [] and gc[REPL1]['kept'][STATE['v1']] == 'referenced by a mount or fstab'
+    assert gc[REPL2]['removed'] == [STATE['v1']] and gc[REPL2]['freed_bytes'] > 0, (gc[REPL2]['kept'], gc[REPL2]['removed'], STATE)
+    assert as_root(REPL1).file('/var/lib/pkgcache/trees/' + STATE['v1']).is_directory
+    assert not as_root(REPL2).file('/var/lib/pkgcache/trees/' + STATE['v1']).exists
+    # The builder keeps its two newest, so hosts can still roll back to v1.
+    builder = res['Collect old snapshots in the builder\'s store'][BUILDER]
+    assert builder['removed'] == [] and set(builder['kept']) == {STATE['v1'], STATE['v2']}
+
+
+def test_7_released_user_switches_and_then_v1_is_collected():
+    as_root(REPL1).check_output('pkill -u carol -x sleep; sleep 1; ! pgrep -u carol -x sleep')
+    rc, res = playbook('refresh.yml', {'build_packages': V2, 'distribute_gc_keep': 0})
+    assert rc == 0
+    assert res['Mount the overlays of all repl users'][REPL1]['users']['carol']['pip'] == 'switched'
+    assert lower_of('carol', REPL1) == STATE['v2']
+    assert from_cache(pip_install('carol', REPL1, 'pluggy'), 'pluggy')
+    gc = res['Collect old snapshots and unreferenced objects'][REPL1]
+    assert gc['removed'] == [STATE['v1']] and gc['freed_bytes'] > 0
+    assert not as_root(REPL1).file('/var/lib/pkgcache/trees/' + STATE['v1']).exists
+
+
+def test_8_rollback_to_v1():
+    rc, res = playbook('rollback.yml', {'rollback_snapshot': STATE['v1']})
+    assert rc == 0
+    sync = res['Sync and activate the snapshot']
+    assert sync[REPL1]['fetched_objects'] > 0  # collected in step 7, fetched again
+    for host in HOSTS:
+        for user in ('alice', 'bob', 'carol'):
+            assert lower_of(user, host) == STATE['v1']
+        assert 'Downloading' in pip_install('bob', host, 'pyparsing')  # only in v2
+        assert from_cache(pip_install('alice', host, 'iniconfig'), 'iniconfig')
+        assert from_cache(pip_install('carol', host, 'six'), 'six')
