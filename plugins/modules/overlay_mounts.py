@@ -105,6 +105,13 @@ options:
     description: Switch busy users with a lazy unmount. Processes that hold the old view keep it until they let go.
     type: bool
     default: false
+  compact:
+    description:
+      - When a user switches to a new snapshot, remove the files of its upper that the new lower holds byte for
+        byte, while the overlay is unmounted. Whiteouts, symlinks, directories and files that differ are kept;
+        symlinks are never followed.
+    type: bool
+    default: false
   template:
     description:
       - A Jinja2 template that renders one fstab line per planned mount, looked up like the template module's C(src).
@@ -146,6 +153,15 @@ busy:
   returned: success
   type: dict
   sample: {carol: {pip: [4242]}}
+compacted:
+  description: Per user and ecosystem, the files and bytes that compaction removed from the upper.
+  returned: success
+  type: dict
+  sample: {alice: {pip: {files: 3, bytes: 81234}}}
+compacted_bytes:
+  description: Bytes that compaction saved in all uppers.
+  returned: success
+  type: int
 removed:
   description: Targets that left the managed block and were unmounted (or are busy).
   returned: success
@@ -171,6 +187,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _mounts as mt
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
 from ansible_collections.pkgcache.overlay.plugins.module_utils._busy import find_busy
+from ansible_collections.pkgcache.overlay.plugins.module_utils._compact import compact
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fstab import FstabError, block_entries
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import mountinfo_text, read_text, update_block
 from ansible_collections.pkgcache.overlay.plugins.module_utils._mountcmd import MountError, mount_from_fstab, unmount
@@ -193,7 +210,7 @@ def converge(module):
         mt.ensure_target(m, module.check_mode, created)
     old_targets = set(f[1] for f in block_entries(read_text(p['fstab']), BLOCK))
     fstab = update_block(module, p['fstab'], BLOCK, lines, p['backup'])
-    users, busy, removed = {}, {}, {}
+    users, busy, removed, compacted = {}, {}, {}, {}
     planned = set(m['target'] for m in mounts)
     states = dict((m['target'], ov.overlay_state(info, m)) for m in mounts)
     in_use = find_busy([t for t, s in states.items() if s == 'stale']) if p['state'] == 'mounted' else {}
@@ -213,6 +230,9 @@ def converge(module):
             outcome = 'busy'
             busy.setdefault(m['user'], {})[m['ecosystem']] = in_use.get(m['target']) or 'EBUSY'
         else:
+            if p['compact']:
+                files, size = compact(m['upperdir'], m['lowerdir'])
+                compacted.setdefault(m['user'], {})[m['ecosystem']] = {'files': files, 'bytes': size}
             mount_from_fstab(module.run_command, p['fstab'], m['target'])
             outcome = 'switched'
         users.setdefault(m['user'], {})[m['ecosystem']] = outcome
@@ -221,7 +241,8 @@ def converge(module):
             removed[target] = 'unmounted' if module.check_mode else unmount(module.run_command, target, lazy=p['lazy'])
     changed = bool(created) or fstab['changed'] or bool(removed) or any(
         s in ('mounted', 'switched') for u in users.values() for s in u.values())
-    result = {'changed': changed, 'users': users, 'busy': busy, 'removed': removed,
+    result = {'changed': changed, 'users': users, 'busy': busy, 'removed': removed, 'compacted': compacted,
+              'compacted_bytes': sum(c['bytes'] for u in compacted.values() for c in u.values()),
               'created': created, 'mounts': mounts}
     if fstab['backup_file']:
         result['backup_file'] = fstab['backup_file']
@@ -247,6 +268,7 @@ def main():
             backup=dict(type='bool', default=False),
             state=dict(type='str', default='mounted', choices=['mounted', 'present']),
             lazy=dict(type='bool', default=False),
+            compact=dict(type='bool', default=False),
             template=dict(type='str'),
             fstab_lines=dict(type='list', elements='str'),
         ),

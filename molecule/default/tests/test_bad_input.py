@@ -113,3 +113,19 @@ def test_sync_rerun_moves_no_bytes():
     rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync', {'url': STORE_URL})
     assert rc == 0 and res['changed'] is False
     assert res['fetched_bytes'] == 0 and res['fetched_objects'] == 0
+
+
+def test_disk_full_during_sync_is_reported_and_cleaned_up():
+    r = as_root(HOST)
+    r.check_output('mkdir -p /var/lib/pkgcache-small && mount -t tmpfs -o size=1m,mode=0700 tmpfs /var/lib/pkgcache-small')
+    try:
+        before = state(HOST)
+        rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync', {
+            'url': STORE_URL, 'store': '/var/lib/pkgcache-small', 'mount_point': '/mnt/cacache-small',
+            'fstab': '/var/lib/pkgcache-small/fstab'})
+        assert rc != 0 and 'no space left on the device' in res['msg'], res['msg']
+        assert state(HOST) == before
+        assert r.check_output('find /var/lib/pkgcache-small/objects/incoming -type f | wc -l') == '0'
+        assert not r.file('/var/lib/pkgcache-small/current').exists
+    finally:
+        r.run('umount /var/lib/pkgcache-small')

@@ -27,6 +27,13 @@ def test_2_users_add_packages():
 
 
 def test_3_carol_holds_a_process_in_her_cache_on_repl1():
+    # She also rewrites a snapshot file with the same bytes (origin.json of the built docopt wheel, which
+    # every build writes identically): a copy-up that compaction may drop once she is on v2.
+    carol = as_user('carol', REPL1)
+    rel = carol.check_output("cd ~/.cache/pip && find wheels -name origin.json | head -1")
+    carol.check_output("cd ~/.cache/pip && cp %s /tmp/origin && cat /tmp/origin > %s" % (rel, rel))
+    assert carol.file('/mnt/scratch/carol/cacache_pip/upper/' + rel).exists
+    STATE['copied_up'] = rel
     as_user('carol', REPL1).check_output("sh -c 'cd ~/.cache/pip && nohup sleep 3600 >/dev/null 2>&1 &'")
     assert as_root(REPL1).run('pgrep -u carol -x sleep').rc == 0
 
@@ -75,9 +82,15 @@ def test_6_gc_keeps_v1_only_where_a_mount_uses_it():
 
 def test_7_released_user_switches_and_then_v1_is_collected():
     as_root(REPL1).check_output('pkill -u carol -x sleep; sleep 1; ! pgrep -u carol -x sleep')
-    rc, res = playbook('refresh.yml', {'build_packages': V2, 'distribute_gc_keep': 0})
+    rc, res = playbook('refresh.yml', {'build_packages': V2, 'distribute_gc_keep': 0, 'mount_compact_uppers': True})
     assert rc == 0
-    assert res['Mount the overlays of all repl users'][REPL1]['users']['carol']['pip'] == 'switched'
+    mounts = res['Mount the overlays of all repl users'][REPL1]
+    assert mounts['users']['carol']['pip'] == 'switched'
+    # Compaction dropped her identical copy-up, and only that; she still sees the file through the lower.
+    assert mounts['compacted']['carol']['pip']['files'] == 1
+    carol = as_user('carol', REPL1)
+    assert not carol.file('/mnt/scratch/carol/cacache_pip/upper/' + STATE['copied_up']).exists
+    assert carol.file('/home/carol/.cache/pip/' + STATE['copied_up']).exists
     assert lower_of('carol', REPL1) == STATE['v2']
     assert from_cache(pip_install('carol', REPL1, 'pluggy'), 'pluggy')
     gc = res['Collect old snapshots and unreferenced objects'][REPL1]
