@@ -16,6 +16,7 @@ import tempfile
 
 from . import _manifest as mf
 from . import _pipcache as pc
+from . import _signing
 from . import _store as st
 
 VERSIONS = 'import json, sys, pip; print(json.dumps({"pip": pip.__version__, "python": "%d.%d.%d" % sys.version_info[:3]}))'
@@ -124,7 +125,7 @@ def build(p, run, check_mode=False, now=None):
                 '(pypiserver: --cache-control; nginx: Cache-Control/expires), and an http index must be given '
                 'as trusted_host. Misses: %s' % (len(packages), p['index_url'], '; '.join(m['reason'] for m in misses[:3])))
         key = pc.build_key('pip', p['index_url'], versions['pip'], versions['python'], cached, misses, specs)
-        return _store_snapshot(p, store, cache, key, specs, cached, misses, versions, check_mode, now)
+        return _store_snapshot(p, store, cache, key, specs, cached, misses, versions, check_mode, now, run)
     finally:
         st.remove_tree(scratch)
 
@@ -137,7 +138,7 @@ def _read_ref(store, name):
         return None
 
 
-def _store_snapshot(p, store, cache, key, specs, cached, misses, versions, check_mode, now):
+def _store_snapshot(p, store, cache, key, specs, cached, misses, versions, check_mode, now, run):
     result = {'misses': misses, 'pip_version': versions['pip'], 'python_version': versions['python'],
               'packages': [{'name': c['name'], 'version': c['version']} for c in cached]}
     known = _read_ref(store, 'builds/' + key)
@@ -147,9 +148,10 @@ def _store_snapshot(p, store, cache, key, specs, cached, misses, versions, check
         latest_changed = p.get('publish', True) and _read_ref(store, 'latest') != known
         if latest_changed and not check_mode:
             st.write_bytes_atomic(os.path.join(store, 'refs', 'latest'), (known + '\n').encode())
+        signed = ensure_signature(p, store, known, run, check_mode)
         result.update(mf.totals(manifest['entries']))
-        result.update({'id': known, 'changed': bool(latest_changed), 'new_objects': 0, 'new_bytes': 0,
-                       'created': manifest.get('created')})
+        result.update({'id': known, 'changed': bool(latest_changed) or signed, 'new_objects': 0, 'new_bytes': 0,
+                       'created': manifest.get('created'), 'signed': bool(p.get('signing_key'))})
         return result
     entries, paths = mf.scan_tree(cache, 'pip', exclude=pc.EXCLUDE)
     new_objects = new_bytes = 0
@@ -180,8 +182,42 @@ def _store_snapshot(p, store, cache, key, specs, cached, misses, versions, check
         if not os.path.exists(mpath):
             st.write_bytes_atomic(mpath, json.dumps(manifest, sort_keys=True, indent=1).encode('utf-8'))
         st.write_bytes_atomic(os.path.join(store, 'refs', 'builds', key), (snap_id + '\n').encode())
+        ensure_signature(p, store, snap_id, run, check_mode)
         if p.get('publish', True):
             st.write_bytes_atomic(os.path.join(store, 'refs', 'latest'), (snap_id + '\n').encode())
     result.update(mf.totals(entries))
-    result.update({'id': snap_id, 'changed': True, 'new_objects': new_objects, 'new_bytes': new_bytes, 'created': now})
+    result.update({'id': snap_id, 'changed': True, 'new_objects': new_objects, 'new_bytes': new_bytes, 'created': now,
+                   'signed': bool(p.get('signing_key'))})
     return result
+
+
+def ensure_signature(p, store, snap_id, run, check_mode):
+    """Sign the manifest with ``signing_key`` unless a valid signature by that key is there; return True if it signed."""
+    key = p.get('signing_key')
+    if not key:
+        return False
+    if not os.path.exists(key) or not os.path.exists(key + '.pub'):
+        raise pc.PipBuildError('signing key %s (and %s.pub) does not exist' % (key, key))
+    path = st.manifest_path(store, snap_id)
+
+    def cmd(argv, data=None):
+        return run(argv, None, data)
+
+    if os.path.exists(path + '.sig'):
+        with open(key + '.pub') as f:
+            pub = f.read()
+        scratch = tempfile.mkdtemp(dir=p['work_dir'], prefix='.sigcheck-')
+        try:
+            allowed = os.path.join(scratch, 'allowed_signers')
+            with open(allowed, 'w') as f:
+                f.write(_signing.allowed_signers_line(pub) + '\n')
+            with open(path, 'rb') as f, open(path + '.sig', 'rb') as g:
+                _signing.verify(cmd, allowed, f.read(), g.read(), 'manifest %s' % snap_id)
+            return False
+        except _signing.SignatureError:
+            pass
+        finally:
+            st.remove_tree(scratch)
+    if not check_mode:
+        _signing.sign(cmd, key, path)
+    return True

@@ -102,7 +102,16 @@ def plan(store, keep, mountinfo_text, fstab_text, host):
                 freed += os.lstat(path).st_size
     for snap_id in remove:
         freed += _unshared_tree_bytes(st.tree_path(store, snap_id))
-    return {'keep': reasons, 'remove': remove, 'objects': sorted(objects), 'bytes': freed, 'incomplete': None}
+    referenced = referenced_ids(mountinfo_text)
+    quarantined = []
+    tree_dir = os.path.join(store, 'trees')
+    for name in sorted(os.listdir(tree_dir)) if os.path.isdir(tree_dir) else []:
+        if name.startswith('.quarantine-') and name[len('.quarantine-'):][:64] not in referenced:
+            quarantined.append(os.path.join(tree_dir, name))
+    result = {'keep': reasons, 'remove': remove, 'objects': sorted(objects), 'bytes': freed, 'incomplete': None}
+    if quarantined:
+        result['quarantine'] = quarantined
+    return result
 
 
 def _latest(store):
@@ -141,3 +150,5 @@ def apply(store, gc_plan):
                     os.unlink(path)
     for path in gc_plan['objects']:
         os.unlink(path)
+    for path in gc_plan.get('quarantine', []):
+        st.remove_tree(path)

@@ -197,11 +197,23 @@ def checkout(store, manifest):
     a crash leaves either no tree or a complete one. An existing tree is never
     modified.
     """
-    snap_id = manifest['id']
-    final = tree_path(store, snap_id)
+    final = tree_path(store, manifest['id'])
     if os.path.isdir(final):
         return final, False
-    parent = os.path.dirname(final)
+    tmp = build_tree(store, manifest)
+    try:
+        os.rename(tmp, final)
+        tmp = None
+    finally:
+        if tmp is not None:
+            remove_tree(tmp)
+    return final, True
+
+
+def build_tree(store, manifest):
+    """Build a complete, flushed hardlink tree of ``manifest`` in trees/.checkout-*; return its path."""
+    snap_id = manifest['id']
+    parent = os.path.join(store, 'trees')
     makedirs(parent, 0o700)
     tmp = tempfile.mkdtemp(dir=parent, prefix='.checkout-%s-' % snap_id[:12])
     try:
@@ -229,8 +241,8 @@ def checkout(store, manifest):
             os.chmod(d, DIR_MODE)
         os.chmod(tmp, 0o755)
         sync_filesystem(tmp)
-        os.rename(tmp, final)
-        tmp = None
+        done, tmp = tmp, None
+        return done
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise StoreError('no space left on the device while checking out snapshot %s' % snap_id)
@@ -238,7 +250,6 @@ def checkout(store, manifest):
     finally:
         if tmp is not None:
             remove_tree(tmp)
-    return final, True
 
 
 def sync_filesystem(path):

@@ -15,6 +15,7 @@ import os
 
 from . import _faults
 from . import _manifest as mf
+from . import _signing
 from . import _store as st
 from ._lock import StoreLock
 
@@ -25,12 +26,20 @@ class SyncError(RuntimeError):
     """The sync cannot go on; the active snapshot is untouched."""
 
 
+class NotFoundError(SyncError):
+    """The server says the file does not exist (HTTP 404, or no such file)."""
+
+
+def _not_found(exc):
+    return getattr(exc, 'code', None) == 404 or isinstance(getattr(exc, 'reason', None), FileNotFoundError)
+
+
 def read_url(opener, url, limit, what):
     try:
         resp = opener(url)
         data = resp.read(limit + 1)
     except Exception as exc:  # urllib, http.client and socket errors
-        raise SyncError('cannot fetch %s from %s: %s' % (what, url, exc))
+        raise (NotFoundError if _not_found(exc) else SyncError)('cannot fetch %s from %s: %s' % (what, url, exc))
     if len(data) > limit:
         raise SyncError('%s at %s is larger than %d bytes; refused' % (what, url, limit))
     return data
@@ -61,25 +70,88 @@ def resolve_id(opener, base_url, snapshot, store=None):
         raise SyncError(str(exc))
 
 
-def load_manifest(store, opener, base_url, snap_id, limits, check_mode):
-    """Return (manifest, fetched bytes): from the host's store when present, else from the server."""
+def _read_local(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read()
+    except IOError:
+        return None
+
+
+def load_manifest(store, opener, base_url, snap_id, limits, check_mode, p=None, run=None):
+    """Return (manifest, fetched bytes): from the host's store when present, else from the server.
+
+    With ``allowed_signers`` set, the manifest's signature is checked (every
+    time, also for a manifest the host already has) before anything else.
+    """
+    p = p or {}
     local = st.manifest_path(store, snap_id)
-    if os.path.exists(local):
-        with open(local, 'rb') as f:
-            data = f.read()
-        fetched = 0
-    else:
+    data, sig = _read_local(local), _read_local(local + '.sig')
+    fetched = 0
+    if data is None:
         url = '%s/snapshots/%s.json' % (base_url, snap_id)
         data = read_url(opener, url, limits['max_manifest_size'], 'manifest of snapshot %s' % snap_id)
         fetched = len(data)
+        sig = None
+        if p.get('allowed_signers'):
+            try:
+                sig = read_url(opener, url + '.sig', MAX_REF_BYTES * 4, 'signature of snapshot %s' % snap_id)
+            except NotFoundError:
+                sig = None
+            fetched += len(sig or b'')
+    if p.get('allowed_signers'):
+        try:
+            _signing.verify(run, p['allowed_signers'], data, sig, 'snapshot %s' % snap_id, p.get('signer_identity') or _signing.IDENTITY)
+        except _signing.SignatureError as exc:
+            raise SyncError(str(exc))
     try:
         manifest = mf.load_manifest(data, snap_id, limits.get('max_object_size'), limits.get('max_snapshot_size'))
     except mf.ManifestError as exc:
         raise SyncError('snapshot %s refused: %s' % (snap_id, exc))
-    if fetched and not check_mode:
-        st.makedirs(os.path.dirname(local), 0o700)
-        st.write_bytes_atomic(local, data, 0o600)
-    return manifest, fetched
+    check_downgrade(store, manifest, p.get('allow_downgrade', False))
+    return manifest, fetched, (data, sig) if fetched else None
+
+
+def keep_manifest(store, snap_id, fetched):
+    """Store a fetched manifest (and its signature) once the snapshot's objects are all in."""
+    if not fetched:
+        return
+    data, sig = fetched
+    local = st.manifest_path(store, snap_id)
+    st.makedirs(os.path.dirname(local), 0o700)
+    if sig:
+        st.write_bytes_atomic(local + '.sig', sig, 0o600)
+    st.write_bytes_atomic(local, data, 0o600)
+
+
+def newest_applied(store):
+    """(created, id) of the newest snapshot this host has activated, or None."""
+    data = _read_local(os.path.join(store, 'newest'))
+    if not data:
+        return None
+    try:
+        d = json.loads(data)
+        return d['created'], d['id']
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def check_downgrade(store, manifest, allow):
+    """Refuse a snapshot built before the newest one this host applied, unless ``allow`` (an explicit rollback)."""
+    newest = newest_applied(store)
+    created = manifest.get('created') or ''
+    if newest and not allow and manifest['id'] != newest[1] and created < newest[0]:
+        raise SyncError('snapshot %s (built %s) is older than snapshot %s (built %s) that this host already applied; '
+                        'refusing a silent downgrade (roll back explicitly to allow it)'
+                        % (manifest['id'], created or 'at an unknown time', newest[1], newest[0]))
+
+
+def record_newest(store, manifest):
+    newest = newest_applied(store)
+    created = manifest.get('created') or ''
+    if newest is None or created > newest[0]:
+        st.write_bytes_atomic(os.path.join(store, 'newest'),
+                              json.dumps({'created': created, 'id': manifest['id']}).encode(), 0o600)
 
 
 def prepare_store(store):
@@ -97,7 +169,7 @@ def locked(p, check_mode):
     return StoreLock(p['store'], p.get('lock_timeout', 0))
 
 
-def sync(p, opener, check_mode=False, now=None):
+def sync(p, opener, check_mode=False, now=None, run=None):
     """Fetch, verify, check out and activate a snapshot; return the result dict.
 
     Call it while holding locked(). Any failure raises SyncError (or
@@ -107,17 +179,17 @@ def sync(p, opener, check_mode=False, now=None):
     """
     if not check_mode:
         st.cleanup_leftovers(p['store'])
-    return _sync(p, opener, check_mode, now)
+    return _sync(p, opener, check_mode, now, run)
 
 
-def _sync(p, opener, check_mode, now):
+def _sync(p, opener, check_mode, now, run):
     store = p['store']
     base_url = p['url'].rstrip('/')
     snap_id = resolve_id(opener, base_url, p['snapshot'], store)
     previous = st.active_id(store)
     limits = {'max_manifest_size': p['max_manifest_size'], 'max_object_size': p.get('max_object_size'),
               'max_snapshot_size': p.get('max_snapshot_size')}
-    manifest, manifest_bytes = load_manifest(store, opener, base_url, snap_id, limits, check_mode)
+    manifest, manifest_bytes, fetched_manifest = load_manifest(store, opener, base_url, snap_id, limits, check_mode, p, run)
     have_tree = os.path.isdir(st.tree_path(store, snap_id))
     missing = {} if have_tree else st.missing_objects(store, manifest['entries'])
     totals = mf.totals(manifest['entries'])
@@ -134,11 +206,13 @@ def _sync(p, opener, check_mode, now):
     if missing:
         result['fetched_bytes'] += st.fetch_objects(store, base_url, missing, opener, p['workers'])
         result['fetched_objects'] = len(missing)
+    keep_manifest(store, snap_id, fetched_manifest)
     st.checkout(store, manifest)
     if previous != snap_id:
         _faults.point('activate')
         st.activate(store, snap_id)
         st.record_activation(store, snap_id, now or '-')
+        record_newest(store, manifest)
     return result
 
 

@@ -82,6 +82,12 @@ options:
     description: Point C(refs/latest) in the store at the built snapshot.
     type: bool
     default: true
+  signing_key:
+    description:
+      - An OpenSSH private key (with its C(.pub) beside it) that signs the manifest with C(ssh-keygen -Y sign) in
+        the namespace C(pkgcache-snapshot). The signature is stored as C(snapshots/<id>.json.sig). A manifest that
+        already carries a valid signature by this key is not signed again.
+    type: path
 notes:
   - The build's pip ignores pip configuration files and C(PIP_*) variables of the host, so a snapshot depends only
     on the options given here.
@@ -156,6 +162,10 @@ python_version:
   description: The Python version the snapshot was built with.
   returned: success
   type: str
+signed:
+  description: Whether the manifest is signed.
+  returned: success
+  type: bool
 """
 
 import datetime
@@ -166,6 +176,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder
 from ansible_collections.pkgcache.overlay.plugins.module_utils._manifest import ManifestError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._pipcache import PipBuildError
+from ansible_collections.pkgcache.overlay.plugins.module_utils._signing import SignatureError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
 
 
@@ -183,21 +194,22 @@ def main():
             work_dir=dict(type='path', default='/var/lib/pkgcache-build'),
             store=dict(type='path', required=True),
             publish=dict(type='bool', default=True),
+            signing_key=dict(type='path', no_log=False),
         ),
         supports_check_mode=True,
     )
 
-    def run(argv, env):
+    def run(argv, env, data=None):
         if env is not None:
             # The build's pip must not see the host's pip settings.
             for key in [k for k in os.environ if k.startswith('PIP_') and k not in env]:
                 del os.environ[key]
-        return module.run_command(argv, environ_update=env or {})
+        return module.run_command(argv, environ_update=env or {}, data=data, binary_data=True)
 
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     try:
         result = _builder.build(module.params, run, check_mode=module.check_mode, now=now)
-    except (PipBuildError, StoreError, ManifestError, OSError) as exc:
+    except (PipBuildError, StoreError, ManifestError, SignatureError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
 

@@ -89,6 +89,23 @@ options:
     description: Largest snapshot accepted (sum of file sizes), in bytes. V(0) means no limit.
     type: int
     default: 0
+  allowed_signers:
+    description:
+      - An OpenSSH C(allowed_signers) file. When set, the manifest must carry a signature (C(<manifest>.sig)) made
+        with C(ssh-keygen -Y sign) in the namespace C(pkgcache-snapshot) by a key this file trusts for
+        O(signer_identity); an unsigned, badly signed or foreign-signed snapshot is refused before any object is
+        fetched. When unset, signatures are not checked and the module warns.
+    type: path
+  signer_identity:
+    description: The principal the signing key must be listed under in O(allowed_signers).
+    type: str
+    default: pkgcache
+  allow_downgrade:
+    description:
+      - Allow a snapshot built before the newest one this host has applied. Only an explicit rollback sets this;
+        otherwise an older snapshot (a replayed C(refs/latest), say) is refused.
+    type: bool
+    default: false
   lock_timeout:
     description:
       - Seconds to wait for another run on this host to release the store lock. V(0) fails at once, with an error
@@ -234,6 +251,9 @@ def main():
             max_object_size=dict(type='int', default=0),
             max_snapshot_size=dict(type='int', default=0),
             lock_timeout=dict(type='int', default=0),
+            allowed_signers=dict(type='path'),
+            signer_identity=dict(type='str', default='pkgcache'),
+            allow_downgrade=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
@@ -245,9 +265,15 @@ def main():
         return open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'], follow_redirects='safe')
 
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    if not p['allowed_signers']:
+        module.warn('allowed_signers is not set: the snapshot signature is not checked')
+
+    def run(argv, data=None):
+        return module.run_command(argv, data=data, binary_data=True)
+
     try:
         with _sync.locked(p, module.check_mode):
-            result = _sync.sync(p, opener, check_mode=module.check_mode, now=now)
+            result = _sync.sync(p, opener, check_mode=module.check_mode, now=now, run=run)
             fstab = update_block(module, p['fstab'], BLOCK, [bind_line(p['store'], p['mount_point'])], p['backup'])
             result['mount'] = ensure_mount(module, result)
     except (_sync.SyncError, StoreError, ManifestError, FstabError, MountError, LockError, OSError) as exc:

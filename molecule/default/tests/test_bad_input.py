@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import BUILDER, REPL_HOSTS, STORE_URL, as_root, run_module
+from conftest import BUILDER, REPL_HOSTS, STORE_URL, as_root, as_user, run_module
 
 sys.path.insert(0, os.path.join(os.environ['MOLECULE_PROJECT_DIRECTORY'], '.cache', 'collections'))
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _manifest as mf  # noqa: E402
@@ -60,42 +60,112 @@ def test_unreachable_store_url_is_refused():
     assert state(HOST) == before
 
 
+SIGNING_KEY = '/etc/pkgcache/signing/snapshot_ed25519'
+SIGNERS = '/etc/pkgcache/allowed_signers'
+
+
 @pytest.fixture
-def corrupt_store():
-    """A store on the builder whose only object does not match its hash, served on 127.0.0.1."""
+def fake_store():
+    """Serve a one-file store from the builder on 127.0.0.1:8379; the test chooses how it is broken."""
     b = as_root(BUILDER)
-    good = b'the real content\n'
-    digest = hashlib.sha256(good).hexdigest()
-    entries = [{'path': 'pip', 'type': 'dir', 'mode': '0777'},
-               {'path': 'pip/file', 'type': 'file', 'mode': '0644', 'size': len(good), 'sha256': digest}]
-    manifest = mf.build_manifest(entries, {'ecosystems': ['pip'], 'created': 'test'})
     root = '/srv/pkgcache-bad'
-    b.check_output('rm -rf %s && mkdir -p %s/objects/%s %s/snapshots %s/refs' % (root, root, digest[:2], root, root))
-    b.check_output("printf 'evil content!!!!\\n' > %s/objects/%s/%s" % (root, digest[:2], digest[2:]))
-    b.check_output("echo '%s' > %s/snapshots/%s.json" % (json.dumps(manifest), root, manifest['id']))
-    b.check_output('echo %s > %s/refs/latest' % (manifest['id'], root))
-    b.check_output('systemd-run --unit pkgcache-bad-store python3 -m http.server %d --bind 127.0.0.1 --directory %s'
-                   % (BAD_PORT, root))
-    for dummy in range(50):
-        if b.run('python3 -c "import urllib.request;urllib.request.urlopen(\'http://127.0.0.1:%d/refs/latest\')"' % BAD_PORT).rc == 0:
-            break
-        time.sleep(0.2)
-    yield digest
+    b.run('systemctl stop pkgcache-bad-store; systemctl reset-failed pkgcache-bad-store')
+    b.check_output('systemd-run --unit pkgcache-bad-store python3 -m http.server %d --bind 127.0.0.1 --directory /srv'
+                   % BAD_PORT)
+
+    def make(content=b'the real content\n', served=None, created='2099-01-01T00:00:00+00:00', key=SIGNING_KEY):
+        digest = hashlib.sha256(content).hexdigest()
+        entries = [{'path': 'pip', 'type': 'dir', 'mode': '0777'},
+                   {'path': 'pip/file', 'type': 'file', 'mode': '0644', 'size': len(content), 'sha256': digest}]
+        manifest = mf.build_manifest(entries, {'ecosystems': ['pip'], 'created': created})
+        path = '%s/snapshots/%s.json' % (root, manifest['id'])
+        b.check_output('rm -rf %s && mkdir -p %s/objects/%s %s/snapshots %s/refs' % (root, root, digest[:2], root, root))
+        b.check_output("printf '%%s' '%s' > %s/objects/%s/%s" % ((served or content).decode(), root, digest[:2], digest[2:]))
+        b.check_output("echo '%s' > %s" % (json.dumps(manifest), path))
+        b.check_output('echo %s > %s/refs/latest' % (manifest['id'], root))
+        if key:
+            b.check_output('ssh-keygen -Y sign -q -f %s -n pkgcache-snapshot %s' % (key, path))
+        for dummy in range(50):
+            if b.run('python3 -c "import urllib.request;urllib.request.urlopen(\'http://127.0.0.1:%d/pkgcache-bad/refs/latest\')"'
+                     % BAD_PORT).rc == 0:
+                break
+            time.sleep(0.2)
+        return digest, manifest['id']
+
+    yield make
     b.run('systemctl stop pkgcache-bad-store')
-    b.run('rm -rf %s' % root)
+    b.run('rm -rf %s /tmp/evil_key*' % root)
 
 
-def test_object_with_wrong_hash_is_refused(corrupt_store):
+BAD_URL = 'http://127.0.0.1:%d/pkgcache-bad' % BAD_PORT
+
+
+def refused(args, *fragments):
+    """Run snapshot_sync on HOST; it must fail, say every fragment, and change nothing."""
     before = state(HOST)
-    rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync', {'url': 'http://127.0.0.1:%d' % BAD_PORT})
-    assert rc != 0
-    assert 'object %s' % corrupt_store in res['msg'] and 'does not match its hash' in res['msg'], res['msg']
+    rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync', dict({'allowed_signers': SIGNERS}, **args))
+    assert rc != 0, res
+    for fragment in fragments:
+        assert fragment in res['msg'], res['msg']
     assert state(HOST) == before
     r = as_root(HOST)
-    assert not r.file('/var/lib/pkgcache/objects/%s/%s' % (corrupt_store[:2], corrupt_store[2:])).exists
     assert r.check_output('find /var/lib/pkgcache/objects/incoming -type f | wc -l') == '0'
-    # The users still see the snapshot they had.
-    assert r.check_output('findmnt -n -o FSTYPE /home/alice/.cache/pip') == 'overlay'
+    # The users still work on the snapshot they had.
+    assert as_user('alice', HOST).check_output('findmnt -n -o FSTYPE --target ~/.cache/pip') == 'overlay'
+    return res
+
+
+def test_object_with_wrong_hash_is_refused(fake_store):
+    digest, snap = fake_store(served=b'evil content!!!!\n')
+    refused({'url': BAD_URL}, 'object %s' % digest, 'does not match its hash')
+    assert not as_root(HOST).file('/var/lib/pkgcache/snapshots/%s.json' % snap).exists
+    assert not as_root(HOST).file('/var/lib/pkgcache/objects/%s/%s' % (digest[:2], digest[2:])).exists
+
+
+def test_manifest_signed_with_the_wrong_key_is_refused(fake_store):
+    as_root(BUILDER).check_output("ssh-keygen -q -t ed25519 -N '' -f /tmp/evil_key")
+    digest, snap = fake_store(content=b'signed by a stranger\n', key='/tmp/evil_key')
+    refused({'url': BAD_URL}, 'snapshot %s has a bad signature or one by a key not in %s' % (snap, SIGNERS))
+    assert not as_root(HOST).file('/var/lib/pkgcache/snapshots/%s.json' % snap).exists
+
+
+def test_unsigned_manifest_is_refused(fake_store):
+    digest, snap = fake_store(content=b'not signed at all\n', key=None)
+    refused({'url': BAD_URL}, 'snapshot %s is not signed; refused' % snap)
+
+
+def test_older_snapshot_is_a_refused_downgrade(fake_store):
+    digest, snap = fake_store(content=b'an old snapshot\n', created='2000-01-01T00:00:00+00:00')
+    refused({'url': BAD_URL}, 'refusing a silent downgrade')
+
+
+def test_store_server_down_is_refused():
+    b = as_root(BUILDER)
+    b.check_output('systemctl stop nginx')
+    try:
+        refused({'url': STORE_URL}, STORE_URL + '/refs/latest', 'Connection refused')
+    finally:
+        b.check_output('systemctl start nginx')
+
+
+def test_users_symlinked_scratch_dir_is_never_followed():
+    alice = as_user('alice', HOST)
+    r = as_root(HOST)
+    etc_before = r.check_output('stat -c "%a %U %G" /etc && ls -la /etc | sha256sum')
+    alice.check_output('mv /mnt/scratch/alice/cacache_pip /mnt/scratch/alice/cacache_pip.real && '
+                       'ln -s /etc /mnt/scratch/alice/cacache_pip')
+    try:
+        before = state(HOST)
+        rc, res = run_module(HOST, 'pkgcache.overlay.overlay_mounts', {
+            'repls': [{'name': n, 'uid': u, 'gid': u} for n, u in (('alice', 2001), ('bob', 2002), ('carol', 2003))],
+            'lower_root': lower_root(HOST)})
+        assert rc != 0 and res['msg'] == ('/mnt/scratch/alice/cacache_pip is a symlink or not a directory; '
+                                          'refusing to follow it'), res['msg']
+        assert state(HOST) == before
+        assert r.check_output('stat -c "%a %U %G" /etc && ls -la /etc | sha256sum') == etc_before
+        assert not r.file('/etc/upper').exists and not r.file('/etc/work').exists
+    finally:
+        alice.run('rm /mnt/scratch/alice/cacache_pip && mv /mnt/scratch/alice/cacache_pip.real /mnt/scratch/alice/cacache_pip')
 
 
 def test_build_fails_when_every_package_misses():

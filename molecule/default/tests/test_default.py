@@ -114,6 +114,33 @@ def test_user_cannot_reach_another_users_cache(container):
 
 
 @pytest.mark.parametrize('container', REPL_HOSTS)
+def test_user_cannot_plant_files_for_another_user(container):
+    alice = as_user('alice', container)
+    for path in ['/mnt/scratch/bob/x', '/mnt/scratch/bob/cacache_pip/upper/x', '/home/bob/.cache/pip/x',
+                 '/var/lib/pkgcache/objects/x', '/var/lib/pkgcache/trees/x', '/mnt/cacache/pip/x',
+                 '/etc/pkgcache/allowed_signers']:
+        res = alice.run('touch %s' % path)
+        assert res.rc != 0, path
+    opts = set(alice.check_output('findmnt -n -o OPTIONS --target ~/.cache/pip').split(','))
+    assert {'nosuid', 'nodev'} <= opts
+    assert alice.file('/mnt/scratch/alice').mode == 0o700 and alice.file('/mnt/scratch/alice').user == 'alice'
+
+
+@pytest.mark.parametrize('container', REPL_HOSTS)
+def test_user_cannot_learn_what_another_installed(container):
+    bob = as_user('bob', container)
+    venv = fresh_venv(bob, 'secret')
+    bob.check_output('%s/bin/pip install %s' % (venv, NOT_IN_SNAPSHOT))
+    assert as_root(container).run('grep -rl %s /mnt/scratch/bob' % NOT_IN_SNAPSHOT).stdout.strip() != ''
+    alice = as_user('alice', container)
+    # Nothing this collection writes that alice can read names bob's package.
+    res = alice.run('grep -rl %s /etc/fstab /etc/pkgcache /mnt/cacache /var/lib/pkgcache /mnt/scratch/bob '
+                    '/mnt/scratch/carol /home/bob 2>/dev/null' % NOT_IN_SNAPSHOT)
+    assert res.stdout.strip() == ''
+    assert alice.run('ls /mnt/scratch/bob').rc != 0 and alice.run('ls /var/lib/pkgcache').rc != 0
+
+
+@pytest.mark.parametrize('container', REPL_HOSTS)
 def test_writes_to_the_snapshot_fail(container):
     for h in (as_user('alice', container), as_root(container)):
         res = h.run('touch /mnt/cacache/pip/evil')

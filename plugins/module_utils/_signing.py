@@ -1,0 +1,60 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Manifest signatures with ``ssh-keygen -Y sign`` / ``-Y verify`` (OpenSSH >= 8.1).
+
+Private to the collection; the API may change without notice. Commands run
+through the ``run(argv, data=None) -> (rc, out, err)`` callable the module passes in.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+NAMESPACE = 'pkgcache-snapshot'
+IDENTITY = 'pkgcache'
+
+
+class SignatureError(RuntimeError):
+    """A signature that is missing, malformed, or not made by an allowed key."""
+
+
+def sign(run, key, path, namespace=NAMESPACE):
+    """Write ``path``.sig, a signature of the file made with the private ``key``."""
+    sig = path + '.sig'
+    if os.path.exists(sig):
+        os.unlink(sig)
+    rc, out, err = run(['ssh-keygen', '-Y', 'sign', '-q', '-f', key, '-n', namespace, path])
+    if rc != 0 or not os.path.exists(sig):
+        raise SignatureError('ssh-keygen could not sign %s with %s: %s' % (path, key, (err or out).strip()))
+    os.chmod(sig, 0o644)
+    return sig
+
+
+def verify(run, allowed_signers, data, signature, what, identity=IDENTITY, namespace=NAMESPACE):
+    """Check that ``signature`` (bytes) over ``data`` (bytes) was made by a key ``allowed_signers`` trusts."""
+    if not signature:
+        raise SignatureError('%s is not signed; refused' % what)
+    if not os.path.exists(allowed_signers):
+        raise SignatureError('allowed signers file %s does not exist; cannot check %s' % (allowed_signers, what))
+    fd, sig_path = tempfile.mkstemp(prefix='pkgcache-sig-')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(signature)
+        rc, out, err = run(['ssh-keygen', '-Y', 'verify', '-f', allowed_signers, '-I', identity, '-n', namespace,
+                            '-s', sig_path], data)
+    finally:
+        os.unlink(sig_path)
+    if rc != 0:
+        reason = (err or out).strip().splitlines()
+        raise SignatureError('%s has a bad signature or one by a key not in %s: %s'
+                             % (what, allowed_signers, reason[-1] if reason else 'ssh-keygen failed'))
+
+
+def allowed_signers_line(pubkey, identity=IDENTITY, namespace=NAMESPACE):
+    """An allowed_signers line that trusts ``pubkey`` (an OpenSSH public key line) for snapshots only."""
+    parts = pubkey.split()
+    if len(parts) < 2:
+        raise SignatureError('%r is not an OpenSSH public key' % pubkey)
+    return '%s namespaces="%s" %s %s' % (identity, namespace, parts[0], parts[1])

@@ -1,0 +1,150 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Verifying a host's store and checkouts, and repairing them without touching a live lower.
+
+Private to the collection; the API may change without notice.
+
+Repair never writes into an existing file or tree. A bad or missing object
+is fetched again, checked, and renamed into objects/ (a new inode; trees that
+hardlink the old inode keep it). A damaged tree is rebuilt beside the old one
+and swapped in with two renames; the old tree moves to
+trees/.quarantine-<id>-*. Overlays that are mounted on the old tree keep
+their view (a mount holds its lower by reference, not by name) until they are
+remounted; new mounts get the repaired tree. A quarantined tree is deleted at
+once if no mount names its id, else by snapshot_gc once none does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+
+from . import _manifest as mf
+from . import _store as st
+
+
+def check_objects(store):
+    """Re-hash every object; return (count, [bad object digests])."""
+    bad, count = [], 0
+    objdir = os.path.join(store, 'objects')
+    for sub in sorted(os.listdir(objdir)) if os.path.isdir(objdir) else []:
+        if len(sub) != 2:
+            continue
+        for name in sorted(os.listdir(os.path.join(objdir, sub))):
+            if name.startswith('.'):
+                continue
+            count += 1
+            digest = sub + name
+            path = os.path.join(objdir, sub, name)
+            if not stat.S_ISREG(os.lstat(path).st_mode) or mf.sha256_file(path)[0] != digest:
+                bad.append(digest)
+    return count, bad
+
+
+def check_tree(store, manifest, good_inodes):
+    """Compare trees/<id> with its manifest; return {'missing': [], 'mismatch': [], 'extra': []}."""
+    root = st.tree_path(store, manifest['id'])
+    problems = {'missing': [], 'mismatch': [], 'extra': []}
+    wanted = dict((e['path'], e) for e in manifest['entries'])
+    for path, e in sorted(wanted.items()):
+        full = os.path.join(root, path)
+        try:
+            s = os.lstat(full)
+        except OSError:
+            problems['missing'].append(path)
+            continue
+        if e['type'] == 'dir':
+            ok = stat.S_ISDIR(s.st_mode) and stat.S_IMODE(s.st_mode) == int(e['mode'], 8)
+        elif e['type'] == 'symlink':
+            ok = stat.S_ISLNK(s.st_mode) and os.readlink(full) == e['target']
+        else:
+            ok = (stat.S_ISREG(s.st_mode) and stat.S_IMODE(s.st_mode) == int(e['mode'], 8) and s.st_size == e['size']
+                  and ((s.st_dev, s.st_ino) in good_inodes or mf.sha256_file(full)[0] == e['sha256']))
+        if not ok:
+            problems['mismatch'].append(path)
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            if rel not in wanted:
+                problems['extra'].append(rel)
+    problems['extra'].sort()
+    return problems
+
+
+def verify(store):
+    """Check objects and every checked-out tree that has a manifest; return the report."""
+    count, bad = check_objects(store)
+    bad_set = set(bad)
+    good_inodes = set()
+    objdir = os.path.join(store, 'objects')
+    for sub in os.listdir(objdir) if os.path.isdir(objdir) else []:
+        if len(sub) == 2:
+            for name in os.listdir(os.path.join(objdir, sub)):
+                if sub + name not in bad_set:
+                    s = os.lstat(os.path.join(objdir, sub, name))
+                    good_inodes.add((s.st_dev, s.st_ino))
+    trees, missing_objects = {}, set()
+    tree_dir = os.path.join(store, 'trees')
+    for snap_id in sorted(os.listdir(tree_dir)) if os.path.isdir(tree_dir) else []:
+        if snap_id.startswith('.'):
+            continue
+        try:
+            with open(st.manifest_path(store, snap_id), 'rb') as f:
+                manifest = json.loads(f.read())
+        except (IOError, ValueError, mf.ManifestError):
+            trees[snap_id] = {'missing': [], 'mismatch': [], 'extra': [], 'no_manifest': True}
+            continue
+        for e in manifest['entries']:
+            if e['type'] == 'file' and not os.path.exists(st.object_path(store, e['sha256'])):
+                missing_objects.add(e['sha256'])
+        problems = check_tree(store, manifest, good_inodes)
+        if any(problems.values()):
+            trees[snap_id] = problems
+    return {'objects_checked': count, 'bad_objects': bad, 'missing_objects': sorted(missing_objects), 'trees': trees,
+            'ok': not bad and not missing_objects and not trees}
+
+
+def repair(store, report, base_url, opener, in_use_ids, workers=8):
+    """Re-fetch bad and missing objects, rebuild damaged trees by swapping; return what was done."""
+    need = {}
+    for digest in report['bad_objects'] + report['missing_objects']:
+        need[digest] = None
+    sizes = {}
+    for snap_id in os.listdir(os.path.join(store, 'snapshots')):
+        if snap_id.endswith('.json'):
+            with open(os.path.join(store, 'snapshots', snap_id), 'rb') as f:
+                for e in json.loads(f.read())['entries']:
+                    if e['type'] == 'file' and e['sha256'] in need:
+                        sizes[e['sha256']] = e['size']
+    unknown = [d for d in need if d not in sizes]
+    for digest in unknown:  # a bad object that no manifest lists: just drop it
+        os.unlink(st.object_path(store, digest))
+    fetched = st.fetch_objects(store, base_url, dict((d, sizes[d]) for d in sizes), opener, workers) if sizes else 0
+    rebuilt, remount_needed = [], []
+    damaged = set(report['trees'])
+    # A tree that hardlinks a bad object's old inode is damaged too, even if it was not listed.
+    for snap_id in damaged | set(i for i in os.listdir(os.path.join(store, 'trees')) if not i.startswith('.')):
+        if snap_id not in damaged and not report['bad_objects']:
+            continue
+        try:
+            with open(st.manifest_path(store, snap_id), 'rb') as f:
+                manifest = json.loads(f.read())
+        except IOError:
+            continue
+        if snap_id not in damaged and not any(e.get('sha256') in report['bad_objects'] for e in manifest['entries']):
+            continue
+        new = st.build_tree(store, manifest)
+        final = st.tree_path(store, snap_id)
+        quarantine = os.path.join(store, 'trees', '.quarantine-%s-%d' % (snap_id, int(time.time())))
+        os.rename(final, quarantine)
+        os.rename(new, final)
+        rebuilt.append(snap_id)
+        if snap_id in in_use_ids:
+            remount_needed.append(snap_id)
+        else:
+            st.remove_tree(quarantine)
+    return {'fetched_objects': len(sizes), 'fetched_bytes': fetched, 'dropped_objects': unknown,
+            'rebuilt_trees': sorted(rebuilt), 'remount_needed': sorted(remount_needed)}
