@@ -31,7 +31,8 @@ def test_3_carol_holds_a_process_in_her_cache_on_repl1():
     # every build writes identically): a copy-up that compaction may drop once she is on v2.
     carol = as_user('carol', REPL1)
     rel = carol.check_output("cd ~/.cache/pip && find wheels -name origin.json | head -1")
-    carol.check_output("cd ~/.cache/pip && cp %s /tmp/origin && cat /tmp/origin > %s" % (rel, rel))
+    # Snapshot files are read-only to her; she replaces it the way pip writes its cache (new file, rename).
+    carol.check_output("cd ~/.cache/pip && cp %s %s.tmp && mv -f %s.tmp %s" % (rel, rel, rel, rel))
     assert carol.file('/mnt/scratch/carol/cacache_pip/upper/' + rel).exists
     STATE['copied_up'] = rel
     as_user('carol', REPL1).check_output("sh -c 'cd ~/.cache/pip && nohup sleep 3600 >/dev/null 2>&1 &'")
