@@ -192,7 +192,9 @@ backup_file:
 """
 
 import datetime
+import json
 import os
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
@@ -204,7 +206,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import
 from ansible_collections.pkgcache.overlay.plugins.module_utils._manifest import ManifestError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._mountcmd import MountError, mount_from_fstab, unmount
 from ansible_collections.pkgcache.overlay.plugins.module_utils._overlay import mounted_at, parse_mountinfo
-from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
+from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError, write_bytes_atomic
 
 BLOCK = 'snapshot'
 
@@ -233,6 +235,18 @@ def ensure_mount(module, result):
         state = 'remounted'
     mount_from_fstab(run, p['fstab'], p['mount_point'])
     return state
+
+
+def record_last_sync(module, store, outcome):
+    """Remember the outcome for snapshot_status (not in check mode; never fails the run)."""
+    if module.check_mode or not os.path.isdir(store):
+        return
+    outcome.update({'time': datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+                    'epoch': int(time.time())})
+    try:
+        write_bytes_atomic(os.path.join(store, 'last_sync.json'), json.dumps(outcome).encode(), 0o600)
+    except OSError as exc:
+        module.warn('cannot record the sync result in %s: %s' % (store, exc))
 
 
 def main():
@@ -277,7 +291,9 @@ def main():
             fstab = update_block(module, p['fstab'], BLOCK, [bind_line(p['store'], p['mount_point'])], p['backup'])
             result['mount'] = ensure_mount(module, result)
     except (_sync.SyncError, StoreError, ManifestError, FstabError, MountError, LockError, OSError) as exc:
+        record_last_sync(module, p['store'], {'ok': False, 'error': str(exc)})
         module.fail_json(msg=str(exc))
+    record_last_sync(module, p['store'], {'ok': True, 'id': result['id']})
     result['changed'] = result['changed'] or fstab['changed'] or result['mount'] != 'unchanged'
     if fstab['backup_file']:
         result['backup_file'] = fstab['backup_file']

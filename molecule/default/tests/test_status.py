@@ -1,0 +1,43 @@
+"""status.yml and the node_exporter metrics file, checked against the real state."""
+
+import re
+
+from conftest import REPL_HOSTS, as_root, playbook
+
+TEXTFILE_DIR = '/var/lib/node-exporter-textfile'
+
+
+def metrics(text):
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith('#'):
+            m = re.match(r'^(\w+)(\{[^}]*\})? (\S+)$', line)
+            assert m, line
+            out[m.group(1) + (m.group(2) or '')] = float(m.group(3))
+    return out
+
+
+def test_status_table_and_metrics_match_the_host():
+    rc, res = playbook('status.yml', {'status_textfile_dir': TEXTFILE_DIR})
+    assert rc == 0
+    for host in REPL_HOSTS:
+        r = as_root(host)
+        status = res['Gather the status'][host]
+        active = r.check_output('readlink /var/lib/pkgcache/current').split('/')[-1]
+        assert status['snapshot']['id'] == active
+        assert status['counts'] == {'mounted': 3, 'older': 0, 'busy': 0, 'missing': 0}
+        table = '\n'.join(res['Show the status'][host]['msg'])
+        assert active in table and 'mounted: 3' in table
+        m = metrics(r.check_output('cat %s/pkgcache.prom' % TEXTFILE_DIR))
+        fqdn = r.check_output('python3 -c "import socket; print(socket.getfqdn())"')
+        store_bytes = sum(int(x) for x in r.check_output(
+            "find /var/lib/pkgcache/objects -mindepth 2 -maxdepth 2 -type f -printf '%s\\n'").split())
+        upper_bytes = sum(int(x) for x in r.check_output(
+            "find /mnt/scratch/*/cacache_pip/upper -type f -printf '%s\\n'").split() or ['0'])
+        h = 'host="%s"' % fqdn
+        assert m['pkgcache_store_bytes{%s}' % h] == store_bytes
+        assert m['pkgcache_repl_mounts{%s,state="mounted"}' % h] == 3
+        assert m['pkgcache_upper_bytes_total{%s}' % h] == upper_bytes
+        assert m['pkgcache_last_sync_success{%s}' % h] == 1
+        assert any(k.startswith('pkgcache_snapshot_info{') and 'snapshot_id="%s"' % active in k for k in m)
+        assert not any('alice' in k for k in m)  # user names only on opt-in

@@ -1,0 +1,143 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Host status for operators: active snapshot, users' mounts, uppers, last sync, store size.
+
+Private to the collection; the API may change without notice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from . import _store as st
+from ._fstab import block_entries
+from ._overlay import mounted_at, split_options
+
+UPPER_RE = re.compile(r'^(?P<scratch>.*)/cacache_(?P<eco>[a-z0-9]+)/upper$')
+
+
+def tree_bytes(path):
+    """Apparent size of the regular files under ``path``; symlinks are never followed."""
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for name in files:
+            try:
+                s = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if not os.path.islink(os.path.join(root, name)):
+                total += s.st_size
+    return total
+
+
+def store_usage(store):
+    objects, size = 0, 0
+    objdir = os.path.join(store, 'objects')
+    for sub in os.listdir(objdir) if os.path.isdir(objdir) else []:
+        if len(sub) == 2:
+            for name in os.listdir(os.path.join(objdir, sub)):
+                objects += 1
+                size += os.lstat(os.path.join(objdir, sub, name)).st_size
+    return objects, size
+
+
+def users_from_fstab(fstab_text):
+    """Planned overlays from the managed block: user, ecosystem, target, lowerdir, upperdir."""
+    users = []
+    for fields in block_entries(fstab_text, 'mounts'):
+        if fields[2] != 'overlay' or len(fields) < 4:
+            continue
+        opts = split_options(fields[3])
+        m = UPPER_RE.match(opts.get('upperdir') or '')
+        if not m:
+            continue
+        users.append({'user': os.path.basename(m.group('scratch')), 'ecosystem': m.group('eco'), 'target': fields[1],
+                      'lowerdir': opts.get('lowerdir'), 'upperdir': opts['upperdir']})
+    return users
+
+
+def collect(store, fstab_text, mountinfo, busy, now):
+    """Gather the status dict; ``busy`` maps mount targets to pids (see _busy.find_busy)."""
+    active = st.active_id(store)
+    snap = {'id': active}
+    if active:
+        try:
+            with open(st.manifest_path(store, active), 'rb') as f:
+                manifest = json.loads(f.read())
+            files = [e for e in manifest['entries'] if e['type'] == 'file']
+            snap.update({'created': manifest.get('created'), 'ecosystems': manifest.get('ecosystems', []),
+                         'files': len(files), 'bytes': sum(e['size'] for e in files),
+                         'versions': dict((eco, dict((k, v) for k, v in (manifest.get(eco) or {}).items()
+                                                    if k in ('pip_version', 'python_version', 'npm_version')))
+                                          for eco in manifest.get('ecosystems', []))})
+        except (IOError, ValueError):
+            snap['error'] = 'manifest missing or unreadable'
+    users = []
+    for u in users_from_fstab(fstab_text):
+        m = mounted_at(mountinfo, u['target'])
+        if m is None or m['fstype'] != 'overlay':
+            state = 'missing'
+        elif active and ('/trees/%s/' % active) not in (m['super_options'].get('lowerdir') or '') + '/':
+            state = 'busy' if u['target'] in busy else 'older'
+        else:
+            state = 'mounted'
+        u.update({'state': state, 'upper_bytes': tree_bytes(u['upperdir'])})
+        users.append(u)
+    last = None
+    try:
+        with open(os.path.join(store, 'last_sync.json'), 'rb') as f:
+            last = json.loads(f.read())
+    except (IOError, ValueError):
+        pass
+    objects, size = store_usage(store)
+    return {'snapshot': snap, 'users': users, 'last_sync': last, 'store': {'objects': objects, 'bytes': size},
+            'upper_bytes_total': sum(u['upper_bytes'] for u in users), 'time': now}
+
+
+def _label(value):
+    return str(value).replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
+
+
+def _labels(**kw):
+    return '{' + ','.join('%s="%s"' % (k, _label(v)) for k, v in sorted(kw.items())) + '}'
+
+
+def prometheus(status, host, include_user_names=False):
+    """Render the status in the Prometheus text format for node_exporter's textfile collector."""
+    out = []
+
+    def metric(name, help_text, kind, samples):
+        out.append('# HELP %s %s' % (name, help_text))
+        out.append('# TYPE %s %s' % (name, kind))
+        for labels, value in samples:
+            out.append('%s%s %s' % (name, _labels(host=host, **labels), value))
+
+    snap = status['snapshot']
+    if snap.get('id'):
+        metric('pkgcache_snapshot_info', 'The active snapshot (value 1), per ecosystem, with the versions it was built with.',
+               'gauge', [(dict(dict(snapshot_id=snap['id'], ecosystem=eco), **snap.get('versions', {}).get(eco, {})), 1)
+                         for eco in snap.get('ecosystems', [])] or [({'snapshot_id': snap['id'], 'ecosystem': ''}, 1)])
+        metric('pkgcache_snapshot_files', 'Files in the active snapshot.', 'gauge',
+               [({'snapshot_id': snap['id']}, snap.get('files', 0))])
+        metric('pkgcache_snapshot_bytes', 'Bytes of the files in the active snapshot.', 'gauge',
+               [({'snapshot_id': snap['id']}, snap.get('bytes', 0))])
+    counts = {}
+    for u in status['users']:
+        counts[u['state']] = counts.get(u['state'], 0) + 1
+    metric('pkgcache_repl_mounts', 'Repl users\' overlays by state (mounted, older, busy, missing).', 'gauge',
+           [({'state': s}, counts.get(s, 0)) for s in ('mounted', 'older', 'busy', 'missing')])
+    metric('pkgcache_upper_bytes_total', 'Bytes in all repl users\' uppers.', 'gauge', [({}, status['upper_bytes_total'])])
+    if include_user_names:
+        metric('pkgcache_upper_bytes', 'Bytes in one repl user\'s upper (operator opt-in).', 'gauge',
+               [({'user': u['user'], 'ecosystem': u['ecosystem']}, u['upper_bytes']) for u in status['users']])
+    metric('pkgcache_store_objects', 'Objects in the host\'s store.', 'gauge', [({}, status['store']['objects'])])
+    metric('pkgcache_store_bytes', 'Bytes of the objects in the host\'s store.', 'gauge', [({}, status['store']['bytes'])])
+    last = status.get('last_sync') or {}
+    if last:
+        metric('pkgcache_last_sync_success', '1 if the last sync succeeded, else 0.', 'gauge', [({}, 1 if last.get('ok') else 0)])
+        metric('pkgcache_last_sync_timestamp_seconds', 'When the last sync ended (Unix time).', 'gauge',
+               [({}, last.get('epoch', 0))])
+    return '\n'.join(out) + '\n'

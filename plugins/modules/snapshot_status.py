@@ -1,0 +1,154 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: snapshot_status
+short_description: Report a repl host's snapshot state, and write it for Prometheus
+version_added: 0.1.0
+description:
+  - Reports the active snapshot (id, creation time, ecosystems and the tool versions it was built with), each repl
+    user's overlay (V(mounted), V(older) when it shows an older snapshot, V(busy) when it does and is in use, or
+    V(missing)), upper usage, the last sync result and the size of the store.
+  - With O(textfile_dir), writes the same data atomically as C(pkgcache.prom) for node_exporter's textfile
+    collector. User names appear in the metrics only with O(include_user_names=true).
+author:
+  - pkgcache.overlay contributors (@pkgcache)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+attributes:
+  action_group:
+    support: full
+    membership:
+      - pkgcache.overlay.pkgcache
+  platform:
+    support: full
+    platforms: posix
+  check_mode:
+    support: full
+    details: Reports, and does not write the metrics file.
+  diff_mode:
+    support: none
+options:
+  store:
+    description: The host's store.
+    type: path
+    default: /var/lib/pkgcache
+  fstab:
+    description: The fstab file that holds the managed block of overlays.
+    type: path
+    default: /etc/fstab
+  textfile_dir:
+    description: Directory of node_exporter's textfile collector; empty writes no metrics file.
+    type: path
+  include_user_names:
+    description: Add per-user upper sizes (with user names) to the metrics.
+    type: bool
+    default: false
+  top_users:
+    description: How many of the largest uppers to list in RV(largest_users).
+    type: int
+    default: 5
+seealso:
+  - module: pkgcache.overlay.snapshot_sync
+"""
+
+EXAMPLES = r"""
+- name: Status, and metrics for node_exporter
+  pkgcache.overlay.snapshot_status:
+    textfile_dir: /var/lib/prometheus/node-exporter
+  register: status
+"""
+
+RETURN = r"""
+snapshot:
+  description: The active snapshot (id, created, ecosystems, files, bytes, versions).
+  returned: always
+  type: dict
+users:
+  description: Each repl user's overlay (user, ecosystem, target, state, upper_bytes).
+  returned: always
+  type: list
+  elements: dict
+counts:
+  description: Overlays per state.
+  returned: always
+  type: dict
+  sample: {mounted: 3, older: 0, busy: 0, missing: 0}
+largest_users:
+  description: The users with the largest uppers, largest first.
+  returned: always
+  type: list
+  elements: dict
+upper_bytes_total:
+  description: Bytes in all uppers.
+  returned: always
+  type: int
+last_sync:
+  description: Outcome of the last snapshot_sync run (ok, id or error, time).
+  returned: always
+  type: dict
+store:
+  description: Objects and bytes in the store.
+  returned: always
+  type: dict
+metrics_file:
+  description: The metrics file written.
+  returned: when textfile_dir is set
+  type: str
+"""
+
+import datetime
+import os
+import socket
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _status
+from ansible_collections.pkgcache.overlay.plugins.module_utils._busy import find_busy
+from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import mountinfo_text, read_text
+from ansible_collections.pkgcache.overlay.plugins.module_utils._overlay import parse_mountinfo
+from ansible_collections.pkgcache.overlay.plugins.module_utils._store import write_bytes_atomic
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            store=dict(type='path', default='/var/lib/pkgcache'),
+            fstab=dict(type='path', default='/etc/fstab'),
+            textfile_dir=dict(type='path'),
+            include_user_names=dict(type='bool', default=False),
+            top_users=dict(type='int', default=5),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    fstab_text = read_text(p['fstab'])
+    targets = [u['target'] for u in _status.users_from_fstab(fstab_text)]
+    try:
+        status = _status.collect(p['store'], fstab_text, parse_mountinfo(mountinfo_text()), find_busy(targets), now)
+    except OSError as exc:
+        module.fail_json(msg=str(exc))
+    counts = dict((s, sum(1 for u in status['users'] if u['state'] == s)) for s in ('mounted', 'older', 'busy', 'missing'))
+    largest = sorted(status['users'], key=lambda u: -u['upper_bytes'])[:p['top_users']]
+    result = dict(status, counts=counts, changed=False,
+                  largest_users=[{'user': u['user'], 'ecosystem': u['ecosystem'], 'upper_bytes': u['upper_bytes']} for u in largest])
+    if p['textfile_dir'] and not module.check_mode:
+        text = _status.prometheus(status, socket.getfqdn(), p['include_user_names'])
+        path = os.path.join(p['textfile_dir'], 'pkgcache.prom')
+        try:
+            os.makedirs(p['textfile_dir'], mode=0o755, exist_ok=True)
+            write_bytes_atomic(path, text.encode('utf-8'), 0o644)
+        except OSError as exc:
+            module.fail_json(msg='cannot write %s: %s' % (path, exc))
+        result['metrics_file'] = path
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,51 @@
+"""Helpers shared by the molecule scenarios' testinfra tests."""
+
+import json
+import os
+import subprocess
+
+import testinfra
+
+
+def as_user(user, container):
+    """A testinfra host whose commands run as ``user`` inside ``container`` (docker exec -u)."""
+    return testinfra.get_host('docker://%s@%s' % (user, container))
+
+
+def as_root(container):
+    return testinfra.get_host('docker://root@%s' % container)
+
+
+def _env():
+    project = os.environ['MOLECULE_PROJECT_DIRECTORY']
+    return dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS='1', ANSIBLE_STDOUT_CALLBACK='json',
+                ANSIBLE_COLLECTIONS_PATH=os.path.join(project, '.cache', 'collections') + ':/usr/share/ansible/collections')
+
+
+def run_module(container, module, args, check=False, diff=False):
+    """Run one of the collection's modules ad hoc; return (rc, result dict)."""
+    cmd = ['ansible', container, '-i', os.environ['MOLECULE_INVENTORY_FILE'], '-m', module, '-a', json.dumps(args)]
+    if check:
+        cmd.append('--check')
+    if diff:
+        cmd.append('--diff')
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
+    out = json.loads(proc.stdout)
+    return proc.returncode, out['plays'][0]['tasks'][0]['hosts'][container]
+
+
+def playbook(name, extra=None, args=()):
+    """Run one of the collection's playbooks against the scenario's fleet; return (rc, results by task and host)."""
+    project = os.environ['MOLECULE_PROJECT_DIRECTORY']
+    cmd = ['ansible-playbook', '-i', os.environ['MOLECULE_INVENTORY_FILE'], os.path.join(project, 'playbooks', name)]
+    if extra:
+        cmd += ['-e', json.dumps(extra)]
+    cmd += list(args)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
+    out = json.loads(proc.stdout)
+    results = {}
+    for play in out['plays']:
+        for task in play['tasks']:
+            for host, res in task['hosts'].items():
+                results.setdefault(task['task']['name'].split(' : ', 1)[-1], {})[host] = res
+    return proc.returncode, results
