@@ -16,6 +16,7 @@ from . import _store as st
 from ._fstab import block_entries
 from ._overlay import mounted_at, split_options
 
+VERSION_KEYS = ('pip_version', 'python_version', 'npm_version')
 UPPER_RE = re.compile(r'^(?P<scratch>.*)/cacache_(?P<eco>[a-z0-9]+)/upper$')
 
 
@@ -68,11 +69,12 @@ def collect(store, fstab_text, mountinfo, busy, now):
             with open(st.manifest_path(store, active), 'rb') as f:
                 manifest = json.loads(f.read())
             files = [e for e in manifest['entries'] if e['type'] == 'file']
+            versions = {}
+            for eco in manifest.get('ecosystems', []):
+                meta = manifest.get(eco) or {}
+                versions[eco] = dict((k, meta[k]) for k in VERSION_KEYS if k in meta)
             snap.update({'created': manifest.get('created'), 'ecosystems': manifest.get('ecosystems', []),
-                         'files': len(files), 'bytes': sum(e['size'] for e in files),
-                         'versions': dict((eco, dict((k, v) for k, v in (manifest.get(eco) or {}).items()
-                                                    if k in ('pip_version', 'python_version', 'npm_version')))
-                                          for eco in manifest.get('ecosystems', []))})
+                         'files': len(files), 'bytes': sum(e['size'] for e in files), 'versions': versions})
         except (IOError, ValueError):
             snap['error'] = 'manifest missing or unreadable'
     users = []

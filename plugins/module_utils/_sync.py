@@ -88,17 +88,18 @@ def load_manifest(store, opener, base_url, snap_id, limits, check_mode, p=None, 
     local = st.manifest_path(store, snap_id)
     data, sig = _read_local(local), _read_local(local + '.sig')
     fetched = 0
+    url = '%s/snapshots/%s.json' % (base_url, snap_id)
     if data is None:
-        url = '%s/snapshots/%s.json' % (base_url, snap_id)
         data = read_url(opener, url, limits['max_manifest_size'], 'manifest of snapshot %s' % snap_id)
         fetched = len(data)
         sig = None
-        if p.get('allowed_signers'):
-            try:
-                sig = read_url(opener, url + '.sig', MAX_REF_BYTES * 4, 'signature of snapshot %s' % snap_id)
-            except NotFoundError:
-                sig = None
-            fetched += len(sig or b'')
+    if p.get('allowed_signers') and sig is None:
+        # A new manifest, or one this host stored before signatures were required.
+        try:
+            sig = read_url(opener, url + '.sig', MAX_REF_BYTES * 4, 'signature of snapshot %s' % snap_id)
+        except NotFoundError:
+            sig = None
+        fetched += len(sig or b'')
     if p.get('allowed_signers'):
         try:
             _signing.verify(run, p['allowed_signers'], data, sig, 'snapshot %s' % snap_id, p.get('signer_identity') or _signing.IDENTITY)
