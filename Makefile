@@ -2,7 +2,7 @@
 # and `make test`. Both install what they need (scripts/bootstrap.sh).
 SCENARIOS ?= default refresh
 
-.PHONY: test demo demo-clean bootstrap unit sanity molecule
+.PHONY: test demo demo-clean bootstrap unit sanity molecule bench
 
 test: bootstrap unit sanity molecule
 
@@ -24,3 +24,9 @@ demo:
 demo-clean:
 	docker rm -f pkgcache-demo-builder pkgcache-demo-repl1 pkgcache-demo-repl2
 	docker volume rm pkgcache-demo-repl1-scratch pkgcache-demo-repl2-scratch
+
+# Benchmarks (not tests): tables and plots in bench/results/. BENCH_ARGS, e.g. --rounds 5 --users 100.
+BENCH_ARGS ?=
+bench: bootstrap
+	python3 -m pip install -q --disable-pip-version-check matplotlib
+	python3 bench/run.py $(BENCH_ARGS)

@@ -9,7 +9,7 @@ IMAGE=${PKGCACHE_IMAGE:-pkgcache-bookworm-systemd:latest}
 WHEELHOUSE=${PKGCACHE_WHEELHOUSE:-$here/.cache/wheelhouse}
 log() { printf '== bootstrap: %s\n' "$*"; }
 
-apt_pkgs=(docker.io debootstrap nginx-light openssh-client)
+apt_pkgs=(docker.io debootstrap nginx-light openssh-client python3-venv python3-pip iproute2 shellcheck)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
