@@ -39,7 +39,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, '.cache', 'collections'))
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder, _store, _sync  # noqa: E402
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _manifest as mf  # noqa: E402
 
 NS = 'pkgbench'
 # Debian's Python, which every user can run; the build uses it too, so the cache matches the users' pip and Python.
@@ -78,7 +77,7 @@ class Env(object):
 
     def start(self, wheelhouse, extra_wheels):
         os.makedirs(self.work, exist_ok=True)
-        subprocess.run(['ip', 'netns', 'del', NS], capture_output=True)
+        subprocess.run(['ip', 'netns', 'del', NS], capture_output=True, check=False)
         sh(['ip', 'netns', 'add', NS])
         sh(in_ns(['ip', 'link', 'set', 'lo', 'mtu', '1500', 'up']))  # tbf drops packets larger than its burst
         self._index(wheelhouse, extra_wheels)
@@ -92,9 +91,9 @@ http { access_log off; sendfile on; types { application/octet-stream whl; text/h
     location /files/ { add_header Cache-Control "max-age=365000000, immutable, public"; } } }
 ''' % {'w': self.work, 'port': PORT, 'root': self.index_root})
         self.nginx = subprocess.Popen(in_ns(['nginx', '-c', conf, '-p', self.work]))
-        for _ in range(50):
+        for dummy in range(50):
             if subprocess.run(in_ns(['python3', '-c', 'import urllib.request; urllib.request.urlopen("%s")' % INDEX]),
-                              capture_output=True).returncode == 0:
+                              capture_output=True, check=False).returncode == 0:
                 return
             time.sleep(0.1)
         raise RuntimeError('nginx did not start in the namespace')
@@ -122,7 +121,7 @@ http { access_log off; sendfile on; types { application/octet-stream whl; text/h
             f.write(''.join('<a href="%s/">%s</a><br>\n' % (p, p) for p in sorted(projects)))
 
     def limit(self, rate):
-        subprocess.run(in_ns(['tc', 'qdisc', 'del', 'dev', 'lo', 'root']), capture_output=True)
+        subprocess.run(in_ns(['tc', 'qdisc', 'del', 'dev', 'lo', 'root']), capture_output=True, check=False)
         if rate:
             sh(in_ns(['tc', 'qdisc', 'add', 'dev', 'lo', 'root', 'tbf', 'rate', rate, 'burst', '64kb', 'latency', '100ms']))
 
@@ -130,7 +129,7 @@ http { access_log off; sendfile on; types { application/octet-stream whl; text/h
         if self.nginx:
             self.nginx.terminate()
             self.nginx.wait()
-        subprocess.run(['ip', 'netns', 'del', NS], capture_output=True)
+        subprocess.run(['ip', 'netns', 'del', NS], capture_output=True, check=False)
 
 
 def run_cmd(argv, env=None, data=None):
@@ -138,7 +137,7 @@ def run_cmd(argv, env=None, data=None):
     if env is not None:
         full_env = dict((k, v) for k, v in os.environ.items() if not k.startswith('PIP_'))
         full_env.update(env)
-    proc = subprocess.run(in_ns(argv), env=full_env, capture_output=True, text=True, input=data)
+    proc = subprocess.run(in_ns(argv), env=full_env, capture_output=True, text=True, input=data, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -195,7 +194,7 @@ def machine():
 # ---------------------------------------------------------------- 1. time-to-install
 
 def ensure_user():
-    if subprocess.run(['id', USER], capture_output=True).returncode != 0:
+    if subprocess.run(['id', USER], capture_output=True, check=False).returncode != 0:
         sh(['useradd', '-m', '-s', '/bin/bash', USER])
     pw = sh(['getent', 'passwd', USER]).stdout.split(':')
     return int(pw[2]), int(pw[3]), pw[5]
@@ -206,7 +205,7 @@ def as_user(argv, env=None):
     e = ['env', '-i', 'HOME=/home/%s' % USER, 'PATH=/usr/bin:/bin', 'PIP_DISABLE_PIP_VERSION_CHECK=1',
          'PIP_CONFIG_FILE=/dev/null'] + ['%s=%s' % kv for kv in (env or {}).items()]
     start = time.monotonic()
-    proc = subprocess.run(in_ns(['runuser', '-u', USER, '--'] + e + argv), capture_output=True, text=True)
+    proc = subprocess.run(in_ns(['runuser', '-u', USER, '--'] + e + argv), capture_output=True, text=True, check=False)
     took = time.monotonic() - start
     if proc.returncode != 0:
         raise RuntimeError('%s failed: %s' % (' '.join(argv), proc.stderr[-2000:]))
@@ -232,7 +231,7 @@ def bench_install(env, work, rounds, wheelhouse):
         sh(['runuser', '-u', USER, '--', USER_PYTHON, '-m', 'venv', venv])
 
     def fresh_overlay():
-        subprocess.run(['umount', target], capture_output=True)
+        subprocess.run(['umount', target], capture_output=True, check=False)
         shutil.rmtree(scratch, ignore_errors=True)
         for d in ('upper', 'work'):
             os.makedirs(os.path.join(scratch, d))
@@ -249,7 +248,7 @@ def bench_install(env, work, rounds, wheelhouse):
     for rate in ('50mbit', None):
         env.limit(rate)
         times = {'cold': [], 'overlay': [], 'floor': []}
-        for _ in range(rounds):
+        for dummy in range(rounds):
             fresh_venv()
             cold_cache = os.path.join(work, 'cold-cache')
             shutil.rmtree(cold_cache, ignore_errors=True)
@@ -263,7 +262,7 @@ def bench_install(env, work, rounds, wheelhouse):
             fresh_venv()
             times['floor'].append(as_user(floor, {'PIP_NO_CACHE_DIR': '1'})[0])
         rows[rate or 'no limit'] = times
-    subprocess.run(['umount', target], capture_output=True)
+    subprocess.run(['umount', target], capture_output=True, check=False)
     env.limit(None)
     lines = ['# Time to install %d packages (with dependencies) in a fresh venv, as a non-root user' % len(PACKAGES), '',
              machine(), 'Index: nginx, static PEP 503 tree with PyPI cache headers, in a network namespace; '
@@ -349,12 +348,12 @@ def bench_transfer_growth(work, rounds, pip_versions):
              '%d rounds; median (min..max).' % rounds, '',
              '| build pip | store growth | changed content (2 wheels) | growth / changed |', '| --- | --- | --- | --- |']
     for label, g in growth.items():
-        lines.append('| %s | %s | %s | %s |' % (label, fmt([x[0] / 1e6 for x in g], ' MB'), fmt([x[1] / 1e6 for x in g], ' MB'),
-                                               fmt([x[0] / x[1] for x in g], 'x')))
+        cells = (label, fmt([x[0] / 1e6 for x in g], ' MB'), fmt([x[1] / 1e6 for x in g], ' MB'), fmt([x[0] / x[1] for x in g], 'x'))
+        lines.append('| %s | %s | %s | %s |' % cells)
 
     def plot_g(ax):
         labels = list(growth)
-        ax.bar([x for x in range(len(labels))], [stats([r[0] / 1e6 for r in growth[l]])[0] for l in labels], 0.35, label='growth')
+        ax.bar(list(range(len(labels))), [stats([r[0] / 1e6 for r in growth[l]])[0] for l in labels], 0.35, label='growth')
         ax.bar([x + 0.35 for x in range(len(labels))], [stats([r[1] / 1e6 for r in growth[l]])[0] for l in labels], 0.35,
                label='changed content')
         ax.set_xticks([x + 0.17 for x in range(len(labels))])

@@ -44,7 +44,9 @@ LOOP_PLAY = '''
         path: "/home/{{ item.name }}/.cache/pip"
         src: overlay
         fstype: overlay
-        opts: "lowerdir=%s/pip,upperdir=/mnt/scratch/{{ item.name }}/cacache_pip/upper,workdir=/mnt/scratch/{{ item.name }}/cacache_pip/work,index=off,xino=off,nosuid,nodev"
+        opts: "lowerdir=%s/pip,upperdir={{ s }}/upper,workdir={{ s }}/work,index=off,xino=off,nosuid,nodev"
+      vars:
+        s: "/mnt/scratch/{{ item.name }}/cacache_pip"
         state: mounted
       loop: "{{ bench_users }}"
 ''' % LOWER
@@ -59,12 +61,12 @@ def dexec(script):
 
 
 def start(max_users):
-    subprocess.run(['docker', 'rm', '-f', CONTAINER], capture_output=True)
-    subprocess.run(['docker', 'volume', 'rm', CONTAINER + '-scratch'], capture_output=True)
+    subprocess.run(['docker', 'rm', '-f', CONTAINER], capture_output=True, check=False)
+    subprocess.run(['docker', 'volume', 'rm', CONTAINER + '-scratch'], capture_output=True, check=False)
     sh(['docker', 'run', '-d', '--name', CONTAINER, '--network', 'host', '--cap-add', 'SYS_ADMIN',
         '--security-opt', 'apparmor=unconfined', '--tmpfs', '/run', '--tmpfs', '/run/lock',
         '-v', '/sys/fs/cgroup:/sys/fs/cgroup:ro', '-v', CONTAINER + '-scratch:/mnt/scratch', IMAGE, '/sbin/init'])
-    subprocess.run(['docker', 'exec', CONTAINER, 'systemctl', 'is-system-running', '--wait'], capture_output=True)
+    subprocess.run(['docker', 'exec', CONTAINER, 'systemctl', 'is-system-running', '--wait'], capture_output=True, check=False)
     dexec('for i in $(seq 1 %d); do useradd -m -u $((3000+i)) -U bu$i; done; '
           'mkdir -p %s/pip/http && echo hello > %s/pip/http/x && chmod -R a+rX %s && cp /etc/fstab /root/fstab.orig'
           % (max_users, LOWER, LOWER, LOWER))
@@ -84,7 +86,7 @@ def play(path, users, work):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.cache', 'collections') + ':/usr/share/ansible/collections',
                ANSIBLE_ROLES_PATH=os.path.join(ROOT, 'roles'))
     start_t = time.monotonic()
-    proc = subprocess.run(['ansible-playbook', '-i', inv, path, '-e', '@' + extra], env=env, capture_output=True, text=True)
+    proc = subprocess.run(['ansible-playbook', '-i', inv, path, '-e', '@' + extra], env=env, capture_output=True, text=True, check=False)
     took = time.monotonic() - start_t
     if proc.returncode != 0:
         raise RuntimeError('%s failed:\n%s' % (path, proc.stdout[-3000:]))
@@ -104,7 +106,7 @@ def run(work, users_list, rounds):
         for n in users_list:
             users = [{'name': 'bu%d' % i, 'uid': 3000 + i, 'gid': 3000 + i, 'home': '/home/bu%d' % i} for i in range(1, n + 1)]
             r = {'role': ([], []), 'loop': ([], [])}
-            for _ in range(rounds):
+            for dummy in range(rounds):
                 for key, path in (('role', role), ('loop', loop)):
                     reset()
                     r[key][0].append(play(path, users, work))
@@ -114,6 +116,6 @@ def run(work, users_list, rounds):
                         raise RuntimeError('%s left %d of %d users mounted' % (key, mounted, n))
             results[n] = r
     finally:
-        subprocess.run(['docker', 'rm', '-f', CONTAINER], capture_output=True)
-        subprocess.run(['docker', 'volume', 'rm', CONTAINER + '-scratch'], capture_output=True)
+        subprocess.run(['docker', 'rm', '-f', CONTAINER], capture_output=True, check=False)
+        subprocess.run(['docker', 'volume', 'rm', CONTAINER + '-scratch'], capture_output=True, check=False)
     return results
