@@ -369,7 +369,13 @@ def bench_transfer_growth(work, rounds, pip_versions):
 def bench_scale(work, users_list, rounds):
     sys.path.insert(0, HERE)
     import scale
-    results = scale.run(work, users_list, rounds)
+    results = {}
+    for n in users_list:  # one container per size; the table is rewritten after each
+        results.update(scale.run(work, [n], rounds))
+        write_scale(results, rounds)
+
+
+def write_scale(results, rounds):
     lines = ['# Per-user mounts at scale: one container, through the same docker connection', '', machine(),
              '%d rounds; median (min..max) seconds of ansible-playbook.' % rounds, '',
              '| users | mount role, first run | mount role, re-run | posix.mount + file loop, first run | loop, re-run '
