@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """pkgcache.overlay benchmarks (`make bench`). Run as root on a machine prepared by scripts/bootstrap.sh.
 
 Every figure is a ratio of things measured side by side in this one run, as
