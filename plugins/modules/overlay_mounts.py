@@ -26,15 +26,9 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
+  - pkgcache.overlay.attributes
   - ansible.builtin.action_common_attributes.flow
 attributes:
-  action_group:
-    support: full
-    membership:
-      - pkgcache.overlay.pkgcache
-  platform:
-    support: full
-    platforms: posix
   check_mode:
     support: full
   diff_mode:

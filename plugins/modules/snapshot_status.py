@@ -20,14 +20,8 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
+  - pkgcache.overlay.attributes
 attributes:
-  action_group:
-    support: full
-    membership:
-      - pkgcache.overlay.pkgcache
-  platform:
-    support: full
-    platforms: posix
   check_mode:
     support: full
     details: Reports, and does not write the metrics file.
