@@ -110,3 +110,12 @@ def test_8_rollback_to_v1():
         assert 'Downloading' in pip_install('bob', host, 'pyparsing')  # only in v2
         assert from_cache(pip_install('alice', host, 'iniconfig'), 'iniconfig')
         assert from_cache(pip_install('carol', host, 'six'), 'six')
+
+
+def test_9_refresh_limited_to_one_host():
+    # Without the builders in the limit nothing is rebuilt; the published v2 rolls out to repl2 only.
+    rc, res = playbook('refresh.yml', args=['--limit', REPL2])
+    assert rc == 0
+    assert BUILDER not in res.get('Build the pip snapshot', {})
+    assert lower_of('alice', REPL2) == STATE['v2']
+    assert lower_of('alice', REPL1) == STATE['v1']
