@@ -45,9 +45,9 @@ LOOP_PLAY = '''
         src: overlay
         fstype: overlay
         opts: "lowerdir=%s/pip,upperdir={{ s }}/upper,workdir={{ s }}/work,index=off,xino=off,nosuid,nodev"
+        state: mounted
       vars:
         s: "/mnt/scratch/{{ item.name }}/cacache_pip"
-        state: mounted
       loop: "{{ bench_users }}"
 ''' % LOWER
 
