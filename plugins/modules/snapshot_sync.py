@@ -25,6 +25,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.attributes
+  - pkgcache.overlay.store_http
 attributes:
   check_mode:
     support: full
@@ -59,18 +60,6 @@ options:
     description: Keep a timestamped copy of fstab before changing it.
     type: bool
     default: false
-  workers:
-    description: Parallel downloads.
-    type: int
-    default: 8
-  timeout:
-    description: Timeout in seconds of each HTTP request.
-    type: int
-    default: 30
-  validate_certs:
-    description: Verify TLS certificates of an C(https) store.
-    type: bool
-    default: true
   max_manifest_size:
     description: Largest manifest accepted, in bytes.
     type: int

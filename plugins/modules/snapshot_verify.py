@@ -24,6 +24,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.attributes
+  - pkgcache.overlay.store_http
 attributes:
   check_mode:
     support: full
@@ -44,18 +45,6 @@ options:
     type: str
   fail_on_problems:
     description: Fail when problems remain after the run, so that cron or a timer reports them.
-    type: bool
-    default: true
-  workers:
-    description: Parallel downloads during a repair.
-    type: int
-    default: 8
-  timeout:
-    description: Timeout in seconds of each HTTP request.
-    type: int
-    default: 30
-  validate_certs:
-    description: Verify TLS certificates of an C(https) store.
     type: bool
     default: true
   lock_timeout:
