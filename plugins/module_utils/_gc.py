@@ -90,16 +90,10 @@ def plan(store, keep, mountinfo_text, fstab_text, host):
             # A tree without its manifest: keep every object to be safe.
             return {'keep': reasons, 'remove': remove, 'objects': [], 'bytes': 0, 'incomplete': snap_id}
     objects, freed = [], 0
-    objdir = os.path.join(store, 'objects')
-    for root, dirs, files in os.walk(objdir):
-        if root == objdir and 'incoming' in dirs:
-            dirs.remove('incoming')
-        for name in files:
-            digest = os.path.basename(root) + name
-            if digest not in wanted and len(digest) == 64:
-                path = os.path.join(root, name)
-                objects.append(path)
-                freed += os.lstat(path).st_size
+    for digest, path, s in st.iter_objects(store):
+        if digest not in wanted and len(digest) == 64:
+            objects.append(path)
+            freed += s.st_size
     for snap_id in remove:
         freed += _unshared_tree_bytes(st.tree_path(store, snap_id))
     referenced = referenced_ids(mountinfo_text)

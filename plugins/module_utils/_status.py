@@ -35,14 +35,8 @@ def tree_bytes(path):
 
 
 def store_usage(store):
-    objects, size = 0, 0
-    objdir = os.path.join(store, 'objects')
-    for sub in os.listdir(objdir) if os.path.isdir(objdir) else []:
-        if len(sub) == 2:
-            for name in os.listdir(os.path.join(objdir, sub)):
-                objects += 1
-                size += os.lstat(os.path.join(objdir, sub, name)).st_size
-    return objects, size
+    sizes = [s.st_size for dummy, dummy2, s in st.iter_objects(store)]
+    return len(sizes), sum(sizes)
 
 
 def users_from_fstab(fstab_text):

@@ -107,6 +107,23 @@ def write_bytes_atomic(path, data, mode=0o644):
             os.unlink(tmp)
 
 
+def iter_objects(store):
+    """Yield (digest, path, lstat) for every object file of the store, in digest order.
+
+    Only the two-hex-digit fan-out dirs are read (not objects/incoming), and
+    dot-files (temp files of an ingest in progress) are skipped.
+    """
+    objdir = os.path.join(store, 'objects')
+    subs = sorted(os.listdir(objdir)) if os.path.isdir(objdir) else []
+    for sub in subs:
+        if len(sub) != 2:
+            continue
+        for name in sorted(os.listdir(os.path.join(objdir, sub))):
+            if not name.startswith('.'):
+                path = os.path.join(objdir, sub, name)
+                yield sub + name, path, os.lstat(path)
+
+
 def missing_objects(store, entries):
     """Return {sha256: size} of the file objects of ``entries`` absent from the store."""
     missing = {}

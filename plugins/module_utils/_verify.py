@@ -27,21 +27,15 @@ from . import _store as st
 
 
 def check_objects(store):
-    """Re-hash every object; return (count, [bad object digests])."""
-    bad, count = [], 0
-    objdir = os.path.join(store, 'objects')
-    for sub in sorted(os.listdir(objdir)) if os.path.isdir(objdir) else []:
-        if len(sub) != 2:
-            continue
-        for name in sorted(os.listdir(os.path.join(objdir, sub))):
-            if name.startswith('.'):
-                continue
-            count += 1
-            digest = sub + name
-            path = os.path.join(objdir, sub, name)
-            if not stat.S_ISREG(os.lstat(path).st_mode) or mf.sha256_file(path)[0] != digest:
-                bad.append(digest)
-    return count, bad
+    """Re-hash every object; return (count, [bad object digests], {(dev, ino) of good objects})."""
+    bad, good_inodes, count = [], set(), 0
+    for digest, path, s in st.iter_objects(store):
+        count += 1
+        if not stat.S_ISREG(s.st_mode) or mf.sha256_file(path)[0] != digest:
+            bad.append(digest)
+        else:
+            good_inodes.add((s.st_dev, s.st_ino))
+    return count, bad, good_inodes
 
 
 def check_tree(store, manifest, good_inodes):
@@ -76,16 +70,7 @@ def check_tree(store, manifest, good_inodes):
 
 def verify(store):
     """Check objects and every checked-out tree that has a manifest; return the report."""
-    count, bad = check_objects(store)
-    bad_set = set(bad)
-    good_inodes = set()
-    objdir = os.path.join(store, 'objects')
-    for sub in os.listdir(objdir) if os.path.isdir(objdir) else []:
-        if len(sub) == 2:
-            for name in os.listdir(os.path.join(objdir, sub)):
-                if sub + name not in bad_set:
-                    s = os.lstat(os.path.join(objdir, sub, name))
-                    good_inodes.add((s.st_dev, s.st_ino))
+    count, bad, good_inodes = check_objects(store)
     trees, missing_objects = {}, set()
     tree_dir = os.path.join(store, 'trees')
     for snap_id in sorted(os.listdir(tree_dir)) if os.path.isdir(tree_dir) else []:
