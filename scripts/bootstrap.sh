@@ -50,6 +50,21 @@ if [ -n "${PKGCACHE_REBUILD_IMAGE:-}" ] || ! docker image inspect "$IMAGE" >/dev
   rm -rf "$root"
 fi
 
+# The ecosystems scenario needs npm, Maven and a JRE on its hosts. Debian's
+# maven-dependency-plugin (and junit4, which it needs) stand in for Maven
+# Central, which this machine cannot reach.
+LANGS_IMAGE=${PKGCACHE_LANGS_IMAGE:-pkgcache-bookworm-langs:latest}
+if [ -n "${PKGCACHE_REBUILD_IMAGE:-}" ] || ! docker image inspect "$LANGS_IMAGE" >/dev/null 2>&1; then
+  log "building $LANGS_IMAGE (npm, Maven, JRE from Debian)"
+  docker rm -f pkgcache-langs-build >/dev/null 2>&1 || true
+  docker run --name pkgcache-langs-build --network host "$IMAGE" bash -c \
+    'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+       nodejs npm maven default-jre-headless libmaven-dependency-plugin-java junit4 >/dev/null && apt-get clean' \
+    >/var/log/pkgcache-langs.log 2>&1 || { tail -20 /var/log/pkgcache-langs.log >&2; exit 1; }
+  docker commit -c 'CMD ["/sbin/init"]' -c 'ENV container=docker' pkgcache-langs-build "$LANGS_IMAGE" >/dev/null
+  docker rm pkgcache-langs-build >/dev/null
+fi
+
 # Real wheels (and one sdist-only package) for the local test index.
 if [ ! -f "$WHEELHOUSE/.complete" ]; then
   log "filling the test wheelhouse"

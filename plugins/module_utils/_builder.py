@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) pkgcache.overlay contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Building a pip snapshot: venv, pip run, verification, ingest, publish.
+"""Building a snapshot: each ecosystem's cache filled by its own tool, then ingest and publish.
 
 Private to the collection; the API may change without notice. Commands run
 through the ``run(argv, env) -> (rc, stdout, stderr)`` callable that the
@@ -10,12 +10,16 @@ module passes in, so this file has no Ansible dependency.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 
 from . import _manifest as mf
+from . import _mavencache
+from . import _npmcache
 from . import _pipcache as pc
+from . import _uvcache
 from . import _signing
 from . import _store as st
 
@@ -93,8 +97,37 @@ def fill_cache(vpy, p, specs, cache, scratch, run):
     return pc.parse_report(report), misses
 
 
-def build(p, run, check_mode=False, now=None):
-    """Build (or find) the snapshot described by module params ``p``; return the result dict."""
+FILLERS = {'npm': _npmcache, 'maven': _mavencache, 'uv': _uvcache}
+# Options of each ecosystem's dict and their defaults (the module's argument_spec mirrors them).
+DEFAULTS = {
+    'npm': {'packages': [], 'registry': 'https://registry.npmjs.org/', 'npm': 'npm', 'cafile': None},
+    'maven': {'artifacts': [], 'repositories': [], 'settings': None, 'mvn': 'mvn',
+              'plugin': 'org.apache.maven.plugins:maven-dependency-plugin:3.6.1'},
+    'uv': {'packages': [], 'index_url': None, 'uv': 'uv', 'python': 'python3'},
+}
+ORDER = ('pip', 'npm', 'maven', 'uv')
+
+
+def ecosystems(p):
+    """The ecosystems to build, in a stable order; refuse unknown names and duplicates."""
+    ecos = p.get('ecosystems') or ['pip']
+    for eco in ecos:
+        if eco not in ORDER:
+            raise pc.BuildError('ecosystem %r is not supported (choose from %s)' % (eco, ', '.join(ORDER)))
+    if len(set(ecos)) != len(ecos):
+        raise pc.BuildError('ecosystems lists an ecosystem twice: %s' % ', '.join(ecos))
+    return [e for e in ORDER if e in ecos]
+
+
+def ecosystem_options(p, eco):
+    o = dict(DEFAULTS[eco])
+    o.update(dict((k, v) for k, v in (p.get(eco) or {}).items() if v is not None))
+    if eco == 'uv' and not o.get('index_url'):
+        o['index_url'] = p.get('index_url')
+    return o
+
+
+def _pip_specs(p):
     specs = list(p.get('packages') or [])
     if p.get('requirements'):
         try:
@@ -105,27 +138,57 @@ def build(p, run, check_mode=False, now=None):
     specs = pc.check_specs(specs)
     if not specs:
         raise pc.PipBuildError('no packages given: set packages or requirements')
+    if not p.get('index_url'):
+        raise pc.PipBuildError('pip: index_url is not set')
+    return specs
+
+
+def _fill_pip(p, specs, cache, work, scratch, run, check_mode):
+    venv_dir = p.get('venv_dir') or os.path.join(work, 'venv-' + os.path.basename(p['python']))
+    if check_mode and not os.path.exists(venv_dir):
+        venv_dir = os.path.join(scratch, 'venv')
+    vpy, versions, dummy = ensure_venv(p['python'], venv_dir, p.get('pip_version'), p['index_url'],
+                                       p.get('trusted_host'), run, scratch)
+    packages, misses = fill_cache(vpy, p, specs, cache, scratch, run)
+    cached, not_cached = pc.check_cached(cache, packages)
+    misses += not_cached
+    for m in misses:
+        m['ecosystem'] = 'pip'
+    if not cached:
+        raise pc.PipBuildError(
+            'pip cached none of the %d files it fetched from %s. The index must send cache headers '
+            '(pypiserver: --cache-control; nginx: Cache-Control/expires), and an http index must be given '
+            'as trusted_host. Misses: %s' % (len(packages), p['index_url'], '; '.join(m['reason'] for m in misses[:3])))
+    key = pc.build_key('pip', p['index_url'], versions['pip'], versions['python'], cached, misses, specs)
+    meta = {'pip_version': versions['pip'], 'python_version': versions['python'],
+            'index_url': p['index_url'], 'trusted_host': p.get('trusted_host') or None,
+            'requested': specs, 'packages': [{'name': c['name'], 'version': c['version']} for c in cached]}
+    return {'packages': meta['packages'], 'misses': misses, 'meta': meta, 'key': key, 'exclude': pc.EXCLUDE}
+
+
+def build(p, run, check_mode=False, now=None):
+    """Build (or find) the snapshot described by module params ``p``; return the result dict."""
+    ecos = ecosystems(p)
+    specs = _pip_specs(p) if 'pip' in ecos else None
     store, work = p['store'], p['work_dir']
     st.makedirs(work, 0o700)
     scratch = tempfile.mkdtemp(dir=work, prefix='.build-')
     try:
-        venv_dir = p.get('venv_dir') or os.path.join(work, 'venv-' + os.path.basename(p['python']))
-        if check_mode and not os.path.exists(venv_dir):
-            venv_dir = os.path.join(scratch, 'venv')
-        vpy, versions, dummy = ensure_venv(p['python'], venv_dir, p.get('pip_version'), p['index_url'],
-                                           p.get('trusted_host'), run, scratch)
-        cache = os.path.join(scratch, 'cache')
-        os.mkdir(cache)
-        packages, misses = fill_cache(vpy, p, specs, cache, scratch, run)
-        cached, not_cached = pc.check_cached(cache, packages)
-        misses += not_cached
-        if not cached:
-            raise pc.PipBuildError(
-                'pip cached none of the %d files it fetched from %s. The index must send cache headers '
-                '(pypiserver: --cache-control; nginx: Cache-Control/expires), and an http index must be given '
-                'as trusted_host. Misses: %s' % (len(packages), p['index_url'], '; '.join(m['reason'] for m in misses[:3])))
-        key = pc.build_key('pip', p['index_url'], versions['pip'], versions['python'], cached, misses, specs)
-        return _store_snapshot(p, store, cache, key, specs, cached, misses, versions, check_mode, now, run)
+        parts = {}
+        for eco in ecos:
+            cache = os.path.join(scratch, 'cache', eco)
+            os.makedirs(cache)
+            if eco == 'pip':
+                parts[eco] = _fill_pip(p, specs, cache, work, scratch, run, check_mode)
+                continue
+            packages, misses, meta, key = FILLERS[eco].fill(ecosystem_options(p, eco), cache, scratch, run)
+            excl = _uvcache.exclude(cache) if eco == 'uv' else getattr(FILLERS[eco], 'EXCLUDE', ())
+            parts[eco] = {'packages': packages, 'misses': misses, 'meta': meta, 'key': key, 'exclude': excl}
+        if ecos == ['pip']:
+            key = parts['pip']['key']
+        else:
+            key = hashlib.sha256(json.dumps(dict((e, parts[e]['key']) for e in ecos), sort_keys=True).encode()).hexdigest()
+        return _store_snapshot(p, store, os.path.join(scratch, 'cache'), parts, key, check_mode, now, run)
     finally:
         st.remove_tree(scratch)
 
@@ -138,9 +201,20 @@ def _read_ref(store, name):
         return None
 
 
-def _store_snapshot(p, store, cache, key, specs, cached, misses, versions, check_mode, now, run):
-    result = {'misses': misses, 'pip_version': versions['pip'], 'python_version': versions['python'],
-              'packages': [{'name': c['name'], 'version': c['version']} for c in cached]}
+def _result(parts):
+    result = {'misses': [], 'packages': [], 'ecosystems': {}}
+    for eco, part in parts.items():
+        result['misses'] += part['misses']
+        result['packages'] += [{'name': x['name'], 'version': x['version'], 'ecosystem': eco} for x in part['packages']]
+        result['ecosystems'][eco] = dict(part['meta'], misses=part['misses'])
+    if 'pip' in parts:
+        result['pip_version'] = parts['pip']['meta']['pip_version']
+        result['python_version'] = parts['pip']['meta']['python_version']
+    return result
+
+
+def _store_snapshot(p, store, cache_root, parts, key, check_mode, now, run):
+    result = _result(parts)
     known = _read_ref(store, 'builds/' + key)
     if known and os.path.exists(st.manifest_path(store, known)):
         with open(st.manifest_path(store, known), 'rb') as f:
@@ -153,7 +227,12 @@ def _store_snapshot(p, store, cache, key, specs, cached, misses, versions, check
         result.update({'id': known, 'changed': bool(latest_changed) or signed, 'new_objects': 0, 'new_bytes': 0,
                        'created': manifest.get('created'), 'signed': bool(p.get('signing_key'))})
         return result
-    entries, paths = mf.scan_tree(cache, 'pip', exclude=pc.EXCLUDE)
+    entries, paths = [], {}
+    for eco, part in parts.items():
+        e, pth = mf.scan_tree(os.path.join(cache_root, eco), eco, exclude=part['exclude'])
+        entries += e
+        paths.update(pth)
+    entries = mf.sorted_entries(entries)
     new_objects = new_bytes = 0
     seen = set()
     for e in entries:
@@ -167,14 +246,11 @@ def _store_snapshot(p, store, cache, key, specs, cached, misses, versions, check
         if is_new:
             new_objects += 1
             new_bytes += e['size']
-    metadata = {
-        'created': now,
-        'ecosystems': ['pip'],
-        'build_key': key,
-        'pip': {'pip_version': versions['pip'], 'python_version': versions['python'],
-                'index_url': p['index_url'], 'trusted_host': p.get('trusted_host') or None,
-                'requested': specs, 'packages': result['packages'], 'misses': misses},
-    }
+    metadata = {'created': now, 'ecosystems': list(parts), 'build_key': key}
+    for eco, meta in result['ecosystems'].items():
+        metadata[eco] = meta
+    if p.get('provenance'):
+        metadata['provenance'] = p['provenance']
     manifest = mf.build_manifest(entries, metadata)
     snap_id = manifest['id']
     if not check_mode:

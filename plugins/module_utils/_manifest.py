@@ -32,6 +32,16 @@ DIR_MODE = 0o777
 FILE_MODE = 0o644
 EXEC_MODE = 0o755
 FILE_MODES = (FILE_MODE, EXEC_MODE)
+# Files that a package manager appends to or rewrites in place (npm's cacache
+# index buckets, Maven's tracking files) are 0666 in the snapshot, like the
+# dirs: a user's write copies them up into that user's upper. Nowhere else.
+WRITABLE_MODE = 0o666
+_WRITABLE = (
+    re.compile(r'^npm/_cacache/index-v5/'),
+    re.compile(r'^uv/(.+/)?[^/]*\.lock$'),
+    re.compile(r'^maven/(.+/)?(_remote\.repositories|resolver-status\.properties|maven-metadata-[^/]+\.xml'
+               r'|[^/]+\.lastUpdated)$'),
+)
 FORMAT = 1
 HEX64 = re.compile(r'^[0-9a-f]{64}$')
 CHUNK = 1024 * 1024
@@ -70,6 +80,11 @@ def sorted_entries(entries):
     return sorted(entries, key=lambda e: e['path'])
 
 
+def writable_path(path):
+    """True if the file at manifest ``path`` is one a package manager rewrites in place."""
+    return any(r.match(path) for r in _WRITABLE)
+
+
 def mode_str(mode):
     return '%04o' % mode
 
@@ -100,6 +115,8 @@ def scan_tree(root, prefix, exclude=()):
             elif stat.S_ISREG(st.st_mode):
                 digest, size = sha256_file(d.path)
                 mode = EXEC_MODE if st.st_mode & 0o111 else FILE_MODE
+                if writable_path(path):
+                    mode = WRITABLE_MODE
                 entries.append({'path': path, 'type': 'file', 'mode': mode_str(mode),
                                 'size': size, 'sha256': digest})
                 paths[path] = d.path
@@ -156,7 +173,8 @@ def validate_entries(entries, max_object_size=None, max_total_size=None):
             if e.get('mode') != mode_str(DIR_MODE):
                 raise ManifestError('manifest entry %r: directory mode %r is not %s' % (path, e.get('mode'), mode_str(DIR_MODE)))
         elif kind == 'file':
-            if e.get('mode') not in [mode_str(m) for m in FILE_MODES]:
+            allowed = FILE_MODES + ((WRITABLE_MODE,) if writable_path(path) else ())
+            if e.get('mode') not in [mode_str(m) for m in allowed]:
                 raise ManifestError('manifest entry %r: file mode %r is refused (setuid, setgid, '
                                     'world-writable and unusual modes are not part of a snapshot)' % (path, e.get('mode')))
             if not isinstance(e.get('sha256'), str) or not HEX64.match(e['sha256']):

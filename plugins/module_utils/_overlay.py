@@ -15,8 +15,13 @@ from ._fstab import escape, parse_line
 
 # Where each ecosystem's package manager looks, relative to the user's home,
 # and the directory of the snapshot that holds its cache.
+# npm keeps its cache in ~/.npm/_cacache, Maven in ~/.m2/repository, uv in
+# ~/.cache/uv (UV_CACHE_DIR).
 ECOSYSTEMS = {
     'pip': {'target': '.cache/pip', 'subdir': 'pip'},
+    'npm': {'target': '.npm', 'subdir': 'npm'},
+    'maven': {'target': '.m2/repository', 'subdir': 'maven'},
+    'uv': {'target': '.cache/uv', 'subdir': 'uv'},
 }
 
 # A POSIX-portable user name that is also a safe path component.

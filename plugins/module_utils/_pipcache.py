@@ -25,8 +25,11 @@ _NAME_NORM = re.compile(r'[-_.]+')
 _SPEC_NAME = re.compile(r'^\s*([A-Za-z0-9][A-Za-z0-9._-]*)')
 
 
-class PipBuildError(RuntimeError):
+class BuildError(RuntimeError):
     """The build cannot go on; the message says why."""
+
+
+PipBuildError = BuildError
 
 
 def normalize_name(name):

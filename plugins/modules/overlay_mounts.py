@@ -67,10 +67,13 @@ options:
         description: The user's scratch dir. Defaults to C(<scratch_root>/<name>).
         type: path
   ecosystems:
-    description: The ecosystems to mount for every user.
+    description:
+      - The ecosystems to mount for every user, each at its package manager's cache dir under the home
+        (pip C(~/.cache/pip), npm C(~/.npm), maven C(~/.m2/repository), uv C(~/.cache/uv)).
+      - Each must be a directory of O(lower_root), that is, the snapshot must have been built with it.
     type: list
     elements: str
-    choices: [pip]
+    choices: [maven, npm, pip, uv]
     default: [pip]
   lower_root:
     description:
@@ -176,6 +179,8 @@ backup_file:
   type: str
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _mounts as mt
@@ -196,6 +201,10 @@ def converge(module):
     info = ov.parse_mountinfo(mountinfo_text())
     for m in mounts:
         mt.check_filesystems(info, m)
+        if not os.path.isdir(m['lowerdir']):
+            raise ov.OverlayInputError('ecosystem %s: the snapshot at %s has no %s cache (%s is missing); build it with '
+                                       'that ecosystem or remove it from ecosystems' % (m['ecosystem'], p['lower_root'],
+                                                                                      m['ecosystem'], m['lowerdir']))
     created = []
     for m in mounts:
         owned_from = len(mt._components(m['scratch'])) - 1

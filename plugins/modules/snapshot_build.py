@@ -10,13 +10,20 @@ module: snapshot_build
 short_description: Build a content-addressed snapshot of a package manager cache
 version_added: 0.1.0
 description:
-  - Fills a fresh pip cache directory by running pip itself, in a virtual environment that the module manages,
+  - Builds one snapshot that holds the caches of one or more ecosystems (O(ecosystems)), each in its own directory
+    of the snapshot, with identical files stored once. Each cache is filled by its own package manager, never by
+    writing cache files by hand.
+  - B(pip) fills a fresh pip cache directory by running pip itself, in a virtual environment that the module manages,
     against the given index. Binary wheels are preferred; a package that only has an sdist is built into a wheel
     once, so that pip's C(wheels/) cache holds it too.
   - Checks, from pip's C(--report), that every file pip fetched really is in the cache. Packages that the index
     lacks, or whose files were not cached, are returned as RV(misses). The module fails when nothing was cached,
     which usually means that the index sends no cache headers.
-  - Ingests the cache into a content-addressed object store (one file per sha256, shared by all snapshots) and
+  - B(npm) resolves the packages the way C(npm install) does (C(npm install --package-lock-only) in a throwaway
+    project) and puts every package of the resulting tree into C(_cacache) with C(npm cache add).
+  - B(maven) fetches each artifact with its dependencies by C(mvn dependency:get) into a fresh local repository.
+  - B(uv) installs the packages with C(uv pip install) into a throwaway venv with C(UV_CACHE_DIR) set.
+  - Ingests the caches into a content-addressed object store (one file per sha256, shared by all snapshots) and
     writes a manifest. The snapshot id is the sha256 of the canonical manifest entries.
   - A run whose inputs and resolution match an earlier build reports C(changed=false) and returns that snapshot.
 author:
@@ -32,13 +39,17 @@ attributes:
   diff_mode:
     support: none
 options:
-  ecosystem:
-    description: The package manager whose cache is built.
-    type: str
-    choices: [pip]
-    default: pip
+  ecosystems:
+    description:
+      - The package managers whose caches go into the snapshot. The options of O(packages) to O(venv_dir) are
+        pip's; O(npm), O(maven) and O(uv) hold the others'.
+    type: list
+    elements: str
+    choices: [pip, npm, maven, uv]
+    default: [pip]
+    aliases: [ecosystem]
   packages:
-    description: Requirement specifiers, for example V(requests) or V(six==1.17.0).
+    description: pip requirement specifiers, for example V(requests) or V(six==1.17.0).
     type: list
     elements: str
     default: []
@@ -46,9 +57,10 @@ options:
     description: A requirements file with one specifier a line. pip options are refused.
     type: path
   index_url:
-    description: The package index to fill the cache from. Users must use the same URL, since pip keys its cache by URL.
+    description:
+      - The package index to fill pip's cache from (and uv's, unless O(uv.index_url) is set). Users must use the same
+        URL, since pip keys its cache by URL. Required when O(ecosystems) has V(pip).
     type: str
-    required: true
   trusted_host:
     description: Host (and port) of an C(http) index. pip caches nothing from an C(http) index that is not trusted.
     type: str
@@ -76,6 +88,80 @@ options:
     description: Point C(refs/latest) in the store at the built snapshot.
     type: bool
     default: true
+  npm:
+    description: The npm cache. Users must use the same registry URL, since npm keys its cache by URL.
+    type: dict
+    suboptions:
+      packages:
+        description: Package specs from the registry, V(name) or V(name@range), for example V(lodash@^4).
+        type: list
+        elements: str
+        default: []
+      registry:
+        description: The registry URL.
+        type: str
+        default: https://registry.npmjs.org/
+      npm:
+        description: The npm command.
+        type: str
+        default: npm
+      cafile:
+        description: A CA bundle for the registry's TLS certificate.
+        type: path
+  maven:
+    description:
+      - The Maven local repository. Maven records the id of the repository each file came from, and hides a cached
+        file from a build whose repositories (or mirrors) do not have that id, so users must use the same ids.
+    type: dict
+    suboptions:
+      artifacts:
+        description: Artifacts as V(groupId:artifactId:version[:packaging[:classifier]]), fetched with their dependencies.
+        type: list
+        elements: str
+        default: []
+      repositories:
+        description:
+          - The repositories to fetch from. An entry with C(mirror_of) becomes a mirror (for example V(*) for a
+            company repository that proxies everything); the others are added to Central.
+        type: list
+        elements: dict
+        default: []
+      settings:
+        description: A settings.xml to use instead of O(maven.repositories).
+        type: path
+      mvn:
+        description: The mvn command.
+        type: str
+        default: mvn
+      plugin:
+        description: The maven-dependency-plugin to run, as C(groupId:artifactId:version).
+        type: str
+        default: org.apache.maven.plugins:maven-dependency-plugin:3.6.1
+  uv:
+    description: The uv cache. Users must use the same index URL.
+    type: dict
+    suboptions:
+      packages:
+        description: Requirement specifiers.
+        type: list
+        elements: str
+        default: []
+      index_url:
+        description: The index. Defaults to O(index_url).
+        type: str
+      uv:
+        description: The uv command.
+        type: str
+        default: uv
+      python:
+        description: The Python that uv builds the throwaway venv with.
+        type: str
+        default: python3
+  provenance:
+    description:
+      - Where the package list came from (for example the result of M(pkgcache.overlay.package_popularity)),
+        recorded in the manifest as C(provenance). It does not change the snapshot id or the build's idempotence.
+    type: dict
   signing_key:
     description:
       - An OpenSSH private key (with its C(.pub) beside it) that signs the manifest with C(ssh-keygen -Y sign) in
@@ -103,6 +189,19 @@ EXAMPLES = r"""
     requirements: /etc/pkgcache/top-packages.txt
     index_url: https://pypi.example.org/simple/
     pip_version: 23.0.1
+    store: /srv/pkgcache
+
+- name: One snapshot with pip, npm and Maven caches
+  pkgcache.overlay.snapshot_build:
+    ecosystems: [pip, npm, maven]
+    packages: [requests]
+    index_url: https://pypi.example.org/simple/
+    npm:
+      packages: [lodash, express@4]
+    maven:
+      artifacts: [com.google.guava:guava:33.3.1-jre]
+      repositories:
+        - {id: company, url: "https://repo.example.org/maven/", mirror_of: "*"}
     store: /srv/pkgcache
 """
 
@@ -137,24 +236,28 @@ new_bytes:
   returned: success
   type: int
 misses:
-  description: Packages that are not in the snapshot, with the reason.
+  description: Packages that are not in the snapshot, with the ecosystem and the reason.
   returned: success
   type: list
   elements: dict
-  sample: [{package: no-such-package, version: '', reason: cannot be resolved from http://127.0.0.1:8371/simple/}]
+  sample: [{package: no-such-package, version: '', ecosystem: pip, reason: cannot be resolved from http://127.0.0.1:8371/simple/}]
 packages:
-  description: The packages in the snapshot with their resolved versions.
+  description: The packages in the snapshot with their resolved versions and ecosystem.
   returned: success
   type: list
   elements: dict
-  sample: [{name: six, version: 1.17.0}]
+  sample: [{name: six, version: 1.17.0, ecosystem: pip}]
+ecosystems:
+  description: Per ecosystem, what the manifest records of it (tool versions, index or registry, requested, packages, misses).
+  returned: success
+  type: dict
 pip_version:
   description: The pip version the snapshot was built with.
-  returned: success
+  returned: success and pip is built
   type: str
 python_version:
   description: The Python version the snapshot was built with.
-  returned: success
+  returned: success and pip is built
   type: str
 signed:
   description: Whether the manifest is signed.
@@ -169,7 +272,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder
 from ansible_collections.pkgcache.overlay.plugins.module_utils._manifest import ManifestError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._pipcache import PipBuildError
+from ansible_collections.pkgcache.overlay.plugins.module_utils._pipcache import BuildError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._signing import SignatureError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
 
@@ -177,10 +280,11 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils._store import Sto
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            ecosystem=dict(type='str', default='pip', choices=['pip']),
+            ecosystems=dict(type='list', elements='str', default=['pip'], aliases=['ecosystem'],
+                            choices=['pip', 'npm', 'maven', 'uv']),
             packages=dict(type='list', elements='str', default=[]),
             requirements=dict(type='path'),
-            index_url=dict(type='str', required=True),
+            index_url=dict(type='str'),
             trusted_host=dict(type='str'),
             python=dict(type='str', default='python3'),
             pip_version=dict(type='str'),
@@ -188,22 +292,42 @@ def main():
             work_dir=dict(type='path', default='/var/lib/pkgcache-build'),
             store=dict(type='path', required=True),
             publish=dict(type='bool', default=True),
+            npm=dict(type='dict', options=dict(
+                packages=dict(type='list', elements='str', default=[]),
+                registry=dict(type='str', default='https://registry.npmjs.org/'),
+                npm=dict(type='str', default='npm'),
+                cafile=dict(type='path'),
+            )),
+            maven=dict(type='dict', options=dict(
+                artifacts=dict(type='list', elements='str', default=[]),
+                repositories=dict(type='list', elements='dict', default=[]),
+                settings=dict(type='path'),
+                mvn=dict(type='str', default='mvn'),
+                plugin=dict(type='str', default='org.apache.maven.plugins:maven-dependency-plugin:3.6.1'),
+            )),
+            uv=dict(type='dict', options=dict(
+                packages=dict(type='list', elements='str', default=[]),
+                index_url=dict(type='str'),
+                uv=dict(type='str', default='uv'),
+                python=dict(type='str', default='python3'),
+            )),
+            provenance=dict(type='dict'),
             signing_key=dict(type='path', no_log=False),
         ),
         supports_check_mode=True,
     )
 
-    def run(argv, env, data=None):
+    def run(argv, env, data=None, cwd=None):
         if env is not None:
-            # The build's pip must not see the host's pip settings.
-            for key in [k for k in os.environ if k.startswith('PIP_') and k not in env]:
+            # The build's tools must not see the host's settings for them (PIP_*, UV_*, npm_config_*).
+            for key in [k for k in os.environ if k.upper().startswith(('PIP_', 'UV_', 'NPM_CONFIG_')) and k not in env]:
                 del os.environ[key]
-        return module.run_command(argv, environ_update=env or {}, data=data, binary_data=True)
+        return module.run_command(argv, environ_update=env or {}, data=data, binary_data=True, cwd=cwd)
 
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     try:
         result = _builder.build(module.params, run, check_mode=module.check_mode, now=now)
-    except (PipBuildError, StoreError, ManifestError, SignatureError, OSError) as exc:
+    except (BuildError, StoreError, ManifestError, SignatureError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
 

@@ -21,8 +21,9 @@ def run(capsys, args):
 
 def args(tmp_path, **kw):
     (tmp_path / 'home' / 'alice').mkdir(parents=True, exist_ok=True)
+    (tmp_path / 'tree' / 'pip').mkdir(parents=True, exist_ok=True)
     a = {'repls': [{'name': 'alice', 'uid': UID, 'gid': GID, 'home': str(tmp_path / 'home' / 'alice')}],
-         'lower_root': '/var/lib/pkgcache/trees/' + 'a' * 64, 'scratch_root': str(tmp_path / 'scratch'),
+         'lower_root': str(tmp_path / 'tree'), 'scratch_root': str(tmp_path / 'scratch'),
          'fstab': str(tmp_path / 'fstab'), 'state': 'present', '_ansible_diff': True}
     a.update(kw)
     return a
@@ -57,3 +58,9 @@ def test_bad_name_fails_and_changes_nothing(tmp_path, capsys):
 def test_template_lines_are_checked(tmp_path, capsys):
     rc, res = run(capsys, args(tmp_path, fstab_lines=['overlay /elsewhere overlay lowerdir=/x 0 0']))
     assert rc == 1 and 'must mount type overlay at' in res['msg']
+
+
+def test_ecosystem_missing_from_the_snapshot_is_named(tmp_path, capsys):
+    rc, res = run(capsys, args(tmp_path, ecosystems=['pip', 'npm']))
+    assert rc == 1 and 'ecosystem npm' in res['msg'] and 'has no npm cache' in res['msg']
+    assert not (tmp_path / 'fstab').exists()

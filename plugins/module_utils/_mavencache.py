@@ -1,0 +1,148 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filling and reading a Maven local repository with mvn itself.
+
+Private to the collection; the API may change without notice.
+
+Each artifact is fetched with ``mvn dependency:get`` (transitively) into a
+fresh ``maven.repo.local``. Maven records in ``_remote.repositories`` the id of
+the repository each file came from, and Maven 3's enhanced local repository
+manager hides a file from a build whose repositories do not include that id:
+users' settings must use the same repository (or mirror) ids as the build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from xml.sax.saxutils import escape
+
+from ._pipcache import BuildError
+
+COORD_RE = re.compile(r'^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.+-]+(:[A-Za-z0-9_.-]+){0,2}$')
+ID_RE = re.compile(r'^[A-Za-z0-9_.-]+$')
+URL_RE = re.compile(r'^(https?|file)://[^\s<>"]+$')
+MIRROR_RE = re.compile(r'^[A-Za-z0-9_.*!,-]+$')
+ANSI = re.compile(r'\x1b\[[0-9;]*m')
+
+
+def tail(text, lines=15):
+    return '\n'.join(ANSI.sub('', text or '').strip().splitlines()[-lines:])
+
+
+def check_artifacts(artifacts):
+    out = []
+    for a in artifacts:
+        s = a.strip() if isinstance(a, str) else a
+        if not isinstance(s, str) or not COORD_RE.match(s):
+            raise BuildError('maven artifact %r is not groupId:artifactId:version[:packaging[:classifier]]' % (a,))
+        out.append(s)
+    return out
+
+
+def check_repositories(repos):
+    if not repos:
+        raise BuildError('maven: repositories is empty; give at least one {id, url} (or settings)')
+    seen = set()
+    for r in repos:
+        if not isinstance(r, dict) or not ID_RE.match(str(r.get('id') or '')):
+            raise BuildError('maven repository %r: id must be letters, digits, "_", "." or "-"' % (r,))
+        if not URL_RE.match(str(r.get('url') or '')):
+            raise BuildError('maven repository %s: url %r is not an http(s) or file URL' % (r['id'], r.get('url')))
+        if r.get('mirror_of') and not MIRROR_RE.match(r['mirror_of']):
+            raise BuildError('maven repository %s: mirror_of %r is not a Maven mirrorOf pattern' % (r['id'], r['mirror_of']))
+        if r['id'] in seen:
+            raise BuildError('maven repository id %s appears twice' % r['id'])
+        seen.add(r['id'])
+    return repos
+
+
+def settings_xml(repos):
+    """A settings.xml with the repositories: ``mirror_of`` ones as mirrors, the others in an active profile."""
+    mirrors = ''.join('<mirror><id>%s</id><mirrorOf>%s</mirrorOf><url>%s</url></mirror>'
+                      % (escape(r['id']), escape(r['mirror_of']), escape(r['url'])) for r in repos if r.get('mirror_of'))
+    plain = ''.join('<repository><id>%s</id><url>%s</url></repository>' % (escape(r['id']), escape(r['url']))
+                    for r in repos if not r.get('mirror_of'))
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<settings><mirrors>%s</mirrors><profiles><profile><id>pkgcache</id>'
+            '<repositories>%s</repositories><pluginRepositories>%s</pluginRepositories></profile></profiles>'
+            '<activeProfiles><activeProfile>pkgcache</activeProfile></activeProfiles></settings>\n'
+            % (mirrors, plain, plain.replace('repository>', 'pluginRepository>')))
+
+
+def versions(o, run, env):
+    rc, out, err = run([o['mvn'], '-B', '-v'], env)
+    text = ANSI.sub('', out or '')
+    m = re.search(r'Apache Maven (\S+)', text)
+    if rc != 0 or not m:
+        raise BuildError('cannot run mvn (%s): %s' % (o['mvn'], tail(err or out)))
+    j = re.search(r'Java version: ([^,\s]+)', text)
+    return {'maven': m.group(1), 'java': j.group(1) if j else ''}
+
+
+def repository_artifacts(repo):
+    """The sorted list of groupId:artifactId:version that have a POM in a local repository."""
+    found = set()
+    for dirpath, dummy, files in os.walk(repo):
+        rel = os.path.relpath(dirpath, repo).split(os.sep)
+        if len(rel) < 3:
+            continue
+        version, artifact = rel[-1], rel[-2]
+        if artifact + '-' + version + '.pom' in files:
+            found.add('%s:%s:%s' % ('.'.join(rel[:-2]), artifact, version))
+    return sorted(found)
+
+
+def artifact_dir(repo, coords):
+    g, a, v = coords.split(':')[:3]
+    return os.path.join(repo, *(g.split('.') + [a, v]))
+
+
+def fill(o, cache, scratch, run):
+    """Fill ``cache`` (a maven.repo.local); return (packages, misses, metadata, key)."""
+    artifacts = check_artifacts(o.get('artifacts') or [])
+    if not artifacts:
+        raise BuildError('maven: no artifacts given')
+    if o.get('settings'):
+        settings = o['settings']
+        if not os.path.isfile(settings):
+            raise BuildError('maven settings %s does not exist' % settings)
+        repos = []
+    else:
+        repos = check_repositories(o.get('repositories') or [])
+        settings = os.path.join(scratch, 'maven-settings.xml')
+        with open(settings, 'w') as f:
+            f.write(settings_xml(repos))
+    env = {'MAVEN_OPTS': '-Djava.awt.headless=true', 'MAVEN_ARGS': '', 'MAVEN_CONFIG': ''}
+    vers = versions(o, run, env)
+    misses = []
+    requested = []
+    for coords in artifacts:
+        cmd = [o['mvn'], '-B', '-s', settings, '-Dmaven.repo.local=' + cache, o['plugin'] + ':get',
+               '-Dartifact=' + coords, '-Dtransitive=true']
+        rc, out, err = run(cmd, env)
+        if rc != 0:
+            errors = [l for l in ANSI.sub('', out or '').splitlines() if l.startswith('[ERROR]')]
+            misses.append({'package': coords, 'version': '', 'ecosystem': 'maven',
+                           'reason': 'mvn could not get it: %s' % (errors[0] if errors else tail(err or out, 2))})
+        else:
+            requested.append(coords)
+    if not requested:
+        raise BuildError('maven: none of the %d artifacts could be fetched; first error: %s'
+                         % (len(artifacts), misses[0]['reason']))
+    for dirpath, dummy, files in os.walk(cache):
+        for f in files:
+            if f.endswith('.lastUpdated'):
+                os.unlink(os.path.join(dirpath, f))
+    packages = repository_artifacts(cache)
+    key = hashlib.sha256(json.dumps({
+        'maven': vers['maven'], 'plugin': o['plugin'], 'repositories': [(r['id'], r['url']) for r in repos],
+        'settings': o.get('settings'), 'requested': sorted(artifacts), 'packages': packages,
+        'misses': sorted(m['package'] for m in misses)}, sort_keys=True).encode('utf-8')).hexdigest()
+    meta = {'maven_version': vers['maven'], 'java_version': vers['java'], 'plugin': o['plugin'],
+            'repositories': [{'id': r['id'], 'url': r['url'], 'mirror_of': r.get('mirror_of')} for r in repos],
+            'requested': artifacts}
+    meta['packages'] = cached = [{'name': p.rsplit(':', 1)[0], 'version': p.rsplit(':', 1)[1]} for p in packages]
+    return cached, misses, meta, key

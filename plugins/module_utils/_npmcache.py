@@ -1,0 +1,216 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filling and reading an npm cache (``_cacache``) with npm itself.
+
+Private to the collection; the API may change without notice.
+
+The tree is resolved the way ``npm install`` resolves it (``npm install
+--package-lock-only`` in a throwaway project), then every package of the lock
+file goes into the cache with ``npm cache add``. cacache's index is a set of
+append-only bucket files under ``_cacache/index-v5``; each line is
+``<sha1 of the JSON>\\t<JSON>`` whose ``key`` for a registry response is
+``make-fetch-happen:request-cache:<url>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+
+from ._pipcache import BuildError
+
+SPEC_RE = re.compile(r'^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*(@[A-Za-z0-9.^~<>=*|+ -]+)?$')
+KEY_PREFIX = 'make-fetch-happen:request-cache:'
+# Top-level names in npm's cache dir that never go into a snapshot.
+EXCLUDE = ('_logs', '_npx', '_update-notifier-last-checked', '_prebuilds')
+
+
+def tail(text, lines=15):
+    """The last lines of npm's output, without its pointer to a debug log that the build deletes."""
+    kept = [l for l in (text or '').strip().splitlines() if 'A complete log of this run' not in l]
+    return '\n'.join(kept[-lines:])
+
+
+def check_specs(specs):
+    """Return the specs stripped; refuse anything but ``name`` or ``name@range`` from a registry."""
+    out = []
+    for spec in specs:
+        s = spec.strip() if isinstance(spec, str) else spec
+        if not isinstance(s, str) or not SPEC_RE.match(s):
+            raise BuildError('npm package %r is not a registry package spec (name or name@version-range; '
+                             'URLs, git and file specs are refused)' % (spec,))
+        out.append(s)
+    return out
+
+
+def spec_name(spec):
+    """The package name of a spec (``@scope/name@1`` -> ``@scope/name``)."""
+    at = spec.find('@', 1)
+    return spec if at < 0 else spec[:at]
+
+
+def clean_env(environ):
+    """npm's environment: no npm_config_* of the host, no user npmrc."""
+    env = dict((k, v) for k, v in environ.items() if not k.lower().startswith('npm_config_'))
+    env.update({'npm_config_userconfig': os.devnull, 'npm_config_update_notifier': 'false',
+                'npm_config_fund': 'false', 'npm_config_audit': 'false'})
+    return env
+
+
+def npm_args(o, cache):
+    args = ['--cache', cache, '--registry', o['registry']]
+    if o.get('cafile'):
+        args += ['--cafile', o['cafile']]
+    return args
+
+
+def lock_packages(lock):
+    """Return [{name, version, integrity}] for every registry package of a package-lock (v2 or v3)."""
+    out = {}
+    for path, meta in (lock.get('packages') or {}).items():
+        if not path or meta.get('link') or 'node_modules/' not in path:
+            continue
+        name = meta.get('name') or path.rsplit('node_modules/', 1)[1]
+        version = meta.get('version')
+        if not version:
+            continue
+        out[(name, version)] = {'name': name, 'version': version, 'integrity': meta.get('integrity', '')}
+    return [out[k] for k in sorted(out)]
+
+
+def index_entries(cache_dir):
+    """Yield the live entries of a cacache index: dicts with key, integrity, size, time.
+
+    Lines whose hash does not match their JSON (torn appends) are skipped, and
+    a later line with a null integrity deletes a key, the way cacache reads it.
+    """
+    root = os.path.join(cache_dir, '_cacache', 'index-v5')
+    for dirpath, dummy, files in os.walk(root):
+        for fname in files:
+            latest = {}
+            try:
+                with open(os.path.join(dirpath, fname), 'rb') as f:
+                    data = f.read().decode('utf-8', 'replace')
+            except OSError:
+                continue
+            for line in data.split('\n'):
+                digest, sep, body = line.partition('\t')
+                if not sep or hashlib.sha1(body.encode('utf-8')).hexdigest() != digest:
+                    continue
+                try:
+                    entry = json.loads(body)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and isinstance(entry.get('key'), str):
+                    latest[entry['key']] = entry
+            for entry in latest.values():
+                if entry.get('integrity'):
+                    yield entry
+
+
+_TARBALL = re.compile(r'/((?:@[^/]+/)?[^/]+)/-/(?:[^/]+/)?([^/]+)\.tgz$')
+
+
+def tarball_package(key):
+    """(name, version) of a registry tarball cache key, or None."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    url = key[len(KEY_PREFIX):].split('?', 1)[0]
+    m = _TARBALL.search(url)
+    if not m:
+        return None
+    name = m.group(1).replace('%2f', '/').replace('%2F', '/')
+    base = name.rsplit('/', 1)[-1]
+    stem = m.group(2)
+    if not stem.startswith(base + '-'):
+        return None
+    return name, stem[len(base) + 1:]
+
+
+def cached_tarballs(cache_dir):
+    """The set of (name, version) whose registry tarball is in the cache."""
+    found = set()
+    for entry in index_entries(cache_dir):
+        pkg = tarball_package(entry['key'])
+        if pkg:
+            found.add(pkg)
+    return found
+
+
+def versions(o, run, scratch):
+    rc, out, err = run([o['npm'], 'version', '--json'], clean_env(os.environ), cwd=scratch)
+    if rc != 0:
+        raise BuildError('cannot run npm (%s): %s' % (o['npm'], tail(err or out)))
+    try:
+        data = json.loads(out)
+        return {'npm': data['npm'], 'node': data.get('node', '')}
+    except (ValueError, KeyError, TypeError):
+        raise BuildError('npm version --json printed no npm version: %s' % tail(out))
+
+
+def _resolve(o, specs, cache, scratch, run):
+    proj = tempfile.mkdtemp(dir=scratch, prefix='npm-project-')
+    with open(os.path.join(proj, 'package.json'), 'w') as f:
+        json.dump({'name': 'pkgcache-snapshot', 'version': '0.0.0', 'private': True}, f)
+    cmd = [o['npm'], 'install', '--package-lock-only', '--ignore-scripts', '--no-audit', '--no-fund',
+           '--omit-lockfile-registry-resolved=false'] + npm_args(o, cache) + specs
+    rc, out, err = run(cmd, clean_env(os.environ), cwd=proj)
+    lock = None
+    if rc == 0:
+        with open(os.path.join(proj, 'package-lock.json')) as f:
+            lock = json.load(f)
+    return rc, lock, tail(err or out, 3)
+
+
+def fill(o, cache, scratch, run):
+    """Fill ``cache`` (npm's --cache dir); return (packages, misses, versions, key)."""
+    specs = check_specs(o.get('packages') or [])
+    if not specs:
+        raise BuildError('npm: no packages given')
+    vers = versions(o, run, scratch)
+    rc, lock, err = _resolve(o, specs, cache, scratch, run)
+    misses = []
+    if rc != 0:
+        good = []
+        for spec in specs:
+            prc, out, perr = run([o['npm'], 'view', spec, 'version', '--json'] + npm_args(o, cache),
+                                 clean_env(os.environ), cwd=scratch)
+            if prc == 0 and out.strip():
+                good.append(spec)
+            else:
+                misses.append({'package': spec_name(spec), 'version': '', 'ecosystem': 'npm',
+                               'reason': 'cannot be resolved from %s: %s' % (o['registry'], tail(perr or out, 2))})
+        if not good or len(good) == len(specs):
+            raise BuildError('npm could not resolve the packages from %s: %s' % (o['registry'], err))
+        rc, lock, err = _resolve(o, good, cache, scratch, run)
+        if rc != 0:
+            raise BuildError('npm could not resolve the packages from %s: %s' % (o['registry'], err))
+    packages = lock_packages(lock)
+    if packages:
+        cmd = [o['npm'], 'cache', 'add'] + npm_args(o, cache) + ['%s@%s' % (p['name'], p['version']) for p in packages]
+        rc, out, err = run(cmd, clean_env(os.environ), cwd=scratch)
+        if rc != 0:
+            raise BuildError('npm cache add failed: %s' % tail(err or out))
+    have = cached_tarballs(cache)
+    cached = []
+    for p in packages:
+        if (p['name'], p['version']) in have:
+            cached.append(p)
+        else:
+            misses.append({'package': p['name'], 'version': p['version'], 'ecosystem': 'npm',
+                           'reason': 'npm cache add did not leave its tarball in the cache'})
+    key = hashlib.sha256(json.dumps({
+        'npm': vers['npm'], 'registry': o['registry'], 'requested': sorted(specs),
+        'packages': sorted((p['name'], p['version'], p['integrity']) for p in cached),
+        'misses': sorted(m['package'] for m in misses)}, sort_keys=True).encode('utf-8')).hexdigest()
+    tmp = os.path.join(cache, '_cacache', 'tmp')
+    if os.path.isdir(tmp):
+        shutil.rmtree(tmp)
+    meta = {'npm_version': vers['npm'], 'node_version': vers['node'], 'registry': o['registry'],
+            'requested': specs, 'packages': [{'name': p['name'], 'version': p['version']} for p in cached]}
+    return cached, misses, meta, key

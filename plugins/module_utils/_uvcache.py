@@ -1,0 +1,107 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filling a uv cache (UV_CACHE_DIR) with uv itself.
+
+Private to the collection; the API may change without notice.
+
+uv keeps index responses in ``simple-v*`` (keyed by index URL), wheels'
+metadata in ``wheels-v*`` (relative symlinks into ``archive-v0``) and unpacked
+wheels in ``archive-v0``. Interpreter probes and build environments depend on
+the host and are left out of a snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+
+from ._pipcache import BuildError, check_specs as check_pip_specs, normalize_name
+
+EXCLUDE_RE = re.compile(r'^(interpreter-v\d+|builds-v\d+|environments-v\d+|sdists-v\d+|\.tmp.*|\.git.*)$')
+_FREEZE = re.compile(r'^([A-Za-z0-9._-]+)==(\S+)$')
+
+
+def tail(text, lines=15):
+    return '\n'.join((text or '').strip().splitlines()[-lines:])
+
+
+def clean_env(environ, cache):
+    env = dict((k, v) for k, v in environ.items() if not k.startswith(('UV_', 'PIP_')))
+    env.update({'UV_CACHE_DIR': cache, 'UV_NO_CONFIG': '1', 'UV_NO_PROGRESS': '1', 'UV_LINK_MODE': 'copy'})
+    return env
+
+
+def exclude(cache):
+    """Top-level names of a uv cache dir that stay out of a snapshot."""
+    return tuple(n for n in os.listdir(cache) if EXCLUDE_RE.match(n))
+
+
+def parse_freeze(text):
+    out = []
+    for line in text.splitlines():
+        m = _FREEZE.match(line.strip())
+        if m:
+            out.append({'name': normalize_name(m.group(1)), 'version': m.group(2)})
+    return sorted(out, key=lambda p: p['name'])
+
+
+def _install(o, specs, cache, scratch, run, dry_run=False):
+    venv = tempfile.mkdtemp(dir=scratch, prefix='uv-venv-')
+    env = clean_env(os.environ, cache)
+    rc, out, err = run([o['uv'], 'venv', '--python', o['python'], venv], env)
+    if rc != 0:
+        raise BuildError('uv cannot create a venv with %s: %s' % (o['python'], tail(err or out)))
+    cmd = [o['uv'], 'pip', 'install', '--python', os.path.join(venv, 'bin', 'python'), '--index-url', o['index_url']]
+    if dry_run:
+        cmd.append('--dry-run')
+    rc, out, err = run(cmd + specs, env)
+    frozen = ''
+    if rc == 0 and not dry_run:
+        frc, frozen, ferr = run([o['uv'], 'pip', 'freeze', '--python', os.path.join(venv, 'bin', 'python')], env)
+    shutil.rmtree(venv, ignore_errors=True)
+    return rc, frozen, tail(err or out, 3)
+
+
+def fill(o, cache, scratch, run):
+    """Fill ``cache`` (a UV_CACHE_DIR); return (packages, misses, metadata, key)."""
+    specs = check_pip_specs(o.get('packages') or [])
+    if not specs:
+        raise BuildError('uv: no packages given')
+    if not o.get('index_url'):
+        raise BuildError('uv: index_url is not set')
+    rc, out, err = run([o['uv'], '--version'], clean_env(os.environ, cache))
+    m = re.match(r'uv (\S+)', out or '')
+    if rc != 0 or not m:
+        raise BuildError('cannot run uv (%s): %s' % (o['uv'], tail(err or out)))
+    uv_version = m.group(1)
+    rc, frozen, err = _install(o, specs, cache, scratch, run)
+    misses = []
+    if rc != 0:
+        good = []
+        for spec in specs:
+            probe = tempfile.mkdtemp(dir=scratch, prefix='uv-probe-')
+            prc, dummy, perr = _install(o, [spec], probe, scratch, run, dry_run=True)
+            shutil.rmtree(probe, ignore_errors=True)
+            if prc == 0:
+                good.append(spec)
+            else:
+                misses.append({'package': spec, 'version': '', 'ecosystem': 'uv',
+                               'reason': 'cannot be resolved from %s: %s' % (o['index_url'], perr)})
+        if not good or len(good) == len(specs):
+            raise BuildError('uv could not install the packages from %s: %s' % (o['index_url'], err))
+        rc, frozen, err = _install(o, good, cache, scratch, run)
+        if rc != 0:
+            raise BuildError('uv could not install the packages from %s: %s' % (o['index_url'], err))
+    packages = parse_freeze(frozen)
+    key = hashlib.sha256(json.dumps({
+        'uv': uv_version, 'python': o['python'], 'index_url': o['index_url'], 'requested': sorted(specs),
+        'packages': sorted((p['name'], p['version']) for p in packages),
+        'misses': sorted(m['package'] for m in misses)}, sort_keys=True).encode('utf-8')).hexdigest()
+    meta = {'uv_version': uv_version, 'python': o['python'], 'index_url': o['index_url'], 'requested': specs,
+            'packages': packages, 'link_mode': 'copy'}
+    return packages, misses, meta, key

@@ -1,0 +1,180 @@
+"""npm, Maven and uv: input checks and the readers of their real cache formats (fixtures made by the real tools)."""
+
+import json
+import os
+
+import pytest
+
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _manifest as mf
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _mavencache as mc
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _npmcache as nc
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _uvcache as uc
+from ansible_collections.pkgcache.overlay.plugins.module_utils._pipcache import BuildError
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'fixtures')
+
+
+def test_npm_lock_packages_from_a_real_lock():
+    with open(os.path.join(FIXTURES, 'npm', 'package-lock.json')) as f:
+        packages = nc.lock_packages(json.load(f))
+    names = dict((p['name'], p['version']) for p in packages)
+    assert names['chalk'] == '4.1.2' and names['@isaacs/string-locale-compare'] == '1.1.0'
+    assert names['has-flag'] == '4.0.0'  # a dependency, resolved the way npm install does
+    assert all(p['integrity'].startswith('sha512-') for p in packages)
+    assert '' not in names and 'x' not in names
+
+
+def test_npm_index_reader_finds_the_tarballs_npm_cached():
+    found = nc.cached_tarballs(os.path.join(FIXTURES, 'npm'))
+    assert ('chalk', '4.1.2') in found and ('@isaacs/string-locale-compare', '1.1.0') in found
+    assert ('chalk', '4.1.1') not in found
+
+
+def test_npm_index_reader_skips_torn_lines_and_honours_deletions(tmp_path):
+    bucket = tmp_path / '_cacache' / 'index-v5' / 'aa' / 'bb'
+    bucket.parent.mkdir(parents=True)
+    key = nc.KEY_PREFIX + 'https://registry.npmjs.org/a/-/a-1.0.0.tgz'
+
+    def line(obj):
+        body = json.dumps(obj)
+        return '\n%s\t%s' % (__import__('hashlib').sha1(body.encode()).hexdigest(), body)
+
+    bucket.write_text(line({'key': key, 'integrity': 'sha512-x'}) + '\nbadhash\t{"key": "k2", "integrity": "y"}'
+                      + line({'key': nc.KEY_PREFIX + 'https://r/b/-/b-2.0.0.tgz', 'integrity': 'sha512-y'})
+                      + line({'key': nc.KEY_PREFIX + 'https://r/b/-/b-2.0.0.tgz', 'integrity': None}))
+    assert nc.cached_tarballs(str(tmp_path)) == {('a', '1.0.0')}
+
+
+@pytest.mark.parametrize('key, expected', [
+    (nc.KEY_PREFIX + 'https://registry.npmjs.org/lodash/-/lodash-4.17.21.tgz', ('lodash', '4.17.21')),
+    (nc.KEY_PREFIX + 'https://registry.npmjs.org/@types/node/-/node-20.1.0.tgz', ('@types/node', '20.1.0')),
+    (nc.KEY_PREFIX + 'https://registry.npmjs.org/lodash', None),
+    ('pacote:tarball:lodash@4', None),
+])
+def test_npm_tarball_keys(key, expected):
+    assert nc.tarball_package(key) == expected
+
+
+@pytest.mark.parametrize('spec', ['lodash', 'lodash@^4.17.0', '@types/node@20', 'express@4 || 5'])
+def test_npm_specs_accepted(spec):
+    assert nc.check_specs([spec]) == [spec]
+
+
+@pytest.mark.parametrize('spec', ['', 'git+https://x/y.git', 'file:../x', 'https://x/y.tgz', '../local', '--global', 'A B'])
+def test_npm_specs_refused_naming_the_spec(spec):
+    with pytest.raises(BuildError, match='npm package'):
+        nc.check_specs([spec])
+
+
+def test_npm_env_drops_host_npm_settings():
+    env = nc.clean_env({'npm_config_registry': 'http://evil/', 'NPM_CONFIG_CACHE': '/x', 'HOME': '/root'})
+    assert 'npm_config_registry' not in env and 'NPM_CONFIG_CACHE' not in env and env['HOME'] == '/root'
+    assert env['npm_config_userconfig'] == os.devnull
+
+
+def test_maven_repository_artifacts_from_a_real_local_repository(tmp_path):
+    with open(os.path.join(FIXTURES, 'maven', 'local-repository-files.txt')) as f:
+        for rel in f.read().split():
+            path = tmp_path / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text('')
+    found = mc.repository_artifacts(str(tmp_path))
+    assert 'commons-io:commons-io:2.11.0' in found
+    assert all(len(a.split(':')) == 3 for a in found)
+    assert mc.artifact_dir(str(tmp_path), 'commons-io:commons-io:2.11.0') == str(tmp_path / 'commons-io' / 'commons-io' / '2.11.0')
+
+
+@pytest.mark.parametrize('coords', ['junit', 'a:b', 'a:b:1 ; rm', '-Dx=y:a:1', 'a:b:1:jar:x:y'])
+def test_maven_coordinates_refused(coords):
+    with pytest.raises(BuildError, match='groupId:artifactId:version'):
+        mc.check_artifacts([coords])
+
+
+@pytest.mark.parametrize('repos, message', [
+    ([], 'repositories is empty'),
+    ([{'id': 'a b', 'url': 'https://x/'}], 'id must be'),
+    ([{'id': 'a', 'url': 'ftp://x/'}], 'is not an http'),
+    ([{'id': 'a', 'url': 'https://x/"><evil/>'}], 'is not an http'),
+    ([{'id': 'a', 'url': 'https://x/'}, {'id': 'a', 'url': 'https://y/'}], 'appears twice'),
+    ([{'id': 'a', 'url': 'https://x/', 'mirror_of': '<x>'}], 'mirrorOf'),
+])
+def test_maven_repositories_refused(repos, message):
+    with pytest.raises(BuildError, match=message):
+        mc.check_repositories(repos)
+
+
+def test_maven_settings_put_mirrors_and_repositories_in_place():
+    import xml.etree.ElementTree as ET
+    xml = mc.settings_xml([{'id': 'company', 'url': 'https://repo/a&b', 'mirror_of': '*'},
+                           {'id': 'extra', 'url': 'file:///srv/m2'}])
+    root = ET.fromstring(xml.split('\n', 1)[1])
+    assert root.find('mirrors/mirror/id').text == 'company' and root.find('mirrors/mirror/url').text == 'https://repo/a&b'
+    assert root.find('profiles/profile/repositories/repository/id').text == 'extra'
+    assert root.find('profiles/profile/pluginRepositories/pluginRepository/url').text == 'file:///srv/m2'
+    assert root.find('activeProfiles/activeProfile').text == 'pkgcache'
+
+
+def test_uv_freeze_parse_from_real_output():
+    with open(os.path.join(FIXTURES, 'uv-freeze.txt')) as f:
+        packages = uc.parse_freeze(f.read())
+    assert {'name': 'charset-normalizer', 'version': '3.5.3'} in packages
+    assert [p['name'] for p in packages] == sorted(p['name'] for p in packages)
+
+
+def test_uv_exclude_leaves_out_host_specific_dirs(tmp_path):
+    for name in ('archive-v0', 'wheels-v8', 'simple-v28', 'interpreter-v5', 'builds-v0', 'sdists-v11', '.tmpXYZ'):
+        (tmp_path / name).mkdir()
+    assert sorted(uc.exclude(str(tmp_path))) == ['.tmpXYZ', 'builds-v0', 'interpreter-v5', 'sdists-v11']
+
+
+@pytest.mark.parametrize('path, writable', [
+    ('npm/_cacache/index-v5/ab/cd/0123', True),
+    ('npm/_cacache/content-v2/sha512/ab/cd/0123', False),
+    ('maven/org/x/y/1.0/_remote.repositories', True),
+    ('maven/org/x/y/maven-metadata-company.xml', True),
+    ('maven/org/x/y/1.0/y-1.0.jar', False),
+    ('uv/.lock', True),
+    ('uv/wheels-v8/pypi/six/1.17.0-py2.py3-none-any.lock', True),
+    ('pip/http-v2/a/b/c/d/e/f.lock', False),
+    ('pip/selfcheck.json', False),
+])
+def test_only_files_package_managers_rewrite_are_writable(path, writable):
+    assert mf.writable_path(path) is writable
+    entry = {'path': path, 'type': 'file', 'mode': '0666', 'size': 0, 'sha256': '0' * 64}
+    dirs = [{'path': '/'.join(path.split('/')[:i]), 'type': 'dir', 'mode': '0777'} for i in range(1, path.count('/') + 1)]
+    if writable:
+        mf.validate_entries(dirs + [entry])
+    else:
+        with pytest.raises(mf.ManifestError, match='world-writable'):
+            mf.validate_entries(dirs + [entry])
+
+
+def test_scan_gives_npm_index_buckets_mode_0666(tmp_path):
+    bucket = tmp_path / '_cacache' / 'index-v5' / 'aa'
+    bucket.mkdir(parents=True)
+    (bucket / 'b').write_text('x')
+    (tmp_path / '_cacache' / 'content-v2').mkdir()
+    (tmp_path / '_cacache' / 'content-v2' / 'c').write_text('y')
+    entries, dummy = mf.scan_tree(str(tmp_path), 'npm')
+    modes = dict((e['path'], e.get('mode')) for e in entries)
+    assert modes['npm/_cacache/index-v5/aa/b'] == '0666' and modes['npm/_cacache/content-v2/c'] == '0644'
+
+
+def test_every_ecosystem_has_a_mount_target():
+    assert set(bd.ORDER) == set(ov.ECOSYSTEMS)
+    mounts = ov.plan_mounts([{'name': 'alice', 'uid': 1000, 'gid': 1000}], ['npm', 'maven', 'uv'], '/mnt/cacache', '/mnt/scratch')
+    assert [m['target'] for m in mounts] == ['/home/alice/.npm', '/home/alice/.m2/repository', '/home/alice/.cache/uv']
+    assert mounts[1]['lowerdir'] == '/mnt/cacache/maven' and mounts[1]['upperdir'] == '/mnt/scratch/alice/cacache_maven/upper'
+
+
+@pytest.mark.parametrize('ecos, message', [(['pip', 'conda'], "'conda' is not supported"), (['npm', 'npm'], 'twice')])
+def test_build_refuses_bad_ecosystems(ecos, message):
+    with pytest.raises(BuildError, match=message):
+        bd.ecosystems({'ecosystems': ecos})
+
+
+def test_build_options_fall_back_to_defaults_and_uv_to_the_pip_index():
+    o = bd.ecosystem_options({'index_url': 'http://i/simple/', 'uv': {'packages': ['six'], 'uv': None}}, 'uv')
+    assert o == {'packages': ['six'], 'index_url': 'http://i/simple/', 'uv': 'uv', 'python': 'python3'}
