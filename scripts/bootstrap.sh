@@ -54,19 +54,22 @@ fi
 # maven-dependency-plugin (and junit4, which it needs) stand in for Maven
 # Central, which this machine cannot reach.
 LANGS_IMAGE=${PKGCACHE_LANGS_IMAGE:-pkgcache-bookworm-langs:latest}
-if [ -n "${PKGCACHE_REBUILD_IMAGE:-}" ] || ! docker image inspect "$LANGS_IMAGE" >/dev/null 2>&1; then
+langs_pkgs="nodejs npm maven default-jre-headless libmaven-dependency-plugin-java libmaven-deploy-plugin-java junit4"
+have=$(docker image inspect -f '{{ index .Config.Labels "pkgcache.packages" }}' "$LANGS_IMAGE" 2>/dev/null || true)
+if [ -n "${PKGCACHE_REBUILD_IMAGE:-}" ] || [ "$have" != "$langs_pkgs" ]; then
   log "building $LANGS_IMAGE (npm, Maven, JRE from Debian)"
   docker rm -f pkgcache-langs-build >/dev/null 2>&1 || true
   docker run --name pkgcache-langs-build --network host "$IMAGE" bash -c \
-    'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-       nodejs npm maven default-jre-headless libmaven-dependency-plugin-java junit4 >/dev/null && apt-get clean' \
+    "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $langs_pkgs >/dev/null && apt-get clean" \
     >/var/log/pkgcache-langs.log 2>&1 || { tail -20 /var/log/pkgcache-langs.log >&2; exit 1; }
-  docker commit -c 'CMD ["/sbin/init"]' -c 'ENV container=docker' pkgcache-langs-build "$LANGS_IMAGE" >/dev/null
+  docker commit -c 'CMD ["/sbin/init"]' -c 'ENV container=docker' -c "LABEL pkgcache.packages=\"$langs_pkgs\"" \
+    pkgcache-langs-build "$LANGS_IMAGE" >/dev/null
   docker rm pkgcache-langs-build >/dev/null
 fi
 
 # Real wheels (and one sdist-only package) for the local test index.
-if [ ! -f "$WHEELHOUSE/.complete" ]; then
+stamp=$(cat "$here/tests/fleet/index-packages.txt" "$here/tests/fleet/index-sdists.txt" | sha256sum | cut -c1-16)
+if [ ! -f "$WHEELHOUSE/.complete-$stamp" ]; then
   log "filling the test wheelhouse"
   mkdir -p "$WHEELHOUSE"
   python3 -m pip download -q --disable-pip-version-check --no-cache-dir -d "$WHEELHOUSE" \
@@ -74,7 +77,7 @@ if [ ! -f "$WHEELHOUSE/.complete" ]; then
   python3 -m pip download -q --disable-pip-version-check --no-cache-dir --no-binary :all: --no-deps \
     -d "$WHEELHOUSE" -r "$here/tests/fleet/index-sdists.txt"
   python3 -m pip download -q --disable-pip-version-check --no-cache-dir -d "$WHEELHOUSE/../pypiserver" pypiserver
-  touch "$WHEELHOUSE/.complete"
+  touch "$WHEELHOUSE/.complete-$stamp"
 fi
 
 # Make this checkout the collection pkgcache.overlay for ansible (see ansible.cfg).

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 
 from ._pipcache import BuildError
@@ -83,6 +84,34 @@ def lock_packages(lock):
     return [out[k] for k in sorted(out)]
 
 
+def read_regular_file(path, limit=256 << 20):
+    """Bytes of ``path`` if it is a regular file no larger than ``limit``, else None.
+
+    Opened with O_NOFOLLOW and O_NONBLOCK and checked with fstat, so a user who
+    swaps a file in its upper for a symlink or a FIFO cannot make root read
+    something else or hang.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b''.join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def index_entries(cache_dir):
     """Yield the live entries of a cacache index: dicts with key, integrity, size, time.
 
@@ -93,11 +122,10 @@ def index_entries(cache_dir):
     for dirpath, dummy, files in os.walk(root):
         for fname in files:
             latest = {}
-            try:
-                with open(os.path.join(dirpath, fname), 'rb') as f:
-                    data = f.read().decode('utf-8', 'replace')
-            except OSError:
+            raw = read_regular_file(os.path.join(dirpath, fname))
+            if raw is None:
                 continue
+            data = raw.decode('utf-8', 'replace')
             for line in data.split('\n'):
                 digest, sep, body = line.partition('\t')
                 if not sep or hashlib.sha1(body.encode('utf-8')).hexdigest() != digest:
