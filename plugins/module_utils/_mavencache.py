@@ -115,12 +115,16 @@ def fill(o, cache, scratch, run):
         settings = os.path.join(scratch, 'maven-settings.xml')
         with open(settings, 'w') as f:
             f.write(settings_xml(repos))
+    # The host's global settings (mirrors, proxies, offline) must not change the build.
+    global_settings = os.path.join(scratch, 'maven-global-settings.xml')
+    with open(global_settings, 'w') as f:
+        f.write('<?xml version="1.0" encoding="UTF-8"?>\n<settings/>\n')
     env = {'MAVEN_OPTS': '-Djava.awt.headless=true', 'MAVEN_ARGS': '', 'MAVEN_CONFIG': ''}
     vers = versions(o, run, env)
     misses = []
     requested = []
     for coords in artifacts:
-        cmd = [o['mvn'], '-B', '-s', settings, '-Dmaven.repo.local=' + cache, o['plugin'] + ':get',
+        cmd = [o['mvn'], '-B', '-s', settings, '-gs', global_settings, '-Dmaven.repo.local=' + cache, o['plugin'] + ':get',
                '-Dartifact=' + coords, '-Dtransitive=true']
         rc, out, err = run(cmd, env)
         if rc != 0:

@@ -21,7 +21,7 @@ import zipfile
 from urllib.parse import unquote, urlsplit
 
 from . import _npmcache
-from ._pipcache import normalize_name
+from ._pipcache import normalize_name, requirement_name
 
 ECOSYSTEMS = ('pip', 'npm', 'maven', 'uv')
 SOURCE_TYPES = ('top_pypi_json', 'ranked_list', 'access_log', 'pip_log', 'npm_log', 'counts', 'uppers')
@@ -133,6 +133,16 @@ def parse_npm_log(text):
     return counts
 
 
+def spec_key(ecosystem, spec):
+    """The package name a pin names: ``six==1.17`` -> ``six``, ``chalk@4`` -> ``chalk``; Maven coordinates as given."""
+    spec = spec.strip()
+    if ecosystem in ('pip', 'uv'):
+        return requirement_name(spec) or normalize_name(spec)
+    if ecosystem == 'npm':
+        return _npmcache.spec_name(spec)
+    return spec
+
+
 def canonical(ecosystem, name):
     return normalize_name(name) if ecosystem in ('pip', 'uv') else name
 
@@ -184,7 +194,7 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=()):
     """Rank packages; return dict(packages=[{name, score, sources}], blocked=[...])."""
     if ecosystem not in ECOSYSTEMS:
         raise PopularityError('ecosystem %r is not one of %s' % (ecosystem, ', '.join(ECOSYSTEMS)))
-    blocked = set(canonical(ecosystem, b) for b in blocks)
+    blocked = set(spec_key(ecosystem, b) for b in blocks)
     scores, origin, raw = {}, {}, {}
     for i, src in enumerate(sources):
         if not isinstance(src, dict):
@@ -203,13 +213,15 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=()):
                 continue
             scores[name] = scores.get(name, 0.0) + weight * float(n) / peak
             origin.setdefault(name, []).append(label)
-    result = []
-    for name in [canonical(ecosystem, p) for p in pins]:
+    result, pinned = [], set()
+    for spec in pins:
+        name = spec_key(ecosystem, spec)
         if name in blocked:
             raise PopularityError('package %s is both pinned and blocked' % name)
-        if name not in [r['name'] for r in result]:
-            result.append({'name': name, 'score': round(scores.get(name, 0.0), 6), 'sources': ['pin'] + origin.get(name, [])})
-    pinned = set(r['name'] for r in result)
+        if name not in pinned:
+            pinned.add(name)
+            result.append({'name': spec.strip(), 'score': round(scores.get(name, 0.0), 6),
+                           'sources': ['pin'] + origin.get(name, [])})
     ranked = sorted((n for n in scores if n not in blocked and n not in pinned), key=lambda n: (-scores[n], n))
     for name in ranked[:top] if top is not None else ranked:
         result.append({'name': name, 'score': round(scores[name], 6), 'sources': origin[name]})

@@ -202,9 +202,9 @@ def converge(module):
     for m in mounts:
         mt.check_filesystems(info, m)
         if not os.path.isdir(m['lowerdir']):
-            raise ov.OverlayInputError('ecosystem %s: the snapshot at %s has no %s cache (%s is missing); build it with '
-                                       'that ecosystem or remove it from ecosystems' % (m['ecosystem'], p['lower_root'],
-                                                                                      m['ecosystem'], m['lowerdir']))
+            raise ov.OverlayInputError(
+                'ecosystem %s: the snapshot at %s has no %s cache (%s is missing); build it with that ecosystem '
+                'or remove it from ecosystems' % (m['ecosystem'], p['lower_root'], m['ecosystem'], m['lowerdir']))
     created = []
     for m in mounts:
         owned_from = len(mt._components(m['scratch'])) - 1

@@ -46,7 +46,7 @@ options:
       - The sources, each a dict with C(type) and, by type, C(paths) (files on the managed host), C(counts) (a mapping
         of package to count, or a list of such mappings, which are summed), or for C(uppers) the optional
         C(scratch_root) (default V(/mnt/scratch)), C(lower_root) (default V(/mnt/cacache)) and C(min_users)
-        (default V(1): drop packages fetched by fewer users). Optional C(weight) (default V(1.0)) and C(name)
+        (default V(1), which drops packages fetched by fewer users). Optional C(weight) (default V(1.0)) and C(name)
         (the label in RV(packages[].sources), default the type).
     type: list
     elements: dict

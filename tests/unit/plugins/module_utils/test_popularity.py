@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import tarfile
 
 import pytest
 
@@ -9,6 +10,15 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _popularit
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'fixtures')
 POP = os.path.join(FIXTURES, 'popularity')
+
+
+@pytest.fixture(scope='module')
+def pipcache(tmp_path_factory):
+    """Real pip cache entries of one wheel (tabulate), as pip 23.2 (http/) and pip 26.0 (http-v2/) wrote them."""
+    root = tmp_path_factory.mktemp('pipcache')
+    with tarfile.open(os.path.join(FIXTURES, 'pipcache.tar.gz')) as tf:
+        tf.extractall(str(root), filter='data')
+    return str(root / 'pipcache')
 
 
 def read(path):
@@ -88,9 +98,9 @@ def test_pinned_and_blocked_is_refused():
 
 
 @pytest.mark.parametrize('layout', ['pip23.2', 'pip26.0'])
-def test_wheel_metadata_from_real_pip_cache_entries(layout):
+def test_wheel_metadata_from_real_pip_cache_entries(layout, pipcache):
     found = set()
-    for dirpath, dummy, files in os.walk(os.path.join(FIXTURES, 'pipcache', layout)):
+    for dirpath, dummy, files in os.walk(os.path.join(pipcache, layout)):
         for f in files:
             with open(os.path.join(dirpath, f), 'rb') as fh:
                 pkg = pop.wheel_metadata(fh.read())
@@ -105,11 +115,11 @@ def _user(root, name, eco):
     return upper
 
 
-def test_uppers_scan_counts_users_per_package_not_in_the_snapshot(tmp_path):
+def test_uppers_scan_counts_users_per_package_not_in_the_snapshot(tmp_path, pipcache):
     lower = tmp_path / 'lower' / 'pip'
-    shutil.copytree(os.path.join(FIXTURES, 'pipcache', 'pip26.0'), str(lower))  # tabulate is in the snapshot
+    shutil.copytree(os.path.join(pipcache, 'pip26.0'), str(lower))  # tabulate is in the snapshot
     for user in ('alice', 'bob'):
-        shutil.copytree(os.path.join(FIXTURES, 'pipcache', 'pip23.2'), str(_user(tmp_path, user, 'pip')), dirs_exist_ok=True)
+        shutil.copytree(os.path.join(pipcache, 'pip23.2'), str(_user(tmp_path, user, 'pip')), dirs_exist_ok=True)
     carol = _user(tmp_path, 'carol', 'pip')
     (carol / 'http').mkdir()
     os.symlink('/etc/shadow', str(carol / 'http' / 'evil'))
@@ -119,7 +129,7 @@ def test_uppers_scan_counts_users_per_package_not_in_the_snapshot(tmp_path):
     assert pop.scan_uppers('pip', src) == {'tabulate': 2}
     assert pop.scan_uppers('pip', dict(src, min_users=3)) == {}
     # An upper whose entry the lower has at the same path is not a miss.
-    shutil.copytree(os.path.join(FIXTURES, 'pipcache', 'pip23.2'), str(lower), dirs_exist_ok=True)
+    shutil.copytree(os.path.join(pipcache, 'pip23.2'), str(lower), dirs_exist_ok=True)
     assert pop.scan_uppers('pip', src) == {}
 
 
@@ -156,3 +166,11 @@ def test_uppers_scan_maven_and_uv_paths(tmp_path):
 ])
 def test_python_file_names(name, expected):
     assert pop.python_file_package(name) == expected
+
+
+def test_pins_keep_their_version_and_replace_the_ranked_name():
+    result = pop.rank('npm', [{'type': 'counts', 'counts': {'chalk': 5, 'kleur': 1}}], read, top=5, pins=['chalk@4'])
+    assert [p['name'] for p in result['packages']] == ['chalk@4', 'kleur']
+    assert result['packages'][0]['sources'] == ['pin', 'counts']
+    result = pop.rank('pip', [{'type': 'counts', 'counts': {'six': 5}}], read, top=5, pins=['Six==1.17.0'])
+    assert [p['name'] for p in result['packages']] == ['Six==1.17.0']

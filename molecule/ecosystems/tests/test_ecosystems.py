@@ -1,0 +1,125 @@
+"""pip, npm, Maven and uv from one snapshot, tested as the repl users. The steps run in order."""
+
+import re
+
+from conftest import (BUILDER, REPL1, REPL2, as_root, as_user, manifest, mvn_get, npm_install, pip_install,
+                      playbook, uv_install)
+
+STATE = {}
+
+
+def test_1_one_snapshot_holds_all_four_caches():
+    snap, m = manifest()
+    STATE['v1'] = snap
+    meta = m
+    assert meta['ecosystems'] == ['pip', 'npm', 'maven', 'uv']
+    npm = dict((p['name'], p['version']) for p in meta['npm']['packages'])
+    assert npm['chalk'].startswith('4.') and 'has-flag' in npm  # a dependency, resolved like npm install
+    assert re.match(r'^\d+\.\d+', meta['npm']['npm_version']) and meta['npm']['registry']
+    maven = [p['name'] for p in meta['maven']['packages']]
+    assert 'org.pkgcache.demo:greeting' in maven and 'org.pkgcache.demo:base' in maven  # transitive
+    assert meta['maven']['repositories'][0]['id'] == 'company' and meta['maven']['maven_version']
+    assert sorted(p['name'] for p in meta['uv']['packages']) == ['idna', 'six'] and meta['uv']['uv_version']
+    paths = set(e['path'].split('/')[0] for e in m['entries'])
+    assert paths == {'pip', 'npm', 'maven', 'uv'}
+    # npm's index buckets are the only npm files a user's npm rewrites in place: 0666, copied up on write.
+    modes = set(e['mode'] for e in m['entries'] if e['path'].startswith('npm/_cacache/index-v5/') and e['type'] == 'file')
+    assert modes == {'0666'}
+
+
+def test_2_every_user_has_every_cache_mounted():
+    for host in (REPL1, REPL2):
+        for user in ('alice', 'bob', 'carol'):
+            h = as_user(user, host)
+            for target in ('~/.cache/pip', '~/.npm', '~/.m2/repository', '~/.cache/uv'):
+                assert h.check_output('findmnt -n -o FSTYPE --target %s' % target) == 'overlay'
+
+
+def test_3_npm_installs_from_the_snapshot_with_no_network():
+    for host, user in ((REPL1, 'alice'), (REPL2, 'bob')):
+        res = npm_install(user, host, 'chalk@4 is-number@7', offline=True)
+        assert res.rc == 0, res.stdout
+        assert 'chalk' in res.stdout.split() and 'has-flag' in res.stdout.split()
+
+
+def test_4_npm_user_adds_to_its_own_cache_only():
+    res = npm_install('alice', REPL1, 'kleur@4')
+    assert res.rc == 0, res.stdout
+    assert npm_install('alice', REPL1, 'kleur@4', offline=True).rc == 0
+    # Not in the snapshot, and not in bob's view.
+    assert as_root(REPL1).run('grep -rq "kleur/-/kleur-4" /mnt/cacache/npm/_cacache/index-v5').rc == 1
+    assert npm_install('bob', REPL1, 'kleur@4', offline=True).rc != 0
+
+
+def test_5_npm_appends_to_index_buckets_of_the_snapshot_through_the_overlay():
+    # An online install revalidates chalk's metadata and appends the new entry to its bucket, which the
+    # snapshot holds: the bucket is copied up into alice's upper and grows there.
+    assert npm_install('alice', REPL1, 'chalk@4').rc == 0
+    script = (
+        "import os\n"
+        "up = '/mnt/scratch/alice/cacache_npm/upper/_cacache/index-v5'\n"
+        "low = '/mnt/cacache/npm/_cacache/index-v5'\n"
+        "n = 0\n"
+        "for d, _, fs in os.walk(up):\n"
+        "    for f in fs:\n"
+        "        rel = os.path.relpath(os.path.join(d, f), up)\n"
+        "        if os.path.exists(os.path.join(low, rel)):\n"
+        "            a = open(os.path.join(low, rel), 'rb').read(); b = open(os.path.join(up, rel), 'rb').read()\n"
+        "            n += b.startswith(a) and len(b) > len(a)\n"
+        "print(n)\n")
+    appended = int(as_user('alice', REPL1).check_output("python3 -c \"%s\"" % script.replace('"', '\\"')))
+    assert appended >= 1
+
+
+def test_6_maven_resolves_from_the_snapshot_offline():
+    for host, user in ((REPL1, 'alice'), (REPL2, 'carol')):
+        res = mvn_get(user, host, 'org.pkgcache.demo:greeting:1.0', offline=True)
+        assert res.rc == 0 and 'BUILD SUCCESS' in res.stdout, res.stdout[-2000:]
+
+
+def test_7_maven_user_adds_an_artifact_to_its_own_repository_only():
+    before = int(as_root(BUILDER).check_output('wc -l < /var/log/nginx/maven-access.log'))
+    res = mvn_get('alice', REPL2, 'org.pkgcache.demo:extra:1.0')
+    assert res.rc == 0 and 'BUILD SUCCESS' in res.stdout, res.stdout[-2000:]
+    assert int(as_root(BUILDER).check_output('wc -l < /var/log/nginx/maven-access.log')) > before
+    alice = as_user('alice', REPL2)
+    assert alice.file('/mnt/scratch/alice/cacache_maven/upper/org/pkgcache/demo/extra/1.0/extra-1.0.jar').exists
+    assert not as_root(REPL2).file('/mnt/cacache/maven/org/pkgcache/demo/extra').exists
+    assert not as_user('bob', REPL2).file('/home/bob/.m2/repository/org/pkgcache/demo/extra').exists
+
+
+def test_8_uv_installs_from_the_snapshot_offline_with_copy_links():
+    res = uv_install('alice', REPL1, 'six idna', offline=True)
+    assert res.rc == 0, res.stdout
+    assert '+ six' in res.stdout and '+ idna' in res.stdout
+    assert uv_install('bob', REPL1, 'tabulate', offline=True).rc != 0  # not in the snapshot
+
+
+def test_9_weekly_refresh_timer_is_installed_on_the_builder():
+    h = as_root(BUILDER)
+    assert h.check_output('systemctl is-enabled pkgcache-refresh.timer') == 'enabled'
+    assert h.check_output('systemctl is-active pkgcache-refresh.timer') == 'active'
+    assert h.check_output('systemctl show -p TimersCalendar --value pkgcache-refresh.timer').startswith('{ OnCalendar=Sun')
+    assert 'pkgcache.overlay.refresh' in h.check_output('systemctl show -p ExecStart --value pkgcache-refresh.service')
+
+
+def test_10_misses_on_two_hosts_make_the_next_snapshot():
+    # alice on repl1 and bob on repl2 fetch tabulate (pip) and kleur (npm), which the snapshot lacks.
+    for host, user in ((REPL1, 'alice'), (REPL2, 'bob')):
+        assert 'Downloading' in pip_install(user, host, 'tabulate')
+    assert npm_install('bob', REPL2, 'kleur@4').rc == 0
+    rc, results = playbook('refresh.yml', {'pkgcache_popularity': True})
+    assert rc == 0
+    telemetry = results['Keep the counts for the builder']
+    assert telemetry[REPL1]['ansible_facts']['pkgcache_telemetry']['pip'] == {'tabulate': 1}
+    assert 'alice' not in str(telemetry) and 'bob' not in str(telemetry)  # counts only, no user names
+    snap, m = manifest()
+    assert snap != STATE['v1']
+    prov = dict((p['name'], p['sources']) for p in m['provenance']['pip']['packages'])
+    assert prov['tabulate'] == ['fleet_misses'] and prov['six'] == ['pin']
+    assert m['provenance']['pip']['source_counts']['fleet_misses'] == {'tabulate': 2}
+    assert 'kleur' in [p['name'] for p in m['npm']['packages']]
+    # carol never fetched either; her next installs download nothing.
+    out = pip_install('carol', REPL1, 'tabulate')
+    assert 'Downloading' not in out and re.search(r'Using cached \S*tabulate-', out), out
+    assert npm_install('carol', REPL2, 'kleur@4', offline=True).rc == 0
