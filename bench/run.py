@@ -80,6 +80,8 @@ class Env(object):
         sh(['ip', 'netns', 'add', NS])
         sh(in_ns(['ip', 'link', 'set', 'lo', 'mtu', '1500', 'up']))  # tbf drops packets larger than its burst
         self._index(wheelhouse, extra_wheels)
+        import ecosystems  # pylint: disable=import-outside-toplevel
+        npm_locations = ecosystems.nginx_locations()
         conf = os.path.join(self.work, 'nginx.conf')
         with open(conf, 'w') as f:
             f.write('''daemon off; worker_processes 2; pid %(w)s/nginx.pid; error_log %(w)s/nginx-error.log;
@@ -87,8 +89,9 @@ events { worker_connections 256; }
 http { access_log off; sendfile on; types { application/octet-stream whl; text/html html; }
   server { listen 127.0.0.1:%(port)d; root %(root)s;
     location /simple/ { index index.html; add_header Cache-Control "max-age=600, public"; }
-    location /files/ { add_header Cache-Control "max-age=365000000, immutable, public"; } } }
-''' % {'w': self.work, 'port': PORT, 'root': self.index_root})
+    location /files/ { add_header Cache-Control "max-age=365000000, immutable, public"; }
+    %(npm)s } }
+''' % {'w': self.work, 'port': PORT, 'root': self.index_root, 'npm': npm_locations})
         self.nginx = subprocess.Popen(in_ns(['nginx', '-c', conf, '-p', self.work]))
         for dummy in range(50):
             if subprocess.run(in_ns(['python3', '-c', 'import urllib.request; urllib.request.urlopen("%s")' % INDEX]),
@@ -401,12 +404,12 @@ def write_scale(results, rounds):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--rounds', type=int, default=3)
-    ap.add_argument('--only', choices=['install', 'transfer', 'scale'], action='append')
+    ap.add_argument('--only', choices=['install', 'uv', 'npm', 'transfer', 'scale'], action='append')
     ap.add_argument('--users', type=int, action='append', help='user counts for the scale benchmark (default 100 and 500)')
     ap.add_argument('--scale-rounds', type=int, default=None)
     ap.add_argument('--work', default='/var/tmp/pkgcache-bench')
     args = ap.parse_args()
-    only = args.only or ['install', 'transfer', 'scale']
+    only = args.only or ['install', 'uv', 'npm', 'transfer', 'scale']
     wheelhouse = os.path.join(ROOT, '.cache', 'bench-wheelhouse')
     if not os.path.exists(os.path.join(wheelhouse, '.complete')):
         os.makedirs(wheelhouse, exist_ok=True)
@@ -415,11 +418,23 @@ def main():
         open(os.path.join(wheelhouse, '.complete'), 'w').close()
     pip_wheels = [os.path.join(ROOT, '.cache', 'pypiserver', f) for f in os.listdir(os.path.join(ROOT, '.cache', 'pypiserver'))
                   if f.startswith('pip-')]
+    import ecosystems  # pylint: disable=import-outside-toplevel
+    if 'npm' in only:
+        ecosystems.ensure_npm_registry()
+    uv = os.path.join(args.work, 'uvtool', 'bin', 'uv')
+    if 'uv' in only and not os.path.exists(uv):
+        sh([USER_PYTHON, '-m', 'venv', os.path.join(args.work, 'uvtool')])
+        sh([os.path.join(args.work, 'uvtool', 'bin', 'pip'), 'install', '-q', '--no-index', '--find-links',
+            os.path.join(ROOT, '.cache', 'wheelhouse'), 'uv'])
     env = Env(args.work)
     env.start(wheelhouse, pip_wheels)
     try:
         if 'install' in only:
             bench_install(env, args.work, args.rounds, wheelhouse)
+        if 'uv' in only:
+            ecosystems.bench_uv(env, args.work, args.rounds, uv)
+        if 'npm' in only:
+            ecosystems.bench_npm(env, args.work, args.rounds)
         if 'transfer' in only:
             current_pip = pip_wheels[0].split('-')[1] if pip_wheels else None
             bench_transfer_growth(args.work, args.rounds, [None] + ([current_pip] if current_pip else []))

@@ -96,6 +96,17 @@ packages:
   type: list
   elements: dict
   sample: [{name: requests, score: 1.0, sources: [pin, top_pypi_json]}, {name: six, score: 0.7, sources: [access_log]}]
+  contains:
+    name:
+      description: The package name (a pin as it was given, with its version if it has one).
+      type: str
+    score:
+      description: The sum over sources of weight times count divided by the source's largest count.
+      type: float
+    sources:
+      description: The labels of the sources that named the package, C(pin) first for pins.
+      type: list
+      elements: str
 names:
   description: The names of RV(packages), in order.
   returned: success
