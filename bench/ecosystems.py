@@ -78,19 +78,6 @@ def nginx_locations():
             ' add_header Cache-Control "public, max-age=300"; }' % (NPM_PREFIX, NPM_ROOT))
 
 
-def overlay(lower, target, scratch, uid, gid):
-    subprocess.run(['umount', target], capture_output=True, check=False)
-    shutil.rmtree(scratch, ignore_errors=True)
-    for d in ('upper', 'work'):
-        os.makedirs(os.path.join(scratch, d))
-        os.chown(os.path.join(scratch, d), uid, gid)
-    os.makedirs(target, exist_ok=True)
-    os.chown(os.path.dirname(target), uid, gid)
-    os.chown(target, uid, gid)
-    b.sh(['mount', '-t', 'overlay', 'overlay', '-o', 'lowerdir=%s,upperdir=%s/upper,workdir=%s/work,index=off,xino=off'
-          % (lower, scratch, scratch), target])
-
-
 def du(path):
     return int(b.sh(['du', '-sb', path]).stdout.split()[0])
 
@@ -151,7 +138,7 @@ def bench_uv(env, work, rounds, uv):
                     os.chown(cache, uid, gid)
                     took = b.as_user(install, {'UV_CACHE_DIR': cache, 'UV_LINK_MODE': mode, 'UV_NO_CONFIG': '1'})[0]
                 else:
-                    overlay(lower, target, scratch, uid, gid)
+                    b.mount_view(lower, target, scratch, uid, gid)
                     took = b.as_user(install, {'UV_LINK_MODE': mode, 'UV_NO_CONFIG': '1'})[0]
                     upper[kind] = du(os.path.join(scratch, 'upper'))
                 times[kind].append(took)
@@ -201,7 +188,7 @@ def bench_npm(env, work, rounds):
                     os.chown(cache, uid, gid)
                     times[kind].append(b.as_user(argv, {'npm_config_cache': cache})[0])
                 else:
-                    overlay(lower, target, scratch, uid, gid)
+                    b.mount_view(lower, target, scratch, uid, gid)
                     times[kind].append(b.as_user(argv)[0])
         rows[rate or 'no limit'] = times
     subprocess.run(['umount', target], capture_output=True, check=False)

@@ -214,6 +214,20 @@ def as_user(argv, env=None):
     return took, proc.stdout
 
 
+def mount_view(lower, target, scratch, uid, gid):
+    """Mount a fresh overlay view of ``lower`` at ``target`` for the bench user (new upper and work in ``scratch``)."""
+    subprocess.run(['umount', target], capture_output=True, check=False)
+    shutil.rmtree(scratch, ignore_errors=True)
+    for d in ('upper', 'work'):
+        os.makedirs(os.path.join(scratch, d))
+        os.chown(os.path.join(scratch, d), uid, gid)
+    os.makedirs(target, exist_ok=True)
+    os.chown(os.path.dirname(target), uid, gid)
+    os.chown(target, uid, gid)
+    sh(['mount', '-t', 'overlay', 'overlay', '-o', 'lowerdir=%s,upperdir=%s/upper,workdir=%s/work,index=off,xino=off'
+        % (lower, scratch, scratch), target])
+
+
 def bench_install(env, work, rounds, wheelhouse):
     uid, gid, home = ensure_user()
     snap = build(work, 'install', PACKAGES)
@@ -233,16 +247,7 @@ def bench_install(env, work, rounds, wheelhouse):
         sh(['runuser', '-u', USER, '--', USER_PYTHON, '-m', 'venv', venv])
 
     def fresh_overlay():
-        subprocess.run(['umount', target], capture_output=True, check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
-        for d in ('upper', 'work'):
-            os.makedirs(os.path.join(scratch, d))
-            os.chown(os.path.join(scratch, d), uid, gid)
-        os.makedirs(target, exist_ok=True)
-        os.chown(os.path.dirname(target), uid, gid)
-        os.chown(target, uid, gid)
-        sh(['mount', '-t', 'overlay', 'overlay', '-o', 'lowerdir=%s,upperdir=%s/upper,workdir=%s/work,index=off,xino=off'
-            % (lower, scratch, scratch), target])
+        mount_view(lower, target, scratch, uid, gid)
 
     os.makedirs(work, exist_ok=True)
     os.chmod(work, 0o755)

@@ -74,26 +74,13 @@ def _install(vpy, p, specs, cache, scratch, run, dry_run=False):
 
 def fill_cache(vpy, p, specs, cache, scratch, run):
     """Run pip to fill ``cache``; return (report packages, misses for specs that cannot be resolved)."""
-    rc, report, err = _install(vpy, p, specs, cache, scratch, run)
-    misses = []
-    if rc != 0:
-        good = []
-        for spec in specs:
-            probe = tempfile.mkdtemp(dir=scratch, prefix='pipcache-probe-')
-            prc, dummy, perr = _install(vpy, p, [spec], probe, scratch, run, dry_run=True)
-            st.remove_tree(probe)
-            if prc == 0:
-                good.append(spec)
-            else:
-                misses.append({'package': spec, 'version': '', 'reason': 'cannot be resolved from %s: %s' % (p['index_url'], perr)})
-        if not good:
-            raise pc.PipBuildError('none of the %d packages could be resolved from %s; first error: %s'
-                                   % (len(specs), p['index_url'], misses[0]['reason'] if misses else err))
-        if len(good) == len(specs):
-            raise pc.PipBuildError('pip failed although every package resolves on its own from %s: %s' % (p['index_url'], err))
-        rc, report, err = _install(vpy, p, good, cache, scratch, run)
-        if rc != 0:
-            raise pc.PipBuildError('pip failed to fill the cache from %s: %s' % (p['index_url'], err))
+    def probe(spec):
+        tmp = tempfile.mkdtemp(dir=scratch, prefix='pipcache-probe-')
+        prc, dummy, perr = _install(vpy, p, [spec], tmp, scratch, run, dry_run=True)
+        st.remove_tree(tmp)
+        return prc == 0, perr
+
+    report, misses = pc.with_misses(specs, lambda s: _install(vpy, p, s, cache, scratch, run), probe, 'pip', p['index_url'])
     return pc.parse_report(report), misses
 
 

@@ -23,7 +23,7 @@ import shutil
 import stat
 import tempfile
 
-from ._pipcache import BuildError
+from ._pipcache import BuildError, with_misses
 
 SPEC_RE = re.compile(r'^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*(@[A-Za-z0-9.^~<>=*|+ -]+)?$')
 KEY_PREFIX = 'make-fetch-happen:request-cache:'
@@ -201,23 +201,14 @@ def fill(o, cache, scratch, run):
     if not specs:
         raise BuildError('npm: no packages given')
     vers = versions(o, run, scratch)
-    rc, lock, err = _resolve(o, specs, cache, scratch, run)
-    misses = []
-    if rc != 0:
-        good = []
-        for spec in specs:
-            prc, out, perr = run([o['npm'], 'view', spec, 'version', '--json'] + npm_args(o, cache),
-                                 clean_env(os.environ), cwd=scratch)
-            if prc == 0 and out.strip():
-                good.append(spec)
-            else:
-                misses.append({'package': spec_name(spec), 'version': '', 'ecosystem': 'npm',
-                               'reason': 'cannot be resolved from %s: %s' % (o['registry'], tail(perr or out, 2))})
-        if not good or len(good) == len(specs):
-            raise BuildError('npm could not resolve the packages from %s: %s' % (o['registry'], err))
-        rc, lock, err = _resolve(o, good, cache, scratch, run)
-        if rc != 0:
-            raise BuildError('npm could not resolve the packages from %s: %s' % (o['registry'], err))
+    def probe(spec):
+        prc, out, perr = run([o['npm'], 'view', spec, 'version', '--json'] + npm_args(o, cache),
+                             clean_env(os.environ), cwd=scratch)
+        return prc == 0 and bool(out.strip()), tail(perr or out, 2)
+
+    lock, misses = with_misses(specs, lambda s: _resolve(o, s, cache, scratch, run), probe, 'npm', o['registry'])
+    for m in misses:
+        m.update(package=spec_name(m['package']), ecosystem='npm')
     packages = lock_packages(lock)
     if packages:
         cmd = [o['npm'], 'cache', 'add'] + npm_args(o, cache) + ['%s@%s' % (p['name'], p['version']) for p in packages]

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 
-from ._pipcache import BuildError, check_specs as check_pip_specs, normalize_name
+from ._pipcache import BuildError, check_specs as check_pip_specs, normalize_name, with_misses
 
 EXCLUDE_RE = re.compile(r'^(interpreter-v\d+|builds-v\d+|environments-v\d+|sdists-v\d+|\.tmp.*|\.git.*)$')
 _FREEZE = re.compile(r'^([A-Za-z0-9._-]+)==(\S+)$')
@@ -79,24 +79,15 @@ def fill(o, cache, scratch, run):
     if rc != 0 or not m:
         raise BuildError('cannot run uv (%s): %s' % (o['uv'], tail(err or out)))
     uv_version = m.group(1)
-    rc, frozen, err = _install(o, specs, cache, scratch, run)
-    misses = []
-    if rc != 0:
-        good = []
-        for spec in specs:
-            probe = tempfile.mkdtemp(dir=scratch, prefix='uv-probe-')
-            prc, dummy, perr = _install(o, [spec], probe, scratch, run, dry_run=True)
-            shutil.rmtree(probe, ignore_errors=True)
-            if prc == 0:
-                good.append(spec)
-            else:
-                misses.append({'package': spec, 'version': '', 'ecosystem': 'uv',
-                               'reason': 'cannot be resolved from %s: %s' % (o['index_url'], perr)})
-        if not good or len(good) == len(specs):
-            raise BuildError('uv could not install the packages from %s: %s' % (o['index_url'], err))
-        rc, frozen, err = _install(o, good, cache, scratch, run)
-        if rc != 0:
-            raise BuildError('uv could not install the packages from %s: %s' % (o['index_url'], err))
+    def probe(spec):
+        tmp = tempfile.mkdtemp(dir=scratch, prefix='uv-probe-')
+        prc, dummy, perr = _install(o, [spec], tmp, scratch, run, dry_run=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return prc == 0, perr
+
+    frozen, misses = with_misses(specs, lambda s: _install(o, s, cache, scratch, run), probe, 'uv', o['index_url'])
+    for m in misses:
+        m['ecosystem'] = 'uv'
     packages = parse_freeze(frozen)
     key = hashlib.sha256(json.dumps({
         'uv': uv_version, 'python': o['python'], 'index_url': o['index_url'], 'requested': sorted(specs),
