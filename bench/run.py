@@ -373,25 +373,39 @@ def bench_transfer_growth(work, rounds, pip_versions):
 
 # ---------------------------------------------------------------- 3. mounts at scale
 
+SCALE_JSON = os.path.join(HERE, 'results', 'mounts-at-scale.json')
+
+
 def bench_scale(work, users_list, rounds):
+    """Measure each user count in its own container; sizes measured in earlier runs stay in the table, dated."""
     sys.path.insert(0, HERE)
     import scale
     results = {}
-    for n in users_list:  # one container per size; the table is rewritten after each
-        results.update(scale.run(work, [n], rounds))
-        write_scale(results, rounds)
+    if os.path.exists(SCALE_JSON):
+        with open(SCALE_JSON) as f:
+            results = dict((int(n), r) for n, r in json.load(f).items())
+    for n in users_list:  # the table is rewritten after each size
+        run_at = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+        for size, r in scale.run(work, [n], rounds).items():
+            results[size] = dict(r, rounds=rounds, run=run_at, machine=machine())
+        with open(SCALE_JSON, 'w') as f:
+            json.dump(results, f, indent=1, sort_keys=True)
+        write_scale(results)
 
 
-def write_scale(results, rounds):
-    lines = ['# Per-user mounts at scale: one container, through the same docker connection', '', machine(),
-             '%d rounds; median (min..max) seconds of ansible-playbook.' % rounds, '',
+def write_scale(results):
+    lines = ['# Per-user mounts at scale: one container, through the same docker connection', '',
+             'Each size is measured in its own container; role and loop of a size in the same run. '
+             'Median (min..max) seconds of ansible-playbook over the rounds given.', '',
              '| users | mount role, first run | mount role, re-run | posix.mount + file loop, first run | loop, re-run '
-             '| loop / role (first) | loop / role (re-run) |', '| --- | --- | --- | --- | --- | --- | --- |']
+             '| loop / role (first) | loop / role (re-run) | rounds | measured |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for n, r in sorted(results.items()):
-        lines.append('| %d | %s | %s | %s | %s | %s | %s |' % (
+        lines.append('| %d | %s | %s | %s | %s | %s | %s | %d | %s |' % (
             n, fmt(r['role'][0]), fmt(r['role'][1]), fmt(r['loop'][0]), fmt(r['loop'][1]),
             fmt([a / b for a, b in zip(r['loop'][0], r['role'][0])], 'x'),
-            fmt([a / b for a, b in zip(r['loop'][1], r['role'][1])], 'x')))
+            fmt([a / b for a, b in zip(r['loop'][1], r['role'][1])], 'x'), r['rounds'], r['run']))
+    lines += [''] + sorted(set('- %s' % r['machine'] for r in results.values()))
 
     def plot(ax):
         ns = sorted(results)
