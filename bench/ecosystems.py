@@ -51,8 +51,8 @@ def ensure_npm_registry():
             name = meta.get('name') or path.rsplit('node_modules/', 1)[1]
             wanted.setdefault(name, {})[meta['version']] = meta['resolved']
     for name, versions in wanted.items():
-        assert not name.startswith('@'), 'scoped packages are not served by the static registry: %s' % name
-        doc = json.loads(fetch('https://registry.npmjs.org/' + name))
+        # npm asks for @scope%2fname; nginx decodes it to @scope/name, where the packument lies.
+        doc = json.loads(fetch('https://registry.npmjs.org/' + name.replace('/', '%2f')))
         keep = {}
         for version, resolved in versions.items():
             info = doc['versions'][version]

@@ -134,12 +134,12 @@ http { access_log off; sendfile on; types { application/octet-stream whl; text/h
         subprocess.run(['ip', 'netns', 'del', NS], capture_output=True, check=False)
 
 
-def run_cmd(argv, env=None, data=None):
+def run_cmd(argv, env=None, data=None, cwd=None):
     full_env = None
     if env is not None:
         full_env = dict((k, v) for k, v in os.environ.items() if not k.startswith('PIP_'))
         full_env.update(env)
-    proc = subprocess.run(in_ns(argv), env=full_env, capture_output=True, text=True, input=data, check=False)
+    proc = subprocess.run(in_ns(argv), env=full_env, capture_output=True, text=True, input=data, check=False, cwd=cwd)
     return proc.returncode, proc.stdout, proc.stderr
 
 
