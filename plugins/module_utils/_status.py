@@ -16,7 +16,7 @@ from . import _store as st
 from ._fstab import block_entries
 from ._overlay import mounted_at, split_options
 
-VERSION_KEYS = ('pip_version', 'python_version', 'npm_version')
+VERSION_KEYS = ('pip_version', 'python_version', 'npm_version', 'node_version', 'maven_version', 'java_version', 'uv_version')
 UPPER_RE = re.compile(r'^(?P<scratch>.*)/cacache_(?P<eco>[a-z0-9]+)/upper$')
 
 

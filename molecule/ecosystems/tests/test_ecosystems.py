@@ -133,3 +133,17 @@ def test_10_misses_on_two_hosts_make_the_next_snapshot():
     out = pip_install('carol', REPL1, 'tabulate')
     assert 'Downloading' not in out and re.search(r'Using cached \S*tabulate-', out), out
     assert npm_install('carol', REPL2, 'kleur@4', offline=True).rc == 0
+
+
+def test_11_status_shows_every_ecosystem_with_its_tool_version():
+    rc, res = playbook('status.yml', {'status_textfile_dir': '/var/lib/node-exporter-textfile'})
+    assert rc == 0
+    snap, m = manifest()
+    table = '\n'.join(res['Show the status'][REPL1]['msg'])
+    for eco, key in (('pip', 'pip_version'), ('npm', 'npm_version'), ('maven', 'maven_version'), ('uv', 'uv_version')):
+        assert '%s:' % eco in table and '%s %s' % (key, m[eco][key]) in table
+    prom = as_root(REPL1).check_output('cat /var/lib/node-exporter-textfile/pkgcache.prom')
+    info = [l for l in prom.splitlines() if l.startswith('pkgcache_snapshot_info{')]
+    assert len(info) == 4 and any('ecosystem="maven"' in l and 'maven_version="%s"' % m['maven']['maven_version'] in l
+                                  for l in info)
+    assert 'alice' not in prom
