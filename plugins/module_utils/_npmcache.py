@@ -201,6 +201,7 @@ def fill(o, cache, scratch, run):
     if not specs:
         raise BuildError('npm: no packages given')
     vers = versions(o, run, scratch)
+
     def probe(spec):
         prc, out, perr = run([o['npm'], 'view', spec, 'version', '--json'] + npm_args(o, cache),
                              clean_env(os.environ), cwd=scratch)

@@ -79,6 +79,7 @@ def fill(o, cache, scratch, run):
     if rc != 0 or not m:
         raise BuildError('cannot run uv (%s): %s' % (o['uv'], tail(err or out)))
     uv_version = m.group(1)
+
     def probe(spec):
         tmp = tempfile.mkdtemp(dir=scratch, prefix='uv-probe-')
         prc, dummy, perr = _install(o, [spec], tmp, scratch, run, dry_run=True)
