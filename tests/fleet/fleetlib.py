@@ -35,9 +35,13 @@ def run_module(container, module, args, check=False, diff=False):
 
 
 def playbook(name, extra=None, args=()):
-    """Run one of the collection's playbooks against the scenario's fleet; return (rc, results by task and host)."""
+    """Run one of the collection's playbooks (or a path from the project's root) against the scenario's fleet.
+
+    Returns (rc, results by task and host).
+    """
     project = os.environ['MOLECULE_PROJECT_DIRECTORY']
-    cmd = ['ansible-playbook', '-i', os.environ['MOLECULE_INVENTORY_FILE'], os.path.join(project, 'playbooks', name)]
+    path = os.path.join(project, name) if '/' in name else os.path.join(project, 'playbooks', name)
+    cmd = ['ansible-playbook', '-i', os.environ['MOLECULE_INVENTORY_FILE'], path]
     if extra:
         cmd += ['-e', json.dumps(extra)]
     cmd += list(args)

@@ -147,3 +147,22 @@ def test_11_status_shows_every_ecosystem_with_its_tool_version():
     assert len(info) == 4 and any('ecosystem="maven"' in l and 'maven_version="%s"' % m['maven']['maven_version'] in l
                                   for l in info)
     assert 'alice' not in prom
+
+
+def test_12_the_schedule_falls_back_to_cron_and_back_and_refuses_a_bad_calendar():
+    h = as_root(BUILDER)
+    rc, dummy = playbook('tests/fleet/schedule.yml', {'build_schedule_method': 'cron'})
+    assert rc == 0
+    assert re.search(r'^0 3 \* \* 0 root ansible-playbook -i /etc/pkgcache/inventory pkgcache\.overlay\.refresh',
+                     h.file('/etc/cron.d/pkgcache-refresh').content_string, re.M)
+    assert not h.file('/etc/systemd/system/pkgcache-refresh.timer').exists
+    assert h.run('systemctl is-active pkgcache-refresh.timer').stdout.strip() != 'active'
+    rc, results = playbook('tests/fleet/schedule.yml', {'build_schedule_on_calendar': 'every other tuesday'})
+    assert rc != 0
+    failed = results['Refuse a calendar expression systemd cannot read'][BUILDER]
+    assert 'build_schedule_on_calendar "every other tuesday"' in failed['msg']
+    assert h.file('/etc/cron.d/pkgcache-refresh').exists  # nothing changed by the refused run
+    rc, dummy = playbook('tests/fleet/schedule.yml')
+    assert rc == 0
+    assert not h.file('/etc/cron.d/pkgcache-refresh').exists
+    assert h.check_output('systemctl is-active pkgcache-refresh.timer') == 'active'
