@@ -178,3 +178,26 @@ def test_build_refuses_bad_ecosystems(ecos, message):
 def test_build_options_fall_back_to_defaults_and_uv_to_the_pip_index():
     o = bd.ecosystem_options({'index_url': 'http://i/simple/', 'uv': {'packages': ['six'], 'uv': None}}, 'uv')
     assert o == {'packages': ['six'], 'index_url': 'http://i/simple/', 'uv': 'uv', 'python': 'python3'}
+
+
+@pytest.mark.parametrize('p, message', [
+    ({'ecosystems': ['npm'], 'npm': {'packages': []}}, 'npm: no packages given'),
+    ({'ecosystems': ['npm'], 'npm': {'packages': ['git+https://x/y.git']}}, "npm package 'git\\+https"),
+    ({'ecosystems': ['maven'], 'maven': {'artifacts': ['a:b:1'], 'repositories': []}}, 'repositories is empty'),
+    ({'ecosystems': ['uv'], 'uv': {'packages': ['six']}}, 'uv: index_url is not set'),
+    ({'ecosystems': ['pip'], 'packages': ['six']}, 'pip: index_url is not set'),
+])
+def test_build_names_the_bad_input_and_leaves_nothing_behind(tmp_path, p, message):
+    def run(argv, env, data=None, cwd=None):
+        if argv[-2:] == ['version', '--json']:
+            return 0, '{"npm": "10.9.9", "node": "v18.20.4"}', ''
+        if argv[-2:] == ['-B', '-v']:
+            return 0, 'Apache Maven 3.8.7\nJava version: 17.0.15, vendor', ''
+        raise AssertionError('no tool may run for bad input: %r' % (argv,))
+
+    p = dict(p, store=str(tmp_path / 'store'), work_dir=str(tmp_path / 'work'))
+    with pytest.raises(BuildError, match=message):
+        bd.build(p, run)
+    assert not (tmp_path / 'store').exists()
+    work = tmp_path / 'work'
+    assert not work.exists() or not [d for d in os.listdir(str(work)) if d.startswith('.build-')]
