@@ -42,7 +42,7 @@ def test_3_carol_holds_a_process_in_her_cache_on_repl1():
 def test_4_refresh_to_v2_reports_the_busy_user():
     rc, res = playbook('refresh.yml', {'build_packages': V2})
     assert rc == 0
-    STATE['v2'] = res['Build the pip snapshot'][BUILDER]['id']
+    STATE['v2'] = res['Build the snapshot'][BUILDER]['id']
     assert STATE['v2'] != STATE['v1']
     mounts = res['Mount the overlays of all repl users']
     assert list(mounts[REPL1]['busy']) == ['carol'] and mounts[REPL2]['busy'] == {}
@@ -116,6 +116,6 @@ def test_9_refresh_limited_to_one_host():
     # Without the builders in the limit nothing is rebuilt; the published v2 rolls out to repl2 only.
     rc, res = playbook('refresh.yml', args=['--limit', REPL2])
     assert rc == 0
-    assert BUILDER not in res.get('Build the pip snapshot', {})
+    assert BUILDER not in res.get('Build the snapshot', {})
     assert lower_of('alice', REPL2) == STATE['v2']
     assert lower_of('alice', REPL1) == STATE['v1']
