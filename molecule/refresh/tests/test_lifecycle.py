@@ -116,6 +116,6 @@ def test_9_refresh_limited_to_one_host():
     # Without the builders in the limit nothing is rebuilt; the published v2 rolls out to repl2 only.
     rc, res = playbook('refresh.yml', args=['--limit', REPL2])
     assert rc == 0
-    assert BUILDER not in res.get('Build the snapshot', {})
+    assert res and not [task for task, hosts in res.items() if BUILDER in hosts]  # the builder ran no task
     assert lower_of('alice', REPL2) == STATE['v2']
     assert lower_of('alice', REPL1) == STATE['v1']
