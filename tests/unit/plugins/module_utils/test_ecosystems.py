@@ -201,3 +201,60 @@ def test_build_names_the_bad_input_and_leaves_nothing_behind(tmp_path, p, messag
     assert not (tmp_path / 'store').exists()
     work = tmp_path / 'work'
     assert not work.exists() or not [d for d in os.listdir(str(work)) if d.startswith('.build-')]
+
+
+class FakeMvn(object):
+    """Lays out what ``mvn dependency:get`` leaves in maven.repo.local; fails for artifacts it does not know."""
+
+    def __init__(self, known):
+        self.known, self.calls = known, []
+
+    def __call__(self, argv, env, data=None, cwd=None):
+        self.calls.append(argv)
+        if argv[1:] == ['-B', '-v']:
+            return 0, '\x1b[1mApache Maven 3.8.7\x1b[m\nJava version: 17.0.15, vendor: Debian', ''
+        repo = [a for a in argv if a.startswith('-Dmaven.repo.local=')][0].split('=', 1)[1]
+        coords = [a for a in argv if a.startswith('-Dartifact=')][0].split('=', 1)[1]
+        if coords not in self.known:
+            g, a, v = coords.split(':')
+            d = os.path.join(repo, *(g.split('.') + [a, v]))
+            os.makedirs(d, exist_ok=True)
+            open(os.path.join(d, '%s-%s.pom.lastUpdated' % (a, v)), 'w').close()
+            return 1, '[INFO] x\n[ERROR] Failed to execute goal: Could not find artifact %s in company\n' % coords, ''
+        for dep in self.known[coords]:
+            g, a, v = dep.split(':')
+            d = os.path.join(repo, *(g.split('.') + [a, v]))
+            os.makedirs(d, exist_ok=True)
+            for ext in ('jar', 'pom'):
+                with open(os.path.join(d, '%s-%s.%s' % (a, v, ext)), 'w') as f:
+                    f.write(dep)
+            with open(os.path.join(d, '_remote.repositories'), 'w') as f:
+                f.write('%s-%s.jar>company=\n' % (a, v))
+        return 0, '[INFO] BUILD SUCCESS\n', ''
+
+
+def test_maven_fill_records_transitive_artifacts_and_misses_and_drops_failure_markers(tmp_path):
+    mvn = FakeMvn({'org.demo:greeting:1.0': ['org.demo:greeting:1.0', 'org.demo:base:1.0']})
+    o = dict(bd.DEFAULTS['maven'], artifacts=['org.demo:greeting:1.0', 'org.nope:nope:1.0'],
+             repositories=[{'id': 'company', 'url': 'http://127.0.0.1:8372/', 'mirror_of': '*'}])
+    cache = tmp_path / 'cache'
+    cache.mkdir()
+    packages, misses, meta, key = mc.fill(o, str(cache), str(tmp_path), mvn)
+    assert packages == [{'name': 'org.demo:base', 'version': '1.0'}, {'name': 'org.demo:greeting', 'version': '1.0'}]
+    assert [m['package'] for m in misses] == ['org.nope:nope:1.0']
+    assert 'Could not find artifact org.nope:nope:1.0' in misses[0]['reason'] and misses[0]['ecosystem'] == 'maven'
+    assert not list(cache.rglob('*.lastUpdated'))  # a failure marker would hide the artifact from users
+    assert meta['maven_version'] == '3.8.7' and meta['java_version'] == '17.0.15'
+    get = [c for c in mvn.calls if '-Dartifact=org.demo:greeting:1.0' in c][0]
+    gs = get[get.index('-gs') + 1]
+    assert open(gs).read().strip().endswith('<settings/>')  # the builder's own global settings stay out
+    assert 'company' in open(get[get.index('-s') + 1]).read()
+    cache2 = tmp_path / 'cache2'
+    cache2.mkdir()
+    assert mc.fill(o, str(cache2), str(tmp_path), FakeMvn(mvn.known))[3] == key  # same inputs, same build key
+
+
+def test_maven_fill_fails_when_nothing_can_be_fetched(tmp_path):
+    o = dict(bd.DEFAULTS['maven'], artifacts=['org.nope:nope:1.0'], repositories=[{'id': 'c', 'url': 'file:///srv/m2'}])
+    with pytest.raises(BuildError, match='none of the 1 artifacts could be fetched; first error: mvn could not get it'):
+        mc.fill(o, str(tmp_path), str(tmp_path), FakeMvn({}))
