@@ -82,34 +82,6 @@ def du(path):
     return int(b.sh(['du', '-sb', path]).stdout.split()[0])
 
 
-def table(title, env_line, rows, kinds, ratios):
-    lines = ['# ' + title, '', b.machine(), env_line, '',
-             '| link | ' + ' | '.join(kinds) + ' | ' + ' | '.join(r[0] for r in ratios) + ' |',
-             '| --- |' + ' --- |' * (len(kinds) + len(ratios))]
-    for link, t in rows.items():
-        cells = [b.fmt(t[k]) for k in kinds]
-        cells += [b.fmt([x / y for x, y in zip(t[num], t[den])], 'x') for dummy, num, den in ratios]
-        lines.append('| %s | %s |' % (link, ' | '.join(cells)))
-    return lines
-
-
-def plot_rows(rows, kinds, title):
-    def plot(ax):
-        links = list(rows)
-        width = 0.8 / len(kinds)
-        for i, kind in enumerate(kinds):
-            meds = [b.stats(rows[l][kind])[0] for l in links]
-            errs = [[m - b.stats(rows[l][kind])[1] for m, l in zip(meds, links)],
-                    [b.stats(rows[l][kind])[2] - m for m, l in zip(meds, links)]]
-            ax.bar([x + i * width for x in range(len(links))], meds, width, yerr=errs, label=kind, capsize=3)
-        ax.set_xticks([x + width * (len(kinds) - 1) / 2 for x in range(len(links))])
-        ax.set_xticklabels(links)
-        ax.set_ylabel('seconds (median, min..max)')
-        ax.set_title(title)
-        ax.legend(fontsize=7)
-    return plot
-
-
 def bench_uv(env, work, rounds, uv):
     uid, gid, home = b.ensure_user()
     p = {'ecosystems': ['uv'], 'uv': {'packages': b.PACKAGES, 'index_url': b.INDEX, 'uv': uv, 'python': b.USER_PYTHON},
@@ -145,14 +117,14 @@ def bench_uv(env, work, rounds, uv):
         rows[rate or 'no limit'] = times
     subprocess.run(['umount', target], capture_output=True, check=False)
     env.limit(None)
-    lines = table('uv: time to install %d packages in a fresh venv, as a non-root user' % len(b.PACKAGES),
+    lines = b.install_table('uv: time to install %d packages in a fresh venv, as a non-root user' % len(b.PACKAGES),
                   'Same index and link as the pip benchmark; uv %s. %d rounds; median (min..max).'
                   % (b.sh([uv, '--version']).stdout.split()[1], rounds),
                   rows, kinds, [('cold / view (copy)', 'cold', 'view, copy'), ('cold / view (hardlink)', 'cold', 'view, hardlink')])
     lines += ['', 'Bytes in the user\'s upper after one install through the view: copy %d, hardlink %d '
               '(the venv is on another filesystem than the overlay, so uv falls back to copying either way).'
               % (upper.get('view, copy', 0), upper.get('view, hardlink', 0))]
-    b.write('time-to-install-uv', lines, plot_rows(rows, kinds, 'uv pip install of %d packages' % len(b.PACKAGES)))
+    b.write('time-to-install-uv', lines, b.install_plot(rows, kinds, 'uv pip install of %d packages' % len(b.PACKAGES)))
 
 
 def bench_npm(env, work, rounds):
@@ -194,10 +166,10 @@ def bench_npm(env, work, rounds):
     subprocess.run(['umount', target], capture_output=True, check=False)
     env.limit(None)
     count = len(snap['packages'])
-    lines = table('npm: time to install %d popular packages (%d with dependencies) in a fresh project, as a non-root user'
+    lines = b.install_table('npm: time to install %d popular packages (%d with dependencies) in a fresh project, as a non-root user'
                   % (len(NPM_PACKAGES), count),
                   'Registry: nginx serving packuments (trimmed to the versions used, Cache-Control max-age=300) and '
                   'tarballs from the npm registry, in the same namespace and link; npm %s. %d rounds; median (min..max).'
                   % (b.sh(['npm', '--version']).stdout.strip(), rounds),
                   rows, kinds, [('cold / view', 'cold', 'view'), ('cold / view --prefer-offline', 'cold', 'view, --prefer-offline')])
-    b.write('time-to-install-npm', lines, plot_rows(rows, kinds, 'npm install of %d packages' % len(NPM_PACKAGES)))
+    b.write('time-to-install-npm', lines, b.install_plot(rows, kinds, 'npm install of %d packages' % len(NPM_PACKAGES)))

@@ -228,6 +228,37 @@ def mount_view(lower, target, scratch, uid, gid):
         % (lower, scratch, scratch), target])
 
 
+def install_table(title, env_line, rows, kinds, ratios, labels=None):
+    """Markdown lines of a time-to-install table: rows {link: {kind: [seconds]}}, ratios [(header, num, den)]."""
+    labels = labels or {}
+    lines = ['# ' + title, '', machine(), env_line, '',
+             '| link | ' + ' | '.join(labels.get(k, k) for k in kinds) + ' | ' + ' | '.join(r[0] for r in ratios) + ' |',
+             '| --- |' + ' --- |' * (len(kinds) + len(ratios))]
+    for link, t in rows.items():
+        cells = [fmt(t[k]) for k in kinds]
+        cells += [fmt([x / y for x, y in zip(t[num], t[den])], 'x') for dummy, num, den in ratios]
+        lines.append('| %s | %s |' % (link, ' | '.join(cells)))
+    return lines
+
+
+def install_plot(rows, kinds, title):
+    """A plot function for write(): grouped bars of the median per link and kind, min..max as error bars."""
+    def plot(ax):
+        links = list(rows)
+        width = 0.8 / len(kinds)
+        for i, kind in enumerate(kinds):
+            meds = [stats(rows[l][kind])[0] for l in links]
+            errs = [[m - stats(rows[l][kind])[1] for m, l in zip(meds, links)],
+                    [stats(rows[l][kind])[2] - m for m, l in zip(meds, links)]]
+            ax.bar([x + i * width for x in range(len(links))], meds, width, yerr=errs, label=kind, capsize=3)
+        ax.set_xticks([x + width * (len(kinds) - 1) / 2 for x in range(len(links))])
+        ax.set_xticklabels(links)
+        ax.set_ylabel('seconds (median, min..max)')
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    return plot
+
+
 def bench_install(env, work, rounds, wheelhouse):
     uid, gid, home = ensure_user()
     snap = build(work, 'install', PACKAGES)
@@ -271,30 +302,13 @@ def bench_install(env, work, rounds, wheelhouse):
         rows[rate or 'no limit'] = times
     subprocess.run(['umount', target], capture_output=True, check=False)
     env.limit(None)
-    lines = ['# Time to install %d packages (with dependencies) in a fresh venv, as a non-root user' % len(PACKAGES), '',
-             machine(), 'Index: nginx, static PEP 503 tree with PyPI cache headers, in a network namespace; '
-             'link: tbf qdisc on its loopback. %d rounds; median (min..max).' % rounds, '',
-             '| link | cold cache | snapshot overlay | floor (--no-index) | cold / overlay | overlay / floor |',
-             '| --- | --- | --- | --- | --- | --- |']
-    for link, t in rows.items():
-        ratio = [c / o for c, o in zip(t['cold'], t['overlay'])]
-        over = [o / f for o, f in zip(t['overlay'], t['floor'])]
-        lines.append('| %s | %s | %s | %s | %s | %s |' % (link, fmt(t['cold']), fmt(t['overlay']), fmt(t['floor']),
-                                                          fmt(ratio, 'x'), fmt(over, 'x')))
-
-    def plot(ax):
-        links = list(rows)
-        width = 0.25
-        for i, kind in enumerate(('cold', 'overlay', 'floor')):
-            meds = [stats(rows[l][kind])[0] for l in links]
-            errs = [[m - stats(rows[l][kind])[1] for m, l in zip(meds, links)],
-                    [stats(rows[l][kind])[2] - m for m, l in zip(meds, links)]]
-            ax.bar([x + i * width for x in range(len(links))], meds, width, yerr=errs, label=kind, capsize=3)
-        ax.set_xticks([x + width for x in range(len(links))])
-        ax.set_xticklabels(links)
-        ax.set_ylabel('seconds (median, min..max)')
-        ax.set_title('pip install of %d packages' % len(PACKAGES))
-        ax.legend()
+    kinds = ('cold', 'overlay', 'floor')
+    lines = install_table('Time to install %d packages (with dependencies) in a fresh venv, as a non-root user' % len(PACKAGES),
+                          'Index: nginx, static PEP 503 tree with PyPI cache headers, in a network namespace; '
+                          'link: tbf qdisc on its loopback. %d rounds; median (min..max).' % rounds,
+                          rows, kinds, [('cold / overlay', 'cold', 'overlay'), ('overlay / floor', 'overlay', 'floor')],
+                          {'cold': 'cold cache', 'overlay': 'snapshot overlay', 'floor': 'floor (--no-index)'})
+    plot = install_plot(rows, kinds, 'pip install of %d packages' % len(PACKAGES))
     write('time-to-install', lines, plot)
 
 

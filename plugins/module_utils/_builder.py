@@ -10,7 +10,6 @@ module passes in, so this file has no Ansible dependency.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -26,10 +25,6 @@ from . import _store as st
 VERSIONS = 'import json, sys, pip; print(json.dumps({"pip": pip.__version__, "python": "%d.%d.%d" % sys.version_info[:3]}))'
 
 
-def _tail(text, lines=15):
-    return '\n'.join((text or '').strip().splitlines()[-lines:])
-
-
 def ensure_venv(python, venv_dir, pip_version, index_url, trusted_host, run, scratch):
     """Create the build venv if needed, pin pip if asked; return (venv python, versions, changed)."""
     vpy = os.path.join(venv_dir, 'bin', 'python')
@@ -37,18 +32,18 @@ def ensure_venv(python, venv_dir, pip_version, index_url, trusted_host, run, scr
     if not os.path.exists(vpy):
         rc, out, err = run([python, '-m', 'venv', venv_dir], None)
         if rc != 0:
-            raise pc.PipBuildError('cannot create the build venv %s with %s: %s' % (venv_dir, python, _tail(err or out)))
+            raise pc.PipBuildError('cannot create the build venv %s with %s: %s' % (venv_dir, python, pc.tail(err or out)))
         changed = True
     rc, out, err = run([vpy, '-c', VERSIONS], None)
     if rc != 0:
-        raise pc.PipBuildError('the build venv %s is broken: %s' % (venv_dir, _tail(err or out)))
+        raise pc.PipBuildError('the build venv %s is broken: %s' % (venv_dir, pc.tail(err or out)))
     versions = json.loads(out.strip().splitlines()[-1])
     if pip_version and versions['pip'] != pip_version:
         cache = tempfile.mkdtemp(dir=scratch, prefix='pipcache-bootstrap-')
         cmd = [vpy, '-m', 'pip', 'install', 'pip==' + pip_version] + pc.pip_args(index_url, trusted_host, cache)
         rc, out, err = run(cmd, pc.clean_env(os.environ, cache))
         if rc != 0:
-            raise pc.PipBuildError('cannot install pip %s into the build venv from %s: %s' % (pip_version, index_url, _tail(err or out)))
+            raise pc.PipBuildError('cannot install pip %s into the build venv from %s: %s' % (pip_version, index_url, pc.tail(err or out)))
         rc, out, err = run([vpy, '-c', VERSIONS], None)
         versions = json.loads(out.strip().splitlines()[-1])
         changed = True
@@ -69,7 +64,7 @@ def _install(vpy, p, specs, cache, scratch, run, dry_run=False):
         with open(report) as f:
             data = f.read()
     st.remove_tree(tmp)
-    return rc, data, _tail(err or out, 3)
+    return rc, data, pc.tail(err or out, 3)
 
 
 def fill_cache(vpy, p, specs, cache, scratch, run):
@@ -169,12 +164,10 @@ def build(p, run, check_mode=False, now=None):
                 parts[eco] = _fill_pip(p, specs, cache, work, scratch, run, check_mode)
                 continue
             packages, misses, meta, key = FILLERS[eco].fill(ecosystem_options(p, eco), cache, scratch, run)
-            excl = _uvcache.exclude(cache) if eco == 'uv' else getattr(FILLERS[eco], 'EXCLUDE', ())
-            parts[eco] = {'packages': packages, 'misses': misses, 'meta': meta, 'key': key, 'exclude': excl}
-        if ecos == ['pip']:
-            key = parts['pip']['key']
-        else:
-            key = hashlib.sha256(json.dumps(dict((e, parts[e]['key']) for e in ecos), sort_keys=True).encode()).hexdigest()
+            parts[eco] = {'packages': packages, 'misses': misses, 'meta': meta, 'key': key,
+                          'exclude': FILLERS[eco].exclude(cache)}
+        # A pip-only build keeps the key it had before there were other ecosystems.
+        key = parts['pip']['key'] if ecos == ['pip'] else pc.fingerprint(dict((e, parts[e]['key']) for e in ecos))
         return _store_snapshot(p, store, os.path.join(scratch, 'cache'), parts, key, check_mode, now, run)
     finally:
         st.remove_tree(scratch)

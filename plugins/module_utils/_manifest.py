@@ -33,7 +33,7 @@ FILE_MODE = 0o644
 EXEC_MODE = 0o755
 FILE_MODES = (FILE_MODE, EXEC_MODE)
 # Files that a package manager appends to or rewrites in place (npm's cacache
-# index buckets, Maven's tracking files) are 0666 in the snapshot, like the
+# index buckets, uv's lock files, Maven's tracking files) are 0666 in the snapshot, like the
 # dirs: a user's write copies them up into that user's upper. Nowhere else.
 WRITABLE_MODE = 0o666
 _WRITABLE = (

@@ -14,13 +14,11 @@ users' settings must use the same repository (or mirror) ids as the build.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from xml.sax.saxutils import escape
 
-from ._pipcache import BuildError
+from ._pipcache import BuildError, fingerprint, tail as _tail
 
 COORD_RE = re.compile(r'^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.+-]+(:[A-Za-z0-9_.-]+){0,2}$')
 ID_RE = re.compile(r'^[A-Za-z0-9_.-]+$')
@@ -30,7 +28,12 @@ ANSI = re.compile(r'\x1b\[[0-9;]*m')
 
 
 def tail(text, lines=15):
-    return '\n'.join(ANSI.sub('', text or '').strip().splitlines()[-lines:])
+    return _tail(ANSI.sub('', text or ''), lines)
+
+
+def exclude(cache):
+    """Nothing of a local repository stays out of a snapshot (failure markers are removed by fill)."""
+    return ()
 
 
 def check_artifacts(artifacts):
@@ -141,10 +144,10 @@ def fill(o, cache, scratch, run):
             if f.endswith('.lastUpdated'):
                 os.unlink(os.path.join(dirpath, f))
     packages = repository_artifacts(cache)
-    key = hashlib.sha256(json.dumps({
+    key = fingerprint({
         'maven': vers['maven'], 'plugin': o['plugin'], 'repositories': [(r['id'], r['url']) for r in repos],
         'settings': o.get('settings'), 'requested': sorted(artifacts), 'packages': packages,
-        'misses': sorted(m['package'] for m in misses)}, sort_keys=True).encode('utf-8')).hexdigest()
+        'misses': sorted(m['package'] for m in misses)})
     meta = {'maven_version': vers['maven'], 'java_version': vers['java'], 'plugin': o['plugin'],
             'repositories': [{'id': r['id'], 'url': r['url'], 'mirror_of': r.get('mirror_of')} for r in repos],
             'requested': artifacts}

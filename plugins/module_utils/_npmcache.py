@@ -23,7 +23,7 @@ import shutil
 import stat
 import tempfile
 
-from ._pipcache import BuildError, with_misses
+from ._pipcache import BuildError, fingerprint, tail as _tail, with_misses
 
 SPEC_RE = re.compile(r'^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*(@[A-Za-z0-9.^~<>=*|+ -]+)?$')
 KEY_PREFIX = 'make-fetch-happen:request-cache:'
@@ -33,8 +33,12 @@ EXCLUDE = ('_logs', '_npx', '_update-notifier-last-checked', '_prebuilds')
 
 def tail(text, lines=15):
     """The last lines of npm's output, without its pointer to a debug log that the build deletes."""
-    kept = [l for l in (text or '').strip().splitlines() if 'A complete log of this run' not in l]
-    return '\n'.join(kept[-lines:])
+    return _tail(text, lines, drop='A complete log of this run')
+
+
+def exclude(cache):
+    """Top-level names of npm's cache dir that stay out of a snapshot."""
+    return EXCLUDE
 
 
 def check_specs(specs):
@@ -196,7 +200,7 @@ def _resolve(o, specs, cache, scratch, run):
 
 
 def fill(o, cache, scratch, run):
-    """Fill ``cache`` (npm's --cache dir); return (packages, misses, versions, key)."""
+    """Fill ``cache`` (npm's --cache dir); return (packages, misses, metadata, key)."""
     specs = check_specs(o.get('packages') or [])
     if not specs:
         raise BuildError('npm: no packages given')
@@ -224,10 +228,10 @@ def fill(o, cache, scratch, run):
         else:
             misses.append({'package': p['name'], 'version': p['version'], 'ecosystem': 'npm',
                            'reason': 'npm cache add did not leave its tarball in the cache'})
-    key = hashlib.sha256(json.dumps({
+    key = fingerprint({
         'npm': vers['npm'], 'registry': o['registry'], 'requested': sorted(specs),
         'packages': sorted((p['name'], p['version'], p['integrity']) for p in cached),
-        'misses': sorted(m['package'] for m in misses)}, sort_keys=True).encode('utf-8')).hexdigest()
+        'misses': sorted(m['package'] for m in misses)})
     tmp = os.path.join(cache, '_cacache', 'tmp')
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)

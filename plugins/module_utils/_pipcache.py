@@ -32,6 +32,17 @@ class BuildError(RuntimeError):
 PipBuildError = BuildError
 
 
+def tail(text, lines=15, drop=None):
+    """The last ``lines`` lines of a tool's output, leaving out lines that contain ``drop``."""
+    kept = [l for l in (text or '').strip().splitlines() if not (drop and drop in l)]
+    return '\n'.join(kept[-lines:])
+
+
+def fingerprint(data):
+    """sha256 of a JSON value with sorted keys: the build key of an ecosystem (or of a whole build)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode('utf-8')).hexdigest()
+
+
 def with_misses(specs, attempt, probe, what, source):
     """Run ``attempt(specs)``; if it fails, keep the specs that ``probe`` resolves and run it again on them.
 
@@ -189,8 +200,7 @@ def install_command(python, index_url, trusted_host, cache_dir, target, report, 
 
 def build_key(ecosystem, index_url, pip_version, python_version, packages, misses, requested):
     """Fingerprint of a build's inputs and resolution, for idempotence."""
-    data = {'ecosystem': ecosystem, 'index_url': index_url, 'pip': pip_version, 'python': python_version,
-            'requested': sorted(requested),
-            'packages': sorted((p['name'], p['version'], p['url']) for p in packages),
-            'misses': sorted(m['package'] for m in misses)}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode('utf-8')).hexdigest()
+    return fingerprint({'ecosystem': ecosystem, 'index_url': index_url, 'pip': pip_version, 'python': python_version,
+                        'requested': sorted(requested),
+                        'packages': sorted((p['name'], p['version'], p['url']) for p in packages),
+                        'misses': sorted(m['package'] for m in misses)})

@@ -14,10 +14,12 @@ package) and never names a user.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import zipfile
+from collections import Counter
 from urllib.parse import unquote, urlsplit
 
 from . import _npmcache
@@ -83,16 +85,10 @@ _REQUEST = re.compile(r'"(?:GET|HEAD) (\S+) HTTP/[0-9.]+" (\d{3}) ')
 
 def parse_access_log(text, ecosystem):
     """Counts of successful package file downloads in an access log (nginx/Apache combined, pypiserver)."""
-    counts = {}
-    for line in text.splitlines():
-        m = _REQUEST.search(line)
-        if not m or m.group(2) not in ('200', '206', '304'):
-            continue
-        path = unquote(urlsplit(m.group(1)).path)
-        pkg = path_package(path, ecosystem)
-        if pkg:
-            counts[pkg] = counts.get(pkg, 0) + 1
-    return counts
+    found = (_REQUEST.search(line) for line in text.splitlines())
+    names = (path_package(unquote(urlsplit(m.group(1)).path), ecosystem)
+             for m in found if m and m.group(2) in ('200', '206', '304'))
+    return dict(Counter(n for n in names if n))
 
 
 def path_package(path, ecosystem):
@@ -110,12 +106,8 @@ _PIP_FETCH = re.compile(r'(?:Downloading|Using cached) (\S+)')
 
 def parse_pip_log(text):
     """Counts of the files pip fetched or took from its cache, from ``pip --log`` files."""
-    counts = {}
-    for m in _PIP_FETCH.finditer(text):
-        pkg = python_file_package(unquote(m.group(1)).rsplit('/', 1)[-1])
-        if pkg:
-            counts[pkg[0]] = counts.get(pkg[0], 0) + 1
-    return counts
+    files = (python_file_package(unquote(m.group(1)).rsplit('/', 1)[-1]) for m in _PIP_FETCH.finditer(text))
+    return dict(Counter(pkg[0] for pkg in files if pkg))
 
 
 _NPM_FETCH = re.compile(r'http fetch GET (\d{3}) (\S+)')
@@ -123,14 +115,9 @@ _NPM_FETCH = re.compile(r'http fetch GET (\d{3}) (\S+)')
 
 def parse_npm_log(text):
     """Counts of the tarballs npm fetched, from npm's debug logs (~/.npm/_logs)."""
-    counts = {}
-    for m in _NPM_FETCH.finditer(text):
-        if m.group(1) not in ('200', '304'):
-            continue
-        pkg = _npmcache.tarball_package(_npmcache.KEY_PREFIX + m.group(2))
-        if pkg:
-            counts[pkg[0]] = counts.get(pkg[0], 0) + 1
-    return counts
+    tarballs = (_npmcache.tarball_package(_npmcache.KEY_PREFIX + m.group(2))
+                for m in _NPM_FETCH.finditer(text) if m.group(1) in ('200', '304'))
+    return dict(Counter(pkg[0] for pkg in tarballs if pkg))
 
 
 def spec_key(ecosystem, spec):
@@ -154,8 +141,8 @@ def read_source(src, ecosystem, read):
         raise PopularityError('source type %r is not one of %s' % (kind, ', '.join(SOURCE_TYPES)))
     if kind == 'uppers':
         return scan_uppers(ecosystem, src)
+    merged = Counter()
     if kind == 'counts':
-        merged = {}
         data = src.get('counts')
         for part in data if isinstance(data, list) else [data]:
             if not isinstance(part, dict):
@@ -163,31 +150,25 @@ def read_source(src, ecosystem, read):
             for name, n in part.items():
                 if not isinstance(n, int) or isinstance(n, bool) or n < 0:
                     raise PopularityError('counts source: count %r of %s is not a non-negative integer' % (n, name))
-                key = canonical(ecosystem, name)
-                merged[key] = merged.get(key, 0) + n
-        return merged
+                merged[canonical(ecosystem, name)] += n
+        return dict(merged)
     paths = src.get('paths') or []
     if not paths:
         raise PopularityError('%s source has no paths' % kind)
-    counts = {}
+    parse = {
+        'top_pypi_json': parse_top_pypi_json,
+        'ranked_list': lambda text, path: parse_ranked_list(text, ecosystem),
+        'access_log': lambda text, path: parse_access_log(text, ecosystem),
+        'pip_log': lambda text, path: parse_pip_log(text),
+        'npm_log': lambda text, path: parse_npm_log(text),
+    }[kind]
     for path in paths:
         try:
             text = read(path)
         except (IOError, OSError) as exc:
             raise PopularityError('%s source %s cannot be read: %s' % (kind, path, exc))
-        if kind == 'top_pypi_json':
-            part = parse_top_pypi_json(text, path)
-        elif kind == 'ranked_list':
-            part = parse_ranked_list(text, ecosystem)
-        elif kind == 'access_log':
-            part = parse_access_log(text, ecosystem)
-        elif kind == 'pip_log':
-            part = parse_pip_log(text)
-        else:
-            part = parse_npm_log(text)
-        for name, n in part.items():
-            counts[name] = counts.get(name, 0) + n
-    return counts
+        merged.update(parse(text, path))
+    return dict(merged)
 
 
 def rank(ecosystem, sources, read, top, pins=(), blocks=()):
@@ -237,7 +218,6 @@ def _zip_members(data):
     if start < 0 or end < start or len(data) < end + 22:
         return None
     comment = int.from_bytes(data[end + 20:end + 22], 'little')
-    import io
     try:
         return zipfile.ZipFile(io.BytesIO(data[start:end + 22 + comment]))
     except (zipfile.BadZipfile, ValueError):
@@ -334,10 +314,5 @@ def scan_uppers(ecosystem, src):
 
 def fleet_misses(ecosystem, uppers, lower):
     """Counts {package: number of users} over ``uppers`` (a list of dirs), names of users left out."""
-    counts = {}
-    for upper in uppers:
-        if not os.path.isdir(upper):
-            continue
-        for name in upper_misses(ecosystem, upper, lower):
-            counts[name] = counts.get(name, 0) + 1
-    return counts
+    return dict(Counter(name for upper in uppers if os.path.isdir(upper)
+                        for name in upper_misses(ecosystem, upper, lower)))

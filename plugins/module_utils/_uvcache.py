@@ -13,21 +13,15 @@ the host and are left out of a snapshot.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shutil
 import tempfile
 
-from ._pipcache import BuildError, check_specs as check_pip_specs, normalize_name, with_misses
+from ._pipcache import BuildError, check_specs as check_pip_specs, fingerprint, normalize_name, tail, with_misses
 
 EXCLUDE_RE = re.compile(r'^(interpreter-v\d+|builds-v\d+|environments-v\d+|sdists-v\d+|\.tmp.*|\.git.*)$')
 _FREEZE = re.compile(r'^([A-Za-z0-9._-]+)==(\S+)$')
-
-
-def tail(text, lines=15):
-    return '\n'.join((text or '').strip().splitlines()[-lines:])
 
 
 def clean_env(environ, cache):
@@ -90,10 +84,10 @@ def fill(o, cache, scratch, run):
     for m in misses:
         m['ecosystem'] = 'uv'
     packages = parse_freeze(frozen)
-    key = hashlib.sha256(json.dumps({
+    key = fingerprint({
         'uv': uv_version, 'python': o['python'], 'index_url': o['index_url'], 'requested': sorted(specs),
         'packages': sorted((p['name'], p['version']) for p in packages),
-        'misses': sorted(m['package'] for m in misses)}, sort_keys=True).encode('utf-8')).hexdigest()
+        'misses': sorted(m['package'] for m in misses)})
     meta = {'uv_version': uv_version, 'python': o['python'], 'index_url': o['index_url'], 'requested': specs,
             'packages': packages, 'link_mode': 'copy'}
     return packages, misses, meta, key
