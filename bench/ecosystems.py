@@ -117,10 +117,11 @@ def bench_uv(env, work, rounds, uv):
         rows[rate or 'no limit'] = times
     subprocess.run(['umount', target], capture_output=True, check=False)
     env.limit(None)
-    lines = b.install_table('uv: time to install %d packages in a fresh venv, as a non-root user' % len(b.PACKAGES),
-                  'Same index and link as the pip benchmark; uv %s. %d rounds; median (min..max).'
-                  % (b.sh([uv, '--version']).stdout.split()[1], rounds),
-                  rows, kinds, [('cold / view (copy)', 'cold', 'view, copy'), ('cold / view (hardlink)', 'cold', 'view, hardlink')])
+    title = 'uv: time to install %d packages in a fresh venv, as a non-root user' % len(b.PACKAGES)
+    env_line = ('Same index and link as the pip benchmark; uv %s. %d rounds; median (min..max).'
+                % (b.sh([uv, '--version']).stdout.split()[1], rounds))
+    lines = b.install_table(title, env_line, rows, kinds, [('cold / view (copy)', 'cold', 'view, copy'),
+                                                           ('cold / view (hardlink)', 'cold', 'view, hardlink')])
     lines += ['', 'Bytes in the user\'s upper after one install through the view: copy %d, hardlink %d '
               '(the venv is on another filesystem than the overlay, so uv falls back to copying either way).'
               % (upper.get('view, copy', 0), upper.get('view, hardlink', 0))]
@@ -166,10 +167,11 @@ def bench_npm(env, work, rounds):
     subprocess.run(['umount', target], capture_output=True, check=False)
     env.limit(None)
     count = len(snap['packages'])
-    lines = b.install_table('npm: time to install %d popular packages (%d with dependencies) in a fresh project, as a non-root user'
-                  % (len(NPM_PACKAGES), count),
-                  'Registry: nginx serving packuments (trimmed to the versions used, Cache-Control max-age=300) and '
-                  'tarballs from the npm registry, in the same namespace and link; npm %s. %d rounds; median (min..max).'
-                  % (b.sh(['npm', '--version']).stdout.strip(), rounds),
-                  rows, kinds, [('cold / view', 'cold', 'view'), ('cold / view --prefer-offline', 'cold', 'view, --prefer-offline')])
+    title = ('npm: time to install %d popular packages (%d with dependencies) in a fresh project, as a non-root user'
+             % (len(NPM_PACKAGES), count))
+    env_line = ('Registry: nginx serving packuments (trimmed to the versions used, Cache-Control max-age=300) and '
+                'tarballs from the npm registry, in the same namespace and link; npm %s. %d rounds; median (min..max).'
+                % (b.sh(['npm', '--version']).stdout.strip(), rounds))
+    lines = b.install_table(title, env_line, rows, kinds, [('cold / view', 'cold', 'view'),
+                                                           ('cold / view --prefer-offline', 'cold', 'view, --prefer-offline')])
     b.write('time-to-install-npm', lines, b.install_plot(rows, kinds, 'npm install of %d packages' % len(NPM_PACKAGES)))
