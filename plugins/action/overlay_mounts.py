@@ -17,9 +17,9 @@ except ImportError:  # ansible-core < 2.19 trusts every template
     def trust_as_template(value):
         return value
 
-from ansible_collections.pkgcache.overlay.plugins.module_utils._overlay import OverlayInputError, plan_mounts
+from ansible_collections.pkgcache.overlay.plugins.module_utils._overlay import VIEWS_ROOT, OverlayInputError, plan_mounts
 
-DEFAULTS = {'ecosystems': ['pip'], 'scratch_root': '/mnt/scratch'}
+DEFAULTS = {'ecosystems': ['pip'], 'scratch_root': '/mnt/scratch', 'views_root': VIEWS_ROOT}
 
 
 def _plan_input(args):
@@ -31,7 +31,7 @@ def _plan_input(args):
                 repl[key] = int(repl[key])
         repls.append(repl)
     return (repls, args.get('ecosystems') or DEFAULTS['ecosystems'], args.get('lower_root'),
-            args.get('scratch_root') or DEFAULTS['scratch_root'])
+            args.get('scratch_root') or DEFAULTS['scratch_root'], args.get('views_root') or DEFAULTS['views_root'])
 
 
 class ActionModule(ActionBase):

@@ -30,13 +30,7 @@ def find_busy(targets, proc='/proc'):
     except OSError:
         return busy
     for pid in pids:
-        links = [os.path.join(proc, pid, 'cwd'), os.path.join(proc, pid, 'root')]
-        fd_dir = os.path.join(proc, pid, 'fd')
-        try:
-            links += [os.path.join(fd_dir, fd) for fd in os.listdir(fd_dir)]
-        except OSError:
-            pass
-        for link in links:
+        for link in _links(proc, pid):
             try:
                 dest = os.readlink(link)
             except OSError:
@@ -47,3 +41,39 @@ def find_busy(targets, proc='/proc'):
             if hit:
                 busy.setdefault(hit, set()).add(int(pid))
     return dict((t, sorted(p)) for t, p in busy.items())
+
+
+def _links(proc, pid):
+    links = [os.path.join(proc, pid, 'cwd'), os.path.join(proc, pid, 'root')]
+    fd_dir = os.path.join(proc, pid, 'fd')
+    try:
+        links += [os.path.join(fd_dir, fd) for fd in os.listdir(fd_dir)]
+    except OSError:
+        pass
+    return links
+
+
+def held_files(proc='/proc'):
+    """Return {(st_dev, st_ino): set of pids} of every cwd, root and open file of every process.
+
+    stat() of a /proc magic link reaches the open file itself, not a path, so
+    a user cannot redirect it. Vanished processes and files are skipped.
+    """
+    held = {}
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return held
+    for pid in pids:
+        for link in _links(proc, pid):
+            try:
+                s = os.stat(link)
+            except OSError:
+                continue
+            held.setdefault((s.st_dev, s.st_ino), set()).add(int(pid))
+    return held
+
+
+def devices_in_use(held):
+    """The set of st_dev values in ``held`` (from held_files)."""
+    return set(dev for dev, ino in held)

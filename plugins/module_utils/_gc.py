@@ -69,8 +69,33 @@ def _file_shas(store, snap_id):
     return set(e['sha256'] for e in manifest['entries'] if e['type'] == 'file')
 
 
-def plan(store, keep, mountinfo_text, fstab_text, host):
-    """Return the GC plan: kept ids (with the reason), removed ids, objects to delete and their bytes."""
+def reached_ids(store, ids, held):
+    """Ids among ``ids`` whose tree holds a directory that a process has as cwd, root or open fd.
+
+    ``held`` is a set of (st_dev, st_ino) from _busy.held_files(). Such a
+    process (a reader inside /mnt/cacache after a busy sync, say) would see
+    the tree empty if it went. Files do not count: an open file outlives its
+    name, and object files are shared between trees.
+    """
+    found = set()
+    if not held:
+        return found
+    for snap_id in ids:
+        for root, dirs, files in os.walk(st.tree_path(store, snap_id)):
+            s = os.lstat(root)
+            if (s.st_dev, s.st_ino) in held:
+                found.add(snap_id)
+                break
+    return found
+
+
+def plan(store, keep, mountinfo_text, fstab_text, host, held=None, detached_lowers=()):
+    """Return the GC plan: kept ids (with the reason), removed ids, objects to delete and their bytes.
+
+    Besides the newest, the active and the referenced ids, it keeps every
+    tree that a lazily detached overlay still uses (``detached_lowers``, from
+    _views.live_lowerdirs) and every tree a process still reaches (``held``).
+    """
     all_ids = set(_manifest_ids(store)) | set(_tree_ids(store))
     ordered = (_host_order if host else _builder_order)(store, all_ids)
     reasons = {}
@@ -81,6 +106,10 @@ def plan(store, keep, mountinfo_text, fstab_text, host):
         reasons[active] = 'active'
     for snap_id in referenced_ids(mountinfo_text, fstab_text) & all_ids:
         reasons.setdefault(snap_id, 'referenced by a mount or fstab')
+    for snap_id in referenced_ids('\n'.join(detached_lowers)) & all_ids:
+        reasons.setdefault(snap_id, 'used by a lazily detached overlay')
+    for snap_id in reached_ids(store, sorted(all_ids - set(reasons)), held):
+        reasons.setdefault(snap_id, 'a process is inside it')
     remove = sorted(all_ids - set(reasons))
     wanted = set()
     for snap_id in reasons:

@@ -1,114 +1,28 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) pkgcache.overlay contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Scratch directories, checks and mount actions for per-user overlays.
+"""overlay_mounts: checks, the fstab lines, and one run over every user.
 
 Private to the collection; the API may change without notice.
 
-Every directory operation under a user's home or scratch dir goes through
-file descriptors opened with O_NOFOLLOW, one component at a time, so a user
-who replaced a directory with a symlink (to /etc, say) makes the operation
-fail instead of redirecting it.
+The directory work and the mounts are in _views; every operation near a
+user's files goes through _safefs (O_NOFOLLOW fds and *at() calls).
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 
 from . import _overlay as ov
-from ._fstab import parse_line
+from . import _safefs as sf
+from . import _views
+from ._fstab import block_entries, parse_line
+from ._fstabfile import mountinfo_text, read_text, update_block
+from ._lock import StoreLock
+from ._mountcmd import MountError, mount_from_fstab
 
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-
-
-class UnsafePathError(RuntimeError):
-    """A path component is a symlink or not a directory."""
-
-
-def _components(path):
-    return [c for c in path.split('/') if c]
-
-
-def ensure_dirs(path, owned_from, uid, gid, mode, check_mode, created):
-    """Make sure every component of ``path`` is a real directory, without following symlinks.
-
-    Components from index ``owned_from`` on are set to ``uid:gid`` and ``mode``
-    (created if missing); components before it must exist or are created
-    root-owned 0755. Appends the paths created or fixed to ``created``.
-    In check mode nothing changes and missing components are only recorded.
-    """
-    parts = _components(path)
-    fd = os.open('/', DIR_FLAGS)
-    current = ''
-    try:
-        for i, name in enumerate(parts):
-            current += '/' + name
-            owned = i >= owned_from
-            try:
-                nfd = os.open(name, DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                created.append(current)
-                if check_mode:
-                    return
-                os.mkdir(name, mode if owned else 0o755, dir_fd=fd)
-                nfd = os.open(name, DIR_FLAGS, dir_fd=fd)
-                if owned:
-                    os.fchown(nfd, uid, gid)
-                    os.fchmod(nfd, mode)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise UnsafePathError('%s is a symlink or not a directory; refusing to follow it' % current)
-                raise
-            else:
-                if owned:
-                    st = os.fstat(nfd)
-                    if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (uid, gid, mode):
-                        created.append(current)
-                        if not check_mode:
-                            os.fchown(nfd, uid, gid)
-                            os.fchmod(nfd, mode)
-            os.close(fd)
-            fd = nfd
-    finally:
-        os.close(fd)
-
-
-def ensure_target(mount, check_mode, created):
-    """Create the mount target under the user's home (user-owned 0700), never following symlinks.
-
-    The home directory itself must exist; it is not changed.
-    """
-    home_parts = len(_components(mount['home']))
-    if not os.path.isdir(mount['home']) or os.path.islink(mount['home']):
-        raise UnsafePathError('home %s of repl %s is not a directory' % (mount['home'], mount['user']))
-    fd = os.open('/', DIR_FLAGS)
-    parts = _components(mount['target'])
-    current = ''
-    try:
-        for i, name in enumerate(parts):
-            current += '/' + name
-            try:
-                nfd = os.open(name, DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if i < home_parts:
-                    raise
-                created.append(current)
-                if check_mode:
-                    return
-                os.mkdir(name, 0o700, dir_fd=fd)
-                nfd = os.open(name, DIR_FLAGS, dir_fd=fd)
-                os.fchown(nfd, mount['uid'], mount['gid'])
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise UnsafePathError('%s (mount target of repl %s) is a symlink or not a directory; refusing to follow it'
-                                          % (current, mount['user']))
-                raise
-            os.close(fd)
-            fd = nfd
-    finally:
-        os.close(fd)
+BLOCK = 'mounts'
+UnsafePathError = sf.UnsafePathError
 
 
 def check_filesystems(mountinfo, mount):
@@ -124,12 +38,89 @@ def check_filesystems(mountinfo, mount):
 
 
 def render_lines(mounts, lines):
-    """Pair planned mounts with fstab lines (given, or the default format), checking each."""
+    """Pair fstab lines (given, or the default format) with planned mounts: [(line, mount or None)], checking each."""
     if lines is None:
-        return [ov.default_line(m) for m in mounts]
+        return [(ov.default_line(m), m) for m in mounts]
     entries = [l for l in lines if parse_line(l)]
     if len(entries) != len(mounts):
         raise ov.OverlayInputError('the fstab template gave %d entries for %d planned mounts' % (len(entries), len(mounts)))
-    for line, mount in zip(entries, mounts):
-        ov.check_line(line, mount)
-    return list(lines)
+    paired, it = [], iter(mounts)
+    for line in lines:
+        mount = next(it) if parse_line(line) else None
+        if mount is not None:
+            ov.check_line(line, mount)
+        paired.append((line, mount))
+    return paired
+
+
+def _by_user(mounts):
+    users, order = {}, []
+    for m in mounts:
+        if m['user'] not in users:
+            order.append(m['user'])
+        users.setdefault(m['user'], []).append(m)
+    return [users[u] for u in order]
+
+
+def converge(module):
+    """One run of overlay_mounts; returns the module result. Only bad input or shared roots fail it as a whole."""
+    p = module.params
+    mounts = ov.plan_mounts(p['repls'], p['ecosystems'], p['lower_root'], p['scratch_root'], p['views_root'])
+    paired = render_lines(mounts, p['fstab_lines'])
+    info = ov.parse_mountinfo(mountinfo_text())
+    for m in mounts:
+        check_filesystems(info, m)
+        if not os.path.isdir(m['lowerdir']):
+            raise ov.OverlayInputError(
+                'ecosystem %s: the snapshot at %s has no %s cache (%s is missing); build it with that ecosystem '
+                'or remove it from ecosystems' % (m['ecosystem'], p['lower_root'], m['ecosystem'], m['lowerdir']))
+
+    def mount_fn(target):
+        mount_from_fstab(module.run_command, p['fstab'], target)
+
+    run = _views.Converge(p, mounts, info, module.run_command, mount_fn, module.check_mode)
+    for root, mode in ((p['views_root'], 0o711), (p['scratch_root'], 0o755)):
+        fd = run.ensure_root_chain(root, mode)
+        if fd is not None:
+            os.close(fd)
+    if module.check_mode:
+        return _execute(module, run, paired, info)
+    with StoreLock(p['views_root'], p['lock_timeout']):
+        return _execute(module, run, paired, info)
+
+
+def _execute(module, run, paired, info):
+    p = module.params
+    ready = []
+    for user_mounts in _by_user(run.mounts):
+        ready += run.prepare_user(user_mounts, True)
+    lines = [line for line, m in paired if m is None or m['ecosystem'] not in run.failed.get(m['user'], {})]
+    old_targets = set(f[1] for f in block_entries(read_text(p['fstab']), BLOCK))
+    fstab = update_block(module, p['fstab'], BLOCK, lines, p['backup'])
+    linked = False
+    for m in ready:
+        try:
+            run.activate(m)
+            linked = run.link(m) or linked
+        except (sf.UnsafePathError, MountError, OSError) as exc:
+            run.fail(m, str(exc))
+    removed = {}
+    planned = set(m['target'] for m in run.mounts)
+    retired = set(t for u in run.retired.values() for t in u.values())
+    for target in sorted(old_targets - planned - retired):
+        cur = ov.mounted_at(info, target)
+        if p['state'] == 'mounted' and cur is not None and cur['fstype'] == 'overlay':
+            outcome = 'unmounted' if module.check_mode else sf.umount(target, cur['mount_id'], lazy=p['lazy'])
+            if outcome != 'gone':
+                removed[target] = outcome
+    changed = bool(run.created) or fstab['changed'] or bool(removed) or linked or bool(run.repaired) or bool(run.retired) or any(
+        s in ('mounted', 'switched', 'merged') for u in run.users.values() for s in u.values())
+    result = {'changed': changed, 'users': run.users, 'busy': run.busy, 'removed': removed, 'compacted': run.compacted,
+              'compacted_bytes': sum(c['bytes'] for u in run.compacted.values() for c in u.values()),
+              'created': run.created, 'mounts': run.mounts, 'failed': run.failed, 'saved': run.saved,
+              'repaired': run.repaired, 'retired': run.retired, 'detached': run.detached, 'merged': run.merged}
+    if fstab['backup_file']:
+        result['backup_file'] = fstab['backup_file']
+    if module._diff and fstab['changed']:
+        result['diff'] = fstab['diff']
+    return result

@@ -24,12 +24,19 @@ ECOSYSTEMS = {
     'uv': {'target': '.cache/uv', 'subdir': 'uv'},
 }
 
-# A POSIX-portable user name that is also a safe path component.
-NAME_RE = re.compile(r'^[a-z_][a-z0-9_-]{0,31}$')
+# Any name Debian's useradd accepts (dots, capitals, a trailing '$'), except what
+# cannot be one path component or breaks fstab or overlay syntax.
+NAME_BAD = re.compile(r'[/,:\s\\#\x00]')
 # Characters that break overlay's option syntax (',', ':'), fstab's fields
 # (whitespace, '#'), or escaping ('\\').
 FORBIDDEN = re.compile(r'[,:\s\\#]')
 MOUNT_OPTIONS = ('index=off', 'xino=off', 'metacopy=off', 'nosuid', 'nodev')
+# Where the views are mounted: root's, so no repl user can redirect a mount.
+VIEWS_ROOT = '/var/lib/pkgcache-views'
+# What an operator's template may add to a line: atime and timing flags,
+# noexec, ro, boot ordering, x-* and comment= (systemd, mount helpers).
+EXTRA_OPTIONS = frozenset(['noatime', 'relatime', 'norelatime', 'nodiratime', 'strictatime', 'lazytime', 'noexec',
+                           'ro', 'rw', 'sync', 'async', 'dirsync', 'silent', 'loud', 'nofail', 'noauto', 'auto', '_netdev'])
 
 
 class OverlayInputError(ValueError):
@@ -37,9 +44,12 @@ class OverlayInputError(ValueError):
 
 
 def validate_name(name, what='repl name'):
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise OverlayInputError('%s %r is not a valid user name (lowercase letters, digits, "_" and "-", '
-                                'starting with a letter or "_", at most 32 characters)' % (what, name))
+    if not isinstance(name, str) or not name or name in ('.', '..') or len(name) > 255:
+        raise OverlayInputError('%s %r cannot be used as a directory name' % (what, name))
+    bad = NAME_BAD.search(name)
+    if bad:
+        raise OverlayInputError('%s %r holds %r, which cannot be in a path component or breaks fstab or overlay '
+                                'options; refused' % (what, name, bad.group(0)))
     return name
 
 
@@ -60,22 +70,49 @@ def overlay_options(lowerdir, upperdir, workdir, extra=MOUNT_OPTIONS):
     return ','.join(['lowerdir=' + lowerdir, 'upperdir=' + upperdir, 'workdir=' + workdir] + list(extra))
 
 
-def plan_mounts(repls, ecosystems, lower_root, scratch_root):
+def _inside(path, other):
+    return path == other or path.startswith(other.rstrip('/') + '/')
+
+
+def check_nesting(mounts, roots):
+    """Refuse homes and scratch dirs that lie inside one another, or roots that lie inside a home or scratch dir.
+
+    A user owns their home, so anything below it is theirs to swap; one
+    user's scratch or home inside another's would hand it to that user.
+    """
+    places = []
+    for m in mounts:
+        places.append((m['home'], 'home of repl %s' % m['user']))
+        places.append((m['scratch'], 'scratch of repl %s' % m['user']))
+    # Sorted with a trailing '/', a path inside another sorts right after it
+    # (anything in between would lie inside too, and be refused first).
+    ordered = sorted(set(places), key=lambda p: (p[0].rstrip('/') + '/', p[1]))
+    for (a, what_a), (b, what_b) in zip(ordered, ordered[1:]):
+        if _inside(b, a):
+            raise OverlayInputError('%s (%s) lies inside %s (%s); every home and scratch dir must be apart' % (what_b, b, what_a, a))
+    for root, what in roots:
+        for place, what_p in places:
+            if _inside(root, place):
+                raise OverlayInputError('%s %s lies inside the %s (%s), which that user controls' % (what, root, what_p, place))
+
+
+def plan_mounts(repls, ecosystems, lower_root, scratch_root, views_root=VIEWS_ROOT):
     """Return the list of mounts for every repl user and ecosystem.
 
-    Each mount is a dict: user, uid, gid, ecosystem, home, scratch, target,
+    Each mount is a dict: user, uid, gid, ecosystem, home, scratch, layers,
+    target (the root-owned view), link (where the package manager looks),
     lowerdir, upperdir, workdir, options. Raises OverlayInputError naming the
     first bad input; nothing is planned for invalid input.
     """
     validate_path(lower_root, 'lower_root')
     validate_path(scratch_root, 'scratch_root')
+    validate_path(views_root, 'views_root')
     if not ecosystems:
         raise OverlayInputError('ecosystems is empty')
     for eco in ecosystems:
         if eco not in ECOSYSTEMS:
             raise OverlayInputError('ecosystem %r is not supported (choose from %s)' % (eco, ', '.join(sorted(ECOSYSTEMS))))
     names = set()
-    targets = set()
     mounts = []
     for repl in repls:
         name = validate_name(repl.get('name'))
@@ -88,25 +125,22 @@ def plan_mounts(repls, ecosystems, lower_root, scratch_root):
                 raise OverlayInputError('repl %s: %s %r is not a positive integer (root cannot be a repl user)' % (name, key, value))
         home = validate_path(repl.get('home') or '/home/' + name, 'repl %s: home' % name)
         scratch = validate_path(repl.get('scratch') or posixpath.join(scratch_root, name), 'repl %s: scratch' % name)
+        if home == '/' or scratch == '/':
+            raise OverlayInputError('repl %s: home and scratch cannot be /' % name)
         for eco in ecosystems:
-            base = posixpath.join(scratch, 'cacache_' + eco)
-            target = validate_path(posixpath.join(home, ECOSYSTEMS[eco]['target']), 'repl %s: target' % name)
-            if target in targets:
-                raise OverlayInputError('repl %s: mount target %s is used by another repl' % (name, target))
-            targets.add(target)
+            layers = posixpath.join(scratch, 'cacache_' + eco)
+            target = posixpath.join(views_root, name, eco)
+            link = validate_path(posixpath.join(home, ECOSYSTEMS[eco]['target']), 'repl %s: cache dir' % name)
             lowerdir = posixpath.join(lower_root, ECOSYSTEMS[eco]['subdir'])
-            upperdir = posixpath.join(base, 'upper')
-            workdir = posixpath.join(base, 'work')
+            upperdir = posixpath.join(layers, 'upper')
+            workdir = posixpath.join(layers, 'work')
             mounts.append({
                 'user': name, 'uid': repl['uid'], 'gid': repl['gid'], 'ecosystem': eco,
-                'home': home, 'scratch': scratch, 'target': target,
+                'home': home, 'scratch': scratch, 'layers': layers, 'target': target, 'link': link,
                 'lowerdir': lowerdir, 'upperdir': upperdir, 'workdir': workdir,
                 'options': overlay_options(lowerdir, upperdir, workdir),
             })
-    scratches = sorted(m['scratch'] for m in mounts)
-    for a, b in zip(scratches, scratches[1:]):
-        if a != b and b.startswith(a + '/'):
-            raise OverlayInputError('scratch %s lies inside scratch %s of another repl' % (b, a))
+    check_nesting(mounts, [(views_root, 'views_root'), (scratch_root, 'scratch_root'), (lower_root, 'lower_root')])
     return mounts
 
 
@@ -126,10 +160,23 @@ def check_line(line, mount):
         raise OverlayInputError('fstab line %r for %s (%s) is not an fstab entry' % (line, mount['user'], mount['ecosystem']))
     if fields[1] != mount['target'] or fields[2] != 'overlay':
         raise OverlayInputError('fstab line %r for %s must mount type overlay at %s' % (line, mount['user'], mount['target']))
+    items = [o for o in fields[3].split(',') if o] if len(fields) > 3 else []
+    keys = [o.partition('=')[0] for o in items]
     opts = split_options(fields[3]) if len(fields) > 3 else {}
     for key in ('lowerdir', 'upperdir', 'workdir'):
-        if opts.get(key) != mount[key]:
-            raise OverlayInputError('fstab line %r for %s: %s must be %s' % (line, mount['user'], key, mount[key]))
+        if opts.get(key) != mount[key] or keys.count(key) != 1:
+            raise OverlayInputError('fstab line %r for %s: %s must be %s, given once' % (line, mount['user'], key, mount[key]))
+    missing = [o for o in MOUNT_OPTIONS if o not in items]
+    if missing:
+        raise OverlayInputError('fstab line %r for %s drops %s, which keep users apart; refused' % (line, mount['user'], ','.join(missing)))
+    for item in items:
+        key = item.partition('=')[0]
+        if key in ('lowerdir', 'upperdir', 'workdir') or item in MOUNT_OPTIONS or item in EXTRA_OPTIONS:
+            continue
+        if item.startswith('x-') or item.startswith('comment='):
+            continue
+        raise OverlayInputError('fstab line %r for %s: option %r is not allowed (it could add a layer or weaken the view); '
+                                'allowed extras: %s, x-*, comment=' % (line, mount['user'], item, ', '.join(sorted(EXTRA_OPTIONS))))
     return fields
 
 

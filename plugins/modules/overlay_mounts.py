@@ -10,15 +10,24 @@ module: overlay_mounts
 short_description: Give every repl user of a host a copy-on-write overlay view of the snapshot
 version_added: 0.1.0
 description:
-  - One call handles all repl users of a host. For each user and ecosystem it mounts an OverlayFS at the place the
-    package manager looks (for pip C(~/.cache/pip)). The lower layer is the versioned snapshot tree, the upper and
-    work dirs sit in the user's scratch dir (C(<scratch>/cacache_<ecosystem>/{upper,work})), owned by the user, mode 0700.
+  - One call handles all repl users of a host. For each user and ecosystem it mounts an OverlayFS view at a
+    root-owned place, C(<views_root>/<user>/<ecosystem>), and points the package manager's cache dir (for pip
+    C(~/.cache/pip)) at it with a symlink. The lower layer is the versioned snapshot tree; the upper and work dirs
+    sit in C(<scratch>/cacache_<ecosystem>/), whose parents are root's; only C(upper), the root of the view,
+    belongs to the user.
+  - Every path handed to mount(8), the kernel or fstab is root's, and so is every directory above it, so no repl
+    user can redirect a mount, at run time or at boot. The symlink is made with C(*at()) calls on O_NOFOLLOW fds.
   - Writes the fstab lines as one marked block, atomically, with optional backup, diff and check mode; every other
-    line of fstab is kept byte for byte. Mounts what is missing, switches idle users whose overlay shows another
+    line of fstab is kept byte for byte. Mounts what is missing, switches idle users whose view shows another
     snapshot, and leaves busy users on their current snapshot (reported as V(busy)).
+  - Migrates the earlier layout (overlays mounted in the homes, user-owned scratch dirs) in place: the old mounts
+    are unmounted, the scratch chain becomes root's, and the users' uppers are kept and show up in the new views.
+  - A user whose home or scratch dir cannot be used is skipped and reported in RV(failed); everyone else is served.
+    With O(strict) the task then fails, after serving the others.
   - Refuses, with an error that names the input and before changing anything, an upper dir on overlayfs, upper
-    and work on different filesystems, paths holding C(,), C(:), C(#), C(\\) or whitespace, repl names that are
-    not valid user names, and symlinks in the scratch or target paths.
+    and work on different filesystems, paths holding C(,), C(:), C(#), C(\\) or whitespace, user names that
+    cannot be a path component, homes or scratch dirs inside one another, and templates that drop
+    C(nosuid,nodev) or add options outside a short allow list.
   - With the action plugin (the normal way to call it), the fstab lines come from the Jinja2 template O(template),
     rendered on the controller with the planned mounts in C(pkgcache_mounts).
 author:
@@ -49,7 +58,9 @@ options:
     required: true
     suboptions:
       name:
-        description: The user name; also the name of its scratch dir.
+        description:
+          - The user name; also the name of its scratch dir and view dir. Any name C(useradd) accepts, except
+            C(.), C(..) and names holding C(/), C(,), C(:), C(\\), C(#) or whitespace.
         type: str
         required: true
       uid:
@@ -68,7 +79,7 @@ options:
         type: path
   ecosystems:
     description:
-      - The ecosystems to mount for every user, each at its package manager's cache dir under the home
+      - The ecosystems to mount for every user, each linked from its package manager's cache dir under the home
         (pip C(~/.cache/pip), npm C(~/.npm), maven C(~/.m2/repository), uv C(~/.cache/uv)).
       - Each must be a directory of O(lower_root), that is, the snapshot must have been built with it.
     type: list
@@ -82,9 +93,35 @@ options:
     type: path
     required: true
   scratch_root:
-    description: Where the users' scratch dirs are. It must not be on overlayfs (use a volume or a tmpfs).
+    description:
+      - Where the users' scratch dirs are. It must not be on overlayfs (use a volume or a tmpfs), and it and every
+        directory above it must be root's and closed to writes by others.
     type: path
     default: /mnt/scratch
+  views_root:
+    description:
+      - Root-owned directory (made 0711) under which every user's views are mounted, as C(<user>/<ecosystem>).
+        It and every directory above it must be root's and closed to writes by others.
+    type: path
+    default: /var/lib/pkgcache-views
+    version_added: 0.3.0
+  state_dir:
+    description:
+      - Where the records of lazily detached overlays are kept (C(<state_dir>/detached/)), for
+        M(pkgcache.overlay.snapshot_gc). The host's store.
+    type: path
+    default: /var/lib/pkgcache
+    version_added: 0.3.0
+  strict:
+    description: Fail the task when any user could not be served (after serving all the others).
+    type: bool
+    default: false
+    version_added: 0.3.0
+  lock_timeout:
+    description: Seconds to wait for another run that holds the lock of O(views_root).
+    type: int
+    default: 60
+    version_added: 0.3.0
   fstab:
     description: The fstab file that holds the managed block.
     type: path
@@ -99,14 +136,17 @@ options:
     choices: [mounted, present]
     default: mounted
   lazy:
-    description: Switch busy users with a lazy unmount. Processes that hold the old view keep it until they let go.
+    description:
+      - Switch busy users with a lazy unmount. Processes that hold the old view keep it until they let go.
+      - The detached overlay keeps its upper and work, moved aside to C(detached-*) beside them; the new view gets
+        fresh ones. Once no process holds the detached overlay, a later run folds its upper into the current one.
     type: bool
     default: false
   compact:
     description:
       - When a user switches to a new snapshot, remove the files of its upper that the new lower holds byte for
-        byte, while the overlay is unmounted. Whiteouts, symlinks, directories and files that differ are kept;
-        symlinks are never followed.
+        byte, while the overlay is unmounted. Whiteouts, symlinks, directories, opaque or redirected directories
+        and files that differ are kept; symlinks are never followed. Not done on a lazy switch.
     type: bool
     default: false
   template:
@@ -118,7 +158,9 @@ options:
     description:
       - The rendered fstab lines, in the order of the planned mounts (users in the given order, then ecosystems).
         Each line must mount type C(overlay) at the planned target with the planned C(lowerdir), C(upperdir) and
-        C(workdir); other options may be added. Omitted means the built-in format.
+        C(workdir), once each, and keep C(index=off,xino=off,metacopy=off,nosuid,nodev). The only options it may
+        add are atime and sync flags, C(noexec), C(ro), C(nofail), C(noauto), C(auto), C(_netdev), C(x-*) and
+        C(comment=). Omitted means the built-in format.
     type: list
     elements: str
 seealso:
@@ -139,10 +181,37 @@ EXAMPLES = r"""
 
 RETURN = r"""
 users:
-  description: Per user and ecosystem, the state of the overlay (V(mounted), V(already), V(switched), V(busy) or V(present)).
+  description:
+    - Per user and ecosystem, the state of the view (V(mounted), V(already), V(switched), V(merged), V(busy),
+      V(present) or V(failed)). V(merged) means the upper of a detached generation was folded in.
   returned: success
   type: dict
   sample: {alice: {pip: mounted}, bob: {pip: busy}}
+failed:
+  description: Per user and ecosystem, why it could not be served (a home or scratch dir that cannot be used).
+  returned: success
+  type: dict
+  sample: {mallory: {pip: "/home/mallory/.cache of repl mallory is a symlink or not a directory"}}
+retired:
+  description: Per user and ecosystem, an overlay of the earlier layout (in the home) that was unmounted.
+  returned: success
+  type: dict
+saved:
+  description: Per user and ecosystem, where a non-empty dir that stood at the cache dir's place was moved (in the home).
+  returned: success
+  type: dict
+repaired:
+  description: Per user and ecosystem, layer dirs that were not directories (planted symlinks) and were moved aside.
+  returned: success
+  type: dict
+detached:
+  description: Per user and ecosystem, the generation (old upper and work) left to a lazily detached overlay.
+  returned: success
+  type: dict
+merged:
+  description: Per user and ecosystem, entries moved from dead detached generations into the current upper.
+  returned: success
+  type: dict
 busy:
   description:
     - Users left on their current snapshot because their overlay was in use, per ecosystem, with the pids that
@@ -179,79 +248,13 @@ backup_file:
   type: str
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _mounts as mt
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
-from ansible_collections.pkgcache.overlay.plugins.module_utils._busy import find_busy
-from ansible_collections.pkgcache.overlay.plugins.module_utils._compact import compact
-from ansible_collections.pkgcache.overlay.plugins.module_utils._fstab import FstabError, block_entries
-from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import mountinfo_text, read_text, update_block
-from ansible_collections.pkgcache.overlay.plugins.module_utils._mountcmd import MountError, mount_from_fstab, unmount
-
-BLOCK = 'mounts'
-
-
-def converge(module):
-    p = module.params
-    mounts = ov.plan_mounts(p['repls'], p['ecosystems'], p['lower_root'], p['scratch_root'])
-    lines = mt.render_lines(mounts, p['fstab_lines'])
-    info = ov.parse_mountinfo(mountinfo_text())
-    for m in mounts:
-        mt.check_filesystems(info, m)
-        if not os.path.isdir(m['lowerdir']):
-            raise ov.OverlayInputError(
-                'ecosystem %s: the snapshot at %s has no %s cache (%s is missing); build it with that ecosystem '
-                'or remove it from ecosystems' % (m['ecosystem'], p['lower_root'], m['ecosystem'], m['lowerdir']))
-    created = []
-    for m in mounts:
-        owned_from = len(mt._components(m['scratch'])) - 1
-        mt.ensure_dirs(m['upperdir'], owned_from, m['uid'], m['gid'], 0o700, module.check_mode, created)
-        mt.ensure_dirs(m['workdir'], owned_from, m['uid'], m['gid'], 0o700, module.check_mode, created)
-        mt.ensure_target(m, module.check_mode, created)
-    old_targets = set(f[1] for f in block_entries(read_text(p['fstab']), BLOCK))
-    fstab = update_block(module, p['fstab'], BLOCK, lines, p['backup'])
-    users, busy, removed, compacted = {}, {}, {}, {}
-    planned = set(m['target'] for m in mounts)
-    states = dict((m['target'], ov.overlay_state(info, m)) for m in mounts)
-    in_use = find_busy([t for t, s in states.items() if s == 'stale']) if p['state'] == 'mounted' else {}
-    for m in mounts:
-        state = states[m['target']]
-        if p['state'] == 'present':
-            users.setdefault(m['user'], {})[m['ecosystem']] = 'already' if state == 'mounted' else 'present'
-            continue
-        if state == 'mounted':
-            outcome = 'already'
-        elif module.check_mode:
-            outcome = 'mounted' if state == 'absent' else ('busy' if m['target'] in in_use and not p['lazy'] else 'switched')
-        elif state == 'absent':
-            mount_from_fstab(module.run_command, p['fstab'], m['target'])
-            outcome = 'mounted'
-        elif (m['target'] in in_use and not p['lazy']) or unmount(module.run_command, m['target'], lazy=p['lazy']) == 'busy':
-            outcome = 'busy'
-            busy.setdefault(m['user'], {})[m['ecosystem']] = in_use.get(m['target']) or 'EBUSY'
-        else:
-            if p['compact']:
-                files, size = compact(m['upperdir'], m['lowerdir'])
-                compacted.setdefault(m['user'], {})[m['ecosystem']] = {'files': files, 'bytes': size}
-            mount_from_fstab(module.run_command, p['fstab'], m['target'])
-            outcome = 'switched'
-        users.setdefault(m['user'], {})[m['ecosystem']] = outcome
-    for target in sorted(old_targets - planned):
-        if p['state'] == 'mounted' and ov.mounted_at(info, target) is not None:
-            removed[target] = 'unmounted' if module.check_mode else unmount(module.run_command, target, lazy=p['lazy'])
-    changed = bool(created) or fstab['changed'] or bool(removed) or any(
-        s in ('mounted', 'switched') for u in users.values() for s in u.values())
-    result = {'changed': changed, 'users': users, 'busy': busy, 'removed': removed, 'compacted': compacted,
-              'compacted_bytes': sum(c['bytes'] for u in compacted.values() for c in u.values()),
-              'created': created, 'mounts': mounts}
-    if fstab['backup_file']:
-        result['backup_file'] = fstab['backup_file']
-    if module._diff and fstab['changed']:
-        result['diff'] = fstab['diff']
-    return result
+from ansible_collections.pkgcache.overlay.plugins.module_utils._fstab import FstabError
+from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
+from ansible_collections.pkgcache.overlay.plugins.module_utils._mountcmd import MountError
 
 
 def main():
@@ -267,6 +270,10 @@ def main():
             ecosystems=dict(type='list', elements='str', default=['pip'], choices=sorted(ov.ECOSYSTEMS)),
             lower_root=dict(type='path', required=True),
             scratch_root=dict(type='path', default='/mnt/scratch'),
+            views_root=dict(type='path', default=ov.VIEWS_ROOT),
+            state_dir=dict(type='path', default='/var/lib/pkgcache'),
+            strict=dict(type='bool', default=False),
+            lock_timeout=dict(type='int', default=60),
             fstab=dict(type='path', default='/etc/fstab'),
             backup=dict(type='bool', default=False),
             state=dict(type='str', default='mounted', choices=['mounted', 'present']),
@@ -278,9 +285,11 @@ def main():
         supports_check_mode=True,
     )
     try:
-        result = converge(module)
-    except (ov.OverlayInputError, mt.UnsafePathError, FstabError, MountError, OSError) as exc:
+        result = mt.converge(module)
+    except (ov.OverlayInputError, mt.UnsafePathError, FstabError, MountError, LockError, OSError) as exc:
         module.fail_json(msg=str(exc))
+    if module.params['strict'] and result['failed']:
+        module.fail_json(msg='repl users not served: %s' % ', '.join(sorted(result['failed'])), **result)
     module.exit_json(**result)
 
 

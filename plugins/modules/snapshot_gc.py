@@ -12,6 +12,9 @@ version_added: 0.1.0
 description:
   - Keeps the O(keep) newest snapshots, the active one (C(current) on a repl host, C(refs/latest) on a builder),
     and every snapshot whose tree a live mount (C(/proc/self/mountinfo)) or a line of O(fstab) names.
+  - Never removes a tree that a process can still reach. It keeps the lower of every lazily detached overlay
+    that a process still holds (recorded by M(pkgcache.overlay.overlay_mounts) in C(<store>/detached/)), and every
+    tree that holds a directory that a process has as its working directory, its root or an open file.
   - Deletes the other snapshots (checkout trees and manifests), then every object that no kept manifest lists,
     and reports the bytes freed. Leftovers of a killed run (partial downloads, half checkouts) are removed too.
   - Works on a repl host's store (C(/var/lib/pkgcache)) and on a builder's store (C(/srv/pkgcache)) alike.
@@ -45,8 +48,8 @@ options:
     type: int
     default: 0
 notes:
-  - A snapshot that only a lazily unmounted overlay still uses is invisible in mountinfo. Keep O(keep) at 2 or more
-    when you switch users lazily.
+  - A process of a detached overlay is found by its working directory, root and open files; one that only has a
+    file of the overlay mapped into memory is not seen.
 seealso:
   - module: pkgcache.overlay.snapshot_sync
 """
@@ -89,9 +92,12 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _gc
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _views
+from ansible_collections.pkgcache.overlay.plugins.module_utils._busy import held_files
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import mountinfo_text, read_text
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError, StoreLock
+from ansible_collections.pkgcache.overlay.plugins.module_utils._overlay import parse_mountinfo
 
 
 def main():
@@ -108,14 +114,19 @@ def main():
     if p['keep'] < 0:
         module.fail_json(msg='keep must be 0 or more, got %d' % p['keep'])
     host = not os.path.isdir(os.path.join(p['store'], 'refs'))
+
+    def make_plan():
+        info = mountinfo_text()
+        return _gc.plan(p['store'], p['keep'], info, read_text(p['fstab']), host, held=set(held_files()),
+                        detached_lowers=_views.live_lowerdirs(p['store'], parse_mountinfo(info)))
     try:
         if module.check_mode:
-            plan = _gc.plan(p['store'], p['keep'], mountinfo_text(), read_text(p['fstab']), host)
+            plan = make_plan()
             leftovers = []
         else:
             with StoreLock(p['store'], p['lock_timeout']):
                 leftovers = st.cleanup_leftovers(p['store'])
-                plan = _gc.plan(p['store'], p['keep'], mountinfo_text(), read_text(p['fstab']), host)
+                plan = make_plan()
                 _gc.apply(p['store'], plan)
     except (LockError, OSError, ValueError) as exc:
         module.fail_json(msg=str(exc))

@@ -165,7 +165,8 @@ def test_scan_gives_npm_index_buckets_mode_0666(tmp_path):
 def test_every_ecosystem_has_a_mount_target():
     assert set(bd.ORDER) == set(ov.ECOSYSTEMS)
     mounts = ov.plan_mounts([{'name': 'alice', 'uid': 1000, 'gid': 1000}], ['npm', 'maven', 'uv'], '/mnt/cacache', '/mnt/scratch')
-    assert [m['target'] for m in mounts] == ['/home/alice/.npm', '/home/alice/.m2/repository', '/home/alice/.cache/uv']
+    assert [m['link'] for m in mounts] == ['/home/alice/.npm', '/home/alice/.m2/repository', '/home/alice/.cache/uv']
+    assert [m['target'] for m in mounts] == ['/var/lib/pkgcache-views/alice/' + e for e in ('npm', 'maven', 'uv')]
     assert mounts[1]['lowerdir'] == '/mnt/cacache/maven' and mounts[1]['upperdir'] == '/mnt/scratch/alice/cacache_maven/upper'
 
 

@@ -16,6 +16,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _gc
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _manifest as mf
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _views
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError, StoreLock
 
 from conftest import COLLECTIONS
@@ -193,3 +194,37 @@ def test_find_busy_sees_a_real_process(tmp_path):
         child.kill()
         child.wait()
     assert _busy.find_busy([target]) == {}
+
+
+def test_gc_keeps_a_tree_a_process_is_inside_and_a_detached_overlays_lower(two_snapshots, tmp_path):
+    """A reader left inside an old tree (a busy /mnt/cacache, a detached view) keeps it; once it leaves, it goes."""
+    url, v1, v2, host = two_snapshots
+    assert run_sync(url, v2, host).returncode == 0
+    assert _gc.plan(host, 1, '', '', host=True, held=set(_busy.held_files()))['remove'] == [v1]
+    reader = subprocess.Popen(['sleep', '60'], cwd=st.tree_path(host, v1))
+    try:
+        plan = _gc.plan(host, 1, '', '', host=True, held=set(_busy.held_files()))
+        assert plan['keep'] == {v2: 'active', v1: 'a process is inside it'} and plan['remove'] == []
+    finally:
+        reader.kill()
+        reader.wait()
+    assert _gc.plan(host, 1, '', '', host=True, held=set(_busy.held_files()))['remove'] == [v1]
+    # A record of a detached overlay whose device a process still holds keeps its lower.
+    os.makedirs(os.path.join(host, 'detached'))
+    holder = subprocess.Popen(['sleep', '60'], cwd=str(tmp_path))
+    try:
+        record = {'user': 'carol', 'ecosystem': 'pip', 'dev': os.stat(str(tmp_path)).st_dev,
+                  'lowerdir': '%s/pip' % st.tree_path(host, v1), 'generation': '/x/detached-1'}
+        with open(os.path.join(host, 'detached', 'carol-pip-1.json'), 'w') as f:
+            json.dump(record, f)
+        lowers = _views.live_lowerdirs(host, [])
+        assert lowers == {'%s/pip' % st.tree_path(host, v1)}
+        plan = _gc.plan(host, 1, '', '', host=True, detached_lowers=lowers)
+        assert plan['keep'][v1] == 'used by a lazily detached overlay'
+        record['dev'] = os.makedev(4095, 1048575)  # a device nobody holds: the overlay is gone
+        with open(os.path.join(host, 'detached', 'carol-pip-1.json'), 'w') as f:
+            json.dump(record, f)
+        assert _views.live_lowerdirs(host, []) == set()
+    finally:
+        holder.kill()
+        holder.wait()

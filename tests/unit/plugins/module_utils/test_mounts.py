@@ -1,63 +1,206 @@
 import os
+import subprocess
 
 import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _mounts as mt
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
-
-UID, GID = os.getuid(), os.getgid()
-
-
-def test_ensure_dirs_creates_owned_private_dirs(tmp_path):
-    path = str(tmp_path / 'scratch' / 'alice' / 'cacache_pip' / 'upper')
-    created = []
-    owned_from = len(str(tmp_path).strip('/').split('/')) + 1  # from 'alice' on
-    mt.ensure_dirs(path, owned_from, UID, GID, 0o700, False, created)
-    assert created == [str(tmp_path / 'scratch'), str(tmp_path / 'scratch' / 'alice'),
-                       str(tmp_path / 'scratch' / 'alice' / 'cacache_pip'), path]
-    assert oct(os.stat(path).st_mode & 0o777) == oct(0o700)
-    assert oct(os.stat(str(tmp_path / 'scratch')).st_mode & 0o777) == oct(0o755)
-    created = []
-    mt.ensure_dirs(path, owned_from, UID, GID, 0o700, False, created)
-    assert created == []
-    os.chmod(path, 0o755)
-    mt.ensure_dirs(path, owned_from, UID, GID, 0o700, True, created)
-    assert created == [path] and oct(os.stat(path).st_mode & 0o777) == oct(0o755)  # check mode changes nothing
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _safefs as sf
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _views
 
 
-def test_ensure_dirs_never_follows_a_users_symlink(tmp_path):
-    outside = tmp_path / 'etc'
-    outside.mkdir()
-    (tmp_path / 'scratch' / 'alice').mkdir(parents=True)
-    os.symlink(str(outside), str(tmp_path / 'scratch' / 'alice' / 'cacache_pip'))
-    path = str(tmp_path / 'scratch' / 'alice' / 'cacache_pip' / 'upper')
-    with pytest.raises(mt.UnsafePathError, match='cacache_pip is a symlink'):
-        mt.ensure_dirs(path, 1, UID, GID, 0o700, False, [])
-    assert os.listdir(str(outside)) == []
-    os.chmod(str(outside), 0o755)
-    assert oct(os.stat(str(outside)).st_mode & 0o777) == oct(0o755)
-
-
-def test_ensure_target_refuses_symlinked_cache_dir(tmp_path):
-    home = tmp_path / 'home' / 'alice'
+def make_home(tmp_path, name='alice'):
+    home = tmp_path / 'home' / name
     home.mkdir(parents=True)
-    os.symlink(str(tmp_path), str(home / '.cache'))
-    m = ov.plan_mounts([{'name': 'alice', 'uid': UID or 1, 'gid': GID or 1, 'home': str(home)}], ['pip'],
-                       '/var/lib/pkgcache/trees/x', '/mnt/scratch')[0]
-    with pytest.raises(mt.UnsafePathError, match=r'\.cache \(mount target of repl alice\) is a symlink'):
-        mt.ensure_target(m, False, [])
-    assert not os.path.exists(str(tmp_path / 'pip'))
+    os.chown(str(home), 1, 1)
+    return home
+
+
+def plan(tmp_path, ecosystems=('pip',), **repl):
+    r = {'name': 'alice', 'uid': 1, 'gid': 1, 'home': str(tmp_path / 'home' / 'alice'), 'scratch': str(tmp_path / 'scratch' / 'alice')}
+    r.update(repl)
+    return ov.plan_mounts([r], list(ecosystems), '/var/lib/pkgcache/trees/x', str(tmp_path / 'scratch'), str(tmp_path / 'views'))
+
+
+def test_open_dir_refuses_symlinks_and_dirs_others_can_write(tmp_path):
+    (tmp_path / 'real').mkdir()
+    os.symlink(str(tmp_path / 'real'), str(tmp_path / 'link'))
+    with pytest.raises(sf.UnsafePathError, match='link is a symlink or not a directory'):
+        sf.open_dir(str(tmp_path / 'link' / 'x'))
+    os.chmod(str(tmp_path / 'real'), 0o777)
+    with pytest.raises(sf.UnsafePathError, match='real is not a root-owned directory closed to writes by others'):
+        sf.open_dir(str(tmp_path / 'real'))
+    os.chmod(str(tmp_path / 'real'), 0o1777)  # sticky, like /tmp: others cannot rename root's entries
+    os.close(sf.open_dir(str(tmp_path / 'real')))
+    os.chmod(str(tmp_path / 'real'), 0o755)
+    os.chown(str(tmp_path / 'real'), 1, 1)
+    with pytest.raises(sf.UnsafePathError, match='owner uid 1'):
+        sf.open_dir(str(tmp_path / 'real'))
+    os.close(sf.open_dir(str(tmp_path / 'real'), root_owned=False))
+
+
+def test_link_is_placed_with_at_calls_and_a_swapped_parent_is_refused(tmp_path):
+    home = make_home(tmp_path)
+    m = plan(tmp_path)[0]
+    assert _views.place_link(m, True, 0) == 'created' and not (home / '.cache').exists()  # check mode
+    assert _views.place_link(m, False, 0) == 'created'
+    assert os.readlink(str(home / '.cache' / 'pip')) == m['target']
+    assert os.lstat(str(home / '.cache' / 'pip')).st_uid == 1 and os.stat(str(home / '.cache')).st_uid == 1
+    assert oct(os.stat(str(home / '.cache')).st_mode & 0o777) == oct(0o700)
+    assert _views.place_link(m, False, 0) == 'already'
+    # The user swaps ~/.cache for a symlink to a root-owned dir: nothing is made there.
+    victim = tmp_path / 'etc-profile.d'
+    victim.mkdir()
+    os.rename(str(home / '.cache'), str(home / '.cache-old'))
+    os.symlink(str(victim), str(home / '.cache'))
+    with pytest.raises(sf.UnsafePathError, match=r'\.cache of repl alice is a symlink or not a directory'):
+        _views.place_link(m, False, 0)
+    assert os.listdir(str(victim)) == []
+    # A home that is itself a symlink is refused too.
+    os.unlink(str(home / '.cache'))
+    os.rename(str(home), str(tmp_path / 'home' / 'elsewhere'))
+    os.symlink(str(victim), str(home))
+    with pytest.raises(sf.UnsafePathError, match='home .* cannot be used'):
+        _views.place_link(m, False, 0)
+    assert os.listdir(str(victim)) == []
+
+
+def test_what_stands_at_the_cache_dir_is_kept(tmp_path):
+    home = make_home(tmp_path)
+    m = plan(tmp_path)[0]
+    (home / '.cache' / 'pip' / 'http').mkdir(parents=True)
+    (home / '.cache' / 'pip' / 'http' / 'entry').write_text('users data')
+    result = _views.place_link(m, False, 86400)
+    assert result == 'saved:pip.pkgcache-saved-19700102T000000'
+    assert (home / '.cache' / 'pip.pkgcache-saved-19700102T000000' / 'http' / 'entry').read_text() == 'users data'
+    assert os.readlink(str(home / '.cache' / 'pip')) == m['target']
+    os.unlink(str(home / '.cache' / 'pip'))
+    (home / '.cache' / 'pip').mkdir()  # an empty mount point of the earlier layout
+    assert _views.place_link(m, False, 0) == 'replaced' and os.path.islink(str(home / '.cache' / 'pip'))
+    os.unlink(str(home / '.cache' / 'pip'))
+    os.symlink('/somewhere/else', str(home / '.cache' / 'pip'))
+    assert _views.place_link(m, False, 0) == 'replaced' and os.readlink(str(home / '.cache' / 'pip')) == m['target']
+
+
+def test_layers_become_roots_and_planted_symlinks_are_moved_aside(tmp_path):
+    """The earlier layout: a user-owned scratch dir where the user planted work -> /some/root/dir."""
+    victim = tmp_path / 'app'
+    victim.mkdir()
+    (victim / 'keep').write_text('x')
+    layers = tmp_path / 'scratch' / 'alice' / 'cacache_pip'
+    (layers / 'upper').mkdir(parents=True)
+    (layers / 'upper' / 'mine').write_text('users data')
+    os.symlink(str(victim), str(layers / 'work'))
+    for d in (tmp_path / 'scratch' / 'alice', layers, layers / 'upper'):
+        os.chown(str(d), 1, 1)
+    m = plan(tmp_path)[0]
+    run = _views.Converge({'lazy': False, 'state': 'present', 'state_dir': str(tmp_path / 'state')}, [m], [],
+                          None, None, False, now=0)
+    for root, mode in ((str(tmp_path / 'views'), 0o711), (str(tmp_path / 'scratch'), 0o755)):
+        os.close(run.ensure_root_chain(root, mode))
+    assert run.prepare_user([m], True) == [m] and not run.failed
+    assert run.repaired == {'alice': {'pip': '%s was not a directory; moved to work.unsafe-19700101T000000' % m['workdir']}}
+    for path, owner, mode in ((tmp_path / 'scratch' / 'alice', 0, 0o700), (layers, 0, 0o700), (layers / 'work', 0, 0o700),
+                              (layers / 'upper', 1, 0o700), (tmp_path / 'views' / 'alice', 0, 0o711),
+                              (tmp_path / 'views' / 'alice' / 'pip', 0, 0o700)):
+        st = os.lstat(str(path))
+        assert (st.st_uid, oct(st.st_mode & 0o7777)) == (owner, oct(mode)), path
+    assert (layers / 'upper' / 'mine').read_text() == 'users data'
+    assert os.listdir(str(victim)) == ['keep'] and os.lstat(str(victim)).st_uid == 0
+
+
+def test_one_broken_user_does_not_stop_the_others(tmp_path):
+    mounts = ov.plan_mounts([{'name': 'mallory', 'uid': 1, 'gid': 1}, {'name': 'bob', 'uid': 2, 'gid': 2}], ['pip'],
+                            '/var/lib/pkgcache/trees/x', str(tmp_path / 'scratch'), str(tmp_path / 'views'))
+    (tmp_path / 'scratch').mkdir()
+    os.symlink('/nonexistent', str(tmp_path / 'scratch' / 'mallory'))
+    run = _views.Converge({'lazy': False, 'state': 'present', 'state_dir': str(tmp_path / 'state')}, mounts, [],
+                          None, None, False, now=0)
+    os.close(run.ensure_root_chain(str(tmp_path / 'views'), 0o711))
+    ready = run.prepare_user([mounts[0]], True) + run.prepare_user([mounts[1]], True)
+    assert [m['user'] for m in ready] == ['bob']
+    assert 'mallory is a symlink or not a directory' in run.failed['mallory']['pip']
+    assert run.users == {'mallory': {'pip': 'failed'}}
+
+
+def test_remove_tree_and_merge_need_no_recursion(tmp_path):
+    fd = os.open(str(tmp_path), os.O_RDONLY)
+    os.mkdir('deep', dir_fd=fd)
+    cur = os.open('deep', os.O_RDONLY, dir_fd=fd)
+    for _ in range(1500):
+        os.mkdir('d', dir_fd=cur)
+        nxt = os.open('d', os.O_RDONLY, dir_fd=cur)
+        os.close(cur)
+        cur = nxt
+    os.symlink('/etc', 'evil', dir_fd=cur)
+    os.close(cur)
+    assert sf.remove_tree(fd, 'deep') == 1502
+    assert not (tmp_path / 'deep').exists() and os.path.exists('/etc/passwd')
+    os.close(fd)
+
+
+def test_merge_moves_what_the_current_upper_lacks(tmp_path):
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    for d in ('a/b', 'opaque', 'clash'):
+        (old / d).mkdir(parents=True)
+    (new / 'a').mkdir(parents=True)
+    (new / 'opaque').mkdir()
+    (old / 'a' / 'b' / 'f').write_text('old file')
+    (old / 'a' / 'g').write_text('old g')
+    (new / 'a' / 'g').write_text('new g')
+    (old / 'opaque' / 'x').write_text('hidden')
+    os.setxattr(str(new / 'opaque'), 'trusted.overlay.opaque', b'y')
+    os.symlink('/etc/passwd', str(old / 'link'))
+    (new / 'clash').write_text('a file wins over a dir')
+    s, d = os.open(str(old), os.O_RDONLY), os.open(str(new), os.O_RDONLY)
+    try:
+        assert _views.merge_upper(s, d) == 2  # a/b (whole dir) and link
+    finally:
+        os.close(s)
+        os.close(d)
+    assert (new / 'a' / 'b' / 'f').read_text() == 'old file' and (new / 'a' / 'g').read_text() == 'new g'
+    assert os.readlink(str(new / 'link')) == '/etc/passwd' and not (new / 'opaque' / 'x').exists()
+    assert (new / 'clash').read_text() == 'a file wins over a dir'
+
+
+def test_safe_umount_never_follows_a_swapped_parent(tmp_path):
+    """A real tmpfs mount: the user renames the parent and plants a symlink to a dir where root has a mount."""
+    home = make_home(tmp_path)
+    (home / '.cache' / 'pip').mkdir(parents=True)
+    root_mount = tmp_path / 'root-owned' / 'pip'
+    root_mount.mkdir(parents=True)
+    for d in (home / '.cache' / 'pip', root_mount):
+        subprocess.check_call(['mount', '-t', 'tmpfs', 'tmpfs', str(d)])
+    try:
+        info = ov.parse_mountinfo(open('/proc/self/mountinfo').read())
+        users = ov.mounted_at(info, str(home / '.cache' / 'pip'))
+        roots = ov.mounted_at(info, str(root_mount))
+        os.rename(str(home / '.cache'), str(home / '.cache-moved'))
+        os.symlink(str(tmp_path / 'root-owned'), str(home / '.cache'))
+        assert sf.umount(str(home / '.cache' / 'pip'), users['mount_id']) == 'gone'
+        assert sf.umount(str(home / '.cache' / 'pip'), roots['mount_id']) == 'gone'
+        assert ov.mounted_at(ov.parse_mountinfo(open('/proc/self/mountinfo').read()), str(root_mount)) is not None
+        assert sf.umount(str(home / '.cache-moved' / 'pip'), users['mount_id']) == 'unmounted'
+        keep = os.open(str(root_mount), os.O_RDONLY)
+        try:
+            assert sf.umount(str(root_mount), roots['mount_id']) == 'busy'
+        finally:
+            os.close(keep)
+        assert sf.umount(str(root_mount), roots['mount_id']) == 'unmounted'
+    finally:
+        for d in (home / '.cache-moved' / 'pip', root_mount):
+            subprocess.call(['umount', str(d)], stderr=subprocess.DEVNULL)
 
 
 def test_render_lines_checks_the_template_output():
     mounts = ov.plan_mounts([{'name': 'a', 'uid': 1, 'gid': 1}, {'name': 'b', 'uid': 2, 'gid': 2}], ['pip'], '/l', '/s')
-    assert mt.render_lines(mounts, None) == [ov.default_line(m) for m in mounts]
+    assert mt.render_lines(mounts, None) == [(ov.default_line(m), m) for m in mounts]
     lines = ['# comment from the template'] + [ov.default_line(m) for m in mounts]
-    assert mt.render_lines(mounts, lines) == lines
+    assert mt.render_lines(mounts, lines) == list(zip(lines, [None] + mounts))
     with pytest.raises(ov.OverlayInputError, match='gave 1 entries for 2 planned mounts'):
         mt.render_lines(mounts, lines[:2])
     with pytest.raises(ov.OverlayInputError, match='upperdir'):
-        mt.render_lines(mounts, [ov.default_line(mounts[0]), ov.default_line(mounts[0]).replace('/home/a/', '/home/b/')])
+        mt.render_lines(mounts, [ov.default_line(mounts[0]), ov.default_line(mounts[0]).replace('views/a/', 'views/b/')])
 
 
 def test_check_filesystems():

@@ -11,15 +11,20 @@ REPLS = [{'name': 'alice', 'uid': 2001, 'gid': 2001}, {'name': 'bob', 'uid': 200
 LOWER = '/var/lib/pkgcache/trees/' + 'a' * 64
 
 
-@pytest.mark.parametrize('name', ['alice', '_svc', 'a-b_1', 'x' * 32])
+# Debian's useradd takes these (directory-service setups use dots and capitals; Samba machine accounts end in '$').
+@pytest.mark.parametrize('name', ['alice', '_svc', 'a-b_1', 'x' * 32, 'john.doe', 'J.Smith', 'host$', 'x' * 40, '-x', 'a..b'])
 def test_valid_names(name):
     assert ov.validate_name(name) == name
 
 
-@pytest.mark.parametrize('name', ['', 'a/b', 'a,b', 'a:b', 'a b', 'a\nb', '..', '.', '-x', 'Alice', 'x' * 33, 'a\\b', 'a#b', None, 7])
-def test_invalid_names(name):
-    with pytest.raises(ov.OverlayInputError, match='not a valid user name'):
+@pytest.mark.parametrize('name, why', [
+    ('', 'directory name'), ('..', 'directory name'), ('.', 'directory name'), (None, 'directory name'), (7, 'directory name'),
+    ('a/b', "'/'"), ('a,b', "','"), ('a:b', "':'"), ('a b', "' '"), ('a\nb', repr('\n')), ('a\\b', repr('\\')),
+    ('a#b', "'#'"), ('a\tb', repr('\t'))])
+def test_invalid_names(name, why):
+    with pytest.raises(ov.OverlayInputError, match='repl name') as exc:
         ov.validate_name(name)
+    assert why in str(exc.value)
 
 
 @pytest.mark.parametrize('path', ['relative', '/a,b', '/a:b', '/a b', '/a\tb', '/a\nb', '/a\\b', '/a#b', '/a/../b', '/a//b', '/a/./b', '/a/'])
@@ -30,14 +35,15 @@ def test_invalid_paths(path):
 
 def test_plan_mounts():
     mounts = ov.plan_mounts(REPLS, ['pip'], LOWER, '/mnt/scratch')
-    assert [m['target'] for m in mounts] == ['/home/alice/.cache/pip', '/srv/bob/.cache/pip']
+    assert [m['link'] for m in mounts] == ['/home/alice/.cache/pip', '/srv/bob/.cache/pip']
+    assert [m['target'] for m in mounts] == ['/var/lib/pkgcache-views/alice/pip', '/var/lib/pkgcache-views/bob/pip']
     a = mounts[0]
     assert a['lowerdir'] == LOWER + '/pip'
     assert a['upperdir'] == '/mnt/scratch/alice/cacache_pip/upper'
     assert a['workdir'] == '/mnt/scratch/alice/cacache_pip/work'
     assert a['options'] == ('lowerdir=%s/pip,upperdir=/mnt/scratch/alice/cacache_pip/upper,'
                             'workdir=/mnt/scratch/alice/cacache_pip/work,index=off,xino=off,metacopy=off,nosuid,nodev' % LOWER)
-    assert ov.default_line(a) == 'overlay /home/alice/.cache/pip overlay %s 0 0' % a['options']
+    assert ov.default_line(a) == 'overlay /var/lib/pkgcache-views/alice/pip overlay %s 0 0' % a['options']
 
 
 @pytest.mark.parametrize('repls, ecosystems, message', [
@@ -45,8 +51,12 @@ def test_plan_mounts():
     ([{'name': 'alice', 'uid': 1, 'gid': 1}] * 2, ['pip'], 'appears twice'),
     ([{'name': 'alice', 'uid': 1, 'gid': 1, 'home': '/h,x'}], ['pip'], 'home'),
     ([{'name': 'alice', 'uid': 1, 'gid': 1, 'scratch': '/s:x'}], ['pip'], 'scratch'),
-    ([{'name': 'a', 'uid': 1, 'gid': 1, 'home': '/h'}, {'name': 'b', 'uid': 2, 'gid': 2, 'home': '/h'}], ['pip'], 'used by another'),
-    ([{'name': 'a', 'uid': 1, 'gid': 1, 'scratch': '/s'}, {'name': 'b', 'uid': 2, 'gid': 2, 'scratch': '/s/b'}], ['pip'], 'inside scratch'),
+    ([{'name': 'a', 'uid': 1, 'gid': 1, 'home': '/h'}, {'name': 'b', 'uid': 2, 'gid': 2, 'home': '/h'}], ['pip'], 'home of repl b .* inside home of repl a'),
+    ([{'name': 'a', 'uid': 1, 'gid': 1, 'scratch': '/s'}, {'name': 'b', 'uid': 2, 'gid': 2, 'scratch': '/s/b'}], ['pip'], 'scratch of repl b .* inside scratch of repl a'),
+    ([{'name': 'a', 'uid': 1, 'gid': 1}, {'name': 'b', 'uid': 2, 'gid': 2, 'home': '/home/a/b'}], ['pip'], 'home of repl b .* inside home of repl a'),
+    ([{'name': 'a', 'uid': 1, 'gid': 1, 'scratch': '/home/a/s'}], ['pip'], 'scratch of repl a .* inside home of repl a'),
+    ([{'name': 'a', 'uid': 1, 'gid': 1, 'home': '/mnt/scratch'}], ['pip'], 'inside home of repl a'),
+    ([{'name': 'a', 'uid': 1, 'gid': 1, 'home': '/'}], ['pip'], 'cannot be /'),
     (REPLS, ['cargo'], 'not supported'),
     (REPLS, [], 'empty'),
 ])
@@ -57,12 +67,21 @@ def test_plan_refuses(repls, ecosystems, message):
 
 def test_check_line_allows_extra_options_only():
     m = ov.plan_mounts(REPLS, ['pip'], LOWER, '/mnt/scratch')[0]
-    ov.check_line(ov.default_line(m).replace(' 0 0', ',x-systemd.requires-mounts-for=/mnt/scratch 0 0'), m)
-    for bad in (ov.default_line(m).replace('upperdir=/mnt/scratch/alice', 'upperdir=/mnt/scratch/bob'),
-                ov.default_line(m).replace('/home/alice/', '/home/bob/'),
-                ov.default_line(m).replace(' overlay lowerdir', ' tmpfs lowerdir'),
-                '# just a comment'):
-        with pytest.raises(ov.OverlayInputError):
+    line = ov.default_line(m)
+    ov.check_line(line.replace(' 0 0', ',x-systemd.requires-mounts-for=/mnt/scratch,noatime,nofail 0 0'), m)
+    for bad, why in ((line.replace('upperdir=/mnt/scratch/alice', 'upperdir=/mnt/scratch/bob'), 'upperdir must be'),
+                     (line.replace('views/alice/', 'views/bob/'), 'must mount type overlay at'),
+                     (line.replace(' overlay lowerdir', ' tmpfs lowerdir'), 'must mount type overlay at'),
+                     (line.replace(',nosuid', ''), 'drops nosuid'),
+                     (line.replace(',nodev', ''), 'drops nodev'),
+                     (line.replace('metacopy=off', 'metacopy=on'), 'drops metacopy=off'),
+                     (line.replace(' 0 0', ',lowerdir+=/root 0 0'), "option 'lowerdir\\+=/root' is not allowed"),
+                     (line.replace(' 0 0', ',suid 0 0'), "option 'suid' is not allowed"),
+                     (line.replace(' 0 0', ',user 0 0'), "option 'user' is not allowed"),
+                     (line.replace(' 0 0', ',defaults 0 0'), "option 'defaults' is not allowed"),
+                     (line.replace(' 0 0', ',upperdir=/root 0 0'), 'upperdir must be .* given once'),
+                     ('# just a comment', 'not an fstab entry')):
+        with pytest.raises(ov.OverlayInputError, match=why):
             ov.check_line(bad, m)
 
 
@@ -70,7 +89,7 @@ MOUNTINFO = (
     '22 1 0:21 / / rw,relatime - overlay overlay rw,lowerdir=/x,upperdir=/y,workdir=/z\n'
     '30 22 0:40 / /mnt/scratch rw - ext4 /dev/vda rw\n'
     '31 22 0:21 /var/lib/pkgcache/trees/abc /mnt/cacache ro,nosuid,nodev - overlay overlay rw\n'
-    '32 22 0:50 / /home/alice/.cache/pip rw,nosuid,nodev - overlay overlay '
+    '32 22 0:50 / /var/lib/pkgcache-views/alice/pip rw,nosuid,nodev - overlay overlay '
     'rw,lowerdir=%s/pip,upperdir=/mnt/scratch/alice/cacache_pip/upper,workdir=/mnt/scratch/alice/cacache_pip/work\n'
     '33 22 0:51 / /home/with\\040space rw - tmpfs tmpfs rw\n' % LOWER)
 
@@ -101,7 +120,7 @@ def test_property_accepted_paths_roundtrip_through_fstab(component):
     except ov.OverlayInputError:
         assert any(c in component for c in ',:#\\ \t\n') or any(p in ('', '.', '..') for p in component.split('/'))
         return
-    repl = {'name': 'alice', 'uid': 1, 'gid': 1, 'scratch': path, 'home': path + '/home'}
+    repl = {'name': 'alice', 'uid': 1, 'gid': 1, 'scratch': path + '/s', 'home': path + '/home'}
     m = ov.plan_mounts([repl], ['pip'], LOWER, '/mnt/scratch')[0]
     line = ov.default_line(m)
     text = fs.replace_block('', 'mounts', [line])

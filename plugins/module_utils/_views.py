@@ -1,0 +1,499 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Per-user overlay views: the layout, migration, switching and detached generations.
+
+Private to the collection; the API may change without notice.
+
+Layout (every directory root's unless marked)::
+
+    <views_root>                 0711
+      <user>/                    0711
+        <ecosystem>/             0700, the mount point of the user's view
+    <scratch>                    0700 (default <scratch_root>/<user>)
+      cacache_<ecosystem>/       0700
+        upper/                   the user's, 0700: the root of their view
+        work/                    0700
+        detached-<stamp>/        layers a lazy switch left to a detached overlay
+    <home>/<cache dir>           the user's symlink to <views_root>/<user>/<ecosystem>
+
+Every path handed to mount(8), the kernel or fstab is root's, and so is
+every directory above it; the user cannot rename ``upper`` because its
+parent is root's. The only thing made in a home is the symlink, with *at()
+calls on O_NOFOLLOW fds, so a swapped parent only moves it inside the home.
+One user's broken area fails that user alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import time
+
+from . import _overlay as ov
+from . import _safefs as sf
+from ._busy import devices_in_use, find_busy, held_files
+from ._compact import compact
+
+OPAQUE = ('trusted.overlay.opaque', 'user.overlay.opaque', 'trusted.overlay.redirect', 'user.overlay.redirect')
+MERGE_MAX_ENTRIES = 1000000
+
+
+def _stamp(now):
+    return time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))
+
+
+class Converge(object):
+    """One overlay_mounts run: ``prepare()`` for every user, write fstab, then ``activate()``."""
+
+    def __init__(self, p, mounts, info, run, mount_fn, check_mode, now=None):
+        self.p = p
+        self.mounts = mounts
+        self.info = info
+        self.run = run
+        self.mount_fn = mount_fn
+        self.check_mode = check_mode
+        self.now = time.time() if now is None else now
+        self.created, self.failed, self.users, self.busy = [], {}, {}, {}
+        self.compacted, self.saved, self.repaired, self.merged, self.detached = {}, {}, {}, {}, {}
+        self.retired = {}
+        self._held = None
+
+    # -- helpers -------------------------------------------------------
+    def fail(self, m, reason):
+        self.failed.setdefault(m['user'], {})[m['ecosystem']] = reason
+        self.users.setdefault(m['user'], {})[m['ecosystem']] = 'failed'
+
+    def note(self, table, m, value):
+        table.setdefault(m['user'], {})[m['ecosystem']] = value
+
+    def held(self):
+        if self._held is None:
+            self._held = held_files()
+        return self._held
+
+    def ensure_root_chain(self, path, mode):
+        """Make ``path`` a root directory with ``mode``; its parent must already be root's all the way up."""
+        parent, name = os.path.split(path.rstrip('/'))
+        try:
+            pfd = sf.open_dir(parent, 'parent of %s' % path)
+        except FileNotFoundError:
+            if not self.check_mode:
+                raise
+            self.created.append(path)
+            return None
+        try:
+            fd = sf.ensure_dir(pfd, name, 0, 0, mode, self.check_mode, self.created, path)
+        finally:
+            os.close(pfd)
+        if fd is not None and not self.check_mode:
+            sf.check_root_dir(os.fstat(fd), path, 'directory')
+        return fd
+
+    def fix_layer_dir(self, pfd, name, path, uid, gid, m):
+        """ensure_dir, but an entry that is not a directory (a user's planted symlink) is moved aside first.
+
+        Only called once ``pfd`` is root's, so nobody can race the rename.
+        """
+        st = sf.entry(pfd, name)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            aside = '%s.unsafe-%s' % (name, _stamp(self.now))
+            self.note(self.repaired, m, '%s was not a directory; moved to %s' % (path, aside))
+            if self.check_mode:
+                return None
+            os.rename(name, aside, src_dir_fd=pfd, dst_dir_fd=pfd)
+        return sf.ensure_dir(pfd, name, uid, gid, 0o700, self.check_mode, self.created, path)
+
+    # -- prepare: directories and old mounts ---------------------------
+    def prepare_user(self, user_mounts, scratch_root_ok):
+        """Everything before fstab: root's scratch chain, layer dirs, view mount points, old mounts."""
+        first = user_mounts[0]
+        try:
+            sfd = self.ensure_root_chain(first['scratch'], 0o700)
+        except (sf.UnsafePathError, OSError) as exc:
+            for m in user_mounts:
+                self.fail(m, 'scratch: %s' % exc)
+            return []
+        ready = []
+        try:
+            for m in user_mounts:
+                try:
+                    if self.prepare_mount(m, sfd):
+                        ready.append(m)
+                except (sf.UnsafePathError, OSError) as exc:
+                    self.fail(m, str(exc))
+        finally:
+            if sfd is not None:
+                os.close(sfd)
+        return ready
+
+    def prepare_mount(self, m, sfd):
+        lfd = ufd = wfd = None
+        try:
+            if sfd is not None:
+                lfd = self.fix_layer_dir(sfd, 'cacache_' + m['ecosystem'], m['layers'], 0, 0, m)
+            if lfd is not None:
+                ufd = self.fix_layer_dir(lfd, 'upper', m['upperdir'], m['uid'], m['gid'], m)
+                wfd = self.fix_layer_dir(lfd, 'work', m['workdir'], 0, 0, m)
+            self.prepare_view_dir(m)
+            return self.retire_old_mounts(m, lfd)
+        finally:
+            for fd in (lfd, ufd, wfd):
+                if fd is not None:
+                    os.close(fd)
+
+    def prepare_view_dir(self, m):
+        vfd = self.ensure_root_chain(os.path.dirname(m['target']), 0o711)
+        if vfd is None:
+            self.created.append(m['target'])
+            return
+        try:
+            if ov.mounted_at(self.info, m['target']) is None:
+                fd = sf.ensure_dir(vfd, m['ecosystem'], 0, 0, 0o700, self.check_mode, self.created, m['target'])
+                if fd is not None:
+                    os.close(fd)
+        finally:
+            os.close(vfd)
+
+    def retire_old_mounts(self, m, lfd):
+        """Unmount overlays elsewhere (the old layout mounted them in homes) that use this user's layers.
+
+        Returns False when one is busy and stays: the view then waits, since
+        two overlays must never share an upper or work dir.
+        """
+        for old in self.info:
+            if old['fstype'] != 'overlay' or old['mount_point'] == m['target']:
+                continue
+            so = old['super_options']
+            if so.get('upperdir') != m['upperdir'] and so.get('workdir') != m['workdir']:
+                continue
+            self.note(self.retired, m, old['mount_point'])
+            if self.check_mode:
+                continue
+            pids = find_busy([old['mount_point']]).get(old['mount_point'])
+            if pids and not self.p['lazy']:
+                self.note(self.busy, m, pids)
+                self.users.setdefault(m['user'], {})[m['ecosystem']] = 'busy'
+                return False
+            dev = self.mount_dev(old)
+            outcome = sf.umount(old['mount_point'], old['mount_id'], lazy=False)
+            if outcome == 'busy':
+                if not self.p['lazy']:
+                    self.note(self.busy, m, 'EBUSY')
+                    self.users.setdefault(m['user'], {})[m['ecosystem']] = 'busy'
+                    return False
+                sf.umount(old['mount_point'], old['mount_id'], lazy=True)
+                self.detach_generation(m, lfd, dev, so.get('lowerdir'))
+        return True
+
+    # -- detached generations ------------------------------------------
+    @staticmethod
+    def mount_dev(mount):
+        major, minor = mount['dev'].split(':')
+        return os.makedev(int(major), int(minor))
+
+    def record_dir(self):
+        return os.path.join(self.p['state_dir'], 'detached')
+
+    def detach_generation(self, m, lfd, dev, lowerdir):
+        """Move upper and work of a lazily detached overlay aside, so the new view gets fresh ones."""
+        gen = 'detached-%s-%d' % (_stamp(self.now), dev)
+        os.mkdir(gen, 0o700, dir_fd=lfd)
+        gfd = os.open(gen, sf.DIR_FLAGS, dir_fd=lfd)
+        try:
+            for name in ('upper', 'work'):
+                os.rename(name, name, src_dir_fd=lfd, dst_dir_fd=gfd)
+        finally:
+            os.close(gfd)
+        for name, uid, gid in (('upper', m['uid'], m['gid']), ('work', 0, 0)):
+            os.close(sf.ensure_dir(lfd, name, uid, gid, 0o700, False, [], os.path.join(m['layers'], name)))
+        rdir = self.record_dir()
+        os.makedirs(rdir, mode=0o700, exist_ok=True)
+        record = {'user': m['user'], 'ecosystem': m['ecosystem'], 'dev': dev, 'lowerdir': lowerdir,
+                  'generation': os.path.join(m['layers'], gen), 'detached_at': int(self.now)}
+        with open(os.path.join(rdir, '%s.json' % gen.replace('detached-', '%s-%s-' % (m['user'], m['ecosystem']))), 'w') as f:
+            json.dump(record, f)
+        self.note(self.detached, m, os.path.join(m['layers'], gen))
+
+    def generations(self, m):
+        """Detached generations of this user's layers: [(name, record path or None, live)]."""
+        try:
+            lfd = sf.open_dir(m['layers'], 'layers of repl %s' % m['user'])
+        except (sf.UnsafePathError, OSError):
+            return []
+        try:
+            names = sorted(n for n in os.listdir(lfd) if n.startswith('detached-'))
+        finally:
+            os.close(lfd)
+        if not names:
+            return []
+        records = load_records(self.p['state_dir'])
+        visible = set(self.mount_dev(x) for x in self.info)
+        in_use = devices_in_use(self.held())
+        out = []
+        for name in names:
+            rec = records.get(os.path.join(m['layers'], name))
+            dev = rec[1]['dev'] if rec else None
+            live = dev is None or dev in in_use or dev in visible
+            out.append((name, rec[0] if rec else None, live))
+        return out
+
+    def merge_dead(self, m):
+        """Fold the upper of every dead detached generation into the current upper (the view is unmounted)."""
+        moved = 0
+        lfd = sf.open_dir(m['layers'], 'layers of repl %s' % m['user'])
+        try:
+            for name, record, live in self.generations(m):
+                if live:
+                    continue
+                gfd = os.open(name, sf.DIR_FLAGS, dir_fd=lfd)
+                try:
+                    if sf.entry(gfd, 'upper') is not None:
+                        src = os.open('upper', sf.DIR_FLAGS, dir_fd=gfd)
+                        dst = os.open('upper', sf.DIR_FLAGS, dir_fd=lfd)
+                        try:
+                            moved += merge_upper(src, dst)
+                        finally:
+                            os.close(src)
+                            os.close(dst)
+                finally:
+                    os.close(gfd)
+                sf.remove_tree(lfd, name)
+                if record:
+                    os.unlink(record)
+        finally:
+            os.close(lfd)
+        return moved
+
+    # -- activate: mounts, switches, links ------------------------------
+    def activate(self, m):
+        state = ov.overlay_state(self.info, m)
+        if self.p['state'] == 'present':
+            self.note(self.users, m, 'already' if state == 'mounted' else 'present')
+            return
+        dead = [g for g in self.generations(m) if not g[2]]
+        if state == 'mounted' and not dead:
+            self.note(self.users, m, 'already')
+            return
+        if self.check_mode:
+            self.note(self.users, m, {'absent': 'mounted', 'stale': 'switched', 'mounted': 'merged'}[state])
+            return
+        outcome = 'mounted'
+        if state != 'absent':
+            current = ov.mounted_at(self.info, m['target'])
+            pids = find_busy([m['target']]).get(m['target'])
+            if pids and not self.p['lazy']:
+                self.note(self.busy, m, pids)
+                self.note(self.users, m, 'busy')
+                return
+            dev = self.mount_dev(current)
+            result = sf.umount(m['target'], current['mount_id'])
+            if result == 'busy' and not self.p['lazy']:
+                self.note(self.busy, m, 'EBUSY')
+                self.note(self.users, m, 'busy')
+                return
+            outcome = 'switched' if state == 'stale' else 'merged'
+            if result == 'busy':
+                sf.umount(m['target'], current['mount_id'], lazy=True)
+                lfd = sf.open_dir(m['layers'], 'layers of repl %s' % m['user'])
+                try:
+                    self.detach_generation(m, lfd, dev, current['super_options'].get('lowerdir'))
+                finally:
+                    os.close(lfd)
+            elif self.p['compact'] and state == 'stale':
+                files, size = compact(m['upperdir'], m['lowerdir'])
+                self.note(self.compacted, m, {'files': files, 'bytes': size})
+        merged = self.merge_dead(m)
+        if merged:
+            self.note(self.merged, m, merged)
+        self.mount_fn(m['target'])
+        self.note(self.users, m, outcome)
+
+    def link(self, m):
+        """Point the package manager's cache dir at the view; return True when something changed."""
+        result = place_link(m, self.check_mode, self.now)
+        if result in ('created', 'replaced'):
+            return True
+        if result.startswith('saved:'):
+            self.note(self.saved, m, result[len('saved:'):])
+            return True
+        return False
+
+
+def load_records(state_dir):
+    """{generation path: (record file, record)} of the detached generations recorded in ``state_dir``."""
+    rdir = os.path.join(state_dir, 'detached')
+    out = {}
+    try:
+        names = os.listdir(rdir)
+    except OSError:
+        return out
+    for name in names:
+        path = os.path.join(rdir, name)
+        try:
+            with open(path) as f:
+                rec = json.load(f)
+            out[rec['generation']] = (path, rec)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def live_lowerdirs(state_dir, mountinfo):
+    """Lower dirs of detached overlays that some process still uses (or that cannot be proven unused)."""
+    visible = set()
+    for x in mountinfo:
+        major, minor = x['dev'].split(':')
+        visible.add(os.makedev(int(major), int(minor)))
+    in_use = None
+    out = set()
+    for path, rec in load_records(state_dir).values():
+        if in_use is None:
+            in_use = devices_in_use(held_files())
+        if rec.get('dev') in in_use or rec.get('dev') in visible:
+            if rec.get('lowerdir'):
+                out.add(rec['lowerdir'])
+    return out
+
+
+def _special_dir(fd):
+    for name in OPAQUE:
+        try:
+            os.getxattr(fd, name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def merge_upper(src_fd, dst_fd, max_entries=MERGE_MAX_ENTRIES):
+    """Move what ``dst`` lacks from upper ``src`` into upper ``dst``; return entries moved.
+
+    Entries are renamed (whiteouts and xattrs travel with them); where both
+    have a directory, neither opaque nor redirected, it descends; on any other
+    clash the current upper wins. Never follows a symlink; an explicit stack.
+    """
+    moved = 0
+    seen = 0
+    stack = [(src_fd, dst_fd, False)]
+    try:
+        while stack:
+            s, d, owned = stack.pop()
+            try:
+                for name in os.listdir(s):
+                    seen += 1
+                    if seen > max_entries:
+                        return moved
+                    there = sf.entry(d, name)
+                    if there is None:
+                        os.rename(name, name, src_dir_fd=s, dst_dir_fd=d)
+                        moved += 1
+                        continue
+                    here = sf.entry(s, name)
+                    if here is None or not (stat.S_ISDIR(here.st_mode) and stat.S_ISDIR(there.st_mode)):
+                        continue
+                    cs = os.open(name, sf.DIR_FLAGS, dir_fd=s)
+                    cd = os.open(name, sf.DIR_FLAGS, dir_fd=d)
+                    if _special_dir(cs) or _special_dir(cd):
+                        os.close(cs)
+                        os.close(cd)
+                        continue
+                    stack.append((cs, cd, True))
+            finally:
+                if owned:
+                    os.close(s)
+                    os.close(d)
+    finally:
+        for s, d, owned in stack:
+            if owned:
+                os.close(s)
+                os.close(d)
+    return moved
+
+
+def place_link(m, check_mode, now):
+    """Make ``m['link']`` a symlink to the view, with *at() calls from an O_NOFOLLOW walk of the home.
+
+    The home's parents must be root's. Missing dirs below the home are made
+    as the user's (0700). What stands at the link's place is replaced if it
+    is a symlink or an empty dir, and moved aside (kept) otherwise.
+    Returns 'already', 'created', 'replaced' or 'saved:<name>'.
+    """
+    home_parts = sf.components(m['home'])
+    parent = os.path.dirname(m['home'])
+    rel = sf.components(m['link'])[len(home_parts):]
+    pfd = sf.open_dir(parent, 'parent of the home of repl %s' % m['user'])
+    try:
+        try:
+            fd = os.open(home_parts[-1], sf.DIR_FLAGS, dir_fd=pfd)
+        except OSError as exc:
+            raise sf.UnsafePathError('home %s of repl %s cannot be used: %s' % (m['home'], m['user'], exc.strerror))
+    finally:
+        os.close(pfd)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid not in (0, m['uid']):
+            raise sf.UnsafePathError('home %s of repl %s belongs to uid %d' % (m['home'], m['user'], st.st_uid))
+        path = m['home']
+        for name in rel[:-1]:
+            path += '/' + name
+            try:
+                nfd = os.open(name, sf.DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if check_mode:
+                    return 'created'
+                os.mkdir(name, 0o700, dir_fd=fd)
+                try:
+                    nfd = os.open(name, sf.DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    raise sf.UnsafePathError('%s of repl %s: %s' % (path, m['user'], exc.strerror))
+                os.fchown(nfd, m['uid'], m['gid'])
+            except OSError as exc:
+                raise sf.UnsafePathError('%s of repl %s is a symlink or not a directory (%s); its cache link was not placed'
+                                         % (path, m['user'], exc.strerror))
+            os.close(fd)
+            fd = nfd
+        return _link_at(fd, rel[-1], m, check_mode, now)
+    finally:
+        os.close(fd)
+
+
+def _link_at(fd, name, m, check_mode, now):
+    st = sf.entry(fd, name)
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        if os.readlink(name, dir_fd=fd) == m['target']:
+            return 'already'
+    if check_mode:
+        return 'created' if st is None else 'replaced'
+    outcome = 'created' if st is None else 'replaced'
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        try:
+            os.rmdir(name, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            aside = '%s.pkgcache-saved-%s' % (name, _stamp(now))
+            os.rename(name, aside, src_dir_fd=fd, dst_dir_fd=fd)
+            outcome = 'saved:' + aside
+    elif st is not None and not stat.S_ISLNK(st.st_mode):
+        aside = '%s.pkgcache-saved-%s' % (name, _stamp(now))
+        os.rename(name, aside, src_dir_fd=fd, dst_dir_fd=fd)
+        outcome = 'saved:' + aside
+    tmp = '.%s.pkgcache-%d' % (name, os.getpid())
+    try:
+        os.unlink(tmp, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    os.symlink(m['target'], tmp, dir_fd=fd)
+    try:
+        os.chown(tmp, m['uid'], m['gid'], dir_fd=fd, follow_symlinks=False)
+        os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+    except OSError:
+        try:
+            os.unlink(tmp, dir_fd=fd)
+        except OSError:
+            pass
+        raise
+    return outcome
