@@ -15,7 +15,9 @@ options:
     type: int
     default: 8
   timeout:
-    description: Timeout in seconds of each HTTP request.
+    description:
+      - Timeout in seconds of each network operation of an HTTP request (connecting, each read of the response).
+      - Each download as a whole must also end within a deadline, however slowly the server sends it.
     type: int
     default: 30
   validate_certs:

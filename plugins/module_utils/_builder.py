@@ -10,6 +10,7 @@ module passes in, so this file has no Ansible dependency.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -21,6 +22,7 @@ from . import _pipcache as pc
 from . import _uvcache
 from . import _signing
 from . import _store as st
+from ._lock import StoreLock
 
 VERSIONS = 'import json, sys, pip; print(json.dumps({"pip": pip.__version__, "python": "%d.%d.%d" % sys.version_info[:3]}))'
 
@@ -168,9 +170,25 @@ def build(p, run, check_mode=False, now=None):
                           'exclude': FILLERS[eco].exclude(cache)}
         # A pip-only build keeps the key it had before there were other ecosystems.
         key = parts['pip']['key'] if ecos == ['pip'] else pc.fingerprint(dict((e, parts[e]['key']) for e in ecos))
-        return _store_snapshot(p, store, os.path.join(scratch, 'cache'), parts, key, check_mode, now, run)
+        with locked(p, check_mode):
+            return _store_snapshot(p, store, os.path.join(scratch, 'cache'), parts, key, check_mode, now, run)
     finally:
         st.remove_tree(scratch)
+
+
+def locked(p, check_mode):
+    """The store lock (as snapshot_gc and snapshot_sync take it) around what a build writes to the store.
+
+    A GC deletes every object that no manifest lists; a build stores its
+    objects before its manifest, so without the lock a GC in between would
+    delete them. Filling the caches runs before, unlocked. Check mode writes
+    nothing and takes no lock. The store is made 0755 if it is new: a web
+    server serves it.
+    """
+    if check_mode:
+        return contextlib.nullcontext()
+    st.makedirs(p['store'], 0o755)
+    return StoreLock(p['store'], p.get('lock_timeout') or 0)
 
 
 def _read_ref(store, name):

@@ -149,17 +149,124 @@ def _symlink_stays_inside(path, target):
     return resolved == top or resolved.startswith(top + '/')
 
 
+# The kernel follows at most 40 symlinks in one lookup (MAXSYMLINKS); a chain
+# nested deeper than that is refused too.
+MAX_SYMLINK_HOPS = 40
+# symlink(2) refuses longer targets, so a checkout could not make them anyway.
+MAX_TARGET_BYTES = 4095
+
+
+class _SymlinkLoop(Exception):
+    pass
+
+
+class _Links(object):
+    """The symlinks of a manifest, resolved through each other as the kernel would resolve them in the tree.
+
+    Every prefix of a symlink's path is a node (``(parent node, name) ->
+    node``, 0 is the root of the tree); a path that is no such prefix cannot
+    lead to a symlink, so it is node -1 and so is everything below it. A
+    position in the tree is a persistent stack ``(node, below, top node)``
+    (None at the root), so that a step, a ``..`` and a jump to where another
+    symlink ends each cost O(1), and each symlink is resolved once: the work
+    is linear in the size of the manifest.
+    """
+
+    def __init__(self, links):
+        self.targets = {}
+        self.child = {}
+        self.paths = {}
+        for path, target in links.items():
+            cell = self.walk_path(path.split('/'), create=True)
+            self.targets[cell[0]] = target
+            self.paths[cell[0]] = path
+        self.ends = {}
+
+    def walk_path(self, parts, create=False):
+        cell = None
+        for part in parts:
+            cell = self.push(cell, part, create)
+        return cell
+
+    def push(self, cell, part, create=False):
+        parent = cell[0] if cell else 0
+        node = -1
+        if parent != -1:
+            node = self.child.get((parent, part), -1)
+            if node == -1 and create:
+                node = self.child[(parent, part)] = len(self.child) + 1
+        return (node, cell, cell[2] if cell else node)
+
+    def end(self, node, active):
+        """Where the symlink ``node`` ends, as a stack, or False above the root; raise _SymlinkLoop on a loop or a deep chain."""
+        if node in self.ends:
+            return self.ends[node]
+        if node in active or len(active) >= MAX_SYMLINK_HOPS:
+            raise _SymlinkLoop()
+        active.add(node)
+        cell = self.walk_path(self.paths[node].split('/')[:-1])
+        result = self.follow(cell, self.targets[node], active)
+        active.discard(node)
+        self.ends[node] = result
+        return result
+
+    def follow(self, cell, target, active):
+        """Walk ``target`` from ``cell``, jumping to where each symlink met on the way ends.
+
+        A component the manifest lacks is taken as a directory: stricter
+        than the kernel, which would stop there.
+        """
+        for part in target.split('/'):
+            if part in ('', '.'):
+                continue
+            if part == '..':
+                if cell is None:
+                    return False
+                cell = cell[1]
+                continue
+            cell = self.push(cell, part)
+            if cell[0] in self.targets:
+                cell = self.end(cell[0], active)
+                if cell is False:
+                    return False
+        return cell
+
+
+def _check_symlink_chains(links):
+    """Refuse a symlink that, resolved through the manifest's own symlinks, leaves its top directory or loops.
+
+    ``links`` maps each symlink entry's path to its target, already checked
+    to be relative and to stay inside lexically.
+    """
+    for path, target in links.items():
+        if len(target.encode('utf-8', 'surrogatepass')) > MAX_TARGET_BYTES:
+            raise ManifestError('manifest entry %r: symlink target is longer than %d bytes' % (path, MAX_TARGET_BYTES))
+    resolver = _Links(links)
+    for path, target in links.items():
+        node = resolver.walk_path(path.split('/'))
+        try:
+            end = resolver.end(node[0], set())
+        except _SymlinkLoop:
+            raise ManifestError('manifest entry %r: symlink target %r loops or passes through more than %d symlinks'
+                                % (path, target, MAX_SYMLINK_HOPS))
+        if not end or end[2] != node[2]:
+            raise ManifestError("manifest entry %r: symlink target %r leaves the snapshot (resolved through the "
+                                "manifest's other symlinks)" % (path, target))
+
+
 def validate_entries(entries, max_object_size=None, max_total_size=None):
     """Check a manifest's entries; raise ManifestError naming the first bad one.
 
     Refuses absolute paths, ``..``, duplicate paths, unknown types, device
     files and FIFOs, setuid/setgid/sticky bits and modes the design does not
-    use, symlinks leaving the snapshot, bad hashes or sizes, and entries whose
-    parent is not a directory of the manifest.
+    use, symlinks leaving the snapshot (also through other symlinks of the
+    manifest) or looping, bad hashes or sizes, and entries whose parent is not
+    a directory of the manifest.
     """
     if not isinstance(entries, list) or not entries:
         raise ManifestError('manifest has no entries')
     seen = {}
+    links = {}
     total = 0
     for e in entries:
         if not isinstance(e, dict):
@@ -188,6 +295,7 @@ def validate_entries(entries, max_object_size=None, max_total_size=None):
         elif kind == 'symlink':
             if not _symlink_stays_inside(path, e.get('target')):
                 raise ManifestError('manifest entry %r: symlink target %r leaves the snapshot' % (path, e.get('target')))
+            links[path] = e['target']
         else:
             raise ManifestError('manifest entry %r: type %r is refused (only dir, file and symlink)' % (path, kind))
         seen[path] = kind
@@ -198,6 +306,7 @@ def validate_entries(entries, max_object_size=None, max_total_size=None):
             parent = path.rsplit('/', 1)[0]
             if seen.get(parent) != 'dir':
                 raise ManifestError('manifest entry %r: parent %r is not a directory of the manifest' % (path, parent))
+    _check_symlink_chains(links)
     return total
 
 

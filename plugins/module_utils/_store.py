@@ -21,16 +21,153 @@ import concurrent.futures
 import errno
 import hashlib
 import os
+import queue
 import shutil
+import socket
 import stat
 import tempfile
+import threading
+import time
 
 from . import _faults
 from ._manifest import CHUNK, DIR_MODE, FILE_MODE, ManifestError, check_snapshot_id
 
 
+# Seconds within which one download (request, headers and whole body) must end.
+DEFAULT_DEADLINE = 900
+# Largest piece handed over by one read of a response.
+READ_SIZE = 64 * 1024
+
+
 class StoreError(RuntimeError):
     """A store operation that failed; the message names the object or URL."""
+
+
+class DeadlineError(StoreError):
+    """A download that did not end within its deadline."""
+
+
+class Download(object):
+    """One GET through ``opener(url)`` that must end within ``deadline`` seconds, whatever the server does.
+
+    ``opener(url)`` and the reads of its response run in a daemon thread that
+    hands the body over in pieces; the caller waits for each piece only until
+    the deadline, so a server that drips the status line, the headers or the
+    body (each byte within the per-read timeout) cannot hold the caller, nor
+    the store lock it holds. The thread alone owns the response and always
+    closes it before it reports the end of the body or an error; when the
+    caller leaves early, the thread stops at its next read and leaving waits
+    for that (at most until the deadline). The thread lowers the socket's
+    timeout to what is left of the deadline, so a blocked read ends by then
+    too. A thread stuck in ``opener`` itself (before there is a response)
+    ends when the server closes the connection or the per-read timeout
+    expires; being a daemon, it never keeps the process alive. Use it as a
+    context manager::
+
+        with Download(opener, url, 30) as dl:
+            for chunk in dl.chunks():
+                ...
+    """
+
+    def __init__(self, opener, url, deadline):
+        self.opener, self.url, self.deadline = opener, url, deadline
+        self.at = time.monotonic() + deadline
+        self.received = 0
+        self._queue = queue.Queue(maxsize=16)
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='pkgcache-download', daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        """Stop the thread and wait (at most until the deadline) until it has closed the response."""
+        self._cancel.set()
+        try:
+            while True:
+                self._queue.get_nowait()  # unblock a thread waiting to hand over a piece
+        except queue.Empty:
+            pass
+        self._thread.join(max(0, self.at - time.monotonic()))
+        return False
+
+    def chunks(self):
+        """Yield the pieces of the body; raise DeadlineError when the deadline passes, or what the request raised."""
+        while True:
+            remaining = self.at - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise queue.Empty()
+                kind, value = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                self._cancel.set()
+                raise DeadlineError('%s did not end within the %d s deadline (%d bytes received)'
+                                    % (self.url, self.deadline, self.received))
+            if kind == 'error':
+                raise value
+            if not value:
+                return
+            self.received += len(value)
+            yield value
+
+    def _run(self):
+        end = ('data', b'')
+        try:
+            resp = self.opener(self.url)
+            try:
+                read = getattr(resp, 'read1', None) or resp.read
+                while not self._cancel.is_set():
+                    _clamp_timeout(resp, self.at - time.monotonic())
+                    chunk = read(READ_SIZE)
+                    if not chunk or not self._put(('data', chunk)):
+                        break
+            finally:
+                close = getattr(resp, 'close', None)
+                if close is not None:
+                    close()
+        except Exception as exc:  # handed over to the caller, which raises it
+            close = getattr(exc, 'close', None)  # an HTTPError is a response too
+            if callable(close):
+                try:
+                    close()
+                except Exception:
+                    pass
+            end = ('error', exc)
+        # Only now, with the response closed, does the caller learn that the download ended.
+        self._put(end)
+
+    def _put(self, item):
+        while not self._cancel.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+def _socket_of(resp):
+    """The socket under an http.client response (as urllib and open_url return, gzip-decoded or not), or None."""
+    fp = getattr(resp, 'fp', None)
+    for fp in (fp, getattr(fp, '_io', None), getattr(fp, 'fileobj', None)):
+        sock = getattr(getattr(fp, 'raw', None), '_sock', None)
+        if isinstance(sock, socket.socket):
+            return sock
+    return None
+
+
+def _clamp_timeout(resp, remaining):
+    """Make a blocked read of ``resp`` give up by the deadline (best effort: when its socket can be found)."""
+    sock = _socket_of(resp)
+    if sock is None:
+        return
+    try:
+        current = sock.gettimeout()
+        if current is None or current > remaining:
+            sock.settimeout(max(remaining, 0.01))
+    except OSError:
+        pass
 
 
 def object_rel(digest):
@@ -133,26 +270,27 @@ def missing_objects(store, entries):
     return missing
 
 
-def fetch_object(store, base_url, digest, size, opener):
+def fetch_object(store, base_url, digest, size, opener, deadline=None):
     """Download one object, verify its size and sha256, then rename it into the store.
 
-    ``opener(url)`` returns a file-like response. Returns the bytes received.
-    Raises StoreError naming the object and URL; nothing partial is left behind.
+    ``opener(url)`` returns a file-like response, which is always closed.
+    The whole download must end within ``deadline`` seconds (default
+    DEFAULT_DEADLINE). Returns the bytes received. Raises StoreError
+    (DeadlineError for a missed deadline) naming the object and URL; nothing
+    partial is left behind.
     """
     url = base_url.rstrip('/') + '/' + object_rel(digest)
     dest = object_path(store, digest)
+    deadline = DEFAULT_DEADLINE if deadline is None else deadline
     fd, tmp = _tmp_in(os.path.join(store, 'objects', 'incoming'), digest[:12] + '-')
     received = 0
     try:
         h = hashlib.sha256()
         try:
-            resp = opener(url)
-            with os.fdopen(fd, 'wb') as out:
-                fd = None
-                while True:
-                    chunk = resp.read(CHUNK)
-                    if not chunk:
-                        break
+            out = os.fdopen(fd, 'wb')
+            fd = None
+            with out, Download(opener, url, deadline) as download:
+                for chunk in download.chunks():
                     received += len(chunk)
                     if received > size:
                         raise StoreError('object %s from %s is larger than the %d bytes the manifest lists' % (digest, url, size))
@@ -161,6 +299,9 @@ def fetch_object(store, base_url, digest, size, opener):
                     _faults.point('fetch')
                 out.flush()
                 os.fsync(out.fileno())
+        except DeadlineError:
+            raise DeadlineError('object %s from %s did not arrive within the %d s deadline (%d of %d bytes received)'
+                                % (digest, url, deadline, received, size))
         except StoreError:
             raise
         except OSError as exc:
@@ -185,16 +326,33 @@ def fetch_object(store, base_url, digest, size, opener):
             os.unlink(tmp)
 
 
-def fetch_objects(store, base_url, missing, opener, workers=8):
+def fetch_objects(store, base_url, missing, opener, workers=8, deadline=None):
     """Fetch every object of ``missing`` ({sha256: size}) in parallel; return bytes received.
 
-    All downloads are attempted; if any fails, the first failure (in hash
-    order) is raised after the others finished, so that the error is stable.
+    Each download must end within ``deadline`` seconds (default
+    DEFAULT_DEADLINE). All downloads are attempted, unless one missed its
+    deadline: then the ones not yet started are not, so a server that stalls
+    every download holds the run for about one deadline, not one per object.
+    If any failed, the first failure (in hash order) is raised after the
+    others finished, so that the error is stable.
     """
     errors = {}
+    skipped = []
     total = 0
+    stop = threading.Event()
+
+    def fetch(digest, size):
+        if stop.is_set():
+            skipped.append(digest)
+            return 0
+        try:
+            return fetch_object(store, base_url, digest, size, opener, deadline)
+        except DeadlineError:
+            stop.set()
+            raise
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(fetch_object, store, base_url, d, s, opener): d for d, s in missing.items()}
+        futures = {pool.submit(fetch, d, s): d for d, s in missing.items()}
         for fut in concurrent.futures.as_completed(futures):
             try:
                 total += fut.result()
@@ -202,8 +360,12 @@ def fetch_objects(store, base_url, missing, opener, workers=8):
                 errors[futures[fut]] = exc
     if errors:
         first = sorted(errors)[0]
-        more = '' if len(errors) == 1 else ' (and %d more failed objects)' % (len(errors) - 1)
-        raise StoreError(str(errors[first]) + more)
+        more = []
+        if len(errors) > 1:
+            more.append('and %d more failed objects' % (len(errors) - 1))
+        if skipped:
+            more.append('%d objects not fetched after a missed deadline' % len(skipped))
+        raise StoreError(str(errors[first]) + (' (%s)' % '; '.join(more) if more else ''))
     return total
 
 

@@ -4,7 +4,9 @@
 """Pulling a snapshot into a repl host's store and activating it.
 
 Private to the collection; the API may change without notice. Network access
-goes through the ``opener(url)`` callable the module passes in.
+goes through the ``opener(url)`` callable the module passes in; every download
+(ref, manifest, signature, object) must end within ``p['deadline']`` seconds
+(default _store.DEFAULT_DEADLINE) and its response is always closed.
 """
 
 from __future__ import annotations
@@ -34,15 +36,25 @@ def _not_found(exc):
     return getattr(exc, 'code', None) == 404 or isinstance(getattr(exc, 'reason', None), FileNotFoundError)
 
 
-def read_url(opener, url, limit, what):
+def read_url(opener, url, limit, what, deadline=None):
+    """Return the body of ``url`` (at most ``limit`` bytes), read within ``deadline`` seconds; the response is closed."""
+    deadline = st.DEFAULT_DEADLINE if deadline is None else deadline
+    data = []
+    size = 0
     try:
-        resp = opener(url)
-        data = resp.read(limit + 1)
+        with st.Download(opener, url, deadline) as download:
+            for chunk in download.chunks():
+                data.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    break
+    except st.DeadlineError:
+        raise SyncError('%s from %s did not arrive within the %d s deadline (%d bytes received)' % (what, url, deadline, size))
     except Exception as exc:  # urllib, http.client and socket errors
         raise (NotFoundError if _not_found(exc) else SyncError)('cannot fetch %s from %s: %s' % (what, url, exc))
-    if len(data) > limit:
+    if size > limit:
         raise SyncError('%s at %s is larger than %d bytes; refused' % (what, url, limit))
-    return data
+    return b''.join(data)
 
 
 def previous_id(store):
@@ -54,7 +66,7 @@ def previous_id(store):
     raise SyncError('there is no previous snapshot in %s/history to go back to' % store)
 
 
-def resolve_id(opener, base_url, snapshot, store=None):
+def resolve_id(opener, base_url, snapshot, store=None, deadline=None):
     if snapshot == 'previous':
         return previous_id(store)
     if snapshot != 'latest':
@@ -63,7 +75,7 @@ def resolve_id(opener, base_url, snapshot, store=None):
         except mf.ManifestError as exc:
             raise SyncError(str(exc))
     url = base_url + '/refs/latest'
-    data = read_url(opener, url, MAX_REF_BYTES, 'the latest snapshot id')
+    data = read_url(opener, url, MAX_REF_BYTES, 'the latest snapshot id', deadline)
     try:
         return mf.check_snapshot_id(data.decode('ascii', 'replace').strip(), 'the id at %s' % url)
     except mf.ManifestError as exc:
@@ -90,13 +102,13 @@ def load_manifest(store, opener, base_url, snap_id, limits, check_mode, p=None, 
     fetched = 0
     url = '%s/snapshots/%s.json' % (base_url, snap_id)
     if data is None:
-        data = read_url(opener, url, limits['max_manifest_size'], 'manifest of snapshot %s' % snap_id)
+        data = read_url(opener, url, limits['max_manifest_size'], 'manifest of snapshot %s' % snap_id, p.get('deadline'))
         fetched = len(data)
         sig = None
     if p.get('allowed_signers') and sig is None:
         # A new manifest, or one this host stored before signatures were required.
         try:
-            sig = read_url(opener, url + '.sig', MAX_REF_BYTES * 4, 'signature of snapshot %s' % snap_id)
+            sig = read_url(opener, url + '.sig', MAX_REF_BYTES * 4, 'signature of snapshot %s' % snap_id, p.get('deadline'))
         except NotFoundError:
             sig = None
         fetched += len(sig or b'')
@@ -186,7 +198,7 @@ def sync(p, opener, check_mode=False, now=None, run=None):
 def _sync(p, opener, check_mode, now, run):
     store = p['store']
     base_url = p['url'].rstrip('/')
-    snap_id = resolve_id(opener, base_url, p['snapshot'], store)
+    snap_id = resolve_id(opener, base_url, p['snapshot'], store, p.get('deadline'))
     previous = st.active_id(store)
     limits = {'max_manifest_size': p['max_manifest_size'], 'max_object_size': p.get('max_object_size'),
               'max_snapshot_size': p.get('max_snapshot_size')}
@@ -205,7 +217,7 @@ def _sync(p, opener, check_mode, now, run):
     if check_mode:
         return result
     if missing:
-        result['fetched_bytes'] += st.fetch_objects(store, base_url, missing, opener, p['workers'])
+        result['fetched_bytes'] += st.fetch_objects(store, base_url, missing, opener, p['workers'], p.get('deadline'))
         result['fetched_objects'] = len(missing)
     keep_manifest(store, snap_id, fetched_manifest)
     st.checkout(store, manifest)

@@ -168,7 +168,15 @@ options:
         the namespace C(pkgcache-snapshot). The signature is stored as C(snapshots/<id>.json.sig). A manifest that
         already carries a valid signature by this key is not signed again.
     type: path
+  lock_timeout:
+    description: Seconds to wait for another run on this host to release the store lock (V(0) fails at once).
+    type: int
+    default: 0
+    version_added: 0.3.0
 notes:
+  - The build holds the store lock (the one M(pkgcache.overlay.snapshot_gc) takes) while it writes objects, the
+    manifest and refs, so that a GC never removes the objects of a build whose manifest is not written yet. Filling
+    the caches runs before, without the lock.
   - The build's pip ignores pip configuration files and C(PIP_*) variables of the host, so a snapshot depends only
     on the options given here.
 seealso:
@@ -271,6 +279,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder
+from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._manifest import ManifestError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._pipcache import BuildError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._signing import SignatureError
@@ -313,6 +322,7 @@ def main():
             )),
             provenance=dict(type='dict'),
             signing_key=dict(type='path', no_log=False),
+            lock_timeout=dict(type='int', default=0),
         ),
         supports_check_mode=True,
     )
@@ -327,7 +337,7 @@ def main():
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     try:
         result = _builder.build(module.params, run, check_mode=module.check_mode, now=now)
-    except (BuildError, StoreError, ManifestError, SignatureError, OSError) as exc:
+    except (BuildError, StoreError, ManifestError, SignatureError, LockError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
 

@@ -95,6 +95,15 @@ options:
         that names the holder's pid.
     type: int
     default: 0
+  deadline:
+    description:
+      - Seconds within which each download from the store (C(refs/latest), a manifest, a signature or an object) must
+        end, from the request to its last byte, however the server paces it. A slower download fails with an error
+        that names its URL, and once an object missed its deadline no further objects are requested. Raise it for very
+        large objects on slow links.
+    type: int
+    default: 900
+    version_added: 0.3.0
 seealso:
   - module: pkgcache.overlay.snapshot_build
   - module: pkgcache.overlay.overlay_mounts
@@ -251,10 +260,13 @@ def main():
             allowed_signers=dict(type='path'),
             signer_identity=dict(type='str', default='pkgcache'),
             allow_downgrade=dict(type='bool', default=False),
+            deadline=dict(type='int', default=900),
         ),
         supports_check_mode=True,
     )
     p = dict(module.params)
+    if p['deadline'] < 1:
+        module.fail_json(msg='deadline must be 1 or more, got %d' % p['deadline'])
     p['max_object_size'] = p['max_object_size'] or None
     p['max_snapshot_size'] = p['max_snapshot_size'] or None
 
