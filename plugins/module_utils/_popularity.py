@@ -14,15 +14,16 @@ package) and never names a user.
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
 import os
 import re
-import zipfile
+import struct
+import zlib
 from collections import Counter
 from urllib.parse import unquote, urlsplit
 
-from . import _npmcache
+from . import _npmcache, _walk
 from ._pipcache import normalize_name, requirement_name
 
 ECOSYSTEMS = ('pip', 'npm', 'maven', 'uv')
@@ -134,13 +135,13 @@ def canonical(ecosystem, name):
     return normalize_name(name) if ecosystem in ('pip', 'uv') else name
 
 
-def read_source(src, ecosystem, read):
-    """Counts {name: n} of one source dict; ``read(path)`` returns a file's text."""
+def read_source(src, ecosystem, read, report=None):
+    """Counts {name: n} of one source dict; ``read(path)`` returns a file's text; ``report``: see scan_uppers."""
     kind = src.get('type')
     if kind not in SOURCE_TYPES:
         raise PopularityError('source type %r is not one of %s' % (kind, ', '.join(SOURCE_TYPES)))
     if kind == 'uppers':
-        return scan_uppers(ecosystem, src)
+        return scan_uppers(ecosystem, src, report)
     merged = Counter()
     if kind == 'counts':
         data = src.get('counts')
@@ -172,11 +173,16 @@ def read_source(src, ecosystem, read):
 
 
 def rank(ecosystem, sources, read, top, pins=(), blocks=()):
-    """Rank packages; return dict(packages=[{name, score, sources}], blocked=[...])."""
+    """Rank packages; return dict(packages=[{name, score, sources}], blocked=[...], source_counts, upper_scans).
+
+    ``upper_scans`` maps the label of each ``uppers`` source to its scan
+    report (see scan_uppers): users scanned, users skipped or truncated by
+    name and why, and what the scan read. It names no package.
+    """
     if ecosystem not in ECOSYSTEMS:
         raise PopularityError('ecosystem %r is not one of %s' % (ecosystem, ', '.join(ECOSYSTEMS)))
     blocked = set(spec_key(ecosystem, b) for b in blocks)
-    scores, origin, raw = {}, {}, {}
+    scores, origin, raw, scans = {}, {}, {}, {}
     for i, src in enumerate(sources):
         if not isinstance(src, dict):
             raise PopularityError('source %d is not a mapping: %r' % (i + 1, src))
@@ -186,7 +192,10 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=()):
         label = src.get('name') or src.get('type')
         if label in raw:
             label = '%s-%d' % (label, i + 1)
-        counts = read_source(src, ecosystem, read)
+        report = {}
+        counts = read_source(src, ecosystem, read, report)
+        if src.get('type') == 'uppers':
+            scans[label] = report
         raw[label] = counts
         peak = max(counts.values()) if counts else 0
         for name, n in counts.items():
@@ -206,113 +215,304 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=()):
     ranked = sorted((n for n in scores if n not in blocked and n not in pinned), key=lambda n: (-scores[n], n))
     for name in ranked[:top] if top is not None else ranked:
         result.append({'name': name, 'score': round(scores[name], 6), 'sources': origin[name]})
-    return {'packages': result, 'blocked': sorted(n for n in blocked if n in scores), 'source_counts': raw}
+    return {'packages': result, 'blocked': sorted(n for n in blocked if n in scores), 'source_counts': raw,
+            'upper_scans': scans}
 
 
 # ------------------------------------------------------- misses in uppers
+#
+# Users' uppers are theirs: any path in them may be a symlink, a FIFO, a sparse
+# file of any size, or a tree thousands of levels deep, and may change while it
+# is read. Every upper is opened by an fd chain with O_NOFOLLOW on each
+# component and walked by _walk (bounded: entries, bytes read, depth, entries
+# per dir, time); files are opened with O_NOFOLLOW|O_NONBLOCK and checked with
+# fstat. Wheels are read through their central directory, npm index buckets
+# line by line, each with a byte cap; at most ``max_names`` packages are taken
+# from one upper. A user whose upper is refused or hits a cap is reported by
+# name and the others are counted all the same.
 
-def _zip_members(data):
-    """Open the first zip archive embedded in ``data`` (a raw body, or pip's older serialized entry)."""
-    start = data.find(b'PK\x03\x04')
-    end = data.rfind(b'PK\x05\x06')
-    if start < 0 or end < start or len(data) < end + 22:
-        return None
-    comment = int.from_bytes(data[end + 20:end + 22], 'little')
-    try:
-        return zipfile.ZipFile(io.BytesIO(data[start:end + 22 + comment]))
-    except (zipfile.BadZipfile, ValueError):
-        return None
+MAX_NAMES = 2000           # packages taken from one upper
+MAX_PACKAGES = 20000       # packages an ``uppers`` source returns
+BUCKET_BYTES = 4 << 20     # bytes read from one npm index bucket
+LINE_BYTES = 256 << 10     # longest npm index line read
+HEAD_BYTES = 256           # a cached body must show a zip local header this early
+UPPERS_LIMITS = _walk.Limits()
+_METADATA = b'.dist-info/METADATA'
+_ERRORS = (OSError, ValueError, struct.error, zlib.error)
 
 
-def wheel_metadata(data):
-    """(normalised name, version) from the METADATA of a wheel held in ``data``, or None."""
-    zf = _zip_members(data)
-    if zf is None:
+def _is_metadata(name):
+    return name.count(b'/') == 1 and name.endswith(_METADATA)
+
+
+def _metadata_package(text):
+    """(normalised name, version) from the head of a METADATA file, or None."""
+    if not text:
         return None
-    for info in zf.infolist():
-        if info.filename.count('/') == 1 and info.filename.endswith('.dist-info/METADATA') and info.file_size < 4 << 20:
-            name = version = None
-            for line in zf.read(info).decode('utf-8', 'replace').splitlines():
-                if not line.strip():
-                    break
-                if line.startswith('Name:'):
-                    name = line[5:].strip()
-                elif line.startswith('Version:'):
-                    version = line[8:].strip()
-            if name and version:
-                return normalize_name(name), version
+    name = version = None
+    for line in text.decode('utf-8', 'replace').splitlines():
+        if not line.strip():
+            break
+        if line.startswith('Name:'):
+            name = line[5:].strip()
+        elif line.startswith('Version:'):
+            version = line[8:].strip()
+    if name and version:
+        return normalize_name(name), version
     return None
 
 
-def _new_files(upper, lower):
-    """Yield (relative path, real path) of regular files in ``upper`` that the lower does not have."""
-    for dirpath, dirs, files in os.walk(upper):
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
-        rel_dir = os.path.relpath(dirpath, upper)
-        for f in files:
-            real = os.path.join(dirpath, f)
-            rel = f if rel_dir == '.' else rel_dir + '/' + f
-            if os.path.islink(real) or not os.path.isfile(real):
+def wheel_metadata(data):
+    """(normalised name, version) from the METADATA of a wheel held in ``data`` (a raw body, or pip's older serialized entry), or None."""
+    def pread(offset, size):
+        return data[offset:offset + size]
+    return _metadata_package(_walk.zip_member(pread, len(data), _is_metadata, _METADATA))
+
+
+def _wheel_in_file(walk, fd, size):
+    """(name, version) of the wheel in the open file ``fd``: reads its head, its end and its central directory only."""
+    head = walk.pread(fd, min(size, HEAD_BYTES), 0)
+    if not head or b'PK\x03\x04' not in head:
+        return None
+
+    def pread(offset, n):
+        return walk.pread(fd, n, offset)
+    return _metadata_package(_walk.zip_member(pread, size, _is_metadata, _METADATA))
+
+
+class _Lower(object):
+    """The snapshot's cache (root's, read-only): which paths it has, and (npm) which tarballs."""
+
+    def __init__(self, path):
+        self.path = path
+        self._tarballs = None
+
+    def has(self, rel):
+        return bool(self.path) and os.path.lexists(os.path.join(self.path, rel))
+
+    def tarballs(self):
+        if self._tarballs is None:
+            self._tarballs = _npmcache.cached_tarballs(self.path) if self.path else set()
+        return self._tarballs
+
+
+def _bucket_keys(walk, fd, size):
+    """{key: live} of one cacache index bucket, read line by line (at most BUCKET_BYTES); a later line wins."""
+    latest = {}
+    for line in walk.lines(fd, size, BUCKET_BYTES, LINE_BYTES):
+        digest, sep, body = line.partition(b'\t')
+        if not sep or hashlib.sha1(body).hexdigest().encode('ascii') != digest:
+            continue
+        try:
+            entry = json.loads(body)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get('key'), str):
+            latest[entry['key']] = bool(entry.get('integrity'))
+    return latest
+
+
+def _npm_misses(walk, upper_fd, lower, add):
+    try:
+        index = _walk.open_dir('_cacache/index-v5', upper_fd)
+    except FileNotFoundError:
+        return
+    try:
+        for dummy, dir_fd, rel, name, st in walk.tree(index):
+            if _walk.is_sparse(st):
+                walk.skipped['sparse'] += 1
                 continue
-            if lower and os.path.lexists(os.path.join(lower, rel)):
+            fd, fst = walk.open_file(dir_fd, name)
+            if fd is None:
                 continue
-            yield rel, real
+            try:
+                keys = _bucket_keys(walk, fd, fst.st_size)
+            finally:
+                os.close(fd)
+            for key, live in sorted(keys.items()):
+                pkg = _npmcache.tarball_package(key) if live else None
+                if pkg and pkg not in lower.tarballs():
+                    add(pkg[0])
+    finally:
+        os.close(index)
 
 
-def upper_misses(ecosystem, upper, lower, max_body=256 << 20):
-    """The set of packages a user's upper holds that the snapshot (``lower``) does not.
+def _prune(ecosystem):
+    if ecosystem != 'uv':
+        return None
 
-    pip/uv: package names and versions read from wheel metadata in the cached
-    bodies (and built wheels' file names); npm: tarball keys of the cacache
-    index missing from the lower's index; maven: repository paths of .jar/.pom.
-    """
-    found = set()
+    def enter(ctx, rel, fd):
+        # uv's archive-v*/ holds unpacked wheels: package contents, never cache entries.
+        return _walk.SKIP if '/' not in rel and rel.startswith('archive-v') else None
+    return enter
+
+
+def _misses_in(ecosystem, upper_fd, lower, walk, found, max_names=MAX_NAMES, max_body=None):
+    """Add to the set ``found`` the packages of the open upper ``upper_fd`` that ``lower`` (a _Lower) lacks."""
+    def add(name):
+        if name not in found:
+            if len(found) >= max_names:
+                walk.stop('max_names')
+            else:
+                found.add(name)
+
     if ecosystem == 'npm':
-        have = _npmcache.cached_tarballs(lower) if lower else set()
-        return set(name for name, version in _npmcache.cached_tarballs(upper) - have)
-    for rel, real in _new_files(upper, lower):
-        base = rel.rsplit('/', 1)[-1]
+        return _npm_misses(walk, upper_fd, lower, add)
+    for dummy, dir_fd, rel, base, st in walk.tree(upper_fd, enter=_prune(ecosystem)):
         if ecosystem == 'maven':
             pkg = maven_path_package(rel)
-            if pkg:
-                found.add(pkg)
+            if pkg and not lower.has(rel):
+                add(pkg)
             continue
         if base.endswith('.whl'):
             pkg = python_file_package(base)
-            if pkg:
-                found.add(pkg[0])
+            if pkg and not lower.has(rel):
+                add(pkg[0])
             continue
         if ecosystem == 'uv':
-            if rel.startswith('wheels-v') and base.endswith('.http') and rel.count('/') >= 3:
-                found.add(normalize_name(rel.split('/')[-2]))
+            if rel.startswith('wheels-v') and base.endswith('.http') and rel.count('/') >= 3 and not lower.has(rel):
+                add(normalize_name(rel.split('/')[-2]))
             continue
-        if not (rel.startswith(('http/', 'http-v2/'))) or base.endswith('.lock'):
+        if not rel.startswith(('http/', 'http-v2/')) or base.endswith('.lock') or lower.has(rel):
             continue
-        data = _npmcache.read_regular_file(real, max_body)
-        if data is None:
+        if max_body is not None and st.st_size > max_body:
+            walk.skipped['too_big'] += 1
             continue
-        pkg = wheel_metadata(data)
+        if _walk.is_sparse(st):
+            walk.skipped['sparse'] += 1
+            continue
+        fd, fst = walk.open_file(dir_fd, base)
+        if fd is None:
+            continue
+        try:
+            pkg = _wheel_in_file(walk, fd, fst.st_size)
+        finally:
+            os.close(fd)
         if pkg:
-            found.add(pkg[0])
+            add(pkg[0])
+
+
+def upper_misses(ecosystem, upper, lower, max_body=None, walk=None, max_names=MAX_NAMES):
+    """The set of packages a user's upper holds that the snapshot (``lower``) does not.
+
+    pip/uv: package names read from wheel metadata in the cached bodies (and
+    built wheels' file names); npm: tarball keys of the cacache index missing
+    from the lower's index; maven: repository paths of .jar/.pom. ``upper`` is
+    opened from ``/`` with O_NOFOLLOW on every component (UnsafePathError, an
+    OSError, if one is a symlink); ``walk`` (a _walk.Walk) bounds the work and
+    keeps its counters; files larger than ``max_body`` are not opened.
+    """
+    walk = walk if walk is not None else _walk.Walk(UPPERS_LIMITS)
+    found = set()
+    fd = _walk.open_dir(upper)
+    try:
+        _misses_in(ecosystem, fd, _Lower(lower), walk, found, max_names, max_body)
+    finally:
+        os.close(fd)
     return found
 
 
-def scan_uppers(ecosystem, src):
-    """Counts of an ``uppers`` source: every ``<scratch_root>/*/cacache_<ecosystem>/upper`` against the lower."""
+def _add_counters(report, walk):
+    totals = report.setdefault('walk', {'entries': 0, 'bytes_read': 0, 'files_opened': 0, 'skipped': {}})
+    for key in ('entries', 'bytes_read', 'files_opened'):
+        totals[key] += getattr(walk, key)
+    for key, n in walk.skipped.items():
+        totals['skipped'][key] = totals['skipped'].get(key, 0) + n
+
+
+def _count(ecosystem, uppers, lower, limits, max_names, report):
+    """Counter {package: users} over ``uppers``: (label, open) pairs, ``open()`` giving the upper's dir fd."""
+    counts = Counter()
+    report.setdefault('users', 0)
+    report.setdefault('skipped', {})
+    report.setdefault('truncated', {})
+    for label, opener in uppers:
+        try:
+            fd = opener()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            report['skipped'][label] = str(exc)
+            continue
+        walk = _walk.Walk(limits)
+        found = set()
+        try:
+            _misses_in(ecosystem, fd, lower, walk, found, max_names)
+        except _ERRORS as exc:
+            report['skipped'][label] = 'scan failed: %s' % exc
+        finally:
+            os.close(fd)
+        report['users'] += 1
+        if walk.truncated:
+            report['truncated'][label] = walk.truncated
+        _add_counters(report, walk)
+        counts.update(found)
+    return counts
+
+
+def _option(src, key, default):
+    value = src.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise PopularityError('uppers source: %s %r is not a positive integer' % (key, value))
+    return value
+
+
+def _limits(src):
+    given = src.get('limits') or {}
+    if not isinstance(given, dict):
+        raise PopularityError('uppers source: limits %r is not a mapping' % (given,))
+    try:
+        return UPPERS_LIMITS.replace(**given)
+    except (TypeError, ValueError) as exc:
+        raise PopularityError('uppers source: limits: %s' % exc)
+
+
+def _upper_label(path):
+    parts = path.rstrip('/').split('/')
+    return parts[-3] if len(parts) >= 3 and parts[-1] == 'upper' and parts[-2].startswith('cacache_') else path
+
+
+def scan_uppers(ecosystem, src, report=None):
+    """Counts of an ``uppers`` source: every ``<scratch_root>/*/cacache_<ecosystem>/upper`` against the lower.
+
+    ``report`` (a dict), if given, receives: ``users`` scanned, ``skipped``
+    and ``truncated`` (user name: why), ``walk`` (summed counters) and
+    ``packages_dropped`` (over ``max_packages``). The source may set
+    ``max_names`` (packages per upper), ``max_packages`` and ``limits`` (caps
+    per upper, see _walk.Limits).
+    """
+    report = report if report is not None else {}
     root = src.get('scratch_root') or '/mnt/scratch'
     lower_root = src.get('lower_root') or '/mnt/cacache'
-    min_users = src.get('min_users', 1)
-    if not isinstance(min_users, int) or isinstance(min_users, bool) or min_users < 1:
-        raise PopularityError('uppers source: min_users %r is not a positive integer' % (min_users,))
-    if not os.path.isdir(root):
-        raise PopularityError('uppers source: scratch_root %s is not a directory' % root)
-    uppers = [os.path.join(root, d, 'cacache_' + ecosystem, 'upper') for d in sorted(os.listdir(root))]
-    lower = os.path.join(lower_root, ecosystem)
-    counts = fleet_misses(ecosystem, uppers, lower if os.path.isdir(lower) else None)
-    return dict((k, v) for k, v in counts.items() if v >= min_users)
+    min_users = _option(src, 'min_users', 1)
+    max_names = _option(src, 'max_names', MAX_NAMES)
+    max_packages = _option(src, 'max_packages', MAX_PACKAGES)
+    limits = _limits(src)
+    try:
+        root_fd = _walk.open_dir(root)
+    except OSError as exc:
+        raise PopularityError('uppers source: scratch_root %s is not a directory: %s' % (root, exc.strerror or exc))
+    try:
+        with os.scandir(root_fd) as it:
+            users = sorted(e.name for e in it if e.is_dir(follow_symlinks=False) or e.is_symlink())
+        lower = os.path.join(lower_root, ecosystem)
+        rel = 'cacache_%s/upper' % ecosystem
+        uppers = [(user, lambda user=user: _walk.open_dir(user + '/' + rel, root_fd)) for user in users]
+        counts = _count(ecosystem, uppers, _Lower(lower if os.path.isdir(lower) else None), limits, max_names, report)
+    finally:
+        os.close(root_fd)
+    kept = sorted(((k, v) for k, v in counts.items() if v >= min_users), key=lambda kv: (-kv[1], kv[0]))
+    report['packages_dropped'] = max(0, len(kept) - max_packages)
+    return dict(kept[:max_packages])
 
 
-def fleet_misses(ecosystem, uppers, lower):
-    """Counts {package: number of users} over ``uppers`` (a list of dirs), names of users left out."""
-    return dict(Counter(name for upper in uppers if os.path.isdir(upper)
-                        for name in upper_misses(ecosystem, upper, lower)))
+def fleet_misses(ecosystem, uppers, lower, limits=None, max_names=MAX_NAMES, report=None):
+    """Counts {package: number of users} over ``uppers`` (a list of dirs), names of users left out.
+
+    Each upper is opened from ``/`` with O_NOFOLLOW on every component; one
+    that is missing is left out, one that is refused or fails is named in
+    ``report['skipped']`` (by user name) and the others are counted.
+    """
+    report = report if report is not None else {}
+    items = [(_upper_label(u), lambda u=u: _walk.open_dir(u)) for u in uppers]
+    return dict(_count(ecosystem, items, _Lower(lower), limits or UPPERS_LIMITS, max_names, report))

@@ -13,6 +13,7 @@ import os
 import re
 
 from . import _store as st
+from . import _walk
 from ._fstab import block_entries
 from ._overlay import mounted_at, split_options
 
@@ -20,18 +21,41 @@ VERSION_KEYS = ('pip_version', 'python_version', 'npm_version', 'node_version', 
 UPPER_RE = re.compile(r'^(?P<scratch>.*)/cacache_(?P<eco>[a-z0-9]+)/upper$')
 
 
-def tree_bytes(path):
-    """Apparent size of the regular files under ``path``; symlinks are never followed."""
+# Uppers belong to repl users: sizes come from a bounded walk (see _walk) that
+# opens the upper by an fd chain with O_NOFOLLOW on every component, follows no
+# symlink and reads no file, only lstat()s entries. Many files are fine here;
+# the deadline bounds the time one user can cost.
+STATUS_LIMITS = _walk.Limits(max_files=1000000, max_seconds=10.0)
+
+
+def upper_usage(path, limits=None, walk=None):
+    """(bytes, problem): apparent size of the regular files under the upper ``path``, and why it is incomplete.
+
+    ``problem`` is None for a full count (or a missing upper, 0 bytes), else
+    the cap that stopped the walk (``max_files``, ``max_depth``...) or why the
+    upper was refused (a symlink on the way, say); symlinks are never followed.
+    """
+    walk = walk if walk is not None else _walk.Walk(limits or STATUS_LIMITS)
     total = 0
-    for root, dirs, files in os.walk(path):
-        for name in files:
-            try:
-                s = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            if not os.path.islink(os.path.join(root, name)):
-                total += s.st_size
-    return total
+    try:
+        fd = _walk.open_dir(path)
+    except FileNotFoundError:
+        return 0, None
+    except OSError as exc:
+        return 0, 'refused: %s' % exc
+    try:
+        for dummy, dummy2, dummy3, dummy4, s in walk.tree(fd):
+            total += s.st_size
+    except OSError as exc:
+        return total, 'error: %s' % exc
+    finally:
+        os.close(fd)
+    return total, walk.truncated
+
+
+def tree_bytes(path):
+    """Apparent size of the regular files under ``path`` (an upper); symlinks are never followed, the walk is bounded."""
+    return upper_usage(path)[0]
 
 
 def store_usage(store):
@@ -80,7 +104,8 @@ def collect(store, fstab_text, mountinfo, busy, now):
             state = 'busy' if u['target'] in busy else 'older'
         else:
             state = 'mounted'
-        u.update({'state': state, 'upper_bytes': tree_bytes(u['upperdir'])})
+        size, problem = upper_usage(u['upperdir'])
+        u.update({'state': state, 'upper_bytes': size, 'upper_truncated': problem})
         users.append(u)
     last = None
     try:
@@ -126,6 +151,8 @@ def prometheus(status, host, include_user_names=False):
     metric('pkgcache_repl_mounts', 'Repl users\' overlays by state (mounted, older, busy, missing).', 'gauge',
            [({'state': s}, counts.get(s, 0)) for s in ('mounted', 'older', 'busy', 'missing')])
     metric('pkgcache_upper_bytes_total', 'Bytes in all repl users\' uppers.', 'gauge', [({}, status['upper_bytes_total'])])
+    metric('pkgcache_uppers_truncated', 'Uppers whose size is a lower bound (refused, or a cap of the walk reached).', 'gauge',
+           [({}, sum(1 for u in status['users'] if u.get('upper_truncated')))])
     if include_user_names:
         metric('pkgcache_upper_bytes', 'Bytes in one repl user\'s upper (operator opt-in).', 'gauge',
                [({'user': u['user'], 'ecosystem': u['ecosystem']}, u['upper_bytes']) for u in status['users']])

@@ -1,12 +1,19 @@
 """Popularity: one real-format fixture per source, ranking, pins and blocks, and misses read from uppers."""
 
+import hashlib
+import io
+import json
 import os
 import shutil
 import tarfile
+import zipfile
 
 import pytest
 
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _npmcache
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _popularity as pop
+
+from test_compact import count_reads, deep_chain
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'fixtures')
 POP = os.path.join(FIXTURES, 'popularity')
@@ -174,3 +181,148 @@ def test_pins_keep_their_version_and_replace_the_ranked_name():
     assert result['packages'][0]['sources'] == ['pin', 'counts']
     result = pop.rank('pip', [{'type': 'counts', 'counts': {'six': 5}}], read, top=5, pins=['Six==1.17.0'])
     assert [p['name'] for p in result['packages']] == ['Six==1.17.0']
+
+
+# ------------------------------------------------- hostile uppers (the root scan stays bounded)
+
+def wheel(name, version='1.0', junk_mib=0, path=None):
+    """A wheel of ``name`` (bytes, or written to ``path``); ``junk_mib`` MiB of stored data come before its METADATA."""
+    target = path if path is not None else io.BytesIO()
+    with zipfile.ZipFile(target, 'w', zipfile.ZIP_DEFLATED) as zf:
+        if junk_mib:
+            with zf.open(zipfile.ZipInfo('%s/data.bin' % name), 'w', force_zip64=True) as f:
+                for dummy in range(junk_mib):
+                    f.write(os.urandom(1 << 20))
+        zf.writestr('%s/__init__.py' % name, '')
+        zf.writestr('%s-%s.dist-info/METADATA' % (name, version), 'Metadata-Version: 2.1\nName: %s\nVersion: %s\n\nText\n' % (name, version))
+        zf.writestr('%s-%s.dist-info/RECORD' % (name, version), '')
+    return None if path is not None else target.getvalue()
+
+
+def put(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def uppers_src(tmp_path):
+    return {'type': 'uppers', 'scratch_root': str(tmp_path / 'scratch'), 'lower_root': str(tmp_path / 'lower')}
+
+
+@pytest.mark.parametrize('link', ['cacache_pip', 'cacache_pip/upper'])
+def test_uppers_scan_never_follows_a_symlink_in_a_users_part(tmp_path, link):
+    scratch = tmp_path / 'scratch'
+    put(_user(tmp_path, 'victim', 'pip') / 'http' / 'v' / 'body', wheel('victimpkg'))
+    put(_user(tmp_path, 'alice', 'pip') / 'http' / 'a' / 'body', wheel('alicepkg'))
+    (scratch / 'mallory').mkdir()
+    if link == 'cacache_pip':       # mallory's cache is the victim's: the victim's packages must not count twice
+        os.symlink('../victim/cacache_pip', str(scratch / 'mallory' / 'cacache_pip'))
+    else:                           # mallory's upper is root's dir (/root, say): its sentinel must not be read
+        put(tmp_path / 'root' / 'http' / 's' / 'body', wheel('sentinel'))
+        (scratch / 'mallory' / 'cacache_pip').mkdir()
+        os.symlink(str(tmp_path / 'root'), str(scratch / 'mallory' / 'cacache_pip' / 'upper'))
+    src = uppers_src(tmp_path)
+    assert pop.scan_uppers('pip', src) == {'victimpkg': 1, 'alicepkg': 1}
+    report = {}
+    pop.scan_uppers('pip', src, report)
+    assert report['skipped'] == {'mallory': 'mallory/%s is a symlink; refusing to follow it' % link}
+    assert report['users'] == 2 and report['walk']['files_opened'] == 2   # alice's and the victim's bodies only
+    mallory = str(scratch / 'mallory' / 'cacache_pip' / 'upper')
+    with pytest.raises(OSError, match='cacache_pip.* is a symlink'):
+        pop.upper_misses('pip', mallory, None)
+    report = {}
+    assert pop.fleet_misses('pip', [str(scratch / 'alice' / 'cacache_pip' / 'upper'), mallory], None, report=report) == {'alicepkg': 1}
+    assert list(report['skipped']) == ['mallory']
+
+
+def test_uppers_scan_skips_sparse_bodies_without_reading_them(tmp_path, monkeypatch):
+    http = _user(tmp_path, 'mallory', 'pip') / 'http' / 's'
+    http.mkdir(parents=True)
+    for i in range(40):             # 10 GiB that cost nothing to make
+        (http / ('%02d' % i)).touch()
+        os.truncate(str(http / ('%02d' % i)), 256 << 20)
+    put(_user(tmp_path, 'alice', 'pip') / 'http' / 'a' / 'body', wheel('alicepkg'))
+    with count_reads(monkeypatch, 1 << 20) as reads:
+        assert pop.scan_uppers('pip', uppers_src(tmp_path)) == {'alicepkg': 1}
+    assert reads.total < 16 << 10
+    report = {}
+    pop.scan_uppers('pip', uppers_src(tmp_path), report)
+    assert report['walk']['skipped'] == {'sparse': 40} and report['walk']['files_opened'] == 1
+    assert report['walk']['bytes_read'] < 16 << 10 and report['truncated'] == {}
+
+
+def test_uppers_scan_reads_only_the_central_directory_of_a_big_wheel(tmp_path, monkeypatch):
+    body = _user(tmp_path, 'alice', 'pip') / 'http-v2' / 'a' / 'b' / 'c.body'
+    body.parent.mkdir(parents=True)
+    with open(str(body), 'wb') as f:
+        wheel('bigpkg', junk_mib=48, path=f)
+    with count_reads(monkeypatch, 1 << 20) as reads:
+        assert pop.scan_uppers('pip', uppers_src(tmp_path)) == {'bigpkg': 1}
+    assert reads.total < 32 << 10    # its head, its end (with the central directory) and the start of METADATA
+    # A wheel inside pip's older serialized entry (msgpack before and after the body) is found the same way.
+    data = b'cc=4,\x82\xa8response\x87\xa4body\xc5\x9b\x86' + wheel('embedded') + b'\xa7headers' + b'x' * 3000
+    assert pop.wheel_metadata(data) == ('embedded', '1.0')
+
+
+def tarball_key(name, version):
+    return _npmcache.KEY_PREFIX + 'https://registry.npmjs.org/%s/-/%s-%s.tgz' % (name, name, version)
+
+
+def bucket_line(key):
+    body = json.dumps({'key': key, 'integrity': 'sha512-deadbeef', 'time': 1, 'size': 1, 'metadata': {}})
+    return ('\n%s\t%s' % (hashlib.sha1(body.encode()).hexdigest(), body)).encode()
+
+
+def test_uppers_scan_reads_a_huge_npm_bucket_line_by_line_up_to_its_cap(tmp_path, monkeypatch):
+    (tmp_path / 'lower' / 'npm').mkdir(parents=True)
+    index = _user(tmp_path, 'mallory', 'npm') / '_cacache' / 'index-v5' / 'aa'
+    index.mkdir(parents=True)
+    line = bucket_line(tarball_key('bigbucket', '1.0.0'))
+    with open(str(index / 'big'), 'wb') as f:          # 40 MiB of valid lines
+        chunk = line * ((1 << 20) // len(line))
+        for dummy in range(40):
+            f.write(chunk)
+    with open(str(index / 'long'), 'wb') as f:         # one 6 MiB line
+        f.write(b'\n' + b'x' * (6 << 20) + line)
+    put(_user(tmp_path, 'alice', 'npm') / '_cacache' / 'index-v5' / 'bb' / 'b', bucket_line(tarball_key('kleur', '4.1.5')))
+    with count_reads(monkeypatch, 12 << 20) as reads:
+        assert pop.scan_uppers('npm', uppers_src(tmp_path)) == {'bigbucket': 1, 'kleur': 1}
+    assert reads.total <= 2 * pop.BUCKET_BYTES + 4096
+    report = {}
+    pop.scan_uppers('npm', uppers_src(tmp_path), report)
+    assert report['walk']['skipped'] == {'capped_file': 2, 'long_line': 1}
+    assert report['walk']['bytes_read'] <= 2 * pop.BUCKET_BYTES + 4096 and report['truncated'] == {}
+
+
+def test_uppers_scan_takes_a_bounded_number_of_packages_from_each_upper(tmp_path):
+    (tmp_path / 'lower' / 'npm').mkdir(parents=True)
+    put(_user(tmp_path, 'mallory', 'npm') / '_cacache' / 'index-v5' / 'aa' / 'b',
+        b''.join(bucket_line(tarball_key('junk%05d' % i, '1.0.0')) for i in range(5000)))
+    put(_user(tmp_path, 'alice', 'npm') / '_cacache' / 'index-v5' / 'bb' / 'b', bucket_line(tarball_key('kleur', '4.1.5')))
+    counts = pop.scan_uppers('npm', uppers_src(tmp_path))
+    assert len(counts) < 5000 and counts['kleur'] == 1        # the old scan returned all 5001 names
+    assert len(counts) == pop.MAX_NAMES + 1
+    report = {}
+    counts = pop.scan_uppers('npm', dict(uppers_src(tmp_path), max_packages=10, max_names=50), report)
+    assert len(counts) == 10 and report['packages_dropped'] == 41 and report['truncated'] == {'mallory': 'max_names'}
+    assert pop.scan_uppers('npm', dict(uppers_src(tmp_path), min_users=2)) == {}
+
+
+def test_uppers_scan_counts_the_others_when_one_upper_is_1500_deep(tmp_path):
+    put(_user(tmp_path, 'alice', 'pip') / 'wheels' / 'alicepkg-1.0-py3-none-any.whl', b'x')
+    with deep_chain(str(_user(tmp_path, 'mallory', 'pip') / 'http')):
+        assert pop.scan_uppers('pip', uppers_src(tmp_path)) == {'alicepkg': 1}   # the old os.walk: RecursionError
+        result = pop.rank('pip', [uppers_src(tmp_path)], read, top=10)
+    assert [p['name'] for p in result['packages']] == ['alicepkg']
+    scan = result['upper_scans']['uppers']
+    assert scan['users'] == 2 and scan['truncated'] == {'mallory': 'max_depth'} and scan['skipped'] == {}
+    assert 'alicepkg' not in json.dumps(scan)
+
+
+def test_uppers_scan_limits_are_checked(tmp_path):
+    (tmp_path / 'scratch').mkdir()
+    with pytest.raises(pop.PopularityError, match='limits: max_depth 0 is not a positive integer'):
+        pop.scan_uppers('pip', dict(uppers_src(tmp_path), limits={'max_depth': 0}))
+    with pytest.raises(pop.PopularityError, match='unknown limit max_fun'):
+        pop.scan_uppers('pip', dict(uppers_src(tmp_path), limits={'max_fun': 1}))
+    with pytest.raises(pop.PopularityError, match='max_names 0'):
+        pop.scan_uppers('pip', dict(uppers_src(tmp_path), max_names=0))

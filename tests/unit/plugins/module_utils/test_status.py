@@ -1,9 +1,12 @@
 import os
 
+import pytest
+
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _fstab as fs
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _status
 
+from test_compact import deep_chain, write
 from test_lifecycle import publish, run_sync
 
 
@@ -37,3 +40,54 @@ def test_collect_and_prometheus(tmp_path):
     assert 'pkgcache_snapshot_info{ecosystem="pip",host="h1",snapshot_id="%s"} 1' % snap in text
     assert 'alice' not in text
     assert 'pkgcache_upper_bytes{ecosystem="pip",host="h1",user="alice"} 5' in _status.prometheus(status, 'h1', True)
+
+
+def _hosts_uppers(tmp_path, names):
+    mounts = ov.plan_mounts([{'name': n, 'uid': 1, 'gid': 1} for n in names], ['pip'], str(tmp_path / 'lower'),
+                            str(tmp_path / 'scratch'))
+    fstab = fs.replace_block('', 'mounts', [ov.default_line(m) for m in mounts])
+    return dict((m['user'], m['upperdir']) for m in mounts), fstab
+
+
+def _status_of(tmp_path, fstab):
+    status = _status.collect(str(tmp_path / 'store'), fstab, ov.parse_mountinfo(''), {}, 'now')
+    return status, dict((u['user'], u) for u in status['users'])
+
+
+@pytest.mark.parametrize('link', ['cacache_pip', 'cacache_pip/upper'])
+def test_upper_sizes_never_follow_a_symlink_in_a_users_part(tmp_path, link):
+    uppers, fstab = _hosts_uppers(tmp_path, ['alice', 'mallory'])
+    write(uppers['alice'] + '/x', b'12345')
+    mallory = os.path.dirname(os.path.dirname(uppers['mallory']))
+    os.makedirs(mallory)
+    if link == 'cacache_pip':       # mallory's cache is alice's
+        os.symlink('../alice/cacache_pip', mallory + '/cacache_pip')
+    else:                           # mallory's upper is root's dir (/root, say)
+        write(str(tmp_path / 'root' / 'sentinel'), b's' * 1000)
+        os.mkdir(mallory + '/cacache_pip')
+        os.symlink(str(tmp_path / 'root'), uppers['mallory'])
+    assert _status.tree_bytes(uppers['mallory']) == 0
+    status, users = _status_of(tmp_path, fstab)
+    assert users['alice']['upper_bytes'] == 5 and users['mallory']['upper_bytes'] == 0
+    assert status['upper_bytes_total'] == 5 and users['alice']['upper_truncated'] is None
+    assert users['mallory']['upper_truncated'] == 'refused: %s/%s is a symlink; refusing to follow it' % (mallory, link)
+    text = _status.prometheus(status, 'h1')
+    assert 'pkgcache_uppers_truncated{host="h1"} 1' in text and 'mallory' not in text
+
+
+def test_upper_size_of_a_1500_deep_upper_is_bounded(tmp_path):
+    uppers, fstab = _hosts_uppers(tmp_path, ['alice', 'mallory'])
+    write(uppers['alice'] + '/x', b'12345')
+    write(uppers['mallory'] + '/y', b'1234567')
+    with deep_chain(uppers['mallory']):
+        assert _status.tree_bytes(uppers['mallory']) in (0, 7)      # the old os.walk: RecursionError
+        status, users = _status_of(tmp_path, fstab)
+        size, problem = _status.upper_usage(uppers['mallory'])
+    assert problem == 'max_depth' and size in (0, 7)
+    assert users['alice']['upper_bytes'] == 5 and users['mallory']['upper_truncated'] == 'max_depth'
+    assert 'pkgcache_uppers_truncated{host="h1"} 1' in _status.prometheus(status, 'h1')
+
+
+def test_upper_size_of_a_missing_upper_is_zero_and_complete(tmp_path):
+    uppers, fstab = _hosts_uppers(tmp_path, ['alice'])
+    assert _status.upper_usage(uppers['alice']) == (0, None)
