@@ -117,7 +117,7 @@ def _execute(module, run, paired, info):
         s in ('mounted', 'switched', 'merged') for u in run.users.values() for s in u.values())
     result = {'changed': changed, 'users': run.users, 'busy': run.busy, 'removed': removed, 'compacted': run.compacted,
               'compacted_bytes': sum(c['bytes'] for u in run.compacted.values() for c in u.values()),
-              'created': run.created, 'mounts': run.mounts, 'failed': run.failed, 'saved': run.saved,
+              'created': run.created, 'mounts': run.mounts, 'unserved': run.failed, 'saved': run.saved,
               'repaired': run.repaired, 'retired': run.retired, 'detached': run.detached, 'merged': run.merged}
     if fstab['backup_file']:
         result['backup_file'] = fstab['backup_file']

@@ -20,9 +20,9 @@ description:
   - Writes the fstab lines as one marked block, atomically, with optional backup, diff and check mode; every other
     line of fstab is kept byte for byte. Mounts what is missing, switches idle users whose view shows another
     snapshot, and leaves busy users on their current snapshot (reported as V(busy)).
-  - Migrates the earlier layout (overlays mounted in the homes, user-owned scratch dirs) in place: the old mounts
+  - Migrates the earlier layout (overlays mounted in the homes, user-owned scratch dirs) in place. The old mounts
     are unmounted, the scratch chain becomes root's, and the users' uppers are kept and show up in the new views.
-  - A user whose home or scratch dir cannot be used is skipped and reported in RV(failed); everyone else is served.
+  - A user whose home or scratch dir cannot be used is skipped and reported in RV(unserved); everyone else is served.
     With O(strict) the task then fails, after serving the others.
   - Refuses, with an error that names the input and before changing anything, an upper dir on overlayfs, upper
     and work on different filesystems, paths holding C(,), C(:), C(#), C(\\) or whitespace, user names that
@@ -187,7 +187,7 @@ users:
   returned: success
   type: dict
   sample: {alice: {pip: mounted}, bob: {pip: busy}}
-failed:
+unserved:
   description: Per user and ecosystem, why it could not be served (a home or scratch dir that cannot be used).
   returned: success
   type: dict
@@ -288,8 +288,8 @@ def main():
         result = mt.converge(module)
     except (ov.OverlayInputError, mt.UnsafePathError, FstabError, MountError, LockError, OSError) as exc:
         module.fail_json(msg=str(exc))
-    if module.params['strict'] and result['failed']:
-        module.fail_json(msg='repl users not served: %s' % ', '.join(sorted(result['failed'])), **result)
+    if module.params['strict'] and result['unserved']:
+        module.fail_json(msg='repl users not served: %s' % ', '.join(sorted(result['unserved'])), **result)
     module.exit_json(**result)
 
 

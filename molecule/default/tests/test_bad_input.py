@@ -43,13 +43,13 @@ def test_upper_on_overlayfs_is_refused():
     assert not as_root(HOST).file('/var/tmp/pkgcache-scratch').exists
 
 
-@pytest.mark.parametrize('name', ['a/b', 'a,b', '../etc', 'Alice Smith'])
+@pytest.mark.parametrize('name', ['a/b', 'a,b', '../etc', 'Alice Smith', '..'])
 def test_bad_repl_names_are_refused(name):
     before = state(HOST)
     rc, res = run_module(HOST, 'pkgcache.overlay.overlay_mounts', {
         'repls': [{'name': 'alice', 'uid': 2001, 'gid': 2001}, {'name': name, 'uid': 2002, 'gid': 2002}],
         'lower_root': lower_root(HOST)})
-    assert rc != 0 and res['msg'].startswith('repl name %r is not a valid user name' % name)
+    assert rc != 0 and res['msg'].startswith('repl name %r ' % name), res['msg']
     assert state(HOST) == before
 
 
@@ -148,24 +148,31 @@ def test_store_server_down_is_refused():
         b.check_output('systemctl start nginx')
 
 
-def test_users_symlinked_scratch_dir_is_never_followed():
+def test_user_cannot_swap_her_layers_or_view():
+    """What the earlier layout let a user do (swap work, upper or the mount point) is refused by the kernel now."""
     alice = as_user('alice', HOST)
     r = as_root(HOST)
-    etc_before = r.check_output('stat -c "%a %U %G" /etc && ls -la /etc | sha256sum')
-    alice.check_output('mv /mnt/scratch/alice/cacache_pip /mnt/scratch/alice/cacache_pip.real && '
-                       'ln -s /etc /mnt/scratch/alice/cacache_pip')
+    before = state(HOST)
+    for cmd in ('mv /mnt/scratch/alice/cacache_pip /mnt/scratch/alice/x',
+                'ln -s /etc /mnt/scratch/alice/cacache_pip/work2',
+                'mv /mnt/scratch/alice/cacache_pip/work /mnt/scratch/alice/cacache_pip/w',
+                'mv /mnt/scratch/alice/cacache_pip/upper /mnt/scratch/alice/cacache_pip/u',
+                'mv /var/lib/pkgcache-views/alice/pip /var/lib/pkgcache-views/alice/x',
+                'ln -s /etc /var/lib/pkgcache-views/alice/npm'):
+        res = alice.run(cmd)
+        assert res.rc != 0 and 'Permission denied' in res.stderr, (cmd, res.stderr)
+    # Moving her own link only changes where her own pip looks.
+    alice.check_output('mv ~/.cache/pip ~/.cache/pip.mine && ln -s /etc ~/.cache/pip')
     try:
-        before = state(HOST)
         rc, res = run_module(HOST, 'pkgcache.overlay.overlay_mounts', {
             'repls': [{'name': n, 'uid': u, 'gid': u} for n, u in (('alice', 2001), ('bob', 2002), ('carol', 2003))],
             'lower_root': lower_root(HOST)})
-        assert rc != 0 and res['msg'] == ('/mnt/scratch/alice/cacache_pip is a symlink or not a directory; '
-                                          'refusing to follow it'), res['msg']
+        assert rc == 0 and res['changed'] and not res['unserved'], res
+        assert alice.file('/home/alice/.cache/pip').linked_to == '/var/lib/pkgcache-views/alice/pip'
         assert state(HOST) == before
-        assert r.check_output('stat -c "%a %U %G" /etc && ls -la /etc | sha256sum') == etc_before
         assert not r.file('/etc/upper').exists and not r.file('/etc/work').exists
     finally:
-        alice.run('rm /mnt/scratch/alice/cacache_pip && mv /mnt/scratch/alice/cacache_pip.real /mnt/scratch/alice/cacache_pip')
+        alice.run('rm -f ~/.cache/pip.mine')
 
 
 def test_build_fails_when_every_package_misses():

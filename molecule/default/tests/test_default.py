@@ -47,7 +47,7 @@ def test_overlay_is_mounted_and_every_snapshot_file_is_readable(container, user,
     files = [e['path'] for e in manifest['entries'] if e['type'] == 'file']
     assert len(files) > 10
     # Read every snapshot file through the user's own view, as the user.
-    listed = h.check_output('cd ~/.cache && find pip -path pip/selfcheck -prune -o -type f -print0 | xargs -0 cat | wc -c')
+    listed = h.check_output('cd ~/.cache && find -H pip -path pip/selfcheck -prune -o -type f -print0 | xargs -0 cat | wc -c')
     assert int(listed) >= sum(e['size'] for e in manifest['entries'] if e['type'] == 'file')
     for path in files:
         assert h.file('/home/%s/.cache/%s' % (user, path)).exists, path
@@ -93,8 +93,10 @@ def test_new_package_lands_in_that_users_upper_only(container):
     # pip really cached it (it skips cache writes silently on permission errors) ...
     assert alice.file('/home/alice/.cache/pip/' + rel).exists
     # ... into alice's upper, owned by alice ...
-    upper = alice.file('/mnt/scratch/alice/cacache_pip/upper/' + rel)
+    upper = root.file('/mnt/scratch/alice/cacache_pip/upper/' + rel)
     assert upper.exists and upper.user == 'alice'
+    # ... which she cannot reach but through her view.
+    assert alice.run('ls /mnt/scratch/alice/cacache_pip/upper').rc != 0
     # ... and a second install is served from her cache.
     venv2 = fresh_venv(alice, 'new2')
     out = alice.check_output('%s/bin/pip install %s 2>&1' % (venv2, NOT_IN_SNAPSHOT))
@@ -108,7 +110,8 @@ def test_new_package_lands_in_that_users_upper_only(container):
 @pytest.mark.parametrize('container', REPL_HOSTS)
 def test_user_cannot_reach_another_users_cache(container):
     bob = as_user('bob', container)
-    for path in ['/mnt/scratch/alice', '/mnt/scratch/alice/cacache_pip/upper', '/home/alice/.cache/pip']:
+    for path in ['/mnt/scratch/alice', '/mnt/scratch/alice/cacache_pip/upper', '/home/alice/.cache/pip',
+                 '/var/lib/pkgcache-views/alice/pip']:
         res = bob.run('ls %s' % path)
         assert res.rc != 0 and 'Permission denied' in res.stderr, (path, res.stdout)
 
@@ -117,13 +120,22 @@ def test_user_cannot_reach_another_users_cache(container):
 def test_user_cannot_plant_files_for_another_user(container):
     alice = as_user('alice', container)
     for path in ['/mnt/scratch/bob/x', '/mnt/scratch/bob/cacache_pip/upper/x', '/home/bob/.cache/pip/x',
+                 '/var/lib/pkgcache-views/bob/pip/x', '/var/lib/pkgcache-views/x', '/var/lib/pkgcache-views/alice/x',
+                 '/mnt/scratch/alice/x', '/mnt/scratch/alice/cacache_pip/x',
                  '/var/lib/pkgcache/objects/x', '/var/lib/pkgcache/trees/x', '/mnt/cacache/pip/x',
                  '/etc/pkgcache/allowed_signers']:
         res = alice.run('touch %s' % path)
         assert res.rc != 0, path
     opts = set(alice.check_output('findmnt -n -o OPTIONS --target ~/.cache/pip').split(','))
     assert {'nosuid', 'nodev'} <= opts
-    assert alice.file('/mnt/scratch/alice').mode == 0o700 and alice.file('/mnt/scratch/alice').user == 'alice'
+    root = as_root(container)
+    for path, mode, user in (('/mnt/scratch/alice', 0o700, 'root'), ('/mnt/scratch/alice/cacache_pip', 0o700, 'root'),
+                             ('/mnt/scratch/alice/cacache_pip/work', 0o700, 'root'),
+                             ('/mnt/scratch/alice/cacache_pip/upper', 0o700, 'alice'),
+                             ('/var/lib/pkgcache-views', 0o711, 'root'), ('/var/lib/pkgcache-views/alice', 0o711, 'root')):
+        assert (root.file(path).mode, root.file(path).user) == (mode, user), path
+    link = alice.file('/home/alice/.cache/pip')
+    assert link.is_symlink and link.linked_to == '/var/lib/pkgcache-views/alice/pip' and link.user == 'alice'
 
 
 @pytest.mark.parametrize('container', REPL_HOSTS)

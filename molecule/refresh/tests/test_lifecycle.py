@@ -33,7 +33,7 @@ def test_3_carol_holds_a_process_in_her_cache_on_repl1():
     rel = carol.check_output("cd ~/.cache/pip && find wheels -name origin.json | head -1")
     # Snapshot files are read-only to her; she replaces it the way pip writes its cache (new file, rename).
     carol.check_output("cd ~/.cache/pip && cp %s %s.tmp && mv -f %s.tmp %s" % (rel, rel, rel, rel))
-    assert carol.file('/mnt/scratch/carol/cacache_pip/upper/' + rel).exists
+    assert as_root(REPL1).file('/mnt/scratch/carol/cacache_pip/upper/' + rel).user == 'carol'
     STATE['copied_up'] = rel
     as_user('carol', REPL1).check_output("sh -c 'cd ~/.cache/pip && nohup sleep 3600 >/dev/null 2>&1 &'")
     assert as_root(REPL1).run('pgrep -u carol -x sleep').rc == 0
@@ -65,7 +65,7 @@ def test_5_idle_users_see_v2_busy_user_stays_on_v1_and_additions_survive():
     assert from_cache(pip_install('carol', REPL1, 'six'), 'six')
     assert from_cache(pip_install('carol', REPL1, 'pluggy'), 'pluggy')
     # fstab already names v2 for her: her next boot switches her.
-    assert STATE['v2'] in as_root(REPL1).check_output('grep /home/carol/.cache/pip /etc/fstab')
+    assert STATE['v2'] in as_root(REPL1).check_output('grep /var/lib/pkgcache-views/carol/pip /etc/fstab')
 
 
 def test_6_gc_keeps_v1_only_where_a_mount_uses_it():
@@ -90,7 +90,7 @@ def test_7_released_user_switches_and_then_v1_is_collected():
     # Compaction dropped her identical copy-up, and only that; she still sees the file through the lower.
     assert mounts['compacted']['carol']['pip']['files'] == 1
     carol = as_user('carol', REPL1)
-    assert not carol.file('/mnt/scratch/carol/cacache_pip/upper/' + STATE['copied_up']).exists
+    assert not as_root(REPL1).file('/mnt/scratch/carol/cacache_pip/upper/' + STATE['copied_up']).exists
     assert carol.file('/home/carol/.cache/pip/' + STATE['copied_up']).exists
     assert lower_of('carol', REPL1) == STATE['v2']
     assert from_cache(pip_install('carol', REPL1, 'pluggy'), 'pluggy')

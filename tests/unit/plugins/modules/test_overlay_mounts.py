@@ -77,7 +77,7 @@ def test_a_broken_user_is_reported_and_the_others_served(tmp_path, capsys):
     a['repls'].append({'name': 'mallory', 'uid': UID, 'gid': GID, 'home': str(tmp_path / 'home' / 'mallory')})
     rc, res = run(capsys, a)
     assert rc == 0 and res['users']['alice'] == {'pip': 'present'}
-    assert res['users']['mallory'] == {'pip': 'failed'} and '.cache of repl mallory is a symlink' in res['failed']['mallory']['pip']
+    assert res['users']['mallory'] == {'pip': 'failed'} and '.cache of repl mallory is a symlink' in res['unserved']['mallory']['pip']
     assert os.path.islink(str(tmp_path / 'home' / 'alice' / '.cache' / 'pip'))
     rc, res = run(capsys, dict(a, strict=True))
     assert rc == 1 and res['msg'] == 'repl users not served: mallory' and res['users']['alice'] == {'pip': 'present'}

@@ -1,0 +1,248 @@
+"""A repl user attacks the mounts: real race loops as that user, a real reboot, and the in-place migration.
+
+The tests run in order; each leaves the host as the next expects it. The
+attacker is mallory; alice, bob and j.doe are the victims. A root-owned
+directory stands in for /etc/profile.d (where an overlay with mallory's
+writable upper would let her run code in root's login shell).
+"""
+
+import json
+
+from conftest import HOST, USERS, VICTIMS, VIEWS, as_root, as_user, docker_restart, ids, lower_of, run_module, start_as, stop, switch, tree
+
+PROFILE_D = '/etc/attack-target'
+APP = '/opt/attack-app'
+
+# Swap ~/.npm and ~/.cache for symlinks to a root-owned dir, as fast as possible, until told to stop.
+RACE_HOME = r'''
+import json, os, sys, time
+home, target = os.path.expanduser('~'), sys.argv[1]
+deadline, stopfile = time.time() + float(sys.argv[2]), '/tmp/race_home.stop'
+swaps = 0
+while time.time() < deadline and not os.path.exists(stopfile):
+    for name in ('.npm', '.cache'):
+        path = os.path.join(home, name)
+        try:
+            os.rename(path, path + '.real')
+            os.symlink(target, path)
+            swaps += 1
+            os.unlink(path)
+            os.rename(path + '.real', path)
+        except OSError:
+            pass
+print(json.dumps({'swaps': swaps}))
+'''
+
+# Try to swap the scratch dirs (work, upper, cacache_<eco>) for symlinks to a root-owned app dir.
+RACE_SCRATCH = r'''
+import errno, json, os, sys, time
+target = sys.argv[1]
+deadline, stopfile = time.time() + float(sys.argv[2]), '/tmp/race_scratch.stop'
+base = '/mnt/scratch/mallory'
+tries, won, denied = 0, 0, 0
+while time.time() < deadline and not os.path.exists(stopfile):
+    for path in (base + '/cacache_pip/work', base + '/cacache_pip/upper', base + '/cacache_npm', base):
+        tries += 1
+        try:
+            os.rename(path, path + '.x')
+            os.symlink(target, path)
+            won += 1
+        except OSError as exc:
+            denied += exc.errno in (errno.EACCES, errno.EPERM)
+print(json.dumps({'tries': tries, 'won': won, 'denied': denied}))
+'''
+
+# Keep reading (and listing) the cache through the view from inside it, across a lazy switch and a GC.
+READER = r'''
+import json, os, sys, time
+os.chdir(os.path.expanduser('~/.cache/pip/http'))
+stopfile, wrote = '/tmp/reader.stop', False
+reads, failures = 0, []
+while not os.path.exists(stopfile):
+    try:
+        names = os.listdir('0/0')
+        for name in names:
+            with open(os.path.join('0/0', name), 'rb') as f:
+                f.read()
+        reads += 1
+        if not names:
+            failures.append('empty dir')
+    except OSError as exc:
+        failures.append(str(exc))
+    if os.path.exists('/tmp/reader.write') and not wrote:
+        with open('written-in-the-detached-view.txt', 'w') as f:
+            f.write('bob wrote this after the switch\n')
+        wrote = True
+    time.sleep(0.02)
+print(json.dumps({'reads': reads, 'failures': failures[:5], 'wrote': wrote}))
+'''
+
+
+def snapshot_of_dir(path):
+    return as_root(HOST).check_output('stat -c "%%u %%g %%a" %s && ls -la --time-style=+ %s | sha256sum' % (path, path))
+
+
+def no_mount_under(path):
+    out = as_root(HOST).check_output('findmnt -rn -o TARGET')
+    return [t for t in out.splitlines() if t == path or t.startswith(path + '/')] == []
+
+
+def test_0_migration_kept_every_users_data_and_left_no_mount_in_a_home():
+    root = as_root(HOST)
+    assert root.check_output("findmnt -rn -t overlay -o TARGET | grep '^/home' || true") == ''
+    for user in USERS:
+        h = as_user(user, HOST)
+        for eco, link in (('pip', '~/.cache/pip'), ('npm', '~/.npm')):
+            assert h.check_output('readlink %s' % link) == '%s/%s/%s' % (VIEWS, user, eco)
+            assert h.check_output('findmnt -n -o FSTYPE --target %s' % link) == 'overlay'
+            if user != 'j.doe':  # j.doe is new: no earlier layout
+                assert h.check_output('cat %s/users-own-%s.txt' % (link, eco)) == '%s kept this %s file' % (user, eco)
+            assert h.check_output('cat %s/%s' % (link, 'http/0/0/changes' if eco == 'pip' else '_cacache/index-v5/00/bucket'))
+    fstab = root.check_output('cat /etc/fstab')
+    old = root.check_output('cat /root/fstab.old-layout')
+    assert fstab.startswith(old.split('# BEGIN pkgcache.overlay mounts')[0])  # the operator's lines, byte for byte
+    block = fstab.split('# BEGIN pkgcache.overlay mounts')[1]
+    assert '/home/' not in block and block.count('overlay %s/' % VIEWS) == 2 * len(USERS)
+    # The scratch chain is root's now; only upper is the user's.
+    assert root.check_output('stat -c "%U %a" /mnt/scratch/alice /mnt/scratch/alice/cacache_pip '
+                             '/mnt/scratch/alice/cacache_pip/work /mnt/scratch/alice/cacache_pip/upper').split('\n') == [
+        'root 700', 'root 700', 'root 700', 'alice 700']
+
+
+def test_1_mount_target_swap_race_during_switches():
+    """mallory swaps ~/.npm and ~/.cache for symlinks to a root dir in a tight loop while root switches everyone."""
+    root = as_root(HOST)
+    root.check_output('mkdir -p %s && echo root > %s/keep && chmod 755 %s' % (PROFILE_D, PROFILE_D, PROFILE_D))
+    before = snapshot_of_dir(PROFILE_D)
+    v1, v2 = ids()['v1'], ids()['v2']
+    rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync', {'url': 'http://127.0.0.1:8374', 'snapshot': v2})
+    assert rc == 0, res
+    order = (v1, v2) if lower_of('alice') == tree(v2) + '/pip' else (v2, v1)
+    start_as('mallory', RACE_HOME, 'race_home', PROFILE_D, '120')
+    try:
+        for n in range(6):
+            rc, res = switch(order[n % 2])
+            assert rc == 0, res.get('msg')
+            for user in VICTIMS:
+                assert res['users'][user] == {'pip': 'switched', 'npm': 'switched'}, res['users']
+            assert set(res['users']['mallory'].values()) <= {'switched', 'failed'}, res['users']['mallory']
+    finally:
+        summary = stop('mallory', 'race_home')
+        as_user('mallory', HOST).run('cd ~ && for d in .npm .cache; do [ -L $d ] && [ -e $d.real ] && rm $d && mv $d.real $d; done; true')
+    assert summary['swaps'] > 100, summary  # the race really ran
+    assert no_mount_under(PROFILE_D)
+    assert snapshot_of_dir(PROFILE_D) == before
+    for user in USERS:
+        assert lower_of(user) == tree(order[1]) + '/pip'
+
+
+def test_2_reboot_with_a_planted_parent_mounts_nothing_on_it_and_one_broken_user_blocks_nobody():
+    root = as_root(HOST)
+    mallory = as_user('mallory', HOST)
+    before = snapshot_of_dir(PROFILE_D)
+    mallory.check_output('mv ~/.cache ~/.cache.real && ln -s %s ~/.cache && mv ~/.npm ~/.npm.real && ln -s /nonexistent ~/.npm'
+                         % PROFILE_D)
+    try:
+        docker_restart()
+        assert no_mount_under(PROFILE_D) and snapshot_of_dir(PROFILE_D) == before
+        for user in VICTIMS:
+            assert as_user(user, HOST).check_output('findmnt -n -o FSTYPE --target ~/.cache/pip') == 'overlay'
+        # Her views are still mounted, at root's place; only her links are broken, by her.
+        assert root.check_output('findmnt -n -o FSTYPE %s/mallory/pip' % VIEWS) == 'overlay'
+        v1, v2 = ids()['v1'], ids()['v2']
+        order = (v1, v2) if lower_of('alice') == tree(v2) + '/pip' else (v2, v1)
+        rc, res = switch(order[0])
+        assert rc == 0, res.get('msg')
+        for user in VICTIMS:
+            assert res['users'][user] == {'pip': 'switched', 'npm': 'switched'}
+        # Her ~/.cache is refused by name; her dangling ~/.npm link is simply put right.
+        assert res['users']['mallory'] == {'pip': 'failed', 'npm': 'switched'}
+        assert '/home/mallory/.cache of repl mallory is a symlink' in res['unserved']['mallory']['pip']
+        assert mallory.check_output('readlink ~/.npm') == VIEWS + '/mallory/npm'
+        rc, res = switch(order[1], strict=True)
+        assert rc != 0 and res['msg'] == 'repl users not served: mallory'
+        assert all(res['users'][u] == {'pip': 'switched', 'npm': 'switched'} for u in VICTIMS)
+        assert no_mount_under(PROFILE_D) and snapshot_of_dir(PROFILE_D) == before
+    finally:
+        mallory.run('cd ~ && rm -f .cache .npm && mv .cache.real .cache && mv .npm.real .npm')
+    rc, res = switch(ids()['v1'])
+    assert rc == 0 and res['unserved'] == {}, res
+
+
+def test_3_workdir_and_upper_swap_race_never_reaches_a_root_dir():
+    root = as_root(HOST)
+    root.check_output('mkdir -p %s && for i in 1 2 3; do echo app > %s/file$i; done' % (APP, APP))
+    before = snapshot_of_dir(APP)
+    v1, v2 = ids()['v1'], ids()['v2']
+    order = (v1, v2) if lower_of('alice') == tree(v2) + '/pip' else (v2, v1)
+    start_as('mallory', RACE_SCRATCH, 'race_scratch', APP, '120')
+    try:
+        for n in range(4):
+            rc, res = switch(order[n % 2])
+            assert rc == 0 and res['users']['mallory'] == {'pip': 'switched', 'npm': 'switched'}, res
+    finally:
+        summary = stop('mallory', 'race_scratch')
+    assert summary['tries'] > 100 and summary['won'] == 0 and summary['denied'] == summary['tries'], summary
+    assert snapshot_of_dir(APP) == before
+    # Reboot: the fstab lines name root's paths only, and they all come back.
+    docker_restart()
+    assert snapshot_of_dir(APP) == before
+    for user in USERS:
+        assert as_user(user, HOST).check_output('findmnt -n -o FSTYPE --target ~/.npm') == 'overlay', user
+
+
+def test_4_lazy_switch_gives_fresh_layers_and_gc_keeps_what_a_reader_still_uses():
+    root = as_root(HOST)
+    v1, v2 = ids()['v1'], ids()['v2']
+    rc, res = switch(v1)
+    assert rc == 0 and lower_of('bob') == tree(v1) + '/pip', res
+    start_as('bob', READER, 'reader')
+    root.check_output('for i in $(seq 50); do grep -q . /tmp/reader.pid && break; sleep 0.1; done')
+    rc, res = switch(v2, lazy=True)
+    assert rc == 0 and res['users']['bob']['pip'] == 'switched', res
+    detached = res['detached']['bob']['pip']
+    assert detached.startswith('/mnt/scratch/bob/cacache_pip/detached-')
+    # The new view has fresh layers; the detached overlay keeps the old ones, moved aside.
+    opts = root.check_output('findmnt -n -o OPTIONS %s/bob/pip' % VIEWS)
+    assert 'upperdir=/mnt/scratch/bob/cacache_pip/upper,' in opts and 'lowerdir=%s/pip' % tree(v2) in opts
+    assert root.file(detached + '/upper/users-own-pip.txt').exists
+    # GC with nothing else to keep: v1 stays, the detached overlay still reads it.
+    rc, gc = run_module(HOST, 'pkgcache.overlay.snapshot_gc', {'keep': 0})
+    assert rc == 0 and gc['kept'].get(v1) == 'used by a lazily detached overlay', gc
+    assert root.file(tree(v1) + '/pip/http/0/0/changes').exists
+    # bob's process writes through its old view after the switch.
+    root.check_output('touch /tmp/reader.write && chmod 666 /tmp/reader.write')
+    root.check_output('for i in $(seq 100); do [ -e %s/upper/http/written-in-the-detached-view.txt ] && exit 0; sleep 0.1; done; exit 1'
+                      % detached)
+    summary = stop('bob', 'reader')
+    assert summary['reads'] > 20 and summary['failures'] == [] and summary['wrote'], summary
+    assert root.file(detached + '/upper/http/written-in-the-detached-view.txt').exists
+    # Once nothing holds it, the next run folds the old upper into the new one: nothing bob wrote is lost.
+    rc, res = switch(v2)
+    assert rc == 0 and res['users']['bob']['pip'] == 'merged' and res['merged']['bob']['pip'] >= 2, res
+    bob = as_user('bob', HOST)
+    assert bob.check_output('cat ~/.cache/pip/http/written-in-the-detached-view.txt') == 'bob wrote this after the switch'
+    assert bob.check_output('cat ~/.cache/pip/users-own-pip.txt') == 'bob kept this pip file'
+    assert not root.file(detached).exists
+    assert root.check_output('ls /var/lib/pkgcache/detached') == ''
+    rc, res = switch(v2)
+    assert rc == 0 and not res['changed'], res
+    rc, gc = run_module(HOST, 'pkgcache.overlay.snapshot_gc', {'keep': 0})
+    assert rc == 0 and gc['removed'] == [v1], gc
+
+
+def test_5_compaction_never_touches_an_opaque_dir():
+    """alice deleted a cache dir and fetched the same files again: her upper dir is opaque, and compaction keeps it."""
+    v1, v2 = ids()['v1'], ids()['v2']
+    rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync', {'url': 'http://127.0.0.1:8374', 'snapshot': v1,
+                                                                   'allow_downgrade': True})
+    assert rc == 0, res
+    alice = as_user('alice', HOST)
+    alice.check_output('rm -rf ~/.cache/pip/http/1 && mkdir ~/.cache/pip/http/1 && cp -r /mnt/cacache/pip/http/1/. ~/.cache/pip/http/1/')
+    count = alice.check_output('find ~/.cache/pip/http/1/ -type f | wc -l')
+    assert int(count) > 3
+    assert as_root(HOST).check_output('python3 -c "import os;print(os.getxattr(\'/mnt/scratch/alice/cacache_pip/upper/http/1\','
+                                      '\'trusted.overlay.opaque\').decode())"') == 'y'
+    rc, res = switch(v1, compact=True)
+    assert rc == 0 and res['users']['alice']['pip'] == 'switched', res
+    assert alice.check_output('find ~/.cache/pip/http/1/ -type f | wc -l') == count
