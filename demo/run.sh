@@ -20,7 +20,7 @@ start() {  # name, group volume args...
     false) docker start "$name" >/dev/null; docker exec "$name" systemctl is-system-running --wait >/dev/null || true; return ;;
   esac
   docker run -d --name "$name" --hostname "$name" --network host \
-    --cap-add SYS_ADMIN --security-opt apparmor=unconfined \
+    --cap-add SYS_ADMIN --cap-add SYS_PTRACE --security-opt apparmor=unconfined \
     --tmpfs /run --tmpfs /run/lock -v /sys/fs/cgroup:/sys/fs/cgroup:ro "$@" "$IMAGE" /sbin/init >/dev/null
   created=1
 }

@@ -53,24 +53,50 @@ def _links(proc, pid):
     return links
 
 
+class Held(dict):
+    """{(st_dev, st_ino): set of pids}; ``denied`` lists the pids whose links could not be read.
+
+    Root needs CAP_SYS_PTRACE to read another user's /proc/<pid>/cwd (a
+    container often lacks it). Whoever asks "does anything still use X?"
+    must then answer "maybe". Root's own processes that cannot be read (in
+    another namespace) are not counted: repl users never run as root.
+    """
+
+    denied = ()
+
+
+def _owner(proc, pid):
+    try:
+        return os.stat(os.path.join(proc, pid)).st_uid
+    except OSError:
+        return 0
+
+
 def held_files(proc='/proc'):
-    """Return {(st_dev, st_ino): set of pids} of every cwd, root and open file of every process.
+    """Return a Held of every cwd, root and open file of every process.
 
     stat() of a /proc magic link reaches the open file itself, not a path, so
     a user cannot redirect it. Vanished processes and files are skipped.
     """
-    held = {}
+    held = Held()
+    denied = set()
     try:
         pids = [p for p in os.listdir(proc) if p.isdigit()]
     except OSError:
+        held.denied = ['all']
         return held
     for pid in pids:
         for link in _links(proc, pid):
             try:
                 s = os.stat(link)
+            except PermissionError:
+                if _owner(proc, pid) != 0:  # root's own processes are not repl users'
+                    denied.add(int(pid))
+                continue
             except OSError:
                 continue
             held.setdefault((s.st_dev, s.st_ino), set()).add(int(pid))
+    held.denied = sorted(denied)
     return held
 
 

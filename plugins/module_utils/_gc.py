@@ -72,7 +72,7 @@ def _file_shas(store, snap_id):
 def reached_ids(store, ids, held):
     """Ids among ``ids`` whose tree holds a directory that a process has as cwd, root or open fd.
 
-    ``held`` is a set of (st_dev, st_ino) from _busy.held_files(). Such a
+    ``held`` holds (st_dev, st_ino) keys, from _busy.held_files(). Such a
     process (a reader inside /mnt/cacache after a busy sync, say) would see
     the tree empty if it went. Files do not count: an open file outlives its
     name, and object files are shared between trees.
@@ -108,6 +108,9 @@ def plan(store, keep, mountinfo_text, fstab_text, host, held=None, detached_lowe
         reasons.setdefault(snap_id, 'referenced by a mount or fstab')
     for snap_id in referenced_ids('\n'.join(detached_lowers)) & all_ids:
         reasons.setdefault(snap_id, 'used by a lazily detached overlay')
+    if held is not None and getattr(held, 'denied', None):
+        for snap_id in all_ids - set(reasons):
+            reasons[snap_id] = 'some processes cannot be inspected (root lacks CAP_SYS_PTRACE); kept to be safe'
     for snap_id in reached_ids(store, sorted(all_ids - set(reasons)), held):
         reasons.setdefault(snap_id, 'a process is inside it')
     remove = sorted(all_ids - set(reasons))

@@ -92,8 +92,11 @@ def verify(store):
             'ok': not bad and not missing_objects and not trees}
 
 
-def repair(store, report, base_url, opener, in_use_ids, workers=8):
-    """Re-fetch bad and missing objects, rebuild damaged trees by swapping; return what was done."""
+def repair(store, report, base_url, opener, in_use_ids, workers=8, deadline=None):
+    """Re-fetch bad and missing objects, rebuild damaged trees by swapping; return what was done.
+
+    Each download must end within ``deadline`` seconds (default _store.DEFAULT_DEADLINE), see _store.fetch_objects.
+    """
     need = {}
     for digest in report['bad_objects'] + report['missing_objects']:
         need[digest] = None
@@ -107,7 +110,7 @@ def repair(store, report, base_url, opener, in_use_ids, workers=8):
     unknown = [d for d in need if d not in sizes]
     for digest in unknown:  # a bad object that no manifest lists: just drop it
         os.unlink(st.object_path(store, digest))
-    fetched = st.fetch_objects(store, base_url, dict((d, sizes[d]) for d in sizes), opener, workers) if sizes else 0
+    fetched = st.fetch_objects(store, base_url, dict((d, sizes[d]) for d in sizes), opener, workers, deadline) if sizes else 0
     rebuilt, remount_needed = [], []
     damaged = set(report['trees'])
     # A tree that hardlinks a bad object's old inode is damaged too, even if it was not listed.

@@ -231,12 +231,14 @@ class Converge(object):
             return []
         records = load_records(self.p['state_dir'])
         visible = set(self.mount_dev(x) for x in self.info)
-        in_use = devices_in_use(self.held())
+        held = self.held()
+        in_use = devices_in_use(held)
         out = []
         for name in names:
             rec = records.get(os.path.join(m['layers'], name))
             dev = rec[1]['dev'] if rec else None
-            live = dev is None or dev in in_use or dev in visible
+            # Unproven is live: no record, a process holds the device, or some process could not be inspected.
+            live = dev is None or dev in in_use or dev in visible or bool(held.denied)
             out.append((name, rec[0] if rec else None, live))
         return out
 
@@ -347,12 +349,13 @@ def live_lowerdirs(state_dir, mountinfo):
     for x in mountinfo:
         major, minor = x['dev'].split(':')
         visible.add(os.makedev(int(major), int(minor)))
-    in_use = None
+    held = None
     out = set()
     for path, rec in load_records(state_dir).values():
-        if in_use is None:
-            in_use = devices_in_use(held_files())
-        if rec.get('dev') in in_use or rec.get('dev') in visible:
+        if held is None:
+            held = held_files()
+            in_use = devices_in_use(held)
+        if rec.get('dev') in in_use or rec.get('dev') in visible or held.denied:
             if rec.get('lowerdir'):
                 out.add(rec['lowerdir'])
     return out

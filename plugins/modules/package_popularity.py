@@ -22,7 +22,9 @@ description:
     C(counts) (counts gathered elsewhere, for example the C(uppers) counts of every host)."
   - The C(uppers) source reads pip and uv package names and versions from the wheel metadata in cached bodies,
     npm packages from the C(_cacache) index keys and Maven artifacts from repository paths. It counts, per
-    package, how many users fetched it; user names are never returned.
+    package, how many users fetched it; the counts never name a user. Each user's upper is opened without
+    following symlinks and walked within caps (see O(sources)); a user whose upper is refused, fails or reaches a
+    cap is named in RV(upper_scans), and the other users are counted all the same.
 author:
   - pkgcache.overlay contributors (@pkgcache)
 extends_documentation_fragment:
@@ -44,10 +46,22 @@ options:
   sources:
     description:
       - The sources, each a dict with C(type) and, by type, C(paths) (files on the managed host), C(counts) (a mapping
-        of package to count, or a list of such mappings, which are summed), or for C(uppers) the optional
-        C(scratch_root) (default V(/mnt/scratch)), C(lower_root) (default V(/mnt/cacache)) and C(min_users)
-        (default V(1), which drops packages fetched by fewer users). Optional C(weight) (default V(1.0)) and C(name)
-        (the label in RV(packages[].sources), default the type).
+        of package to count, or a list of such mappings, which are summed), or the C(uppers) keys below. Optional
+        C(weight) (default V(1.0)) and C(name) (the label in RV(packages[].sources), RV(source_counts) and
+        RV(upper_scans), default the type; a label used twice gets the source's position appended).
+      - "An C(uppers) source reads every C(<scratch_root>/<user>/cacache_<ecosystem>/upper) and may set:
+        C(scratch_root) (default V(/mnt/scratch)); C(lower_root) (default V(/mnt/cacache)), whose
+        C(<ecosystem>) directory is the snapshot the uppers are compared with; C(min_users) (default V(1), which
+        drops packages fetched by fewer users); C(max_names) (default V(2000)), the most packages taken from one
+        user's upper, after which that user's walk stops (truncated by C(max_names)); C(max_packages) (default
+        V(20000)), the most packages the source returns, those fetched by most users first (the rest are counted
+        in C(packages_dropped) of RV(upper_scans)); and C(limits), a dict of caps on the walk of each user's upper:
+        C(max_files) (entries of any type seen, default V(200000)), C(max_bytes) (bytes read from files, default
+        V(134217728)), C(max_depth) (directory levels, default V(64)), C(max_dir_entries) (entries of one
+        directory, default V(100000)) and C(max_seconds) (time, default V(10.0)). A walk that reaches a cap stops
+        and that user is named in C(truncated) of RV(upper_scans)."
+      - C(min_users), C(max_names), C(max_packages) and the C(limits) must be positive (C(max_seconds) a number, the
+        others integers); an unknown key in C(limits) fails.
     type: list
     elements: dict
     default: []
@@ -84,9 +98,18 @@ EXAMPLES = r"""
 - name: Count what the users of this host fetched that the snapshot lacks
   pkgcache.overlay.package_popularity:
     ecosystem: npm
-    sources: [{type: uppers, scratch_root: /mnt/scratch, lower_root: /mnt/cacache}]
+    sources:
+      - type: uppers
+        scratch_root: /mnt/scratch
+        lower_root: /mnt/cacache
+        max_names: 500
+        limits: {max_seconds: 5, max_files: 50000}
     top: 0
   register: npm_misses
+
+- name: Show the users whose uppers could not be read in full
+  ansible.builtin.debug:
+    msg: "{{ npm_misses.upper_scans.uppers.skipped | combine(npm_misses.upper_scans.uppers.truncated) }}"
 """
 
 RETURN = r"""
@@ -123,6 +146,31 @@ source_counts:
   returned: success
   type: dict
   sample: {uppers: {kleur: 2}}
+upper_scans:
+  description:
+    - Per label of an C(uppers) source, what its scan did; empty without C(uppers) sources. It names no package, but
+      names the users whose upper was skipped or truncated.
+    - C(users) is the number of users whose upper was scanned (a user without an upper for this ecosystem is left
+      out).
+    - C(skipped) maps a user to why the upper was not counted, or not fully (refused because a component of its
+      path is a symlink or not a directory, cannot be opened, or C(scan failed)).
+    - C(truncated) maps a user to the cap that stopped the walk of its upper (C(max_files), C(max_bytes),
+      C(max_depth), C(max_dir_entries), C(max_seconds) or C(max_names)); what was found before it still counts.
+    - C(walk) sums the walks' counters over the users scanned (present once one user was scanned), C(entries),
+      C(bytes_read) and C(files_opened), and C(skipped), entries left out by reason (for example C(symlink),
+      C(special), C(sparse), C(too_big), C(other_fs), C(unopenable), C(vanished), C(pruned), C(long_line),
+      C(capped_file)).
+    - C(packages_dropped) is the number of packages left out over the source's C(max_packages).
+  returned: success
+  type: dict
+  sample:
+    uppers:
+      users: 3
+      skipped: {mallory: mallory/cacache_pip/upper is a symlink; refusing to follow it}
+      truncated: {bob: max_files}
+      walk: {entries: 200412, bytes_read: 1048576, files_opened: 58, skipped: {sparse: 2, symlink: 4}}
+      packages_dropped: 0
+  version_added: 0.3.0
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -117,7 +117,7 @@ def main():
 
     def make_plan():
         info = mountinfo_text()
-        return _gc.plan(p['store'], p['keep'], info, read_text(p['fstab']), host, held=set(held_files()),
+        return _gc.plan(p['store'], p['keep'], info, read_text(p['fstab']), host, held=held_files(),
                         detached_lowers=_views.live_lowerdirs(p['store'], parse_mountinfo(info)))
     try:
         if module.check_mode:
@@ -130,6 +130,9 @@ def main():
                 _gc.apply(p['store'], plan)
     except (LockError, OSError, ValueError) as exc:
         module.fail_json(msg=str(exc))
+    if any('CAP_SYS_PTRACE' in reason for reason in plan['keep'].values()):
+        module.warn('some processes could not be inspected (root lacks CAP_SYS_PTRACE), so no snapshot could be '
+                    'proven unused; every snapshot was kept')
     if plan['incomplete']:
         module.warn('snapshot %s has a tree but no manifest; no object was removed' % plan['incomplete'])
     module.exit_json(changed=bool(plan['remove'] or plan['objects'] or leftovers), kept=plan['keep'],

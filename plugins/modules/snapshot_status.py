@@ -13,8 +13,12 @@ description:
   - Reports the active snapshot (id, creation time, ecosystems and the tool versions it was built with), each repl
     user's overlay (V(mounted), V(older) when it shows an older snapshot, V(busy) when it does and is in use, or
     V(missing)), upper usage, the last sync result and the size of the store.
+  - Upper sizes come from a bounded walk of each upper that follows no symlink and reads no file (at most 1000000
+    entries, 64 levels and 10 seconds per upper). An upper that is refused or whose walk reaches a cap has
+    RV(users[].upper_truncated) set, and its RV(users[].upper_bytes) is a lower bound.
   - With O(textfile_dir), writes the same data atomically as C(pkgcache.prom) for node_exporter's textfile
-    collector. User names appear in the metrics only with O(include_user_names=true).
+    collector. User names appear in the metrics only with O(include_user_names=true). The gauge
+    C(pkgcache_uppers_truncated) counts the uppers whose size is a lower bound.
 author:
   - pkgcache.overlay contributors (@pkgcache)
 extends_documentation_fragment:
@@ -64,10 +68,41 @@ snapshot:
   returned: always
   type: dict
 users:
-  description: Each repl user's overlay (user, ecosystem, target, state, upper_bytes).
+  description: Each repl user's overlay planned in the managed block of O(fstab).
   returned: always
   type: list
   elements: dict
+  contains:
+    user:
+      description: The repl user.
+      type: str
+    ecosystem:
+      description: The ecosystem of the overlay.
+      type: str
+    target:
+      description: Where the overlay is mounted.
+      type: str
+    lowerdir:
+      description: The overlay's lower directory, as in fstab.
+      type: str
+    upperdir:
+      description: The overlay's upper directory, as in fstab.
+      type: str
+    state:
+      description: V(mounted), V(older) (it shows an older snapshot), V(busy) (older and in use) or V(missing).
+      type: str
+    upper_bytes:
+      description: Apparent size of the regular files in the upper (0 when it is missing); a lower bound when
+        RV(users[].upper_truncated) is set.
+      type: int
+    upper_truncated:
+      description:
+        - Why RV(users[].upper_bytes) is incomplete, or V(null) for a full count (or a missing upper).
+        - The cap that stopped the walk (C(max_files), C(max_depth), C(max_dir_entries) or C(max_seconds)),
+          C(refused:) and why the upper could not be opened (a symlink or a non-directory on its path, say), or
+          C(error:) and the error that ended the walk.
+      type: str
+      version_added: 0.3.0
 counts:
   description: Overlays per state.
   returned: always

@@ -95,15 +95,6 @@ options:
         that names the holder's pid.
     type: int
     default: 0
-  deadline:
-    description:
-      - Seconds within which each download from the store (C(refs/latest), a manifest, a signature or an object) must
-        end, from the request to its last byte, however the server paces it. A slower download fails with an error
-        that names its URL, and once an object missed its deadline no further objects are requested. Raise it for very
-        large objects on slow links.
-    type: int
-    default: 900
-    version_added: 0.3.0
 seealso:
   - module: pkgcache.overlay.snapshot_build
   - module: pkgcache.overlay.overlay_mounts

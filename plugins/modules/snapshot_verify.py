@@ -120,11 +120,14 @@ def main():
             timeout=dict(type='int', default=30),
             validate_certs=dict(type='bool', default=True),
             lock_timeout=dict(type='int', default=0),
+            deadline=dict(type='int', default=900),
         ),
         required_if=[('repair', True, ('url',))],
         supports_check_mode=True,
     )
     p = module.params
+    if p['deadline'] < 1:
+        module.fail_json(msg='deadline must be 1 or more, got %d' % p['deadline'])
 
     def opener(url):
         return open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'], follow_redirects='safe')
@@ -136,7 +139,7 @@ def main():
         if p['repair'] and not report['ok'] and not module.check_mode:
             with StoreLock(p['store'], p['lock_timeout']):
                 done = _verify.repair(p['store'], report, p['url'].rstrip('/'), opener,
-                                      referenced_ids(mountinfo_text()), p['workers'])
+                                      referenced_ids(mountinfo_text()), p['workers'], p['deadline'])
             result.update({'changed': True, 'repaired': done, 'remount_needed': done['remount_needed']})
             result['ok'] = _verify.verify(p['store'])['ok']
     except (StoreError, LockError, OSError, ValueError) as exc:

@@ -200,15 +200,15 @@ def test_gc_keeps_a_tree_a_process_is_inside_and_a_detached_overlays_lower(two_s
     """A reader left inside an old tree (a busy /mnt/cacache, a detached view) keeps it; once it leaves, it goes."""
     url, v1, v2, host = two_snapshots
     assert run_sync(url, v2, host).returncode == 0
-    assert _gc.plan(host, 1, '', '', host=True, held=set(_busy.held_files()))['remove'] == [v1]
+    assert _gc.plan(host, 1, '', '', host=True, held=_busy.held_files())['remove'] == [v1]
     reader = subprocess.Popen(['sleep', '60'], cwd=st.tree_path(host, v1))
     try:
-        plan = _gc.plan(host, 1, '', '', host=True, held=set(_busy.held_files()))
+        plan = _gc.plan(host, 1, '', '', host=True, held=_busy.held_files())
         assert plan['keep'] == {v2: 'active', v1: 'a process is inside it'} and plan['remove'] == []
     finally:
         reader.kill()
         reader.wait()
-    assert _gc.plan(host, 1, '', '', host=True, held=set(_busy.held_files()))['remove'] == [v1]
+    assert _gc.plan(host, 1, '', '', host=True, held=_busy.held_files())['remove'] == [v1]
     # A record of a detached overlay whose device a process still holds keeps its lower.
     os.makedirs(os.path.join(host, 'detached'))
     holder = subprocess.Popen(['sleep', '60'], cwd=str(tmp_path))
@@ -228,3 +228,13 @@ def test_gc_keeps_a_tree_a_process_is_inside_and_a_detached_overlays_lower(two_s
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_gc_keeps_every_tree_when_some_process_cannot_be_inspected(two_snapshots):
+    """Without CAP_SYS_PTRACE root cannot read other users' /proc/<pid>/cwd: nothing can be proven unused."""
+    url, v1, v2, host = two_snapshots
+    assert run_sync(url, v2, host).returncode == 0
+    held = _busy.Held()
+    held.denied = [4242]
+    plan = _gc.plan(host, 1, '', '', host=True, held=held)
+    assert plan['remove'] == [] and 'CAP_SYS_PTRACE' in plan['keep'][v1]

@@ -127,7 +127,7 @@ def test_remove_tree_and_merge_need_no_recursion(tmp_path):
     fd = os.open(str(tmp_path), os.O_RDONLY)
     os.mkdir('deep', dir_fd=fd)
     cur = os.open('deep', os.O_RDONLY, dir_fd=fd)
-    for _ in range(1500):
+    for dummy in range(1500):
         os.mkdir('d', dir_fd=cur)
         nxt = os.open('d', os.O_RDONLY, dir_fd=cur)
         os.close(cur)

@@ -1,10 +1,14 @@
 import os
+import time
 import urllib.request
+
+import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _gc
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _verify
 
+from test_hardening_store import DripServer, http_opener
 from test_lifecycle import publish, run_sync
 
 
@@ -61,3 +65,24 @@ def test_missing_object_is_fetched_and_an_unused_tree_rebuilt_at_once(tmp_path):
     assert done['rebuilt_trees'] == [snap] and done['remount_needed'] == []
     assert not [n for n in os.listdir(os.path.join(host, 'trees')) if n.startswith('.')]
     assert _verify.verify(host)['ok']
+
+
+def test_repair_downloads_end_within_the_deadline(tmp_path):
+    url, snap, host = setup(tmp_path)
+    server = DripServer(str(tmp_path / 'served'))  # serves what setup published, objects one byte every 0.3 s
+    try:
+        for dirpath, dummy, names in os.walk(os.path.join(host, 'objects')):
+            for name in names:
+                os.unlink(os.path.join(dirpath, name))
+        report = _verify.verify(host)
+        assert len(report['missing_objects']) == 3
+        for digest in report['missing_objects']:
+            server.slow['/' + st.object_rel(digest)] = 'body'
+        started = time.monotonic()
+        with pytest.raises(st.StoreError, match='did not arrive within the 1 s deadline'):
+            _verify.repair(host, report, server.url, http_opener, in_use_ids=set(), workers=1, deadline=1)
+        assert time.monotonic() - started < 1 + 3  # the deadline, plus slack for a loaded machine
+        # Once one download missed its deadline, the others were not requested.
+        assert len([r for r in server.requests if r.startswith('/objects/')]) == 1
+    finally:
+        server.close()
