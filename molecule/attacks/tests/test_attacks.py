@@ -246,3 +246,50 @@ def test_5_compaction_never_touches_an_opaque_dir():
     rc, res = switch(v1, compact=True)
     assert rc == 0 and res['users']['alice']['pip'] == 'switched', res
     assert alice.check_output('find ~/.cache/pip/http/1/ -type f | wc -l') == count
+
+
+HOSTILE = r'''
+import os
+base = os.path.expanduser('~/.cache/pip')
+os.symlink('/root', os.path.join(base, 'rootlink'))
+os.symlink('/mnt/scratch/bob/cacache_pip/upper', os.path.join(base, 'boblink'))
+fd = os.open(base, os.O_RDONLY)
+os.mkdir('deep', dir_fd=fd)
+cur = os.open('deep', os.O_RDONLY, dir_fd=fd)
+for _ in range(1500):
+    os.mkdir('d', dir_fd=cur)
+    nxt = os.open('d', os.O_RDONLY, dir_fd=cur)
+    os.close(cur)
+    cur = nxt
+os.makedirs(os.path.join(base, 'sparse'))
+for i in range(40):
+    with open(os.path.join(base, 'sparse', 'big%02d.whl' % i), 'wb') as f:
+        f.truncate(256 << 20)
+bucket = os.path.expanduser('~/.npm/_cacache/index-v5/ff/ff')
+os.makedirs(bucket, exist_ok=True)
+with open(os.path.join(bucket, 'huge'), 'wb') as f:
+    for _ in range(83):
+        f.write(b'a' * (1 << 20))
+'''
+
+
+def test_6_a_hostile_upper_does_not_break_the_scans_of_root():
+    """mallory fills her own view with what crashed or bloated the root walks before; the others are still counted."""
+    as_user('mallory', HOST).check_output("python3 - <<'EOF'\n%s\nEOF" % HOSTILE)
+    try:
+        for eco in ('pip', 'npm'):
+            rc, res = run_module(HOST, 'pkgcache.overlay.package_popularity', {
+                'ecosystem': eco, 'top': 0,
+                'sources': [{'type': 'uppers', 'scratch_root': '/mnt/scratch', 'lower_root': tree(ids()['v1'])}]})
+            assert rc == 0, res.get('msg')
+            assert len(json.dumps(res)) < 256 << 10
+            scan = list(res['upper_scans'].values())[0]
+            assert scan['users'] >= 3, scan
+            assert scan['walk']['bytes_read'] < 64 << 20, scan
+        rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_status', {})
+        assert rc == 0, res.get('msg')
+        assert len(json.dumps(res)) < 256 << 10
+        assert as_root(HOST).check_output('stat -c %U /root') == 'root'
+    finally:
+        as_user('mallory', HOST).run('rm -rf ~/.cache/pip/rootlink ~/.cache/pip/boblink ~/.cache/pip/deep ~/.cache/pip/sparse '
+                                     '~/.npm/_cacache/index-v5/ff/ff')
