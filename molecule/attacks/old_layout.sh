@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # The layout of the previous release, as its overlay_mounts left it: each
 # user's overlays mounted in the home (~/.cache/pip, ~/.npm), upper and work
 # in a user-owned scratch dir, and the fstab block naming the home targets.

@@ -234,8 +234,8 @@ def test_4_lazy_switch_gives_fresh_layers_and_gc_keeps_what_a_reader_still_uses(
 def test_5_compaction_never_touches_an_opaque_dir():
     """alice deleted a cache dir and fetched the same files again: her upper dir is opaque, and compaction keeps it."""
     v1, v2 = ids()['v1'], ids()['v2']
-    rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync', {'url': 'http://127.0.0.1:8374', 'snapshot': v1,
-                                                                   'allow_downgrade': True})
+    rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync',
+                         {'url': 'http://127.0.0.1:8374', 'snapshot': v1, 'allow_downgrade': True})
     assert rc == 0, res
     alice = as_user('alice', HOST)
     alice.check_output('rm -rf ~/.cache/pip/http/1 && mkdir ~/.cache/pip/http/1 && cp -r /mnt/cacache/pip/http/1/. ~/.cache/pip/http/1/')
@@ -286,7 +286,7 @@ def test_6_a_hostile_upper_does_not_break_the_scans_of_root():
             scan = list(res['upper_scans'].values())[0]
             assert scan['users'] >= 3, scan
             assert scan['walk']['bytes_read'] < 64 << 20, scan
-        rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_status', {})
+        rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_status', {'store': '/var/lib/pkgcache'})
         assert rc == 0, res.get('msg')
         assert len(json.dumps(res)) < 256 << 10
         assert as_root(HOST).check_output('stat -c %U /root') == 'root'
