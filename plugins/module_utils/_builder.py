@@ -21,6 +21,7 @@ from . import _npmcache
 from . import _pipcache as pc
 from . import _uvcache
 from . import _signing
+from . import _solo as solo
 from . import _store as st
 from ._lock import StoreLock
 
@@ -70,15 +71,22 @@ def _install(vpy, p, specs, cache, scratch, run, dry_run=False):
 
 
 def fill_cache(vpy, p, specs, cache, scratch, run):
-    """Run pip to fill ``cache``; return (report packages, misses for specs that cannot be resolved)."""
-    def probe(spec):
-        tmp = tempfile.mkdtemp(dir=scratch, prefix='pipcache-probe-')
-        prc, dummy, perr = _install(vpy, p, [spec], tmp, scratch, run, dry_run=True)
-        st.remove_tree(tmp)
-        return prc == 0, perr
+    """Install every spec on its own into a fresh target, all through one cache ``cache``.
 
-    report, misses = pc.with_misses(specs, lambda s: _install(vpy, p, s, cache, scratch, run), probe, 'pip', p['index_url'])
-    return pc.parse_report(report), misses
+    Returns (packages, misses, resolutions): the union of what the solo
+    installs took (name, version, url), a miss per spec that cannot be
+    installed alone, and per spec the ``name==version`` list it resolved to.
+    """
+    def one(spec):
+        rc, data, err = _install(vpy, p, [spec], cache, scratch, run)
+        return rc == 0, data, err
+
+    results, failures = solo.resolve_each(specs, one, p.get('workers'))
+    solo.require_some(specs, results, failures, p['index_url'], 'pip')
+    reports = [(spec, pc.parse_report(data)) for spec, data in results]
+    packages = solo.union([r for spec, r in reports], key=lambda x: (x['name'], x['version'], x['url']))
+    resolutions = dict((spec, sorted('%s==%s' % (x['name'], x['version']) for x in r)) for spec, r in reports)
+    return packages, solo.misses(failures, p['index_url'], 'pip'), resolutions
 
 
 FILLERS = {'npm': _npmcache, 'maven': _mavencache, 'uv': _uvcache}
@@ -133,7 +141,7 @@ def _fill_pip(p, specs, cache, work, scratch, run, check_mode):
         venv_dir = os.path.join(scratch, 'venv')
     vpy, versions, dummy = ensure_venv(p['python'], venv_dir, p.get('pip_version'), p['index_url'],
                                        p.get('trusted_host'), run, scratch)
-    packages, misses = fill_cache(vpy, p, specs, cache, scratch, run)
+    packages, misses, resolutions = fill_cache(vpy, p, specs, cache, scratch, run)
     cached, not_cached = pc.check_cached(cache, packages)
     misses += not_cached
     for m in misses:
@@ -146,7 +154,8 @@ def _fill_pip(p, specs, cache, work, scratch, run, check_mode):
     key = pc.build_key('pip', p['index_url'], versions['pip'], versions['python'], cached, misses, specs)
     meta = {'pip_version': versions['pip'], 'python_version': versions['python'],
             'index_url': p['index_url'], 'trusted_host': p.get('trusted_host') or None,
-            'requested': specs, 'packages': [{'name': c['name'], 'version': c['version']} for c in cached]}
+            'requested': specs, 'packages': [{'name': c['name'], 'version': c['version']} for c in cached],
+            'resolutions': resolutions}
     return {'packages': meta['packages'], 'misses': misses, 'meta': meta, 'key': key, 'exclude': pc.EXCLUDE}
 
 

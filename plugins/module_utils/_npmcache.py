@@ -23,7 +23,8 @@ import shutil
 import stat
 import tempfile
 
-from ._pipcache import BuildError, fingerprint, tail as _tail, with_misses
+from . import _solo as solo
+from ._pipcache import BuildError, fingerprint, tail as _tail
 
 SPEC_RE = re.compile(r'^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*(@[A-Za-z0-9.^~<>=*|+ -]+)?$')
 KEY_PREFIX = 'make-fetch-happen:request-cache:'
@@ -200,21 +201,27 @@ def _resolve(o, specs, cache, scratch, run):
 
 
 def fill(o, cache, scratch, run):
-    """Fill ``cache`` (npm's --cache dir); return (packages, misses, metadata, key)."""
+    """Fill ``cache`` (npm's --cache dir); return (packages, misses, metadata, key).
+
+    Every spec is resolved on its own in a fresh project (``npm install
+    --package-lock-only``), as ``npm install <spec>`` in a new project would
+    resolve it; the union of the lock files goes into the cache.
+    """
     specs = check_specs(o.get('packages') or [])
     if not specs:
         raise BuildError('npm: no packages given')
     vers = versions(o, run, scratch)
 
-    def probe(spec):
-        prc, out, perr = run([o['npm'], 'view', spec, 'version', '--json'] + npm_args(o, cache),
-                             clean_env(os.environ), cwd=scratch)
-        return prc == 0 and bool(out.strip()), tail(perr or out, 2)
+    def one(spec):
+        rc, lock, err = _resolve(o, [spec], cache, scratch, run)
+        return rc == 0, lock, err
 
-    lock, misses = with_misses(specs, lambda s: _resolve(o, s, cache, scratch, run), probe, 'npm', o['registry'])
-    for m in misses:
-        m.update(package=spec_name(m['package']), ecosystem='npm')
-    packages = lock_packages(lock)
+    results, failures = solo.resolve_each(specs, one, o.get('workers'))
+    solo.require_some(specs, results, failures, o['registry'], 'npm')
+    misses = solo.misses(failures, o['registry'], 'npm', name=spec_name)
+    locks = [(spec, lock_packages(lock)) for spec, lock in results]
+    packages = solo.union([pk for spec, pk in locks], key=lambda x: (x['name'], x['version']))
+    resolutions = dict((spec, ['%s@%s' % (x['name'], x['version']) for x in pk]) for spec, pk in locks)
     if packages:
         cmd = [o['npm'], 'cache', 'add'] + npm_args(o, cache) + ['%s@%s' % (p['name'], p['version']) for p in packages]
         rc, out, err = run(cmd, clean_env(os.environ), cwd=scratch)
@@ -236,5 +243,6 @@ def fill(o, cache, scratch, run):
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
     meta = {'npm_version': vers['npm'], 'node_version': vers['node'], 'registry': o['registry'],
-            'requested': specs, 'packages': [{'name': p['name'], 'version': p['version']} for p in cached]}
+            'requested': specs, 'packages': [{'name': p['name'], 'version': p['version']} for p in cached],
+            'resolutions': resolutions}
     return cached, misses, meta, key

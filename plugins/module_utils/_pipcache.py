@@ -43,36 +43,6 @@ def fingerprint(data):
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode('utf-8')).hexdigest()
 
 
-def with_misses(specs, attempt, probe, what, source):
-    """Run ``attempt(specs)``; if it fails, keep the specs that ``probe`` resolves and run it again on them.
-
-    ``attempt(specs)`` returns (rc, data, error text); ``probe(spec)`` returns
-    (ok, reason). Returns (data, misses) where misses are dicts with package,
-    version and reason. Raises BuildError when nothing resolves, or when every
-    spec resolves on its own but not together.
-    """
-    rc, data, err = attempt(specs)
-    misses = []
-    if rc == 0:
-        return data, misses
-    good = []
-    for spec in specs:
-        ok, reason = probe(spec)
-        if ok:
-            good.append(spec)
-        else:
-            misses.append({'package': spec, 'version': '', 'reason': 'cannot be resolved from %s: %s' % (source, reason)})
-    if not good:
-        raise BuildError('none of the %d packages could be resolved from %s (%s); first error: %s'
-                         % (len(specs), source, what, misses[0]['reason'] if misses else err))
-    if len(good) == len(specs):
-        raise BuildError('%s failed although every package resolves on its own from %s: %s' % (what, source, err))
-    rc, data, err = attempt(good)
-    if rc != 0:
-        raise BuildError('%s failed to fill the cache from %s: %s' % (what, source, err))
-    return data, misses
-
-
 def normalize_name(name):
     return _NAME_NORM.sub('-', name).lower()
 
@@ -189,7 +159,7 @@ def pip_args(index_url, trusted_host, cache_dir):
 
 def install_command(python, index_url, trusted_host, cache_dir, target, report, reqfile, dry_run=False):
     """The pip command that fills the cache: resolve, download, build wheels once, install to a throwaway target."""
-    cmd = [python, '-m', 'pip', 'install', '--ignore-installed', '--prefer-binary', '--use-pep517',
+    cmd = [python, '-m', 'pip', 'install', '--ignore-installed', '--use-pep517',
            '--report', report, '-r', reqfile] + pip_args(index_url, trusted_host, cache_dir)
     if dry_run:
         cmd.append('--dry-run')

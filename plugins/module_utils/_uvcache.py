@@ -18,7 +18,8 @@ import re
 import shutil
 import tempfile
 
-from ._pipcache import BuildError, check_specs as check_pip_specs, fingerprint, normalize_name, tail, with_misses
+from . import _solo as solo
+from ._pipcache import BuildError, check_specs as check_pip_specs, fingerprint, normalize_name, tail
 
 EXCLUDE_RE = re.compile(r'^(interpreter-v\d+|builds-v\d+|environments-v\d+|sdists-v\d+|\.tmp.*|\.git.*)$')
 _FREEZE = re.compile(r'^([A-Za-z0-9._-]+)==(\S+)$')
@@ -74,20 +75,20 @@ def fill(o, cache, scratch, run):
         raise BuildError('cannot run uv (%s): %s' % (o['uv'], tail(err or out)))
     uv_version = m.group(1)
 
-    def probe(spec):
-        tmp = tempfile.mkdtemp(dir=scratch, prefix='uv-probe-')
-        prc, dummy, perr = _install(o, [spec], tmp, scratch, run, dry_run=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return prc == 0, perr
+    def one(spec):
+        rc, frozen, err = _install(o, [spec], cache, scratch, run)
+        return rc == 0, frozen, err
 
-    frozen, misses = with_misses(specs, lambda s: _install(o, s, cache, scratch, run), probe, 'uv', o['index_url'])
-    for m in misses:
-        m['ecosystem'] = 'uv'
-    packages = parse_freeze(frozen)
+    results, failures = solo.resolve_each(specs, one, o.get('workers'))
+    solo.require_some(specs, results, failures, o['index_url'], 'uv')
+    misses = solo.misses(failures, o['index_url'], 'uv')
+    frozen = [(spec, parse_freeze(text)) for spec, text in results]
+    packages = solo.union([pk for spec, pk in frozen], key=lambda x: (x['name'], x['version']))
+    resolutions = dict((spec, ['%s==%s' % (x['name'], x['version']) for x in pk]) for spec, pk in frozen)
     key = fingerprint({
         'uv': uv_version, 'python': o['python'], 'index_url': o['index_url'], 'requested': sorted(specs),
         'packages': sorted((p['name'], p['version']) for p in packages),
         'misses': sorted(m['package'] for m in misses)})
     meta = {'uv_version': uv_version, 'python': o['python'], 'index_url': o['index_url'], 'requested': specs,
-            'packages': packages, 'link_mode': 'copy'}
+            'packages': packages, 'link_mode': 'copy', 'resolutions': resolutions}
     return packages, misses, meta, key

@@ -67,8 +67,10 @@ def test_clean_env_drops_host_pip_settings():
 def test_install_command():
     cmd = pc.install_command('/v/bin/python', 'http://i/simple/', 'i', '/c', '/t', '/r.json', '/req.txt')
     assert cmd[:4] == ['/v/bin/python', '-m', 'pip', 'install']
-    for flag in ('--prefer-binary', '--use-pep517', '--ignore-installed'):
+    for flag in ('--use-pep517', '--ignore-installed'):
         assert flag in cmd
+    # A user's `pip install X` takes the newest release even when only its sdist is out yet: so does the build.
+    assert '--prefer-binary' not in cmd
     assert cmd[cmd.index('--trusted-host') + 1] == 'i' and cmd[cmd.index('--target') + 1] == '/t'
     assert '--dry-run' in pc.install_command('p', 'u', None, 'c', 't', 'r', 'q', dry_run=True)
 
