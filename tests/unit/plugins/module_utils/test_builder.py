@@ -103,3 +103,64 @@ def test_requirements_file(tmp_path):
     p['requirements'] = str(req)
     r = bd.build(p, FakePip({'six': ('1', 'a'), 'idna': ('1', 'b')}), now='t')
     assert r['files'] == 2
+
+
+class ResolverPip(FakePip):
+    """A pip whose resolver behaves like the real one on a conflict: ``web`` alone takes ``core`` 2.0,
+    ``legacy`` needs ``core<2``, and the two together take ``core`` 1.0 (the boto3/aiobotocore shape)."""
+
+    DEPS = {'web': [('web', '1.0'), ('core', '2.0')], 'legacy': [('legacy', '1.0'), ('core', '1.0')],
+            'broken': None}
+
+    def __call__(self, argv, env):
+        if argv[1:3] == ['-m', 'venv'] or argv[1] == '-c':
+            return FakePip.__call__(self, argv, env)
+        self.calls.append(argv)
+        specs = open(argv[argv.index('-r') + 1]).read().split()
+        self.requests = getattr(self, 'requests', []) + [specs]
+        cache = argv[argv.index('--cache-dir') + 1]
+        if any(self.DEPS.get(s) is None for s in specs):
+            return 1, '', 'ERROR: ResolutionImpossible: broken needs core>=3'
+        picked = dict(pair for s in specs for pair in self.DEPS[s])
+        if 'web' in specs and 'legacy' in specs:
+            picked['core'] = '1.0'
+        items = []
+        for name, version in sorted(picked.items()):
+            url = 'http://127.0.0.1:8371/packages/%s-%s-py3-none-any.whl' % (name, version)
+            items.append({'metadata': {'name': name, 'version': version}, 'download_info': {'url': url}})
+            path = pc.http_cache_paths(cache, url)[1]
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, 'w') as f:
+                f.write('%s %s' % (name, version))
+        with open(argv[argv.index('--report') + 1], 'w') as f:
+            json.dump({'install': items}, f)
+        return 0, '', ''
+
+
+def test_every_package_is_resolved_on_its_own_and_the_snapshot_holds_the_union(tmp_path):
+    """A joint resolution would cache core 1.0 only, and everyone installing web alone would miss core 2.0."""
+    pip = ResolverPip({})
+    p = params(tmp_path, ['web', 'legacy', 'broken'])
+    p['workers'] = 2
+    r = bd.build(p, pip, now='t')
+    assert sorted(pip.requests) == [['broken'], ['legacy'], ['web']]  # one pip run per package, never the list
+    manifest = json.load(open(st.manifest_path(str(tmp_path / 'store'), r['id'])))
+    assert sorted((x['name'], x['version']) for x in manifest['pip']['packages']) == [
+        ('core', '1.0'), ('core', '2.0'), ('legacy', '1.0'), ('web', '1.0')]
+    assert manifest['pip']['resolutions'] == {'web': ['core==2.0', 'web==1.0'], 'legacy': ['core==1.0', 'legacy==1.0']}
+    # broken fails on its own: a miss with pip's reason, and the build goes on.
+    assert [(m['package'], m['ecosystem']) for m in r['misses']] == [('broken', 'pip')]
+    assert 'ResolutionImpossible' in r['misses'][0]['reason'] and 'on its own' in r['misses'][0]['reason']
+    for version in ('1.0', '2.0'):
+        url = 'http://127.0.0.1:8371/packages/core-%s-py3-none-any.whl' % version
+        assert any(e['path'] == 'pip/' + os.path.relpath(pc.http_cache_paths('/c', url)[1], '/c') for e in manifest['entries'])
+
+
+def test_packages_that_resolve_alone_but_not_together_build(tmp_path):
+    class Clash(ResolverPip):
+        def __call__(self, argv, env):
+            if '-r' in argv and len(open(argv[argv.index('-r') + 1]).read().split()) > 1:
+                return 1, '', 'ERROR: ResolutionImpossible: web and legacy conflict'
+            return ResolverPip.__call__(self, argv, env)
+    r = bd.build(params(tmp_path, ['web', 'legacy']), Clash({}), now='t')
+    assert r['misses'] == [] and r['files'] == 4
