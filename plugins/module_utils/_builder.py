@@ -114,6 +114,7 @@ def ecosystems(p):
 def ecosystem_options(p, eco):
     o = dict(DEFAULTS[eco])
     o.update(dict((k, v) for k, v in (p.get(eco) or {}).items() if v is not None))
+    o['workers'] = p.get('workers') or solo.DEFAULT_WORKERS
     if eco == 'uv' and not o.get('index_url'):
         o['index_url'] = p.get('index_url')
     return o

@@ -13,16 +13,21 @@ description:
   - Builds one snapshot that holds the caches of one or more ecosystems (O(ecosystems)), each in its own directory
     of the snapshot, with identical files stored once. Each cache is filled by its own package manager, never by
     writing cache files by hand.
+  - Every requested package is resolved and installed B(on its own), the way a user installs it into a fresh venv
+    or project, O(workers) at a time, into one shared cache; the snapshot holds the union. Resolved together,
+    popular packages would pin shared dependencies to versions that nobody installing one of them alone gets. A
+    package that fails on its own is a miss with its reason and never fails the build. The manifest records what
+    each package resolved to (C(resolutions)).
   - B(pip) fills a fresh pip cache directory by running pip itself, in a virtual environment that the module manages,
-    against the given index. Binary wheels are preferred; a package that only has an sdist is built into a wheel
-    once, so that pip's C(wheels/) cache holds it too.
+    against the given index, picking releases as a user's pip does; a package that only has an sdist is built into
+    a wheel once, so that pip's C(wheels/) cache holds it too.
   - Checks, from pip's C(--report), that every file pip fetched really is in the cache. Packages that the index
     lacks, or whose files were not cached, are returned as RV(misses). The module fails when nothing was cached,
     which usually means that the index sends no cache headers.
-  - B(npm) resolves the packages the way C(npm install) does (C(npm install --package-lock-only) in a throwaway
-    project) and puts every package of the resulting tree into C(_cacache) with C(npm cache add).
+  - B(npm) resolves each package the way C(npm install) does (C(npm install --package-lock-only) in a throwaway
+    project of its own) and puts every package of the resulting trees into C(_cacache) with C(npm cache add).
   - B(maven) fetches each artifact with its dependencies by C(mvn dependency:get) into a fresh local repository.
-  - B(uv) installs the packages with C(uv pip install) into a throwaway venv with C(UV_CACHE_DIR) set.
+  - B(uv) installs each package with C(uv pip install) into a throwaway venv of its own with C(UV_CACHE_DIR) set.
   - Ingests the caches into a content-addressed object store (one file per sha256, shared by all snapshots) and
     writes a manifest. The snapshot id is the sha256 of the canonical manifest entries.
   - A run whose inputs and resolution match an earlier build reports C(changed=false) and returns that snapshot.
@@ -172,6 +177,11 @@ options:
     description: Seconds to wait for another run on this host to release the store lock (V(0) fails at once).
     type: int
     default: 0
+    version_added: 0.3.0
+  workers:
+    description: How many packages are resolved and installed at once (each on its own), per ecosystem.
+    type: int
+    default: 4
     version_added: 0.3.0
 notes:
   - The build holds the store lock (the one M(pkgcache.overlay.snapshot_gc) takes) while it writes objects, the
@@ -323,6 +333,7 @@ def main():
             provenance=dict(type='dict'),
             signing_key=dict(type='path', no_log=False),
             lock_timeout=dict(type='int', default=0),
+            workers=dict(type='int', default=4),
         ),
         supports_check_mode=True,
     )

@@ -1,5 +1,6 @@
 """npm, Maven and uv: input checks and the readers of their real cache formats (fixtures made by the real tools)."""
 
+import hashlib
 import json
 import os
 
@@ -178,7 +179,7 @@ def test_build_refuses_bad_ecosystems(ecos, message):
 
 def test_build_options_fall_back_to_defaults_and_uv_to_the_pip_index():
     o = bd.ecosystem_options({'index_url': 'http://i/simple/', 'uv': {'packages': ['six'], 'uv': None}}, 'uv')
-    assert o == {'packages': ['six'], 'index_url': 'http://i/simple/', 'uv': 'uv', 'python': 'python3'}
+    assert o == {'packages': ['six'], 'index_url': 'http://i/simple/', 'uv': 'uv', 'python': 'python3', 'workers': 4}
 
 
 @pytest.mark.parametrize('p, message', [
@@ -259,3 +260,55 @@ def test_maven_fill_fails_when_nothing_can_be_fetched(tmp_path):
     o = dict(bd.DEFAULTS['maven'], artifacts=['org.nope:nope:1.0'], repositories=[{'id': 'c', 'url': 'file:///srv/m2'}])
     with pytest.raises(BuildError, match='none of the 1 artifacts could be fetched; first error: mvn could not get it'):
         mc.fill(o, str(tmp_path), str(tmp_path), FakeMvn({}))
+
+
+class FakeNpm(object):
+    """npm with a registry where ``app`` alone takes ``lib@2``, ``old`` needs ``lib@1``, and together npm dedupes to ``lib@1``."""
+
+    TREES = {'app': {'app': '1.0.0', 'lib': '2.0.0'}, 'old': {'old': '1.0.0', 'lib': '1.0.0'}}
+
+    def __init__(self):
+        self.resolved = []
+
+    def __call__(self, argv, env, data=None, cwd=None):
+        cache = argv[argv.index('--cache') + 1] if '--cache' in argv else None
+        if argv[1] == 'version':
+            return 0, json.dumps({'npm': '10.9.0', 'node': '20.0.0'}), ''
+        if argv[1] == 'install':
+            specs = [a for a in argv[2:] if not a.startswith('-') and a not in (cache, argv[argv.index('--registry') + 1])]
+            self.resolved.append(specs)
+            if any(s not in self.TREES for s in specs):
+                return 1, '', 'npm error 404 Not Found - GET %s' % specs[-1]
+            tree = dict(pair for s in specs for pair in self.TREES[s].items())
+            if 'app' in specs and 'old' in specs:
+                tree['lib'] = '1.0.0'
+            lock = {'lockfileVersion': 3, 'packages': dict(
+                ('node_modules/' + n, {'version': v, 'integrity': 'sha512-%s%s' % (n, v)}) for n, v in tree.items())}
+            lock['packages'][''] = {'name': 'pkgcache-snapshot'}
+            with open(os.path.join(cwd, 'package-lock.json'), 'w') as f:
+                json.dump(lock, f)
+            return 0, '', ''
+        if argv[1:3] == ['cache', 'add']:
+            bucket = os.path.join(cache, '_cacache', 'index-v5', 'aa', 'bb')
+            os.makedirs(bucket, exist_ok=True)
+            with open(os.path.join(bucket, 'bucket'), 'a') as f:
+                for spec in argv[argv.index('--registry') + 2:]:
+                    name, version = spec.rsplit('@', 1)
+                    key = nc.KEY_PREFIX + 'https://registry.example/%s/-/%s-%s.tgz' % (name, name, version)
+                    body = json.dumps({'key': key, 'integrity': 'sha512-x', 'size': 1, 'time': 1})
+                    f.write('\n%s\t%s' % (hashlib.sha1(body.encode()).hexdigest(), body))
+            return 0, '', ''
+        raise AssertionError(argv)
+
+
+def test_npm_resolves_every_package_in_its_own_project(tmp_path):
+    npm = FakeNpm()
+    cache, scratch = tmp_path / 'cache', tmp_path / 'scratch'
+    cache.mkdir()
+    scratch.mkdir()
+    packages, misses, meta, key = nc.fill({'packages': ['app', 'old', 'nope'], 'registry': 'https://registry.example/',
+                                           'npm': 'npm', 'workers': 3}, str(cache), str(scratch), npm)
+    assert sorted(npm.resolved) == [['app'], ['nope'], ['old']]
+    assert [(p['name'], p['version']) for p in packages] == [('app', '1.0.0'), ('lib', '1.0.0'), ('lib', '2.0.0'), ('old', '1.0.0')]
+    assert meta['resolutions'] == {'app': ['app@1.0.0', 'lib@2.0.0'], 'old': ['lib@1.0.0', 'old@1.0.0']}
+    assert [(m['package'], m['ecosystem']) for m in misses] == [('nope', 'npm')] and '404' in misses[0]['reason']
