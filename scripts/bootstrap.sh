@@ -79,6 +79,8 @@ if [ ! -f "$WHEELHOUSE/.complete-$stamp" ]; then
   python3 -m pip download -q --disable-pip-version-check --no-cache-dir -d "$WHEELHOUSE/../pypiserver" pypiserver
   touch "$WHEELHOUSE/.complete-$stamp"
 fi
+# The hit-rate test's own small wheels (deterministic; two releases of a shared dependency).
+python3 "$here/tests/fleet/make_wheels.py" "$WHEELHOUSE"
 
 # Make this checkout the collection pkgcache.overlay for ansible (see ansible.cfg).
 mkdir -p "$here/.cache/collections/ansible_collections/pkgcache"
