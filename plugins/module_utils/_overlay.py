@@ -94,6 +94,8 @@ def check_nesting(mounts, roots):
         for place, what_p in places:
             if _inside(root, place):
                 raise OverlayInputError('%s %s lies inside the %s (%s), which that user controls' % (what, root, what_p, place))
+            if what in ('views_root', 'lower_root') and _inside(place, root):
+                raise OverlayInputError('the %s (%s) lies inside %s %s' % (what_p, place, what, root))
 
 
 def plan_mounts(repls, ecosystems, lower_root, scratch_root, views_root=VIEWS_ROOT):

@@ -452,6 +452,9 @@ def place_link(m, check_mode, now):
                     nfd = os.open(name, sf.DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
                     raise sf.UnsafePathError('%s of repl %s: %s' % (path, m['user'], exc.strerror))
+                if os.fstat(nfd).st_uid != 0:  # not the dir root just made: the user swapped it in
+                    os.close(nfd)
+                    raise sf.UnsafePathError('%s of repl %s was replaced while it was made; try again' % (path, m['user']))
                 os.fchown(nfd, m['uid'], m['gid'])
             except OSError as exc:
                 raise sf.UnsafePathError('%s of repl %s is a symlink or not a directory (%s); its cache link was not placed'
@@ -489,9 +492,10 @@ def _link_at(fd, name, m, check_mode, now):
         os.unlink(tmp, dir_fd=fd)
     except FileNotFoundError:
         pass
+    # The link stays root's: chowning it would be a chown by name in the user's dir. The user may still
+    # remove or replace it (the dir is theirs); that only changes where their own package manager looks.
     os.symlink(m['target'], tmp, dir_fd=fd)
     try:
-        os.chown(tmp, m['uid'], m['gid'], dir_fd=fd, follow_symlinks=False)
         os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
     except OSError:
         try:

@@ -58,6 +58,8 @@ def test_plan_mounts():
     ([{'name': 'a', 'uid': 1, 'gid': 1, 'scratch': '/home/a/s'}], ['pip'], 'scratch of repl a .* inside home of repl a'),
     ([{'name': 'a', 'uid': 1, 'gid': 1, 'home': '/mnt/scratch'}], ['pip'], 'inside home of repl a'),
     ([{'name': 'a', 'uid': 1, 'gid': 1, 'home': '/'}], ['pip'], 'cannot be /'),
+    ([{'name': 'a', 'uid': 1, 'gid': 1, 'home': '/var/lib/pkgcache-views/b'}], ['pip'], 'home of repl a .* inside views_root'),
+    ([{'name': 'a', 'uid': 1, 'gid': 1, 'scratch': LOWER + '/s'}], ['pip'], 'inside lower_root'),
     (REPLS, ['cargo'], 'not supported'),
     (REPLS, [], 'empty'),
 ])
