@@ -72,6 +72,9 @@ def check_specs(specs):
             raise PipBuildError('package %r is not a requirement specifier' % (spec,))
         if requirement_name(spec) is None:
             raise PipBuildError('package %r does not start with a project name' % (spec,))
+        if '@' in spec or '://' in spec:
+            raise PipBuildError('package %r is a direct reference (name @ URL); a snapshot caches what the index '
+                                'serves, so give a name and a version range' % (spec,))
     return [s.strip() for s in specs]
 
 

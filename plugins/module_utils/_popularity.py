@@ -135,6 +135,22 @@ def canonical(ecosystem, name):
     return normalize_name(name) if ecosystem in ('pip', 'uv') else name
 
 
+# What a package name of each ecosystem may be. Names from logs, lists and
+# users' uppers go into the build's requirements: a name like
+# ``x @ http://host/x`` would make the builder's pip fetch and run code from
+# anywhere, so whatever is not a plain name is dropped (and only counted).
+VALID_NAME = {
+    'pip': re.compile(r'^[a-z0-9]([a-z0-9-]{0,198}[a-z0-9])?$'),
+    'uv': re.compile(r'^[a-z0-9]([a-z0-9-]{0,198}[a-z0-9])?$'),
+    'npm': re.compile(r'^(@[a-z0-9][a-z0-9._~-]{0,100}/)?[A-Za-z0-9][A-Za-z0-9._~-]{0,213}$'),
+    'maven': re.compile(r'^[A-Za-z0-9_.-]{1,200}:[A-Za-z0-9_.-]{1,200}(:[A-Za-z0-9_.+-]{1,100})?$'),
+}
+
+
+def valid_name(ecosystem, name):
+    return isinstance(name, str) and bool(VALID_NAME[ecosystem].match(name))
+
+
 def read_source(src, ecosystem, read, report=None):
     """Counts {name: n} of one source dict; ``read(path)`` returns a file's text; ``report``: see scan_uppers."""
     kind = src.get('type')
@@ -173,7 +189,10 @@ def read_source(src, ecosystem, read, report=None):
 
 
 def rank(ecosystem, sources, read, top, pins=(), blocks=()):
-    """Rank packages; return dict(packages=[{name, score, sources}], blocked=[...], source_counts, upper_scans).
+    """Rank packages; return dict(packages=[{name, score, sources}], blocked=[...], source_counts, upper_scans, invalid_names).
+
+    ``invalid_names`` counts, per source, the names dropped because they are
+    not plain package names of the ecosystem (never the names themselves).
 
     ``upper_scans`` maps the label of each ``uppers`` source to its scan
     report (see scan_uppers): users scanned, users skipped or truncated by
@@ -182,7 +201,7 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=()):
     if ecosystem not in ECOSYSTEMS:
         raise PopularityError('ecosystem %r is not one of %s' % (ecosystem, ', '.join(ECOSYSTEMS)))
     blocked = set(spec_key(ecosystem, b) for b in blocks)
-    scores, origin, raw, scans = {}, {}, {}, {}
+    scores, origin, raw, scans, dropped = {}, {}, {}, {}, {}
     for i, src in enumerate(sources):
         if not isinstance(src, dict):
             raise PopularityError('source %d is not a mapping: %r' % (i + 1, src))
@@ -196,6 +215,11 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=()):
         counts = read_source(src, ecosystem, read, report)
         if src.get('type') == 'uppers':
             scans[label] = report
+        invalid = [name for name in counts if not valid_name(ecosystem, name)]
+        for name in invalid:
+            del counts[name]
+        if invalid:
+            dropped[label] = len(invalid)
         raw[label] = counts
         peak = max(counts.values()) if counts else 0
         for name, n in counts.items():
@@ -216,7 +240,7 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=()):
     for name in ranked[:top] if top is not None else ranked:
         result.append({'name': name, 'score': round(scores[name], 6), 'sources': origin[name]})
     return {'packages': result, 'blocked': sorted(n for n in blocked if n in scores), 'source_counts': raw,
-            'upper_scans': scans}
+            'upper_scans': scans, 'invalid_names': dropped}
 
 
 # ------------------------------------------------------- misses in uppers

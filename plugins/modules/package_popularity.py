@@ -171,6 +171,16 @@ upper_scans:
       walk: {entries: 200412, bytes_read: 1048576, files_opened: 58, skipped: {sparse: 2, symlink: 4}}
       packages_dropped: 0
   version_added: 0.3.0
+invalid_names:
+  description:
+    - Per source label, how many names were dropped because they are not plain package names of the ecosystem
+      (PEP 503 names for pip and uv, npm package names, C(group:artifact[:version]) for Maven). Such a name, taken
+      from a log or a user's upper, could otherwise reach the build as a direct reference (C(x @ http://...)). The
+      names themselves are never returned.
+  returned: success
+  type: dict
+  sample: {uppers: 1}
+  version_added: 0.3.0
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -12,6 +12,7 @@ import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _npmcache
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _popularity as pop
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _pipcache as pc
 
 from test_compact import count_reads, deep_chain
 
@@ -326,3 +327,17 @@ def test_uppers_scan_limits_are_checked(tmp_path):
         pop.scan_uppers('pip', dict(uppers_src(tmp_path), limits={'max_fun': 1}))
     with pytest.raises(pop.PopularityError, match='max_names 0'):
         pop.scan_uppers('pip', dict(uppers_src(tmp_path), max_names=0))
+
+
+def test_names_that_are_not_plain_package_names_never_reach_the_build():
+    """A user's upper, or a log, may carry `Name: x @ http://2130706433:8765/x` (a direct reference pip would fetch and run)."""
+    counts = {'type': 'counts', 'name': 'fleet',
+              'counts': {'six': 3, 'x @ http://2130706433:8765/x': 9, 'y; os_name=="posix"': 5, '--index-url=http://e': 4}}
+    res = pop.rank('pip', [counts], None, 10)
+    assert [p['name'] for p in res['packages']] == ['six']
+    assert res['invalid_names'] == {'fleet': 3}
+    assert 'x @' not in json.dumps(res)
+    npm = pop.rank('npm', [{'type': 'counts', 'counts': {'@scope/ok': 1, 'file:../evil': 2, 'git+ssh://h/r': 1}}], None, 10)
+    assert [p['name'] for p in npm['packages']] == ['@scope/ok']
+    with pytest.raises(pc.BuildError, match='direct reference'):
+        pc.check_specs(['x @ http://2130706433:8765/x'])
