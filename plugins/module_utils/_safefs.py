@@ -80,10 +80,13 @@ def open_dir(path, what='path', root_owned=True):
     return fd
 
 
-def ensure_dir(parent_fd, name, uid, gid, mode, check_mode, created, path):
+def ensure_dir(parent_fd, name, uid, gid, mode, check_mode, created, path, adopt=(0,)):
     """Make ``name`` in ``parent_fd`` a directory owned by uid:gid with ``mode``; return its fd (None in check mode if missing).
 
-    Appends ``path`` to ``created`` when it was created or its owner or mode fixed.
+    Appends ``path`` to ``created`` when it was created or its owner or mode
+    fixed. An existing directory is only taken over when its owner is in
+    ``adopt`` (and ``uid``): in a sticky root another user may have made it
+    first, with their own files and open fds inside.
     """
     try:
         fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
@@ -102,6 +105,10 @@ def ensure_dir(parent_fd, name, uid, gid, mode, check_mode, created, path):
     except OSError as exc:
         raise _unsafe(exc, path, 'directory')
     st = os.fstat(fd)
+    if st.st_uid != uid and st.st_uid not in adopt:
+        os.close(fd)
+        raise UnsafePathError('%s is owned by uid %d, neither root nor its user; refusing to take it over (move it away)'
+                              % (path, st.st_uid))
     if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (uid, gid, mode):
         created.append(path)
         if not check_mode:

@@ -74,7 +74,7 @@ class Converge(object):
             self._held = held_files()
         return self._held
 
-    def ensure_root_chain(self, path, mode):
+    def ensure_root_chain(self, path, mode, adopt=(0,)):
         """Make ``path`` a root directory with ``mode``; its parent must already be root's all the way up."""
         parent, name = os.path.split(path.rstrip('/'))
         try:
@@ -85,7 +85,7 @@ class Converge(object):
             self.created.append(path)
             return None
         try:
-            fd = sf.ensure_dir(pfd, name, 0, 0, mode, self.check_mode, self.created, path)
+            fd = sf.ensure_dir(pfd, name, 0, 0, mode, self.check_mode, self.created, path, adopt)
         finally:
             os.close(pfd)
         if fd is not None and not self.check_mode:
@@ -104,14 +104,15 @@ class Converge(object):
             if self.check_mode:
                 return None
             os.rename(name, aside, src_dir_fd=pfd, dst_dir_fd=pfd)
-        return sf.ensure_dir(pfd, name, uid, gid, 0o700, self.check_mode, self.created, path)
+        # The earlier layout made these the user's: only root's or this user's are taken over.
+        return sf.ensure_dir(pfd, name, uid, gid, 0o700, self.check_mode, self.created, path, adopt=(0, m['uid']))
 
     # -- prepare: directories and old mounts ---------------------------
     def prepare_user(self, user_mounts, scratch_root_ok):
         """Everything before fstab: root's scratch chain, layer dirs, view mount points, old mounts."""
         first = user_mounts[0]
         try:
-            sfd = self.ensure_root_chain(first['scratch'], 0o700)
+            sfd = self.ensure_root_chain(first['scratch'], 0o700, adopt=(0, first['uid']))
         except (sf.UnsafePathError, OSError) as exc:
             for m in user_mounts:
                 self.fail(m, 'scratch: %s' % exc)

@@ -214,3 +214,25 @@ def test_check_filesystems():
     c = ov.plan_mounts([{'name': 'c', 'uid': 1, 'gid': 1}], ['pip'], '/l', '/var/tmp')[0]
     with pytest.raises(ov.OverlayInputError, match='is on overlayfs'):
         mt.check_filesystems(info, c)
+
+
+def test_a_dir_another_user_made_first_in_a_sticky_root_is_never_taken_over(tmp_path):
+    """A fresh tmpfs is 1777: mallory makes bob's scratch dir first, with her files and an open fd inside."""
+    scratch = tmp_path / 'scratch'
+    scratch.mkdir()
+    os.chmod(str(scratch), 0o1777)
+    (scratch / 'bob' / 'cacache_pip' / 'upper').mkdir(parents=True)
+    (scratch / 'bob' / 'cacache_pip' / 'upper' / 'planted.py').write_text('mallory was here')
+    for d in (scratch / 'bob', scratch / 'bob' / 'cacache_pip', scratch / 'bob' / 'cacache_pip' / 'upper'):
+        os.chown(str(d), 3, 3)  # mallory
+    mounts = ov.plan_mounts([{'name': 'bob', 'uid': 2, 'gid': 2}, {'name': 'carol', 'uid': 4, 'gid': 4}], ['pip'],
+                            '/var/lib/pkgcache/trees/x', str(scratch), str(tmp_path / 'views'))
+    run = _views.Converge({'lazy': False, 'state': 'present', 'state_dir': str(tmp_path / 'state')}, mounts, [],
+                          None, None, False, now=0)
+    for root, mode in ((str(tmp_path / 'views'), 0o711), (str(scratch), 0o755)):
+        os.close(run.ensure_root_chain(root, mode))
+    assert oct(os.stat(str(scratch)).st_mode & 0o7777) == oct(0o755)
+    ready = run.prepare_user([mounts[0]], True) + run.prepare_user([mounts[1]], True)
+    assert [m['user'] for m in ready] == ['carol']
+    assert 'owned by uid 3, neither root nor its user' in run.failed['bob']['pip']
+    assert os.stat(str(scratch / 'bob')).st_uid == 3  # not chowned to root, nor to bob
