@@ -39,6 +39,8 @@ from ._compact import compact
 
 OPAQUE = ('trusted.overlay.opaque', 'user.overlay.opaque', 'trusted.overlay.redirect', 'user.overlay.redirect')
 MERGE_MAX_ENTRIES = 1000000
+MERGE_MAX_DEPTH = 256
+MERGE_SECONDS = 120
 
 
 def _stamp(now):
@@ -244,28 +246,47 @@ class Converge(object):
         return out
 
     def merge_dead(self, m):
-        """Fold the upper of every dead detached generation into the current upper (the view is unmounted)."""
+        """Fold the upper of every dead detached generation into the current upper (the view is unmounted).
+
+        A generation is removed only once its merge completed; what a capped
+        merge left stays for the next run. Never raises: the view must be
+        mounted again whatever happens here.
+        """
         moved = 0
-        lfd = sf.open_dir(m['layers'], 'layers of repl %s' % m['user'])
+        deadline = time.monotonic() + MERGE_SECONDS
+        try:
+            lfd = sf.open_dir(m['layers'], 'layers of repl %s' % m['user'])
+        except (sf.UnsafePathError, OSError) as exc:
+            self.note(self.merged, m, 'not merged: %s' % exc)
+            return 0
         try:
             for name, record, live in self.generations(m):
                 if live:
                     continue
-                gfd = os.open(name, sf.DIR_FLAGS, dir_fd=lfd)
                 try:
-                    if sf.entry(gfd, 'upper') is not None:
-                        src = os.open('upper', sf.DIR_FLAGS, dir_fd=gfd)
-                        dst = os.open('upper', sf.DIR_FLAGS, dir_fd=lfd)
-                        try:
-                            moved += merge_upper(src, dst)
-                        finally:
-                            os.close(src)
-                            os.close(dst)
-                finally:
-                    os.close(gfd)
-                sf.remove_tree(lfd, name)
-                if record:
-                    os.unlink(record)
+                    gfd = os.open(name, sf.DIR_FLAGS, dir_fd=lfd)
+                    try:
+                        complete = True
+                        if sf.entry(gfd, 'upper') is not None:
+                            src = os.open('upper', sf.DIR_FLAGS, dir_fd=gfd)
+                            dst = os.open('upper', sf.DIR_FLAGS, dir_fd=lfd)
+                            try:
+                                n, complete = merge_upper(src, dst, deadline=deadline)
+                                moved += n
+                            finally:
+                                os.close(src)
+                                os.close(dst)
+                    finally:
+                        os.close(gfd)
+                    if not complete:
+                        self.note(self.merged, m, 'partly merged (%d entries); the rest stays in %s' % (moved, name))
+                        return moved
+                    sf.remove_tree(lfd, name)
+                    if record:
+                        os.unlink(record)
+                except (OSError, MemoryError) as exc:
+                    self.note(self.merged, m, 'not merged: %s' % exc)
+                    return moved
         finally:
             os.close(lfd)
         return moved
@@ -309,7 +330,7 @@ class Converge(object):
                 files, size = compact(m['upperdir'], m['lowerdir'])
                 self.note(self.compacted, m, {'files': files, 'bytes': size})
         merged = self.merge_dead(m)
-        if merged:
+        if merged and m['ecosystem'] not in self.merged.get(m['user'], {}):
             self.note(self.merged, m, merged)
         self.mount_fn(m['target'])
         self.note(self.users, m, outcome)
@@ -372,49 +393,56 @@ def _special_dir(fd):
     return False
 
 
-def merge_upper(src_fd, dst_fd, max_entries=MERGE_MAX_ENTRIES):
-    """Move what ``dst`` lacks from upper ``src`` into upper ``dst``; return entries moved.
+def merge_upper(src_fd, dst_fd, max_entries=MERGE_MAX_ENTRIES, max_depth=MERGE_MAX_DEPTH, deadline=None):
+    """Move what ``dst`` lacks from upper ``src`` into upper ``dst``; return (entries moved, complete).
 
     Entries are renamed (whiteouts and xattrs travel with them); where both
     have a directory, neither opaque nor redirected, it descends; on any other
-    clash the current upper wins. Never follows a symlink; an explicit stack.
+    clash the current upper wins. Never follows a symlink. Depth first with
+    one pair of open dirs per level, so fds stay bounded by the depth; past
+    ``max_entries``, ``max_depth`` or ``deadline`` it stops and says so, and
+    the caller keeps what was not merged.
     """
-    moved = 0
-    seen = 0
-    stack = [(src_fd, dst_fd, False)]
+    moved = seen = 0
+    complete = True
+    stack = [(src_fd, dst_fd, iter(os.listdir(src_fd)), False)]
     try:
         while stack:
-            s, d, owned = stack.pop()
-            try:
-                for name in os.listdir(s):
-                    seen += 1
-                    if seen > max_entries:
-                        return moved
-                    there = sf.entry(d, name)
-                    if there is None:
-                        os.rename(name, name, src_dir_fd=s, dst_dir_fd=d)
-                        moved += 1
-                        continue
-                    here = sf.entry(s, name)
-                    if here is None or not (stat.S_ISDIR(here.st_mode) and stat.S_ISDIR(there.st_mode)):
-                        continue
-                    cs = os.open(name, sf.DIR_FLAGS, dir_fd=s)
-                    cd = os.open(name, sf.DIR_FLAGS, dir_fd=d)
-                    if _special_dir(cs) or _special_dir(cd):
-                        os.close(cs)
-                        os.close(cd)
-                        continue
-                    stack.append((cs, cd, True))
-            finally:
+            s, d, names, owned = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
                 if owned:
                     os.close(s)
                     os.close(d)
+                continue
+            seen += 1
+            if seen > max_entries or (deadline is not None and time.monotonic() > deadline):
+                return moved, False
+            there = sf.entry(d, name)
+            if there is None:
+                os.rename(name, name, src_dir_fd=s, dst_dir_fd=d)
+                moved += 1
+                continue
+            here = sf.entry(s, name)
+            if here is None or not (stat.S_ISDIR(here.st_mode) and stat.S_ISDIR(there.st_mode)):
+                continue
+            if len(stack) >= max_depth:
+                complete = False
+                continue
+            cs = os.open(name, sf.DIR_FLAGS, dir_fd=s)
+            cd = os.open(name, sf.DIR_FLAGS, dir_fd=d)
+            if _special_dir(cs) or _special_dir(cd):
+                os.close(cs)
+                os.close(cd)
+                continue
+            stack.append((cs, cd, iter(os.listdir(cs)), True))
     finally:
-        for s, d, owned in stack:
+        for s, d, names, owned in stack:
             if owned:
                 os.close(s)
                 os.close(d)
-    return moved
+    return moved, complete
 
 
 def place_link(m, check_mode, now):

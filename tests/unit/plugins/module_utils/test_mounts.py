@@ -155,7 +155,7 @@ def test_merge_moves_what_the_current_upper_lacks(tmp_path):
     (new / 'clash').write_text('a file wins over a dir')
     s, d = os.open(str(old), os.O_RDONLY), os.open(str(new), os.O_RDONLY)
     try:
-        assert _views.merge_upper(s, d) == 2  # a/b (whole dir) and link
+        assert _views.merge_upper(s, d) == (2, True)  # a/b (whole dir) and link
     finally:
         os.close(s)
         os.close(d)
@@ -236,3 +236,40 @@ def test_a_dir_another_user_made_first_in_a_sticky_root_is_never_taken_over(tmp_
     assert [m['user'] for m in ready] == ['carol']
     assert 'owned by uid 3, neither root nor its user' in run.failed['bob']['pip']
     assert os.stat(str(scratch / 'bob')).st_uid == 3  # not chowned to root, nor to bob
+
+
+def test_merge_keeps_few_fds_open_on_a_wide_cache_tree(tmp_path):
+    """npm's _cacache/content-v2/sha512/xx/yy is wide on both sides; the merge holds one pair of dirs per level."""
+    import resource
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    for side in (old, new):
+        for a in range(48):
+            for b in range(4):
+                (side / 'content' / ('%02x' % a) / ('%02x' % b)).mkdir(parents=True)
+    for a in range(48):
+        (old / 'content' / ('%02x' % a) / '00' / 'blob').write_text('kept')
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    s, d = os.open(str(old), os.O_RDONLY), os.open(str(new), os.O_RDONLY)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        assert _views.merge_upper(s, d) == (48, True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        os.close(s)
+        os.close(d)
+    assert (new / 'content' / '2f' / '00' / 'blob').read_text() == 'kept'
+
+
+def test_a_capped_merge_keeps_the_generation(tmp_path):
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    (old / 'a').mkdir(parents=True)
+    new.mkdir()
+    for i in range(10):
+        (old / ('f%d' % i)).write_text('x')
+    s, d = os.open(str(old), os.O_RDONLY), os.open(str(new), os.O_RDONLY)
+    try:
+        moved, complete = _views.merge_upper(s, d, max_entries=5)
+    finally:
+        os.close(s)
+        os.close(d)
+    assert (moved, complete) == (5, False) and len(os.listdir(str(old))) == 6
