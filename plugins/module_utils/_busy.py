@@ -8,7 +8,39 @@ Private to the collection; the API may change without notice.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import struct
+import time
+
+AT_FDCWD = -100
+AT_STATX_DONT_SYNC = 0x4000
+STATX_INO = 0x100
+SCAN_SECONDS = 30
+_libc = []
+
+
+def _dev_ino(path):
+    """(st_dev, st_ino) of what ``path`` names, from the kernel's cached attributes (statx AT_STATX_DONT_SYNC).
+
+    A plain stat() would ask the filesystem; a user's FUSE daemon that never
+    answers would then hang root. Falls back to lstat-free os.stat where
+    statx is missing.
+    """
+    if not _libc:
+        _libc.append(ctypes.CDLL(ctypes.util.find_library('c') or None, use_errno=True))
+    fn = getattr(_libc[0], 'statx', None)
+    if fn is None:
+        s = os.stat(path)
+        return s.st_dev, s.st_ino
+    buf = ctypes.create_string_buffer(256)
+    if fn(AT_FDCWD, path.encode('utf-8', 'surrogateescape'), AT_STATX_DONT_SYNC, STATX_INO, buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    ino = struct.unpack_from('=Q', buf.raw, 32)[0]
+    major, minor = struct.unpack_from('=II', buf.raw, 136)
+    return os.makedev(major, minor), ino
 
 
 def _under(path, targets):
@@ -72,31 +104,37 @@ def _owner(proc, pid):
         return 0
 
 
-def held_files(proc='/proc'):
+def held_files(proc='/proc', seconds=SCAN_SECONDS):
     """Return a Held of every cwd, root and open file of every process.
 
-    stat() of a /proc magic link reaches the open file itself, not a path, so
-    a user cannot redirect it. Vanished processes and files are skipped.
+    statx() of a /proc magic link reaches the open file itself, not a path,
+    so a user cannot redirect it, and with AT_STATX_DONT_SYNC it never waits
+    on the filesystem. Vanished processes and files are skipped. A scan that
+    takes longer than ``seconds`` stops and counts as not complete (denied).
     """
     held = Held()
     denied = set()
+    deadline = time.monotonic() + seconds
     try:
         pids = [p for p in os.listdir(proc) if p.isdigit()]
     except OSError:
         held.denied = ['all']
         return held
     for pid in pids:
+        if time.monotonic() > deadline:
+            denied.add('timeout')
+            break
         for link in _links(proc, pid):
             try:
-                s = os.stat(link)
+                dev, ino = _dev_ino(link)
             except PermissionError:
                 if _owner(proc, pid) != 0:  # root's own processes are not repl users'
                     denied.add(int(pid))
                 continue
             except OSError:
                 continue
-            held.setdefault((s.st_dev, s.st_ino), set()).add(int(pid))
-    held.denied = sorted(denied)
+            held.setdefault((dev, ino), set()).add(int(pid))
+    held.denied = sorted(denied, key=str)
     return held
 
 

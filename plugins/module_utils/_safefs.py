@@ -25,6 +25,7 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 
 
 class UnsafePathError(RuntimeError):
@@ -141,11 +142,15 @@ def mount_id(parent_fd, name):
 _libc = None
 
 
-def _umount2(path, flags):
+def libc():
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library('c') or None, use_errno=True)
-    if _libc.umount2(path.encode('utf-8', 'surrogateescape'), flags) != 0:
+    return _libc
+
+
+def _umount2(path, flags):
+    if libc().umount2(path.encode('utf-8', 'surrogateescape'), flags) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
 
@@ -222,3 +227,49 @@ def remove_tree(parent_fd, name, max_entries=1000000):
             if fd is not None:
                 os.close(fd)
     return removed
+
+
+def layers_in_use(upperdir, workdir, probe_dir):
+    """Does a live overlay, in any mount namespace, still use ``upperdir`` or ``workdir``? True, False or None (cannot tell).
+
+    The kernel marks the upper and work dirs of every overlay superblock "in
+    use" until the last reference goes: a process in another mount namespace,
+    an fd in flight in a socket, a mapping. A read-only probe mount with
+    ``index=on`` fails with EBUSY on such dirs. All paths are root's (the
+    mount invariant); ``probe_dir`` is a root-only dir holding ``lower`` (empty)
+    and ``mnt``. What the probe leaves (work/index, the origin and uuid xattrs
+    on the upper root) is removed.
+    """
+    for name in ('lower', 'mnt'):
+        try:
+            os.mkdir(os.path.join(probe_dir, name), 0o700)
+        except FileExistsError:
+            pass
+    mnt = os.path.join(probe_dir, 'mnt')
+    data = ('lowerdir=%s,upperdir=%s,workdir=%s,index=on,xino=off,metacopy=off,nfs_export=off'
+            % (os.path.join(probe_dir, 'lower'), upperdir, workdir))
+    rc = libc().mount(b'overlay', mnt.encode(), b'overlay', MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                      data.encode('utf-8', 'surrogateescape'))
+    err = ctypes.get_errno()
+    if rc != 0:
+        return True if err == errno.EBUSY else None
+    _umount2(mnt, 0)
+    _forget_probe(upperdir, workdir)
+    return False
+
+
+def _forget_probe(upperdir, workdir):
+    fd = os.open(upperdir, DIR_FLAGS)
+    try:
+        for attr in ('trusted.overlay.origin', 'trusted.overlay.uuid'):
+            try:
+                os.removexattr(fd, attr)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    wfd = os.open(workdir, DIR_FLAGS)
+    try:
+        remove_tree(wfd, 'index')
+    finally:
+        os.close(wfd)

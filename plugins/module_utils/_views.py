@@ -34,7 +34,7 @@ import time
 
 from . import _overlay as ov
 from . import _safefs as sf
-from ._busy import devices_in_use, find_busy, held_files
+from ._busy import find_busy
 from ._compact import compact
 
 OPAQUE = ('trusted.overlay.opaque', 'user.overlay.opaque', 'trusted.overlay.redirect', 'user.overlay.redirect')
@@ -61,7 +61,6 @@ class Converge(object):
         self.created, self.failed, self.users, self.busy = [], {}, {}, {}
         self.compacted, self.saved, self.repaired, self.merged, self.detached = {}, {}, {}, {}, {}
         self.retired = {}
-        self._held = None
 
     # -- helpers -------------------------------------------------------
     def fail(self, m, reason):
@@ -71,10 +70,13 @@ class Converge(object):
     def note(self, table, m, value):
         table.setdefault(m['user'], {})[m['ecosystem']] = value
 
-    def held(self):
-        if self._held is None:
-            self._held = held_files()
-        return self._held
+    def in_use(self, upperdir, workdir):
+        """True, False or None (cannot tell, or check mode): does a live overlay anywhere still use these layers?"""
+        if self.check_mode:
+            return None
+        probe = os.path.join(self.p['state_dir'], '.probe')
+        os.makedirs(probe, mode=0o700, exist_ok=True)
+        return sf.layers_in_use(upperdir, workdir, probe)
 
     def ensure_root_chain(self, path, mode, adopt=(0,)):
         """Make ``path`` a root directory with ``mode``; its parent must already be root's all the way up."""
@@ -175,20 +177,17 @@ class Converge(object):
             self.note(self.retired, m, old['mount_point'])
             if self.check_mode:
                 continue
-            pids = find_busy([old['mount_point']]).get(old['mount_point'])
-            if pids and not self.p['lazy']:
-                self.note(self.busy, m, pids)
-                self.users.setdefault(m['user'], {})[m['ecosystem']] = 'busy'
-                return False
             dev = self.mount_dev(old)
             outcome = sf.umount(old['mount_point'], old['mount_id'], lazy=False)
             if outcome == 'busy':
                 if not self.p['lazy']:
-                    self.note(self.busy, m, 'EBUSY')
+                    # Decided by the kernel's EBUSY; the pids are for the report only (paths can be spoofed).
+                    self.note(self.busy, m, find_busy([old['mount_point']]).get(old['mount_point']) or 'EBUSY')
                     self.users.setdefault(m['user'], {})[m['ecosystem']] = 'busy'
                     return False
                 sf.umount(old['mount_point'], old['mount_id'], lazy=True)
-                self.detach_generation(m, lfd, dev, so.get('lowerdir'))
+                if lfd is not None:
+                    self.detach_generation(m, lfd, dev, so.get('lowerdir'))
         return True
 
     # -- detached generations ------------------------------------------
@@ -200,9 +199,18 @@ class Converge(object):
     def record_dir(self):
         return os.path.join(self.p['state_dir'], 'detached')
 
+    def detach(self, m, dev, lowerdir):
+        lfd = sf.open_dir(m['layers'], 'layers of repl %s' % m['user'])
+        try:
+            self.detach_generation(m, lfd, dev, lowerdir)
+        finally:
+            os.close(lfd)
+
     def detach_generation(self, m, lfd, dev, lowerdir):
         """Move upper and work of a lazily detached overlay aside, so the new view gets fresh ones."""
-        gen = 'detached-%s-%d' % (_stamp(self.now), dev)
+        gen = 'detached-%s-%d' % (_stamp(self.now), dev or 0)
+        while sf.entry(lfd, gen) is not None:
+            gen += '-'
         os.mkdir(gen, 0o700, dir_fd=lfd)
         gfd = os.open(gen, sf.DIR_FLAGS, dir_fd=lfd)
         try:
@@ -221,7 +229,12 @@ class Converge(object):
         self.note(self.detached, m, os.path.join(m['layers'], gen))
 
     def generations(self, m):
-        """Detached generations of this user's layers: [(name, record path or None, live)]."""
+        """Detached generations of this user's layers: [(name, record path or None, live)].
+
+        Live unless the kernel says no overlay uses its upper and work any
+        more (see _safefs.layers_in_use): that catches processes, fds in
+        flight, mappings and copies of the mount in other namespaces alike.
+        """
         try:
             lfd = sf.open_dir(m['layers'], 'layers of repl %s' % m['user'])
         except (sf.UnsafePathError, OSError):
@@ -233,15 +246,11 @@ class Converge(object):
         if not names:
             return []
         records = load_records(self.p['state_dir'])
-        visible = set(self.mount_dev(x) for x in self.info)
-        held = self.held()
-        in_use = devices_in_use(held)
         out = []
         for name in names:
-            rec = records.get(os.path.join(m['layers'], name))
-            dev = rec[1]['dev'] if rec else None
-            # Unproven is live: no record, a process holds the device, or some process could not be inspected.
-            live = dev is None or dev in in_use or dev in visible or bool(held.denied)
+            gen = os.path.join(m['layers'], name)
+            rec = records.get(gen)
+            live = self.in_use(os.path.join(gen, 'upper'), os.path.join(gen, 'work')) is not False
             out.append((name, rec[0] if rec else None, live))
         return out
 
@@ -305,30 +314,29 @@ class Converge(object):
             self.note(self.users, m, {'absent': 'mounted', 'stale': 'switched', 'mounted': 'merged'}[state])
             return
         outcome = 'mounted'
+        lazily = False
         if state != 'absent':
             current = ov.mounted_at(self.info, m['target'])
-            pids = find_busy([m['target']]).get(m['target'])
-            if pids and not self.p['lazy']:
-                self.note(self.busy, m, pids)
-                self.note(self.users, m, 'busy')
-                return
             dev = self.mount_dev(current)
             result = sf.umount(m['target'], current['mount_id'])
             if result == 'busy' and not self.p['lazy']:
-                self.note(self.busy, m, 'EBUSY')
+                # Decided by the kernel's EBUSY; the pids are for the report only (paths can be spoofed).
+                self.note(self.busy, m, find_busy([m['target']]).get(m['target']) or 'EBUSY')
                 self.note(self.users, m, 'busy')
                 return
             outcome = 'switched' if state == 'stale' else 'merged'
             if result == 'busy':
                 sf.umount(m['target'], current['mount_id'], lazy=True)
-                lfd = sf.open_dir(m['layers'], 'layers of repl %s' % m['user'])
-                try:
-                    self.detach_generation(m, lfd, dev, current['super_options'].get('lowerdir'))
-                finally:
-                    os.close(lfd)
-            elif self.p['compact'] and state == 'stale':
-                files, size = compact(m['upperdir'], m['lowerdir'])
-                self.note(self.compacted, m, {'files': files, 'bytes': size})
+                self.detach(m, dev, current['super_options'].get('lowerdir'))
+                lazily = True
+        if not lazily and self.in_use(m['upperdir'], m['workdir']):
+            # Still held: a copy of the old view in a user's own mount namespace, or an old mount
+            # that could not be unmounted. Never share layers: the new view gets fresh ones.
+            self.detach(m, None, current['super_options'].get('lowerdir') if state != 'absent' else None)
+            lazily = True
+        if not lazily and self.p['compact'] and state == 'stale':
+            files, size = compact(m['upperdir'], m['lowerdir'])
+            self.note(self.compacted, m, {'files': files, 'bytes': size})
         merged = self.merge_dead(m)
         if merged and m['ecosystem'] not in self.merged.get(m['user'], {}):
             self.note(self.merged, m, merged)
@@ -365,21 +373,22 @@ def load_records(state_dir):
     return out
 
 
-def live_lowerdirs(state_dir, mountinfo):
-    """Lower dirs of detached overlays that some process still uses (or that cannot be proven unused)."""
-    visible = set()
-    for x in mountinfo:
-        major, minor = x['dev'].split(':')
-        visible.add(os.makedev(int(major), int(minor)))
-    held = None
+def live_lowerdirs(state_dir, mountinfo=None):
+    """Lower dirs of detached overlays that may still be in use (the kernel says so, or cannot tell)."""
     out = set()
-    for path, rec in load_records(state_dir).values():
-        if held is None:
-            held = held_files()
-            in_use = devices_in_use(held)
-        if rec.get('dev') in in_use or rec.get('dev') in visible or held.denied:
-            if rec.get('lowerdir'):
-                out.add(rec['lowerdir'])
+    probe = os.path.join(state_dir, '.probe')
+    for gen, (path, rec) in load_records(state_dir).items():
+        if not rec.get('lowerdir'):
+            continue
+        try:
+            if not os.path.isdir(os.path.join(gen, 'upper')):
+                continue
+            os.makedirs(probe, mode=0o700, exist_ok=True)
+            live = sf.layers_in_use(os.path.join(gen, 'upper'), os.path.join(gen, 'work'), probe)
+        except OSError:
+            live = None
+        if live is not False:
+            out.add(rec['lowerdir'])
     return out
 
 

@@ -209,25 +209,25 @@ def test_gc_keeps_a_tree_a_process_is_inside_and_a_detached_overlays_lower(two_s
         reader.kill()
         reader.wait()
     assert _gc.plan(host, 1, '', '', host=True, held=_busy.held_files())['remove'] == [v1]
-    # A record of a detached overlay whose device a process still holds keeps its lower.
+    # A detached overlay that still holds its layers (here: still mounted somewhere) keeps its lower.
     os.makedirs(os.path.join(host, 'detached'))
-    holder = subprocess.Popen(['sleep', '60'], cwd=str(tmp_path))
+    gen = tmp_path / 'layers' / 'detached-1'
+    for d in ('upper', 'work', 'mnt'):
+        (gen / d).mkdir(parents=True)
+    record = {'user': 'carol', 'ecosystem': 'pip', 'dev': 0, 'lowerdir': '%s/pip' % st.tree_path(host, v1),
+              'generation': str(gen)}
+    with open(os.path.join(host, 'detached', 'carol-pip-1.json'), 'w') as f:
+        json.dump(record, f)
+    subprocess.check_call(['mount', '-t', 'overlay', 'overlay', '-o', 'lowerdir=%s/pip,upperdir=%s/upper,workdir=%s/work'
+                           % (st.tree_path(host, v1), gen, gen), str(gen / 'mnt')])
     try:
-        record = {'user': 'carol', 'ecosystem': 'pip', 'dev': os.stat(str(tmp_path)).st_dev,
-                  'lowerdir': '%s/pip' % st.tree_path(host, v1), 'generation': '/x/detached-1'}
-        with open(os.path.join(host, 'detached', 'carol-pip-1.json'), 'w') as f:
-            json.dump(record, f)
-        lowers = _views.live_lowerdirs(host, [])
+        lowers = _views.live_lowerdirs(host)
         assert lowers == {'%s/pip' % st.tree_path(host, v1)}
         plan = _gc.plan(host, 1, '', '', host=True, detached_lowers=lowers)
         assert plan['keep'][v1] == 'used by a lazily detached overlay'
-        record['dev'] = os.makedev(4095, 1048575)  # a device nobody holds: the overlay is gone
-        with open(os.path.join(host, 'detached', 'carol-pip-1.json'), 'w') as f:
-            json.dump(record, f)
-        assert _views.live_lowerdirs(host, []) == set()
     finally:
-        holder.kill()
-        holder.wait()
+        subprocess.check_call(['umount', str(gen / 'mnt')])
+    assert _views.live_lowerdirs(host) == set()  # the kernel says nobody holds the layers any more
 
 
 def test_gc_keeps_every_tree_when_some_process_cannot_be_inspected(two_snapshots):
