@@ -113,6 +113,14 @@ def _execute(module, run, paired, info):
             outcome = 'unmounted' if module.check_mode else sf.umount(target, cur['mount_id'], lazy=p['lazy'])
             if outcome != 'gone':
                 removed[target] = outcome
+    gids = {}
+    for m in run.mounts:
+        gids.setdefault(m['gid'], set()).add(m['user'])
+    for gid, users in sorted(gids.items()):
+        if len(users) > 1:
+            module.warn('repl users %s share the primary group %d: each can look up the others\' mount points '
+                        '(<views_root>/<user> is 0710 root:<group>) and keep them busy; give each a group of its own'
+                        % (', '.join(sorted(users)), gid))
     changed = bool(run.created) or fstab['changed'] or bool(removed) or linked or bool(run.repaired) or bool(run.retired) or any(
         s in ('mounted', 'switched', 'merged') for u in run.users.values() for s in u.values())
     result = {'changed': changed, 'users': run.users, 'busy': run.busy, 'removed': removed, 'compacted': run.compacted,

@@ -187,10 +187,11 @@ def umount(mount_point, expected_id, lazy=False):
     return 'unmounted'
 
 
-def remove_tree(parent_fd, name, max_entries=1000000):
+def remove_tree(parent_fd, name, max_entries=1000000, max_depth=4096):
     """Remove ``name`` in ``parent_fd`` and everything below it, never following a symlink; return entries removed.
 
-    An explicit stack, so depth costs no recursion; stops with an error after ``max_entries``.
+    An explicit stack, so depth costs no recursion (one fd per level); stops
+    with an error after ``max_entries`` entries or below ``max_depth`` levels.
     """
     st = entry(parent_fd, name)
     if st is None:
@@ -209,6 +210,8 @@ def remove_tree(parent_fd, name, max_entries=1000000):
             pushed = False
             for ent in os.scandir(fd):
                 if ent.is_dir(follow_symlinks=False):
+                    if len(stack) >= max_depth:
+                        raise OSError(errno.ELOOP, 'deeper than %d levels; stopped' % max_depth)
                     stack.append((fd, ent.name, None))
                     pushed = True
                     break

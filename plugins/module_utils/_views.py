@@ -8,7 +8,7 @@ Private to the collection; the API may change without notice.
 Layout (every directory root's unless marked)::
 
     <views_root>                 0711
-      <user>/                    0711
+      <user>/                    0710 root:<the user's group>
         <ecosystem>/             0700, the mount point of the user's view
     <scratch>                    0700 (default <scratch_root>/<user>)
       cacache_<ecosystem>/       0700
@@ -40,7 +40,8 @@ from ._compact import compact
 OPAQUE = ('trusted.overlay.opaque', 'user.overlay.opaque', 'trusted.overlay.redirect', 'user.overlay.redirect')
 MERGE_MAX_ENTRIES = 1000000
 MERGE_MAX_DEPTH = 256
-MERGE_SECONDS = 120
+MERGE_SECONDS = 120          # for all merges of one run
+MAX_LIVE_GENERATIONS = 2     # detached generations a user may keep alive per ecosystem
 
 
 def _stamp(now):
@@ -61,6 +62,7 @@ class Converge(object):
         self.created, self.failed, self.users, self.busy = [], {}, {}, {}
         self.compacted, self.saved, self.repaired, self.merged, self.detached = {}, {}, {}, {}, {}
         self.retired = {}
+        self.merge_deadline = time.monotonic() + MERGE_SECONDS
 
     # -- helpers -------------------------------------------------------
     def fail(self, m, reason):
@@ -77,6 +79,21 @@ class Converge(object):
         probe = os.path.join(self.p['state_dir'], '.probe')
         os.makedirs(probe, mode=0o700, exist_ok=True)
         return sf.layers_in_use(upperdir, workdir, probe)
+
+    def ensure_user_view_dir(self, m):
+        path = os.path.dirname(m['target'])
+        parent, name = os.path.split(path)
+        try:
+            pfd = sf.open_dir(parent, 'parent of %s' % path)
+        except FileNotFoundError:
+            if not self.check_mode:
+                raise
+            self.created.append(path)
+            return None
+        try:
+            return sf.ensure_dir(pfd, name, 0, m['gid'], 0o710, self.check_mode, self.created, path)
+        finally:
+            os.close(pfd)
 
     def ensure_root_chain(self, path, mode, adopt=(0,)):
         """Make ``path`` a root directory with ``mode``; its parent must already be root's all the way up."""
@@ -103,20 +120,58 @@ class Converge(object):
         """
         st = sf.entry(pfd, name)
         if st is not None and not stat.S_ISDIR(st.st_mode):
-            aside = '%s.unsafe-%s' % (name, _stamp(self.now))
-            self.note(self.repaired, m, '%s was not a directory; moved to %s' % (path, aside))
+            self.move_aside(pfd, name, path, m, 'was not a directory')
             if self.check_mode:
                 return None
-            os.rename(name, aside, src_dir_fd=pfd, dst_dir_fd=pfd)
+            st = None
+        if st is not None and st.st_uid != 0 and uid == 0 and name == 'work' and not self.check_mode:
+            # The earlier layout's work dir was the user's, and so is whatever they put in it: start afresh.
+            self.move_aside(pfd, name, path, m, 'was the user\'s work dir')
         # The earlier layout made these the user's: only root's or this user's are taken over.
-        return sf.ensure_dir(pfd, name, uid, gid, 0o700, self.check_mode, self.created, path, adopt=(0, m['uid']))
+        fd = sf.ensure_dir(pfd, name, uid, gid, 0o700, self.check_mode, self.created, path, adopt=(0, m['uid']))
+        if fd is not None and uid == 0 and st is not None and st.st_uid != 0 and not self.check_mode:
+            self.clear_taken_over(fd, path, m, keep=('upper', 'work') if name.startswith('cacache_') else ())
+        return fd
+
+    def existing(self, path):
+        """lstat of ``path`` through its root-owned parent; None if it (or, in check mode, its parent) is missing."""
+        parent, name = os.path.split(path)
+        try:
+            pfd = sf.open_dir(parent, 'parent of %s' % path)
+        except FileNotFoundError:
+            if not self.check_mode:
+                raise
+            return None
+        try:
+            return sf.entry(pfd, name)
+        finally:
+            os.close(pfd)
+
+    def move_aside(self, pfd, name, path, m, why):
+        aside = '%s.unsafe-%s' % (name, _stamp(self.now))
+        while sf.entry(pfd, aside) is not None:
+            aside += '-'
+        self.note(self.repaired, m, '%s %s; moved to %s' % (path, why, aside))
+        if not self.check_mode:
+            os.rename(name, aside, src_dir_fd=pfd, dst_dir_fd=pfd)
+
+    def clear_taken_over(self, fd, path, m, keep):
+        """A dir the user owned until now may hold anything they put there (a symlink named like a
+        generation, say): everything but ``keep`` (and cacache_* in a scratch dir) is moved aside."""
+        for name in sorted(os.listdir(fd)):
+            if name in keep or '.unsafe-' in name or (not keep and name.startswith('cacache_')):
+                continue
+            self.move_aside(fd, name, os.path.join(path, name), m, 'was left by the user')
 
     # -- prepare: directories and old mounts ---------------------------
     def prepare_user(self, user_mounts, scratch_root_ok):
         """Everything before fstab: root's scratch chain, layer dirs, view mount points, old mounts."""
         first = user_mounts[0]
         try:
+            before = self.existing(first['scratch'])
             sfd = self.ensure_root_chain(first['scratch'], 0o700, adopt=(0, first['uid']))
+            if sfd is not None and before is not None and before.st_uid != 0:
+                self.clear_taken_over(sfd, first['scratch'], first, keep=())
         except (sf.UnsafePathError, OSError) as exc:
             for m in user_mounts:
                 self.fail(m, 'scratch: %s' % exc)
@@ -150,7 +205,9 @@ class Converge(object):
                     os.close(fd)
 
     def prepare_view_dir(self, m):
-        vfd = self.ensure_root_chain(os.path.dirname(m['target']), 0o711)
+        # root:<the user's group> 0710: only that user (and their group) can even look up the mount point,
+        # so nobody else can pin it with an O_PATH fd and keep it busy.
+        vfd = self.ensure_user_view_dir(m)
         if vfd is None:
             self.created.append(m['target'])
             return
@@ -247,11 +304,26 @@ class Converge(object):
             return []
         records = load_records(self.p['state_dir'])
         out = []
-        for name in names:
-            gen = os.path.join(m['layers'], name)
-            rec = records.get(gen)
-            live = self.in_use(os.path.join(gen, 'upper'), os.path.join(gen, 'work')) is not False
-            out.append((name, rec[0] if rec else None, live))
+        lfd = sf.open_dir(m['layers'], 'layers of repl %s' % m['user'])
+        try:
+            for name in names:
+                gen = os.path.join(m['layers'], name)
+                rec = records.get(gen)
+                st = sf.entry(lfd, name)
+                # Only what root detached and recorded counts; anything else is never handed to mount(2).
+                if rec is None or st is None or not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+                    continue
+                gfd = os.open(name, sf.DIR_FLAGS, dir_fd=lfd)
+                try:
+                    parts = [sf.entry(gfd, x) for x in ('upper', 'work')]
+                finally:
+                    os.close(gfd)
+                if not all(x is not None and stat.S_ISDIR(x.st_mode) for x in parts):
+                    continue
+                live = self.in_use(os.path.join(gen, 'upper'), os.path.join(gen, 'work')) is not False
+                out.append((name, rec[0], live))
+        finally:
+            os.close(lfd)
         return out
 
     def merge_dead(self, m):
@@ -262,7 +334,7 @@ class Converge(object):
         mounted again whatever happens here.
         """
         moved = 0
-        deadline = time.monotonic() + MERGE_SECONDS
+        deadline = self.merge_deadline
         try:
             lfd = sf.open_dir(m['layers'], 'layers of repl %s' % m['user'])
         except (sf.UnsafePathError, OSError) as exc:
@@ -288,7 +360,12 @@ class Converge(object):
                     finally:
                         os.close(gfd)
                     if not complete:
-                        self.note(self.merged, m, 'partly merged (%d entries); the rest stays in %s' % (moved, name))
+                        # Not retried every run: kept, under a name no run merges again.
+                        stuck = 'stuck-' + name[len('detached-'):]
+                        os.rename(name, stuck, src_dir_fd=lfd, dst_dir_fd=lfd)
+                        if record:
+                            os.unlink(record)
+                        self.note(self.merged, m, 'partly merged (%d entries); the rest is kept in %s' % (moved, stuck))
                         return moved
                     sf.remove_tree(lfd, name)
                     if record:
@@ -325,13 +402,22 @@ class Converge(object):
                 self.note(self.users, m, 'busy')
                 return
             outcome = 'switched' if state == 'stale' else 'merged'
+            live = sum(1 for g in self.generations(m) if g[2])
             if result == 'busy':
+                if live >= MAX_LIVE_GENERATIONS:
+                    self.note(self.busy, m, 'EBUSY, and %d detached generations are still held' % live)
+                    self.note(self.users, m, 'busy')
+                    return
                 sf.umount(m['target'], current['mount_id'], lazy=True)
                 self.detach(m, dev, current['super_options'].get('lowerdir'))
                 lazily = True
-        if not lazily and self.in_use(m['upperdir'], m['workdir']):
-            # Still held: a copy of the old view in a user's own mount namespace, or an old mount
-            # that could not be unmounted. Never share layers: the new view gets fresh ones.
+        if not lazily and self.in_use(m['upperdir'], m['workdir']) is not False:
+            # Still held (or the kernel cannot say): a copy of the old view in a user's own mount namespace,
+            # or an old mount that could not be unmounted. Never share layers: the new view gets fresh ones.
+            if sum(1 for g in self.generations(m) if g[2]) >= MAX_LIVE_GENERATIONS:
+                raise sf.UnsafePathError('the layers of repl %s (%s) are still held elsewhere, and so are %d detached '
+                                         'generations; not mounted until they are let go'
+                                         % (m['user'], m['ecosystem'], MAX_LIVE_GENERATIONS))
             self.detach(m, None, current['super_options'].get('lowerdir') if state != 'absent' else None)
             lazily = True
         if not lazily and self.p['compact'] and state == 'stale':

@@ -117,6 +117,15 @@ def test_user_cannot_reach_another_users_cache(container):
 
 
 @pytest.mark.parametrize('container', REPL_HOSTS)
+def test_user_cannot_even_look_up_another_users_view(container):
+    """An O_PATH fd on alice's mount point would keep it busy (and alice on an old snapshot) for as long as bob likes."""
+    bob = as_user('bob', container)
+    res = bob.run("python3 -c \"import os; os.open('/var/lib/pkgcache-views/alice/pip', os.O_PATH)\"")
+    assert res.rc != 0 and 'PermissionError' in res.stderr, res.stderr
+    assert as_user('alice', container).run("python3 -c \"import os; os.open('/var/lib/pkgcache-views/alice/pip', os.O_PATH)\"").rc == 0
+
+
+@pytest.mark.parametrize('container', REPL_HOSTS)
 def test_user_cannot_plant_files_for_another_user(container):
     alice = as_user('alice', container)
     for path in ['/mnt/scratch/bob/x', '/mnt/scratch/bob/cacache_pip/upper/x', '/home/bob/.cache/pip/x',
@@ -132,7 +141,7 @@ def test_user_cannot_plant_files_for_another_user(container):
     for path, mode, user in (('/mnt/scratch/alice', 0o700, 'root'), ('/mnt/scratch/alice/cacache_pip', 0o700, 'root'),
                              ('/mnt/scratch/alice/cacache_pip/work', 0o700, 'root'),
                              ('/mnt/scratch/alice/cacache_pip/upper', 0o700, 'alice'),
-                             ('/var/lib/pkgcache-views', 0o711, 'root'), ('/var/lib/pkgcache-views/alice', 0o711, 'root')):
+                             ('/var/lib/pkgcache-views', 0o711, 'root'), ('/var/lib/pkgcache-views/alice', 0o710, 'root')):
         assert (root.file(path).mode, root.file(path).user) == (mode, user), path
     link = alice.file('/home/alice/.cache/pip')
     assert link.is_symlink and link.linked_to == '/var/lib/pkgcache-views/alice/pip' and link.user == 'alice'

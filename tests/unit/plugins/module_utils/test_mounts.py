@@ -102,10 +102,11 @@ def test_layers_become_roots_and_planted_symlinks_are_moved_aside(tmp_path):
     assert run.prepare_user([m], True) == [m] and not run.failed
     assert run.repaired == {'alice': {'pip': '%s was not a directory; moved to work.unsafe-19700101T000000' % m['workdir']}}
     for path, owner, mode in ((tmp_path / 'scratch' / 'alice', 0, 0o700), (layers, 0, 0o700), (layers / 'work', 0, 0o700),
-                              (layers / 'upper', 1, 0o700), (tmp_path / 'views' / 'alice', 0, 0o711),
+                              (layers / 'upper', 1, 0o700), (tmp_path / 'views' / 'alice', 0, 0o710),
                               (tmp_path / 'views' / 'alice' / 'pip', 0, 0o700)):
         st = os.lstat(str(path))
         assert (st.st_uid, oct(st.st_mode & 0o7777)) == (owner, oct(mode)), path
+    assert os.stat(str(tmp_path / 'views' / 'alice')).st_gid == 1  # only her group can look up her mount points
     assert (layers / 'upper' / 'mine').read_text() == 'users data'
     assert os.listdir(str(victim)) == ['keep'] and os.lstat(str(victim)).st_uid == 0
 
@@ -273,3 +274,30 @@ def test_a_capped_merge_keeps_the_generation(tmp_path):
         os.close(s)
         os.close(d)
     assert (moved, complete) == (5, False) and len(os.listdir(str(old))) == 6
+
+
+def test_what_a_user_left_in_dirs_root_takes_over_is_moved_aside_and_never_mounted(tmp_path):
+    """The earlier layout's layers dir was hers: a symlink named like a generation must never reach mount(2)."""
+    victim = tmp_path / 'victim'
+    (victim / 'upper').mkdir(parents=True)
+    (victim / 'work' / 'work').mkdir(parents=True)
+    (victim / 'work' / 'work' / 'secret').write_text('root data')
+    layers = tmp_path / 'scratch' / 'alice' / 'cacache_pip'
+    (layers / 'upper').mkdir(parents=True)
+    (layers / 'work').mkdir()
+    os.symlink(str(victim), str(layers / 'detached-20000101T000000-0'))
+    (tmp_path / 'scratch' / 'alice' / 'junk').write_text('x')
+    for d in (tmp_path / 'scratch' / 'alice', layers, layers / 'upper', layers / 'work'):
+        os.chown(str(d), 1, 1)
+    m = plan(tmp_path)[0]
+    run = _views.Converge({'lazy': False, 'state': 'mounted', 'state_dir': str(tmp_path / 'state')}, [m], [],
+                          None, None, False, now=0)
+    for root, mode in ((str(tmp_path / 'views'), 0o711), (str(tmp_path / 'scratch'), 0o755)):
+        os.close(run.ensure_root_chain(root, mode))
+    assert run.prepare_user([m], True) == [m] and not run.failed
+    names = sorted(os.listdir(str(layers)))
+    assert 'detached-20000101T000000-0' not in names and 'detached-20000101T000000-0.unsafe-19700101T000000' in names
+    assert 'work.unsafe-19700101T000000' in names and os.stat(str(layers / 'work')).st_uid == 0
+    assert 'junk.unsafe-19700101T000000' in os.listdir(str(tmp_path / 'scratch' / 'alice'))
+    assert run.generations(m) == []  # nothing unrecorded or not root's is a generation
+    assert (victim / 'work' / 'work' / 'secret').read_text() == 'root data' and os.listxattr(str(victim / 'upper')) == []

@@ -33,7 +33,7 @@ def args(tmp_path, **kw):
 def test_check_mode_then_apply_then_idempotent(tmp_path, capsys):
     (tmp_path / 'fstab').write_text(ODD)
     rc, res = run(capsys, args(tmp_path, _ansible_check_mode=True))
-    assert rc == 0 and res['changed'] and res['users'] == {'alice': {'pip': 'present'}}
+    assert rc == 0 and res['changed'] and res['users'] == {'alice': {'pip': 'present'}}, res['unserved']
     assert (tmp_path / 'fstab').read_text() == ODD and not (tmp_path / 'scratch').exists()
     target = 'overlay %s/views/alice/pip overlay' % tmp_path
     assert target in res['diff']['after'] and target not in res['diff']['before']
