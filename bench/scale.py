@@ -73,7 +73,8 @@ def start(max_users):
 
 
 def reset():
-    dexec('umount -t overlay -a 2>/dev/null; cp /root/fstab.orig /etc/fstab; rm -rf /mnt/scratch/* /home/bu*/.cache')
+    dexec('umount -t overlay -a 2>/dev/null; cp /root/fstab.orig /etc/fstab; rm -rf /mnt/scratch/* /home/bu*/.cache '
+          '/var/lib/pkgcache-views')
 
 
 def play(path, users, work):
@@ -111,7 +112,8 @@ def run(work, users_list, rounds):
                     reset()
                     r[key][0].append(play(path, users, work))
                     r[key][1].append(play(path, users, work))
-                    mounted = int(dexec('findmnt -rn -t overlay | grep -c /home/bu || true').stdout.strip() or 0)
+                    # The role mounts at root's views (linked from the homes); the loop baseline in the homes.
+                    mounted = int(dexec("findmnt -rn -t overlay | grep -cE '/home/bu|/pkgcache-views/bu' || true").stdout.strip() or 0)
                     if mounted != n:
                         raise RuntimeError('%s left %d of %d users mounted' % (key, mounted, n))
             results[n] = r
