@@ -29,7 +29,7 @@ def resolve_each(specs, resolve_one, workers=DEFAULT_WORKERS):
     (spec, reason). The tools share one cache; pip, npm's cacache and uv all
     write their cache entries atomically, so parallel runs are safe.
     """
-    workers = max(1, min(int(workers or 1), len(specs) or 1))
+    workers = max(1, min(int(workers or DEFAULT_WORKERS), len(specs) or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         outcomes = list(pool.map(resolve_one, specs))
     results, failures = [], []
