@@ -80,23 +80,8 @@ class Converge(object):
         os.makedirs(probe, mode=0o700, exist_ok=True)
         return sf.layers_in_use(upperdir, workdir, probe)
 
-    def ensure_user_view_dir(self, m):
-        path = os.path.dirname(m['target'])
-        parent, name = os.path.split(path)
-        try:
-            pfd = sf.open_dir(parent, 'parent of %s' % path)
-        except FileNotFoundError:
-            if not self.check_mode:
-                raise
-            self.created.append(path)
-            return None
-        try:
-            return sf.ensure_dir(pfd, name, 0, m['gid'], 0o710, self.check_mode, self.created, path)
-        finally:
-            os.close(pfd)
-
-    def ensure_root_chain(self, path, mode, adopt=(0,)):
-        """Make ``path`` a root directory with ``mode``; its parent must already be root's all the way up."""
+    def ensure_root_chain(self, path, mode, adopt=(0,), gid=0):
+        """Make ``path`` a directory of root (group ``gid``) with ``mode``; its parent must be root's all the way up."""
         parent, name = os.path.split(path.rstrip('/'))
         try:
             pfd = sf.open_dir(parent, 'parent of %s' % path)
@@ -106,7 +91,7 @@ class Converge(object):
             self.created.append(path)
             return None
         try:
-            fd = sf.ensure_dir(pfd, name, 0, 0, mode, self.check_mode, self.created, path, adopt)
+            fd = sf.ensure_dir(pfd, name, 0, gid, mode, self.check_mode, self.created, path, adopt)
         finally:
             os.close(pfd)
         if fd is not None and not self.check_mode:
@@ -207,7 +192,7 @@ class Converge(object):
     def prepare_view_dir(self, m):
         # root:<the user's group> 0710: only that user (and their group) can even look up the mount point,
         # so nobody else can pin it with an O_PATH fd and keep it busy.
-        vfd = self.ensure_user_view_dir(m)
+        vfd = self.ensure_root_chain(os.path.dirname(m['target']), 0o710, gid=m['gid'])
         if vfd is None:
             self.created.append(m['target'])
             return
