@@ -136,8 +136,3 @@ def held_files(proc='/proc', seconds=SCAN_SECONDS):
             held.setdefault((dev, ino), set()).add(int(pid))
     held.denied = sorted(denied, key=str)
     return held
-
-
-def devices_in_use(held):
-    """The set of st_dev values in ``held`` (from held_files)."""
-    return set(dev for dev, ino in held)

@@ -78,22 +78,22 @@ def converge(module):
     def mount_fn(target):
         mount_from_fstab(module.run_command, p['fstab'], target)
 
-    run = _views.Converge(p, mounts, info, module.run_command, mount_fn, module.check_mode)
+    run = _views.Converge(p, mounts, info, mount_fn, module.check_mode)
     for root, mode in ((p['views_root'], 0o711), (p['scratch_root'], 0o755)):
         fd = run.ensure_root_chain(root, mode)
         if fd is not None:
             os.close(fd)
     if module.check_mode:
-        return _execute(module, run, paired, info)
+        return _execute(module, run, paired)
     with StoreLock(p['views_root'], p['lock_timeout']):
-        return _execute(module, run, paired, info)
+        return _execute(module, run, paired)
 
 
-def _execute(module, run, paired, info):
+def _execute(module, run, paired):
     p = module.params
     ready = []
     for user_mounts in _by_user(run.mounts):
-        ready += run.prepare_user(user_mounts, True)
+        ready += run.prepare_user(user_mounts)
     lines = [line for line, m in paired if m is None or m['ecosystem'] not in run.failed.get(m['user'], {})]
     old_targets = set(f[1] for f in block_entries(read_text(p['fstab']), BLOCK))
     fstab = update_block(module, p['fstab'], BLOCK, lines, p['backup'])
@@ -108,7 +108,7 @@ def _execute(module, run, paired, info):
     planned = set(m['target'] for m in run.mounts)
     retired = set(t for u in run.retired.values() for t in u.values())
     for target in sorted(old_targets - planned - retired):
-        cur = ov.mounted_at(info, target)
+        cur = ov.mounted_at(run.info, target)
         if p['state'] == 'mounted' and cur is not None and cur['fstype'] == 'overlay':
             outcome = 'unmounted' if module.check_mode else sf.umount(target, cur['mount_id'], lazy=p['lazy'])
             if outcome != 'gone':

@@ -117,6 +117,22 @@ def read_regular_file(path, limit=256 << 20):
         os.close(fd)
 
 
+def index_line(line):
+    """The entry of one cacache index line (bytes, ``<sha1 of the JSON>\\t<JSON>``), or None.
+
+    None for a line whose hash does not match its JSON (a torn append) and
+    for anything but a mapping with a string ``key``, the way cacache reads it.
+    """
+    digest, sep, body = line.partition(b'\t')
+    if not sep or hashlib.sha1(body).hexdigest().encode('ascii') != digest:
+        return None
+    try:
+        entry = json.loads(body)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) and isinstance(entry.get('key'), str) else None
+
+
 def index_entries(cache_dir):
     """Yield the live entries of a cacache index: dicts with key, integrity, size, time.
 
@@ -130,16 +146,9 @@ def index_entries(cache_dir):
             raw = read_regular_file(os.path.join(dirpath, fname))
             if raw is None:
                 continue
-            data = raw.decode('utf-8', 'replace')
-            for line in data.split('\n'):
-                digest, sep, body = line.partition('\t')
-                if not sep or hashlib.sha1(body.encode('utf-8')).hexdigest() != digest:
-                    continue
-                try:
-                    entry = json.loads(body)
-                except ValueError:
-                    continue
-                if isinstance(entry, dict) and isinstance(entry.get('key'), str):
+            for line in raw.split(b'\n'):
+                entry = index_line(line)
+                if entry is not None:
                     latest[entry['key']] = entry
             for entry in latest.values():
                 if entry.get('integrity'):

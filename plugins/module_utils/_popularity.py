@@ -14,7 +14,6 @@ package) and never names a user.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -320,18 +319,27 @@ class _Lower(object):
         return self._tarballs
 
 
+def _read_with(walk, dir_fd, name, st, reader):
+    """``reader(walk, fd, size)`` on file ``name`` of ``dir_fd`` (lstat ``st``), or None: sparse files are
+    skipped unread, and the file is opened by the walk (O_NOFOLLOW, O_NONBLOCK, regular files only)."""
+    if _walk.is_sparse(st):
+        walk.skipped['sparse'] += 1
+        return None
+    fd, fst = walk.open_file(dir_fd, name)
+    if fd is None:
+        return None
+    try:
+        return reader(walk, fd, fst.st_size)
+    finally:
+        os.close(fd)
+
+
 def _bucket_keys(walk, fd, size):
     """{key: live} of one cacache index bucket, read line by line (at most BUCKET_BYTES); a later line wins."""
     latest = {}
     for line in walk.lines(fd, size, BUCKET_BYTES, LINE_BYTES):
-        digest, sep, body = line.partition(b'\t')
-        if not sep or hashlib.sha1(body).hexdigest().encode('ascii') != digest:
-            continue
-        try:
-            entry = json.loads(body)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and isinstance(entry.get('key'), str):
+        entry = _npmcache.index_line(line)
+        if entry is not None:
             latest[entry['key']] = bool(entry.get('integrity'))
     return latest
 
@@ -343,16 +351,7 @@ def _npm_misses(walk, upper_fd, lower, add):
         return
     try:
         for dummy, dir_fd, rel, name, st in walk.tree(index):
-            if _walk.is_sparse(st):
-                walk.skipped['sparse'] += 1
-                continue
-            fd, fst = walk.open_file(dir_fd, name)
-            if fd is None:
-                continue
-            try:
-                keys = _bucket_keys(walk, fd, fst.st_size)
-            finally:
-                os.close(fd)
+            keys = _read_with(walk, dir_fd, name, st, _bucket_keys) or {}
             for key, live in sorted(keys.items()):
                 pkg = _npmcache.tarball_package(key) if live else None
                 if pkg and pkg not in lower.tarballs():
@@ -402,16 +401,7 @@ def _misses_in(ecosystem, upper_fd, lower, walk, found, max_names=MAX_NAMES, max
         if max_body is not None and st.st_size > max_body:
             walk.skipped['too_big'] += 1
             continue
-        if _walk.is_sparse(st):
-            walk.skipped['sparse'] += 1
-            continue
-        fd, fst = walk.open_file(dir_fd, base)
-        if fd is None:
-            continue
-        try:
-            pkg = _wheel_in_file(walk, fd, fst.st_size)
-        finally:
-            os.close(fd)
+        pkg = _read_with(walk, dir_fd, base, st, _wheel_in_file)
         if pkg:
             add(pkg[0])
 

@@ -51,11 +51,10 @@ def _stamp(now):
 class Converge(object):
     """One overlay_mounts run: ``prepare()`` for every user, write fstab, then ``activate()``."""
 
-    def __init__(self, p, mounts, info, run, mount_fn, check_mode, now=None):
+    def __init__(self, p, mounts, info, mount_fn, check_mode, now=None):
         self.p = p
         self.mounts = mounts
         self.info = info
-        self.run = run
         self.mount_fn = mount_fn
         self.check_mode = check_mode
         self.now = time.time() if now is None else now
@@ -76,9 +75,7 @@ class Converge(object):
         """True, False or None (cannot tell, or check mode): does a live overlay anywhere still use these layers?"""
         if self.check_mode:
             return None
-        probe = os.path.join(self.p['state_dir'], '.probe')
-        os.makedirs(probe, mode=0o700, exist_ok=True)
-        return sf.layers_in_use(upperdir, workdir, probe)
+        return probe_layers(self.p['state_dir'], upperdir, workdir)
 
     def ensure_root_chain(self, path, mode, adopt=(0,), gid=0):
         """Make ``path`` a directory of root (group ``gid``) with ``mode``; its parent must be root's all the way up."""
@@ -109,12 +106,14 @@ class Converge(object):
             if self.check_mode:
                 return None
             st = None
-        if st is not None and st.st_uid != 0 and uid == 0 and name == 'work' and not self.check_mode:
-            # The earlier layout's work dir was the user's, and so is whatever they put in it: start afresh.
+        # A root dir of the layout that the earlier layout left to the user.
+        taken_over = st is not None and st.st_uid != 0 and uid == 0 and not self.check_mode
+        if taken_over and name == 'work':
+            # Whatever the user put in their work dir is theirs too: start afresh.
             self.move_aside(pfd, name, path, m, 'was the user\'s work dir')
         # The earlier layout made these the user's: only root's or this user's are taken over.
         fd = sf.ensure_dir(pfd, name, uid, gid, 0o700, self.check_mode, self.created, path, adopt=(0, m['uid']))
-        if fd is not None and uid == 0 and st is not None and st.st_uid != 0 and not self.check_mode:
+        if fd is not None and taken_over:
             self.clear_taken_over(fd, path, m, keep=('upper', 'work') if name.startswith('cacache_') else ())
         return fd
 
@@ -149,7 +148,7 @@ class Converge(object):
             self.move_aside(fd, name, os.path.join(path, name), m, 'was left by the user')
 
     # -- prepare: directories and old mounts ---------------------------
-    def prepare_user(self, user_mounts, scratch_root_ok):
+    def prepare_user(self, user_mounts):
         """Everything before fstab: root's scratch chain, layer dirs, view mount points, old mounts."""
         first = user_mounts[0]
         try:
@@ -238,9 +237,6 @@ class Converge(object):
         major, minor = mount['dev'].split(':')
         return os.makedev(int(major), int(minor))
 
-    def record_dir(self):
-        return os.path.join(self.p['state_dir'], 'detached')
-
     def detach(self, m, dev, lowerdir):
         lfd = sf.open_dir(m['layers'], 'layers of repl %s' % m['user'])
         try:
@@ -262,7 +258,7 @@ class Converge(object):
             os.close(gfd)
         for name, uid, gid in (('upper', m['uid'], m['gid']), ('work', 0, 0)):
             os.close(sf.ensure_dir(lfd, name, uid, gid, 0o700, False, [], os.path.join(m['layers'], name)))
-        rdir = self.record_dir()
+        rdir = records_dir(self.p['state_dir'])
         os.makedirs(rdir, mode=0o700, exist_ok=True)
         record = {'user': m['user'], 'ecosystem': m['ecosystem'], 'dev': dev, 'lowerdir': lowerdir,
                   'generation': os.path.join(m['layers'], gen), 'detached_at': int(self.now)}
@@ -281,16 +277,10 @@ class Converge(object):
             lfd = sf.open_dir(m['layers'], 'layers of repl %s' % m['user'])
         except (sf.UnsafePathError, OSError):
             return []
+        out = []
         try:
             names = sorted(n for n in os.listdir(lfd) if n.startswith('detached-'))
-        finally:
-            os.close(lfd)
-        if not names:
-            return []
-        records = load_records(self.p['state_dir'])
-        out = []
-        lfd = sf.open_dir(m['layers'], 'layers of repl %s' % m['user'])
-        try:
+            records = load_records(self.p['state_dir']) if names else {}
             for name in names:
                 gen = os.path.join(m['layers'], name)
                 rec = records.get(gen)
@@ -311,8 +301,8 @@ class Converge(object):
             os.close(lfd)
         return out
 
-    def merge_dead(self, m):
-        """Fold the upper of every dead detached generation into the current upper (the view is unmounted).
+    def merge_dead(self, m, dead):
+        """Fold the upper of the ``dead`` detached generations into the current upper (the view is unmounted).
 
         A generation is removed only once its merge completed; what a capped
         merge left stays for the next run. Never raises: the view must be
@@ -326,9 +316,7 @@ class Converge(object):
             self.note(self.merged, m, 'not merged: %s' % exc)
             return 0
         try:
-            for name, record, live in self.generations(m):
-                if live:
-                    continue
+            for name, record, dummy in dead:
                 try:
                     gfd = os.open(name, sf.DIR_FLAGS, dir_fd=lfd)
                     try:
@@ -368,7 +356,10 @@ class Converge(object):
         if self.p['state'] == 'present':
             self.note(self.users, m, 'already' if state == 'mounted' else 'present')
             return
-        dead = [g for g in self.generations(m) if not g[2]]
+        # One probe of each generation per run: a switch below only adds a live one.
+        gens = self.generations(m)
+        dead = [g for g in gens if not g[2]]
+        live = len(gens) - len(dead)
         if state == 'mounted' and not dead:
             self.note(self.users, m, 'already')
             return
@@ -387,7 +378,6 @@ class Converge(object):
                 self.note(self.users, m, 'busy')
                 return
             outcome = 'switched' if state == 'stale' else 'merged'
-            live = sum(1 for g in self.generations(m) if g[2])
             if result == 'busy':
                 if live >= MAX_LIVE_GENERATIONS:
                     self.note(self.busy, m, 'EBUSY, and %d detached generations are still held' % live)
@@ -399,7 +389,7 @@ class Converge(object):
         if not lazily and self.in_use(m['upperdir'], m['workdir']) is not False:
             # Still held (or the kernel cannot say): a copy of the old view in a user's own mount namespace,
             # or an old mount that could not be unmounted. Never share layers: the new view gets fresh ones.
-            if sum(1 for g in self.generations(m) if g[2]) >= MAX_LIVE_GENERATIONS:
+            if live >= MAX_LIVE_GENERATIONS:
                 raise sf.UnsafePathError('the layers of repl %s (%s) are still held elsewhere, and so are %d detached '
                                          'generations; not mounted until they are let go'
                                          % (m['user'], m['ecosystem'], MAX_LIVE_GENERATIONS))
@@ -408,7 +398,7 @@ class Converge(object):
         if not lazily and self.p['compact'] and state == 'stale':
             files, size = compact(m['upperdir'], m['lowerdir'])
             self.note(self.compacted, m, {'files': files, 'bytes': size})
-        merged = self.merge_dead(m)
+        merged = self.merge_dead(m, dead)
         if merged and m['ecosystem'] not in self.merged.get(m['user'], {}):
             self.note(self.merged, m, merged)
         self.mount_fn(m['target'])
@@ -425,9 +415,14 @@ class Converge(object):
         return False
 
 
+def records_dir(state_dir):
+    """Where the records of detached generations are (root's store), for overlay_mounts and snapshot_gc."""
+    return os.path.join(state_dir, 'detached')
+
+
 def load_records(state_dir):
     """{generation path: (record file, record)} of the detached generations recorded in ``state_dir``."""
-    rdir = os.path.join(state_dir, 'detached')
+    rdir = records_dir(state_dir)
     out = {}
     try:
         names = os.listdir(rdir)
@@ -444,18 +439,23 @@ def load_records(state_dir):
     return out
 
 
-def live_lowerdirs(state_dir, mountinfo=None):
+def probe_layers(state_dir, upperdir, workdir):
+    """_safefs.layers_in_use with the probe dir kept in ``state_dir`` (root's store)."""
+    probe = os.path.join(state_dir, '.probe')
+    os.makedirs(probe, mode=0o700, exist_ok=True)
+    return sf.layers_in_use(upperdir, workdir, probe)
+
+
+def live_lowerdirs(state_dir):
     """Lower dirs of detached overlays that may still be in use (the kernel says so, or cannot tell)."""
     out = set()
-    probe = os.path.join(state_dir, '.probe')
     for gen, (path, rec) in load_records(state_dir).items():
         if not rec.get('lowerdir'):
             continue
         try:
             if not os.path.isdir(os.path.join(gen, 'upper')):
                 continue
-            os.makedirs(probe, mode=0o700, exist_ok=True)
-            live = sf.layers_in_use(os.path.join(gen, 'upper'), os.path.join(gen, 'work'), probe)
+            live = probe_layers(state_dir, os.path.join(gen, 'upper'), os.path.join(gen, 'work'))
         except OSError:
             live = None
         if live is not False:

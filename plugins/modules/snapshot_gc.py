@@ -97,7 +97,6 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils._busy import held
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import mountinfo_text, read_text
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError, StoreLock
-from ansible_collections.pkgcache.overlay.plugins.module_utils._overlay import parse_mountinfo
 
 
 def main():
@@ -118,7 +117,7 @@ def main():
     def make_plan():
         info = mountinfo_text()
         return _gc.plan(p['store'], p['keep'], info, read_text(p['fstab']), host, held=held_files(),
-                        detached_lowers=_views.live_lowerdirs(p['store'], parse_mountinfo(info)))
+                        detached_lowers=_views.live_lowerdirs(p['store']))
     try:
         if module.check_mode:
             plan = make_plan()

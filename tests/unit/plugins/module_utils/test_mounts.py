@@ -22,6 +22,14 @@ def plan(tmp_path, ecosystems=('pip',), **repl):
     return ov.plan_mounts([r], list(ecosystems), '/var/lib/pkgcache/trees/x', str(tmp_path / 'scratch'), str(tmp_path / 'views'))
 
 
+def converge(tmp_path, mounts, state='present'):
+    """A run over ``mounts`` with the views and scratch roots made, as _mounts.converge makes them first."""
+    run = _views.Converge({'lazy': False, 'state': state, 'state_dir': str(tmp_path / 'state')}, mounts, [], None, False, now=0)
+    for root, mode in ((str(tmp_path / 'views'), 0o711), (str(tmp_path / 'scratch'), 0o755)):
+        os.close(run.ensure_root_chain(root, mode))
+    return run
+
+
 def test_open_dir_refuses_symlinks_and_dirs_others_can_write(tmp_path):
     (tmp_path / 'real').mkdir()
     os.symlink(str(tmp_path / 'real'), str(tmp_path / 'link'))
@@ -95,11 +103,8 @@ def test_layers_become_roots_and_planted_symlinks_are_moved_aside(tmp_path):
     for d in (tmp_path / 'scratch' / 'alice', layers, layers / 'upper'):
         os.chown(str(d), 1, 1)
     m = plan(tmp_path)[0]
-    run = _views.Converge({'lazy': False, 'state': 'present', 'state_dir': str(tmp_path / 'state')}, [m], [],
-                          None, None, False, now=0)
-    for root, mode in ((str(tmp_path / 'views'), 0o711), (str(tmp_path / 'scratch'), 0o755)):
-        os.close(run.ensure_root_chain(root, mode))
-    assert run.prepare_user([m], True) == [m] and not run.failed
+    run = converge(tmp_path, [m])
+    assert run.prepare_user([m]) == [m] and not run.failed
     assert run.repaired == {'alice': {'pip': '%s was not a directory; moved to work.unsafe-19700101T000000' % m['workdir']}}
     for path, owner, mode in ((tmp_path / 'scratch' / 'alice', 0, 0o700), (layers, 0, 0o700), (layers / 'work', 0, 0o700),
                               (layers / 'upper', 1, 0o700), (tmp_path / 'views' / 'alice', 0, 0o710),
@@ -116,10 +121,8 @@ def test_one_broken_user_does_not_stop_the_others(tmp_path):
                             '/var/lib/pkgcache/trees/x', str(tmp_path / 'scratch'), str(tmp_path / 'views'))
     (tmp_path / 'scratch').mkdir()
     os.symlink('/nonexistent', str(tmp_path / 'scratch' / 'mallory'))
-    run = _views.Converge({'lazy': False, 'state': 'present', 'state_dir': str(tmp_path / 'state')}, mounts, [],
-                          None, None, False, now=0)
-    os.close(run.ensure_root_chain(str(tmp_path / 'views'), 0o711))
-    ready = run.prepare_user([mounts[0]], True) + run.prepare_user([mounts[1]], True)
+    run = converge(tmp_path, mounts)
+    ready = run.prepare_user([mounts[0]]) + run.prepare_user([mounts[1]])
     assert [m['user'] for m in ready] == ['bob']
     assert 'mallory is a symlink or not a directory' in run.failed['mallory']['pip']
     assert run.users == {'mallory': {'pip': 'failed'}}
@@ -228,12 +231,9 @@ def test_a_dir_another_user_made_first_in_a_sticky_root_is_never_taken_over(tmp_
         os.chown(str(d), 3, 3)  # mallory
     mounts = ov.plan_mounts([{'name': 'bob', 'uid': 2, 'gid': 2}, {'name': 'carol', 'uid': 4, 'gid': 4}], ['pip'],
                             '/var/lib/pkgcache/trees/x', str(scratch), str(tmp_path / 'views'))
-    run = _views.Converge({'lazy': False, 'state': 'present', 'state_dir': str(tmp_path / 'state')}, mounts, [],
-                          None, None, False, now=0)
-    for root, mode in ((str(tmp_path / 'views'), 0o711), (str(scratch), 0o755)):
-        os.close(run.ensure_root_chain(root, mode))
+    run = converge(tmp_path, mounts)
     assert oct(os.stat(str(scratch)).st_mode & 0o7777) == oct(0o755)
-    ready = run.prepare_user([mounts[0]], True) + run.prepare_user([mounts[1]], True)
+    ready = run.prepare_user([mounts[0]]) + run.prepare_user([mounts[1]])
     assert [m['user'] for m in ready] == ['carol']
     assert 'owned by uid 3, neither root nor its user' in run.failed['bob']['pip']
     assert os.stat(str(scratch / 'bob')).st_uid == 3  # not chowned to root, nor to bob
@@ -290,11 +290,8 @@ def test_what_a_user_left_in_dirs_root_takes_over_is_moved_aside_and_never_mount
     for d in (tmp_path / 'scratch' / 'alice', layers, layers / 'upper', layers / 'work'):
         os.chown(str(d), 1, 1)
     m = plan(tmp_path)[0]
-    run = _views.Converge({'lazy': False, 'state': 'mounted', 'state_dir': str(tmp_path / 'state')}, [m], [],
-                          None, None, False, now=0)
-    for root, mode in ((str(tmp_path / 'views'), 0o711), (str(tmp_path / 'scratch'), 0o755)):
-        os.close(run.ensure_root_chain(root, mode))
-    assert run.prepare_user([m], True) == [m] and not run.failed
+    run = converge(tmp_path, [m], 'mounted')
+    assert run.prepare_user([m]) == [m] and not run.failed
     names = sorted(os.listdir(str(layers)))
     assert 'detached-20000101T000000-0' not in names and 'detached-20000101T000000-0.unsafe-19700101T000000' in names
     assert 'work.unsafe-19700101T000000' in names and os.stat(str(layers / 'work')).st_uid == 0
