@@ -73,6 +73,7 @@ class Download(object):
         self.opener, self.url, self.deadline = opener, url, deadline
         self.at = time.monotonic() + deadline
         self.received = 0
+        self.clamped = False  # set by the thread before it hands over an error (the queue orders the two)
         self._queue = queue.Queue(maxsize=16)
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name='pkgcache-download', daemon=True)
@@ -105,6 +106,10 @@ class Download(object):
                 raise DeadlineError('%s did not end within the %d s deadline (%d bytes received)'
                                     % (self.url, self.deadline, self.received))
             if kind == 'error':
+                if isinstance(value, TimeoutError) and self.clamped:
+                    # The socket's timeout was what was left of the deadline: the deadline passed.
+                    raise DeadlineError('%s did not end within the %d s deadline (%d bytes received)'
+                                        % (self.url, self.deadline, self.received))
                 raise value
             if not value:
                 return
@@ -118,7 +123,7 @@ class Download(object):
             try:
                 read = getattr(resp, 'read1', None) or resp.read
                 while not self._cancel.is_set():
-                    _clamp_timeout(resp, self.at - time.monotonic())
+                    self.clamped = _clamp_timeout(resp, self.at - time.monotonic()) or self.clamped
                     chunk = read(READ_SIZE)
                     if not chunk or not self._put(('data', chunk)):
                         break
@@ -158,16 +163,21 @@ def _socket_of(resp):
 
 
 def _clamp_timeout(resp, remaining):
-    """Make a blocked read of ``resp`` give up by the deadline (best effort: when its socket can be found)."""
+    """Make a blocked read of ``resp`` give up by the deadline (best effort: when its socket can be found).
+
+    Returns True when the socket's timeout is now what is left of the deadline.
+    """
     sock = _socket_of(resp)
     if sock is None:
-        return
+        return False
     try:
         current = sock.gettimeout()
         if current is None or current > remaining:
             sock.settimeout(max(remaining, 0.01))
+            return True
     except OSError:
         pass
+    return False
 
 
 def object_rel(digest):

@@ -77,11 +77,11 @@ def test_repair_downloads_end_within_the_deadline(tmp_path):
         assert len(report['missing_objects']) == 3
         for digest in report['missing_objects']:
             server.slow['/' + st.object_rel(digest)] = 'body'
-        # Each body takes 3 s to drip: without a deadline the repair would succeed. On a loaded machine the socket
-        # timeout (cut to the time left) may fire first and say 'timed out'; either way the download is cut.
-        with pytest.raises(st.StoreError, match='did not arrive within the 1 s deadline|timed out'):
+        # Each body takes 3 s to drip: without a deadline the repair would succeed. The socket timeout is cut to
+        # what is left of the deadline, so whichever fires first, it is reported as the deadline.
+        with pytest.raises(st.StoreError, match='did not arrive within the 1 s deadline'):
             _verify.repair(host, report, server.url, http_opener, in_use_ids=set(), workers=1, deadline=1)
-        # Once a download was cut, not every other one was requested.
-        assert 1 <= len([r for r in server.requests if r.startswith('/objects/')]) < 3
+        # Once one download missed its deadline, the others were not requested.
+        assert len([r for r in server.requests if r.startswith('/objects/')]) == 1
     finally:
         server.close()
