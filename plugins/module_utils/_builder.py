@@ -21,8 +21,10 @@ from . import _npmcache
 from . import _pipcache as pc
 from . import _uvcache
 from . import _signing
+from . import _shards as shards
 from . import _solo as solo
 from . import _store as st
+from . import _sync
 from ._lock import StoreLock
 
 VERSIONS = 'import json, sys, pip; print(json.dumps({"pip": pip.__version__, "python": "%d.%d.%d" % sys.version_info[:3]}))'
@@ -160,10 +162,25 @@ def _fill_pip(p, specs, cache, work, scratch, run, check_mode):
     return {'packages': meta['packages'], 'misses': misses, 'meta': meta, 'key': key, 'exclude': pc.EXCLUDE}
 
 
+# The option of each ecosystem that lists what to cache, and the name a listed item is sharded by.
+LISTS = {'npm': ('packages', _npmcache.spec_name), 'maven': ('artifacts', _mavencache.artifact_name),
+         'uv': ('packages', pc.requirement_name)}
+
+
 def build(p, run, check_mode=False, now=None):
-    """Build (or find) the snapshot described by module params ``p``; return the result dict."""
+    """Build (or find) the snapshot described by module params ``p``; return the result dict.
+
+    With ``shard`` ({index, count}), only this builder's share of every list
+    is built (_shards.mine), nothing is published, and an ecosystem whose
+    share is empty is left out; snapshot_merge joins the shards.
+    """
     ecos = ecosystems(p)
+    shard = shards.check_shard(p.get('shard'))
+    if shard:
+        p = dict(p, publish=False)
     specs = _pip_specs(p) if 'pip' in ecos else None
+    if shard and specs:
+        specs = shards.mine(specs, shard, pc.requirement_name)
     store, work = p['store'], p['work_dir']
     st.makedirs(work, 0o700)
     scratch = tempfile.mkdtemp(dir=work, prefix='.build-')
@@ -171,15 +188,30 @@ def build(p, run, check_mode=False, now=None):
         parts = {}
         for eco in ecos:
             cache = os.path.join(scratch, 'cache', eco)
-            os.makedirs(cache)
             if eco == 'pip':
-                parts[eco] = _fill_pip(p, specs, cache, work, scratch, run, check_mode)
+                if specs:
+                    os.makedirs(cache)
+                    parts[eco] = _fill_pip(p, specs, cache, work, scratch, run, check_mode)
                 continue
-            packages, misses, meta, key = FILLERS[eco].fill(ecosystem_options(p, eco), cache, scratch, run)
+            o = ecosystem_options(p, eco)
+            if shard:
+                field, name = LISTS[eco]
+                o[field] = shards.mine(o[field], shard, name)
+                if not o[field]:
+                    continue
+            os.makedirs(cache)
+            packages, misses, meta, key = FILLERS[eco].fill(o, cache, scratch, run)
             parts[eco] = {'packages': packages, 'misses': misses, 'meta': meta, 'key': key,
                           'exclude': FILLERS[eco].exclude(cache)}
-        # A pip-only build keeps the key it had before there were other ecosystems.
-        key = parts['pip']['key'] if ecos == ['pip'] else pc.fingerprint(dict((e, parts[e]['key']) for e in ecos))
+        if not parts:
+            return shards.empty_result(shard)
+        if shard:
+            key = pc.fingerprint({'shard': shard, 'parts': dict((e, parts[e]['key']) for e in parts)})
+        elif ecos == ['pip']:
+            # A pip-only build keeps the key it had before there were other ecosystems.
+            key = parts['pip']['key']
+        else:
+            key = pc.fingerprint(dict((e, parts[e]['key']) for e in ecos))
         with locked(p, check_mode):
             return _store_snapshot(p, store, os.path.join(scratch, 'cache'), parts, key, check_mode, now, run)
     finally:
@@ -221,19 +253,47 @@ def _result(parts):
     return result
 
 
+def reuse_known(p, store, key, check_mode, run):
+    """The result of a build whose key was built before (its manifest is in the store), or None.
+
+    Publishes it again (refs/latest) if asked and signs it if its signature is
+    missing or made with another key.
+    """
+    known = _read_ref(store, 'builds/' + key)
+    if not (known and os.path.exists(st.manifest_path(store, known))):
+        return None
+    with open(st.manifest_path(store, known), 'rb') as f:
+        manifest = json.loads(f.read())
+    latest_changed = p.get('publish', True) and _read_ref(store, 'latest') != known
+    if latest_changed and not check_mode:
+        st.write_bytes_atomic(os.path.join(store, 'refs', 'latest'), (known + '\n').encode())
+    signed = ensure_signature(p, store, known, run, check_mode)
+    result = mf.totals(manifest['entries'])
+    result.update({'id': known, 'changed': bool(latest_changed) or signed, 'new_objects': 0, 'new_bytes': 0,
+                   'created': manifest.get('created'), 'signed': bool(p.get('signing_key'))})
+    return result
+
+
+def write_snapshot(p, store, entries, metadata, key, check_mode, run):
+    """Write the manifest of ``entries`` (objects already stored), its build ref and signature; publish. Return the id."""
+    manifest = mf.build_manifest(entries, metadata)
+    snap_id = manifest['id']
+    if not check_mode:
+        mpath = st.manifest_path(store, snap_id)
+        if not os.path.exists(mpath):
+            st.write_bytes_atomic(mpath, json.dumps(manifest, sort_keys=True, indent=1).encode('utf-8'))
+        st.write_bytes_atomic(os.path.join(store, 'refs', 'builds', key), (snap_id + '\n').encode())
+        ensure_signature(p, store, snap_id, run, check_mode)
+        if p.get('publish', True):
+            st.write_bytes_atomic(os.path.join(store, 'refs', 'latest'), (snap_id + '\n').encode())
+    return snap_id
+
+
 def _store_snapshot(p, store, cache_root, parts, key, check_mode, now, run):
     result = _result(parts)
-    known = _read_ref(store, 'builds/' + key)
-    if known and os.path.exists(st.manifest_path(store, known)):
-        with open(st.manifest_path(store, known), 'rb') as f:
-            manifest = json.loads(f.read())
-        latest_changed = p.get('publish', True) and _read_ref(store, 'latest') != known
-        if latest_changed and not check_mode:
-            st.write_bytes_atomic(os.path.join(store, 'refs', 'latest'), (known + '\n').encode())
-        signed = ensure_signature(p, store, known, run, check_mode)
-        result.update(mf.totals(manifest['entries']))
-        result.update({'id': known, 'changed': bool(latest_changed) or signed, 'new_objects': 0, 'new_bytes': 0,
-                       'created': manifest.get('created'), 'signed': bool(p.get('signing_key'))})
+    known = reuse_known(p, store, key, check_mode, run)
+    if known:
+        result.update(known)
         return result
     entries, paths = [], {}
     for eco, part in parts.items():
@@ -259,16 +319,9 @@ def _store_snapshot(p, store, cache_root, parts, key, check_mode, now, run):
         metadata[eco] = meta
     if p.get('provenance'):
         metadata['provenance'] = p['provenance']
-    manifest = mf.build_manifest(entries, metadata)
-    snap_id = manifest['id']
-    if not check_mode:
-        mpath = st.manifest_path(store, snap_id)
-        if not os.path.exists(mpath):
-            st.write_bytes_atomic(mpath, json.dumps(manifest, sort_keys=True, indent=1).encode('utf-8'))
-        st.write_bytes_atomic(os.path.join(store, 'refs', 'builds', key), (snap_id + '\n').encode())
-        ensure_signature(p, store, snap_id, run, check_mode)
-        if p.get('publish', True):
-            st.write_bytes_atomic(os.path.join(store, 'refs', 'latest'), (snap_id + '\n').encode())
+    if p.get('shard'):
+        metadata['shard'] = shards.check_shard(p['shard'])
+    snap_id = write_snapshot(p, store, entries, metadata, key, check_mode, run)
     result.update(mf.totals(entries))
     result.update({'id': snap_id, 'changed': True, 'new_objects': new_objects, 'new_bytes': new_bytes, 'created': now,
                    'signed': bool(p.get('signing_key'))})
@@ -305,3 +358,76 @@ def ensure_signature(p, store, snap_id, run, check_mode):
     if not check_mode:
         _signing.sign(cmd, key, path)
     return True
+
+
+def merge(p, opener, check_mode=False, now=None, run=None):
+    """Join the shard builds ``p['parts']`` ([{name, id, url}] in shard order) into one snapshot; publish it.
+
+    A part without url is in this store; one with an empty id built nothing.
+    The other shards' objects are fetched by hash (under the store lock, as
+    a GC takes it), and only the ones this store lacks. The same shards give
+    the same build key, so a second run changes nothing.
+    """
+    store, parts = p['store'], p.get('parts') or []
+    deadline = p.get('deadline')
+    named = []
+    for index, part in enumerate(parts):
+        if part.get('id'):
+            manifest = shards.load_part(store, part, opener, deadline)
+            shards.check_part(manifest, index, len(parts), part['name'])
+            named.append((part, manifest))
+    if not named:
+        raise pc.BuildError('none of the %d shards built anything: nothing to merge' % len(parts))
+    ecos, metas = shards.merge_metadata([(part['name'], m) for part, m in named], ORDER)
+    key = pc.fingerprint({'merge': [m['id'] for part, m in named]})
+    result = {'misses': [], 'packages': [], 'ecosystems': metas,
+              'shards': [{'name': part['name'], 'id': m['id'], 'index': m['shard']['index'],
+                          'packages': sum(len((m.get(e) or {}).get('packages') or []) for e in ecos)}
+                         for part, m in named]}
+    for eco in ecos:
+        result['misses'] += metas[eco].get('misses') or []
+        result['packages'] += [{'name': x['name'], 'version': x['version'], 'ecosystem': eco}
+                               for x in metas[eco].get('packages') or []]
+    st.makedirs(p['work_dir'], 0o700)
+    with locked(p, check_mode):
+        known = reuse_known(p, store, key, check_mode, run)
+        if known:
+            result.update(known)
+            return result
+        urls = dict((part['name'], part.get('url')) for part, m in named)
+        new_objects = new_bytes = 0
+        for part, m in named:
+            missing = st.missing_objects(store, m['entries'])
+            if missing and not part.get('url'):
+                raise pc.BuildError('shard %s lists %d objects that the store %s lacks' % (part['name'], len(missing), store))
+            if missing and not check_mode:
+                st.fetch_objects(store, part['url'], missing, opener, p.get('workers') or 8, deadline)
+            new_objects += len(missing)
+            new_bytes += sum(missing.values())
+
+        def read(name, entry):
+            path = st.object_path(store, entry['sha256'])
+            if urls[name] and not os.path.exists(path):  # check mode fetched nothing
+                return _sync.read_url(opener, urls[name].rstrip('/') + '/' + st.object_rel(entry['sha256']),
+                                      entry['size'], 'object %s of shard %s' % (entry['sha256'], name), deadline)
+            with open(path, 'rb') as f:
+                return f.read()
+
+        entries, blobs = shards.merge_entries([(part['name'], m['entries']) for part, m in named], read)
+        for digest, data in sorted(blobs.items()):
+            if not os.path.exists(st.object_path(store, digest)):
+                new_objects += 1
+                new_bytes += len(data)
+                if not check_mode:
+                    st.makedirs(os.path.dirname(st.object_path(store, digest)))
+                    st.write_bytes_atomic(st.object_path(store, digest), data)
+        metadata = dict(metas, created=now, ecosystems=ecos, build_key=key,
+                        shards=[dict(s) for s in result['shards']])
+        provenance = [m['provenance'] for part, m in named if m.get('provenance')]
+        if provenance:
+            metadata['provenance'] = provenance[0]
+        snap_id = write_snapshot(p, store, entries, metadata, key, check_mode, run)
+    result.update(mf.totals(entries))
+    result.update({'id': snap_id, 'changed': True, 'new_objects': new_objects, 'new_bytes': new_bytes,
+                   'created': now, 'signed': bool(p.get('signing_key'))})
+    return result

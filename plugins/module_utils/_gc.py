@@ -48,19 +48,23 @@ def _tree_ids(store):
 
 
 def _builder_order(store, ids):
-    def created(snap_id):
+    """Ids oldest first, in two groups: snapshots, then shard builds (each keeps its own newest)."""
+    info = {}
+    for snap_id in ids:
         try:
             with open(st.manifest_path(store, snap_id)) as f:
-                return json.load(f).get('created') or ''
+                m = json.load(f)
+            info[snap_id] = (bool(m.get('shard')), m.get('created') or '', snap_id)
         except (IOError, ValueError):
-            return ''
-    return sorted(ids, key=lambda i: (created(i), i))
+            info[snap_id] = (False, '', snap_id)
+    ordered = sorted(ids, key=lambda i: info[i][1:])
+    return [[i for i in ordered if not info[i][0]], [i for i in ordered if info[i][0]]]
 
 
 def _host_order(store, ids):
     hist = st.history(store)
     rank = dict((snap_id, n) for n, snap_id in enumerate(hist))  # last activation wins
-    return sorted(ids, key=lambda i: (rank.get(i, -1), i))
+    return [sorted(ids, key=lambda i: (rank.get(i, -1), i))]
 
 
 def _file_shas(store, snap_id):
@@ -97,10 +101,10 @@ def plan(store, keep, mountinfo_text, fstab_text, host, held=None, detached_lowe
     _views.live_lowerdirs) and every tree a process still reaches (``held``).
     """
     all_ids = set(_manifest_ids(store)) | set(_tree_ids(store))
-    ordered = (_host_order if host else _builder_order)(store, all_ids)
     reasons = {}
-    for snap_id in ordered[max(0, len(ordered) - keep):] if keep > 0 else []:
-        reasons.setdefault(snap_id, 'newest')
+    for ordered in (_host_order if host else _builder_order)(store, all_ids):
+        for snap_id in ordered[max(0, len(ordered) - keep):] if keep > 0 else []:
+            reasons.setdefault(snap_id, 'newest')
     active = st.active_id(store) if host else _latest(store)
     if active:
         reasons[active] = 'active'

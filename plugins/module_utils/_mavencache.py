@@ -46,6 +46,11 @@ def check_artifacts(artifacts):
     return out
 
 
+def artifact_name(coords):
+    """groupId:artifactId of an artifact's coordinates."""
+    return ':'.join(str(coords).strip().split(':')[:2])
+
+
 def check_repositories(repos):
     if not repos:
         raise BuildError('maven: repositories is empty; give at least one {id, url} (or settings)')

@@ -183,6 +183,23 @@ options:
     type: int
     default: 4
     version_added: 0.3.0
+  shard:
+    description:
+      - Build only this builder's share of every package list, for M(pkgcache.overlay.snapshot_merge) to join. A
+        package belongs to shard C(sha256(name) mod count), so adding a package moves no other one.
+      - A shard build is stored unpublished (O(publish) is ignored) and records the shard in its manifest. An
+        ecosystem whose share is empty is left out; a shard with no package at all returns an empty RV(id).
+    type: dict
+    suboptions:
+      index:
+        description: This builder's shard, V(0) to O(shard.count) minus one.
+        type: int
+        required: true
+      count:
+        description: How many builders share the build.
+        type: int
+        required: true
+    version_added: 0.4.0
 notes:
   - The build holds the store lock (the one M(pkgcache.overlay.snapshot_gc) takes) while it writes objects, the
     manifest and refs, so that a GC never removes the objects of a build whose manifest is not written yet. Filling
@@ -281,6 +298,10 @@ signed:
   description: Whether the manifest is signed.
   returned: success
   type: bool
+shard:
+  description: The shard this run built, as given.
+  returned: success and O(shard) is set and the shard got no package
+  type: dict
 """
 
 import datetime
@@ -334,6 +355,8 @@ def main():
             signing_key=dict(type='path', no_log=False),
             lock_timeout=dict(type='int', default=0),
             workers=dict(type='int', default=4),
+            shard=dict(type='dict', options=dict(index=dict(type='int', required=True),
+                                                 count=dict(type='int', required=True))),
         ),
         supports_check_mode=True,
     )
