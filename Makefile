@@ -1,6 +1,6 @@
 # pkgcache.overlay: the two commands the README documents are `make demo`
 # and `make test`. Both install what they need (scripts/bootstrap.sh).
-SCENARIOS ?= default refresh ecosystems attacks
+SCENARIOS ?= default refresh ecosystems shards attacks
 
 .PHONY: test demo demo-clean bootstrap unit sanity molecule bench
 

@@ -78,6 +78,31 @@ def users_from_fstab(fstab_text):
     return users
 
 
+def _resolved_name(item):
+    """The package name of a resolution item: ``name==1.0`` (pip, uv) or ``name@1.0`` / ``@scope/name@1.0`` (npm)."""
+    if '==' in item:
+        return item.split('==', 1)[0]
+    at = item.rfind('@')
+    return item[:at] if at > 0 else item
+
+
+def coverage(meta):
+    """The build's hit rate of one ecosystem: {listed, hits, ratio}.
+
+    A listed package is a hit when it resolved on its own and no package of
+    its resolution is a miss: installed alone, it needs no download. Without
+    resolutions (Maven), a listed artifact is a hit unless it is a miss.
+    """
+    listed = meta.get('requested') or []
+    missed = set(m.get('package') for m in meta.get('misses') or [])
+    resolutions = meta.get('resolutions')
+    if resolutions is None:
+        hits = [x for x in listed if x not in missed and x.rsplit(':', 1)[0] not in missed]
+    else:
+        hits = [x for x in listed if x in resolutions and not missed & set(_resolved_name(r) for r in resolutions[x])]
+    return {'listed': len(listed), 'hits': len(hits), 'ratio': round(float(len(hits)) / len(listed), 4) if listed else 0.0}
+
+
 def collect(store, fstab_text, mountinfo, busy, now):
     """Gather the status dict; ``busy`` maps mount targets to pids (see _busy.find_busy)."""
     active = st.active_id(store)
@@ -87,12 +112,14 @@ def collect(store, fstab_text, mountinfo, busy, now):
             with open(st.manifest_path(store, active), 'rb') as f:
                 manifest = json.loads(f.read())
             files = [e for e in manifest['entries'] if e['type'] == 'file']
-            versions = {}
+            versions, cover = {}, {}
             for eco in manifest.get('ecosystems', []):
                 meta = manifest.get(eco) or {}
                 versions[eco] = dict((k, meta[k]) for k in VERSION_KEYS if k in meta)
+                cover[eco] = coverage(meta)
             snap.update({'created': manifest.get('created'), 'ecosystems': manifest.get('ecosystems', []),
-                         'files': len(files), 'bytes': sum(e['size'] for e in files), 'versions': versions})
+                         'files': len(files), 'bytes': sum(e['size'] for e in files), 'versions': versions,
+                         'coverage': cover})
         except (IOError, ValueError):
             snap['error'] = 'manifest missing or unreadable'
     users = []
@@ -145,6 +172,14 @@ def prometheus(status, host, include_user_names=False):
                [({'snapshot_id': snap['id']}, snap.get('files', 0))])
         metric('pkgcache_snapshot_bytes', 'Bytes of the files in the active snapshot.', 'gauge',
                [({'snapshot_id': snap['id']}, snap.get('bytes', 0))])
+        cover = sorted((snap.get('coverage') or {}).items())
+        metric('pkgcache_snapshot_packages_listed', 'Packages the active snapshot was asked to hold, per ecosystem.', 'gauge',
+               [({'ecosystem': eco}, c['listed']) for eco, c in cover])
+        metric('pkgcache_snapshot_packages_hit', 'Listed packages that install alone with no download, per ecosystem '
+               '(resolved on their own at build time, every file cached).', 'gauge',
+               [({'ecosystem': eco}, c['hits']) for eco, c in cover])
+        metric('pkgcache_snapshot_hit_ratio', 'pkgcache_snapshot_packages_hit / pkgcache_snapshot_packages_listed.',
+               'gauge', [({'ecosystem': eco}, c['ratio']) for eco, c in cover])
     counts = {}
     for u in status['users']:
         counts[u['state']] = counts.get(u['state'], 0) + 1

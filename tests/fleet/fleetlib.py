@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 
 import testinfra
@@ -53,3 +54,15 @@ def playbook(name, extra=None, args=()):
             for host, res in task['hosts'].items():
                 results.setdefault(task['task']['name'].split(' : ', 1)[-1], {})[host] = res
     return proc.returncode, results
+
+
+def solo_install(user_host, package):
+    """``pip install <package>`` as the user into a fresh venv; return pip's output."""
+    venv = '/tmp/hitrate-venv'
+    user_host.check_output('rm -rf %s && python3 -m venv %s' % (venv, venv))
+    return user_host.check_output('%s/bin/pip install --no-color %s 2>&1' % (venv, package))
+
+
+def downloads(out):
+    """Package files pip fetched from the index (it prints 'Downloading <file>' for each, 'Using cached' otherwise)."""
+    return re.findall(r'^\s*Downloading (\S+)', out, re.M)

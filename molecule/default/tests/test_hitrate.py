@@ -9,19 +9,9 @@ from one joint resolution fails this test.
 import re
 
 from conftest import REPL_HOSTS, as_user
+from fleetlib import downloads, solo_install
 
 HOST = REPL_HOSTS[0]
-
-
-def solo_install(user_host, package):
-    venv = '/tmp/hitrate-venv'
-    user_host.check_output('rm -rf %s && python3 -m venv %s' % (venv, venv))
-    return user_host.check_output('%s/bin/pip install --no-color %s 2>&1' % (venv, package))
-
-
-def downloads(out):
-    """Package files pip fetched from the index (it prints 'Downloading <file>' for each, 'Using cached' otherwise)."""
-    return re.findall(r'^\s*Downloading (\S+)', out, re.M)
 
 
 def test_every_listed_package_installs_alone_with_no_download(manifest):

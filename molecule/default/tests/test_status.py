@@ -17,7 +17,7 @@ def metrics(text):
     return out
 
 
-def test_status_table_and_metrics_match_the_host():
+def test_status_table_and_metrics_match_the_host(manifest):
     rc, res = playbook('status.yml', {'status_textfile_dir': TEXTFILE_DIR})
     assert rc == 0
     for host in REPL_HOSTS:
@@ -28,6 +28,9 @@ def test_status_table_and_metrics_match_the_host():
         assert status['counts'] == {'mounted': 3, 'older': 0, 'busy': 0, 'missing': 0}
         table = '\n'.join(res['Show the status'][host]['msg'])
         assert active in table and 'mounted: 3' in table
+        # The build's hit rate: every listed package but the one the index lacks installs alone with no download.
+        listed = len(manifest['pip']['requested'])
+        assert 'pip %d/%d' % (listed - 1, listed) in table
         m = metrics(r.check_output('cat %s/pkgcache.prom' % TEXTFILE_DIR))
         fqdn = r.check_output('python3 -c "import socket; print(socket.getfqdn())"')
         store_bytes = sum(int(x) for x in r.check_output(
@@ -40,4 +43,6 @@ def test_status_table_and_metrics_match_the_host():
         assert m['pkgcache_upper_bytes_total{%s}' % h] == upper_bytes
         assert m['pkgcache_last_sync_success{%s}' % h] == 1
         assert any(k.startswith('pkgcache_snapshot_info{') and 'snapshot_id="%s"' % active in k for k in m)
+        assert m['pkgcache_snapshot_packages_listed{ecosystem="pip",%s}' % h] == listed
+        assert m['pkgcache_snapshot_packages_hit{ecosystem="pip",%s}' % h] == listed - 1
         assert not any('alice' in k for k in m)  # user names only on opt-in

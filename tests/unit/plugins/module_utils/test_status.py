@@ -91,3 +91,27 @@ def test_upper_size_of_a_1500_deep_upper_is_bounded(tmp_path):
 def test_upper_size_of_a_missing_upper_is_zero_and_complete(tmp_path):
     uppers, fstab = _hosts_uppers(tmp_path, ['alice'])
     assert _status.upper_usage(uppers['alice']) == (0, None)
+
+
+@pytest.mark.parametrize('meta, expected', [
+    # pip: b's resolution holds a dependency that was not cached, so installing b alone downloads it.
+    ({'requested': ['a', 'b', 'c', 'gone'], 'resolutions': {'a': ['a==1'], 'b': ['b==1', 'dep==2'], 'c': ['c==1']},
+      'misses': [{'package': 'dep'}, {'package': 'gone'}]}, {'listed': 4, 'hits': 2, 'ratio': 0.5}),
+    # npm: scoped names in name@version items.
+    ({'requested': ['@s/x', 'y@^1'], 'resolutions': {'@s/x': ['@s/x@1.0.0', 'z@2.0.0'], 'y@^1': ['y@1.2.0']},
+      'misses': [{'package': 'z'}]}, {'listed': 2, 'hits': 1, 'ratio': 0.5}),
+    # Maven has no resolutions: a listed artifact is a hit unless it is a miss.
+    ({'requested': ['g:a:1', 'g:b:1'], 'misses': [{'package': 'g:b:1'}]}, {'listed': 2, 'hits': 1, 'ratio': 0.5}),
+    ({'requested': []}, {'listed': 0, 'hits': 0, 'ratio': 0.0}),
+])
+def test_hit_rate_counts_listed_packages_whose_whole_resolution_is_cached(meta, expected):
+    assert _status.coverage(meta) == expected
+
+
+def test_hit_rate_metrics_per_ecosystem():
+    status = {'snapshot': {'id': 'i', 'ecosystems': ['pip'], 'coverage': {'pip': {'listed': 4, 'hits': 3, 'ratio': 0.75}}},
+              'users': [], 'upper_bytes_total': 0, 'store': {'objects': 0, 'bytes': 0}}
+    text = _status.prometheus(status, 'h1')
+    assert 'pkgcache_snapshot_packages_listed{ecosystem="pip",host="h1"} 4' in text
+    assert 'pkgcache_snapshot_packages_hit{ecosystem="pip",host="h1"} 3' in text
+    assert 'pkgcache_snapshot_hit_ratio{ecosystem="pip",host="h1"} 0.75' in text
