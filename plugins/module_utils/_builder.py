@@ -11,6 +11,7 @@ module passes in, so this file has no Ansible dependency.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -21,6 +22,7 @@ from . import _npmcache
 from . import _pipcache as pc
 from . import _uvcache
 from . import _signing
+from . import _reuse as reuse
 from . import _shards as shards
 from . import _solo as solo
 from . import _store as st
@@ -72,19 +74,22 @@ def _install(vpy, p, specs, cache, scratch, run, dry_run=False):
     return rc, data, pc.tail(err or out, 3)
 
 
-def fill_cache(vpy, p, specs, cache, scratch, run):
+def fill_cache(vpy, p, specs, cache, scratch, run, reused=None):
     """Install every spec on its own into a fresh target, all through one cache ``cache``.
 
     Returns (packages, misses, resolutions): the union of what the solo
     installs took (name, version, url), a miss per spec that cannot be
     installed alone, and per spec the ``name==version`` list it resolved to.
+    ``reused`` ({spec: resolution}) are specs whose earlier resolution was
+    kept (see _reuse); they count as resolved.
     """
     def one(spec):
         rc, data, err = _install(vpy, p, [spec], cache, scratch, run)
         return rc == 0, data, err
 
-    results, failures = solo.resolve_each(specs, one, p.get('workers'))
-    solo.require_some(specs, results, failures, p['index_url'], 'pip')
+    results, failures = solo.resolve_each(specs, one, p.get('workers')) if specs else ([], [])
+    if not reused:
+        solo.require_some(specs, results, failures, p['index_url'], 'pip')
     reports = [(spec, pc.parse_report(data)) for spec, data in results]
     packages = solo.union([r for spec, r in reports], key=lambda x: (x['name'], x['version'], x['url']))
     resolutions = dict((spec, sorted('%s==%s' % (x['name'], x['version']) for x in r)) for spec, r in reports)
@@ -138,13 +143,39 @@ def _pip_specs(p):
     return specs
 
 
-def _fill_pip(p, specs, cache, work, scratch, run, check_mode):
+def _reuse_previous(p, versions, specs, cache, opener):
+    """Seed ``cache`` with the previous build's entries of the specs the index has nothing newer for.
+
+    Returns (reused {spec: resolution}, their packages, specs to resolve, pages).
+    """
+    if opener is None:
+        return {}, [], specs, {}
+    fetch = functools.partial(_page, opener, p.get('deadline'))
+    prev = reuse.previous(p['store'], versions, p['index_url'])
+    if prev is None:
+        return {}, [], specs, {}
+    pages = reuse.fingerprints(p['index_url'], reuse.projects_of(prev['pip'], specs), fetch, p.get('workers'))
+    reused, todo = reuse.plan(specs, prev['pip'], pages)
+    packages = reuse.packages_of(prev['pip'], reused)
+    urls = [x['url'] for x in packages] + [reuse.page_url(p['index_url'], x['name']) for x in packages]
+    reuse.seed(cache, p['store'], prev, urls, set(x['name'] for x in packages if not x['is_wheel']))
+    return reused, packages, todo, pages
+
+
+def _page(opener, deadline, url):
+    return _sync.read_url(opener, url, reuse.PAGE_LIMIT, 'the index page', deadline or 120)
+
+
+def _fill_pip(p, specs, cache, work, scratch, run, check_mode, opener=None):
     venv_dir = p.get('venv_dir') or os.path.join(work, 'venv-' + os.path.basename(p['python']))
     if check_mode and not os.path.exists(venv_dir):
         venv_dir = os.path.join(scratch, 'venv')
     vpy, versions, dummy = ensure_venv(p['python'], venv_dir, p.get('pip_version'), p['index_url'],
                                        p.get('trusted_host'), run, scratch)
-    packages, misses, resolutions = fill_cache(vpy, p, specs, cache, scratch, run)
+    reused, kept, todo, pages = _reuse_previous(p, versions, specs, cache, opener)
+    packages, misses, resolutions = fill_cache(vpy, p, todo, cache, scratch, run, reused)
+    packages = solo.union([packages, kept], key=lambda x: (x['name'], x['version'], x['url']))
+    resolutions.update(reused)
     cached, not_cached = pc.check_cached(cache, packages)
     misses += not_cached
     for m in misses:
@@ -155,10 +186,19 @@ def _fill_pip(p, specs, cache, work, scratch, run, check_mode):
             '(pypiserver: --cache-control; nginx: Cache-Control/expires), and an http index must be given '
             'as trusted_host. Misses: %s' % (len(packages), p['index_url'], '; '.join(m['reason'] for m in misses[:3])))
     key = pc.build_key('pip', p['index_url'], versions['pip'], versions['python'], cached, misses, specs)
+    if opener is not None:
+        # Pages of projects first seen in this build are fetched now, after pip read them: a release in
+        # between only means that the next build resolves that package again once more.
+        names = set(c['name'] for c in cached)
+        pages.update(reuse.fingerprints(p['index_url'], names - set(pages), functools.partial(
+            _page, opener, p.get('deadline')), p.get('workers')))
+        pages = dict((n, h) for n, h in pages.items() if n in names and h)
     meta = {'pip_version': versions['pip'], 'python_version': versions['python'],
             'index_url': p['index_url'], 'trusted_host': p.get('trusted_host') or None,
-            'requested': specs, 'packages': [{'name': c['name'], 'version': c['version']} for c in cached],
-            'resolutions': resolutions}
+            'requested': specs, 'packages': [{'name': c['name'], 'version': c['version'], 'url': c['url']} for c in cached],
+            'resolutions': resolutions, 'reused': len(reused)}
+    if pages:
+        meta['pages'] = pages
     return {'packages': meta['packages'], 'misses': misses, 'meta': meta, 'key': key, 'exclude': pc.EXCLUDE}
 
 
@@ -167,7 +207,7 @@ LISTS = {'npm': ('packages', _npmcache.spec_name), 'maven': ('artifacts', _maven
          'uv': ('packages', pc.requirement_name)}
 
 
-def build(p, run, check_mode=False, now=None):
+def build(p, run, check_mode=False, now=None, opener=None):
     """Build (or find) the snapshot described by module params ``p``; return the result dict.
 
     With ``shard`` ({index, count}), only this builder's share of every list
@@ -191,7 +231,7 @@ def build(p, run, check_mode=False, now=None):
             if eco == 'pip':
                 if specs:
                     os.makedirs(cache)
-                    parts[eco] = _fill_pip(p, specs, cache, work, scratch, run, check_mode)
+                    parts[eco] = _fill_pip(p, specs, cache, work, scratch, run, check_mode, opener)
                 continue
             o = ecosystem_options(p, eco)
             if shard:

@@ -29,7 +29,7 @@ from ._pipcache import BuildError
 MAX_MANIFEST_BYTES = 1 << 30
 BUCKET = re.compile(r'^npm/_cacache/index-v5/')
 # Per-ecosystem metadata that differs between shards by design: joined, not compared.
-JOINED = ('requested', 'packages', 'resolutions', 'misses')
+JOINED = ('requested', 'packages', 'resolutions', 'pages', 'misses', 'reused')
 
 
 def check_shard(shard):
@@ -134,6 +134,7 @@ def merge_entries(named_entries, read):
 
 def _union_packages(a, b):
     seen = dict(((p['name'], p['version']), p) for p in a)
+    # (Each package is keyed by name and version: two shards that cached one release from two URLs keep the first.)
     for p in b:
         seen.setdefault((p['name'], p['version']), p)
     return [seen[k] for k in sorted(seen)]
@@ -160,8 +161,10 @@ def merge_metadata(named, order):
             for k, v in meta.items():
                 if k == 'packages':
                     merged[k] = _union_packages(merged.get(k) or [], v)
-                elif k == 'resolutions':
+                elif k in ('resolutions', 'pages'):
                     merged[k] = dict(merged.get(k) or {}, **v)
+                elif k == 'reused':
+                    merged[k] = (merged.get(k) or 0) + v
                 elif k in JOINED:
                     merged[k] = (merged.get(k) or []) + v
                 elif merged.get(k) != v:

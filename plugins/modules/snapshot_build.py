@@ -183,6 +183,17 @@ options:
     type: int
     default: 4
     version_added: 0.3.0
+  reuse:
+    description:
+      - Reuse the previous build's pip resolutions when the index has nothing newer. Each build records the sha256
+        of every cached project's index page; the next build with the same pip, Python and index fetches those
+        pages again (one GET per project, O(workers) at a time), and a package whose resolution only names
+        projects with unchanged pages is not run through pip again: its cache entries come from the previous
+        snapshot's objects. The check that every file is cached runs as usual.
+      - V(false) resolves every package again.
+    type: bool
+    default: true
+    version_added: 0.4.0
   shard:
     description:
       - Build only this builder's share of every package list, for M(pkgcache.overlay.snapshot_merge) to join. A
@@ -283,7 +294,10 @@ packages:
   elements: dict
   sample: [{name: six, version: 1.17.0, ecosystem: pip}]
 ecosystems:
-  description: Per ecosystem, what the manifest records of it (tool versions, index or registry, requested, packages, misses).
+  description:
+    - Per ecosystem, what the manifest records of it (tool versions, index or registry, requested, packages, misses).
+    - For pip also C(resolutions), C(pages) (sha256 of each cached project's index page) and C(reused) (how many
+      packages kept the previous build's resolution, see O(reuse)).
   returned: success
   type: dict
 pip_version:
@@ -308,6 +322,7 @@ import datetime
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
@@ -355,6 +370,7 @@ def main():
             signing_key=dict(type='path', no_log=False),
             lock_timeout=dict(type='int', default=0),
             workers=dict(type='int', default=4),
+            reuse=dict(type='bool', default=True),
             shard=dict(type='dict', options=dict(index=dict(type='int', required=True),
                                                  count=dict(type='int', required=True))),
         ),
@@ -368,9 +384,13 @@ def main():
                 del os.environ[key]
         return module.run_command(argv, environ_update=env or {}, data=data, binary_data=True, cwd=cwd)
 
+    def opener(url):
+        return open_url(url, timeout=30, follow_redirects='safe')
+
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     try:
-        result = _builder.build(module.params, run, check_mode=module.check_mode, now=now)
+        result = _builder.build(module.params, run, check_mode=module.check_mode, now=now,
+                                opener=opener if module.params['reuse'] else None)
     except (BuildError, StoreError, ManifestError, SignatureError, LockError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)

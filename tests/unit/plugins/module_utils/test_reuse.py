@@ -1,0 +1,93 @@
+"""Reusing the previous build's resolutions when the index has nothing newer (stand-in pip and index pages)."""
+
+import io
+import json
+import os
+
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _reuse
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
+
+from test_builder import INDEX, ResolverPip, params
+
+
+class Pages(object):
+    """The index's project pages: {project: bytes}; a missing project fails like an HTTP error."""
+
+    def __init__(self, pages):
+        self.pages, self.urls = dict(pages), []
+
+    def __call__(self, url):
+        self.urls.append(url)
+        name = url[len(INDEX):].strip('/')
+        if name not in self.pages:
+            raise IOError('HTTP Error 503: %s' % url)
+        return io.BytesIO(self.pages[name])
+
+
+PAGES = {'web': b'<a>web-1.0</a>', 'legacy': b'<a>legacy-1.0</a>', 'core': b'<a>core-1.0</a><a>core-2.0</a>'}
+
+
+def build(tmp_path, pip, pages, now, **kw):
+    p = dict(params(tmp_path, ['web', 'legacy', 'broken']), workers=2, **kw)
+    return bd.build(p, pip, now=now, opener=pages)
+
+
+def manifest(tmp_path, snap_id):
+    return json.load(open(st.manifest_path(str(tmp_path / 'store'), snap_id)))
+
+
+def test_an_unchanged_index_reuses_every_resolution_and_runs_no_pip(tmp_path):
+    first = build(tmp_path, ResolverPip({}), Pages(PAGES), 't1')
+    m = manifest(tmp_path, first['id'])
+    assert sorted(m['pip']['pages']) == ['core', 'legacy', 'web'] and m['pip']['reused'] == 0
+    assert all(x['url'].startswith('http://') for x in m['pip']['packages'])
+    pip = ResolverPip({})
+    again = build(tmp_path, pip, Pages(PAGES), 't2')
+    # Only the spec that failed last time (no resolution to reuse) ran pip; the snapshot is the same one.
+    assert getattr(pip, 'requests', []) == [['broken']]
+    assert again['id'] == first['id'] and not again['changed'] and again['ecosystems']['pip']['reused'] == 2
+
+
+def test_a_changed_page_resolves_again_only_the_packages_that_use_that_project(tmp_path):
+    build(tmp_path, ResolverPip({}), Pages(PAGES), 't1')
+    pip = ResolverPip({})
+    r = build(tmp_path, pip, Pages(dict(PAGES, legacy=b'<a>legacy-1.0</a><a>legacy-1.1</a>')), 't2')
+    assert sorted(pip.requests) == [['broken'], ['legacy']]
+    assert r['ecosystems']['pip']['reused'] == 1
+    pip = ResolverPip({})
+    r = build(tmp_path, pip, Pages(dict(PAGES, core=b'<a>core-3.0</a>')), 't3')
+    assert sorted(pip.requests) == [['broken'], ['legacy'], ['web']]  # both use core
+
+
+def test_a_page_that_cannot_be_fetched_means_resolve_again(tmp_path):
+    build(tmp_path, ResolverPip({}), Pages(PAGES), 't1')
+    pip = ResolverPip({})
+    build(tmp_path, pip, Pages(dict((k, v) for k, v in PAGES.items() if k != 'web')), 't2')
+    assert sorted(pip.requests) == [['broken'], ['web']]
+
+
+def test_a_reused_build_holds_the_same_files_as_a_fresh_one(tmp_path):
+    """New packages next to reused ones: the cache seeded from the old snapshot plus pip's new entries."""
+    build(tmp_path, ResolverPip({}), Pages(PAGES), 't1')
+
+    class More(ResolverPip):
+        DEPS = dict(ResolverPip.DEPS, extra=[('extra', '1.0'), ('core', '2.0')])
+
+    pages = Pages(dict(PAGES, extra=b'<a>extra-1.0</a>'))
+    reused = bd.build(dict(params(tmp_path, ['web', 'legacy', 'extra']), workers=2), More({}), now='t2', opener=pages)
+    fresh = bd.build(dict(params(tmp_path / 'fresh', ['web', 'legacy', 'extra']), workers=2), More({}), now='t2',
+                     opener=Pages(pages.pages))
+    assert reused['id'] == fresh['id'] and reused['ecosystems']['pip']['reused'] == 2
+    assert reused['misses'] == []
+
+
+def test_only_a_build_with_the_same_pip_python_and_index_is_reused(tmp_path):
+    build(tmp_path, ResolverPip({}), Pages(PAGES), 't1')
+    store = str(tmp_path / 'store')
+    assert _reuse.previous(store, {'pip': '23.0.1', 'python': '3.11.2'}, INDEX) is not None
+    assert _reuse.previous(store, {'pip': '24.0', 'python': '3.11.2'}, INDEX) is None
+    assert _reuse.previous(store, {'pip': '23.0.1', 'python': '3.12.0'}, INDEX) is None
+    assert _reuse.previous(store, {'pip': '23.0.1', 'python': '3.11.2'}, 'https://other/simple/') is None
+    assert _reuse.previous(str(tmp_path / 'empty'), {'pip': '23.0.1', 'python': '3.11.2'}, INDEX) is None
+    assert os.path.isdir(store)
