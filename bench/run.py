@@ -17,6 +17,8 @@ test: no figure is asserted. Results go to bench/results/<name>.md and .png.
      the bytes of the packages that changed.
   5. hit rate (`--only hitrate`, opt-in; bench/hitrate.py): installs of the top N PyPI projects that a snapshot
      serves with no download, snapshot resolved jointly (as before) vs package by package (as now).
+  6. weekly rebuild (`--only rebuild`, opt-in; bench/rebuild.py): the hit-rate list built again against an
+     unchanged index with and without reuse of the previous resolutions, and after one project's release.
 
 Benchmarks 2 and 4 run with the pip of this machine and with a current pip:
 pip < 23.3 stores response headers inside each HTTP cache entry, >= 23.3
@@ -440,7 +442,7 @@ def write_scale(results):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--rounds', type=int, default=3)
-    ap.add_argument('--only', choices=['install', 'uv', 'npm', 'transfer', 'scale', 'hitrate'], action='append')
+    ap.add_argument('--only', choices=['install', 'uv', 'npm', 'transfer', 'scale', 'hitrate', 'rebuild'], action='append')
     ap.add_argument('--hitrate-top', type=int, default=100, help='packages for the hit-rate benchmark (default 100)')
     ap.add_argument('--users', type=int, action='append', help='user counts for the scale benchmark (default 100 and 500)')
     ap.add_argument('--scale-rounds', type=int, default=None)
@@ -450,9 +452,12 @@ def main():
     if 'hitrate' in only:
         import hitrate  # pylint: disable=import-outside-toplevel
         hitrate.bench(args.work, args.hitrate_top)
-        only = [o for o in only if o != 'hitrate']
-        if not only:
-            return
+    if 'rebuild' in only:
+        import rebuild  # pylint: disable=import-outside-toplevel
+        rebuild.bench(args.work, args.hitrate_top)
+    only = [o for o in only if o not in ('hitrate', 'rebuild')]
+    if not only:
+        return
     wheelhouse = os.path.join(ROOT, '.cache', 'bench-wheelhouse')
     if not os.path.exists(os.path.join(wheelhouse, '.complete')):
         os.makedirs(wheelhouse, exist_ok=True)

@@ -11,6 +11,7 @@ module passes in, so this file has no Ansible dependency.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import json
 import os
@@ -22,6 +23,7 @@ from . import _npmcache
 from . import _pipcache as pc
 from . import _uvcache
 from . import _signing
+from . import _publish as publish
 from . import _reuse as reuse
 from . import _shards as shards
 from . import _solo as solo
@@ -222,6 +224,14 @@ def build(p, run, check_mode=False, now=None, opener=None):
     if shard and specs:
         specs = shards.mine(specs, shard, pc.requirement_name)
     store, work = p['store'], p['work_dir']
+    inputs = inputs_key(p, specs)
+    fresh = fresh_build(store, inputs, p.get('max_age') or 0, now) if not p.get('force') else None
+    if fresh:
+        # Built from these inputs less than max_age ago: nothing is asked of the index.
+        with locked(p, check_mode):
+            result, manifest = known_result(p, store, fresh, check_mode, run, now)
+        result.update(result_from_manifest(manifest), skipped=True)
+        return result
     st.makedirs(work, 0o700)
     scratch = tempfile.mkdtemp(dir=work, prefix='.build-')
     try:
@@ -253,7 +263,10 @@ def build(p, run, check_mode=False, now=None, opener=None):
         else:
             key = pc.fingerprint(dict((e, parts[e]['key']) for e in ecos))
         with locked(p, check_mode):
-            return _store_snapshot(p, store, os.path.join(scratch, 'cache'), parts, key, check_mode, now, run)
+            result = _store_snapshot(p, store, os.path.join(scratch, 'cache'), parts, key, check_mode, now, run)
+            record_inputs(store, inputs, result['id'], now, check_mode)
+            result['skipped'] = False
+            return result
     finally:
         st.remove_tree(scratch)
 
@@ -293,29 +306,35 @@ def _result(parts):
     return result
 
 
-def reuse_known(p, store, key, check_mode, run):
-    """The result of a build whose key was built before (its manifest is in the store), or None.
+def known_result(p, store, snap_id, check_mode, run, now):
+    """The result for snapshot ``snap_id`` already in the store: signed if it is not, published if asked."""
+    with open(st.manifest_path(store, snap_id), 'rb') as f:
+        manifest = json.loads(f.read())
+    signed = ensure_signature(p, store, snap_id, run, check_mode)
+    result = mf.totals(manifest['entries'])
+    result.update({'id': snap_id, 'changed': signed, 'new_objects': 0, 'new_bytes': 0,
+                   'created': manifest.get('created'), 'signed': bool(p.get('signing_key'))})
+    return _published(p, store, snap_id, now, run, check_mode, result), manifest
 
-    Publishes it again (refs/latest) if asked and signs it if its signature is
-    missing or made with another key.
-    """
+
+def reuse_known(p, store, key, check_mode, run, now=None):
+    """The result of a build whose key was built before (its manifest is in the store), or None."""
     known = _read_ref(store, 'builds/' + key)
     if not (known and os.path.exists(st.manifest_path(store, known))):
         return None
-    with open(st.manifest_path(store, known), 'rb') as f:
-        manifest = json.loads(f.read())
-    latest_changed = p.get('publish', True) and _read_ref(store, 'latest') != known
-    if latest_changed and not check_mode:
-        st.write_bytes_atomic(os.path.join(store, 'refs', 'latest'), (known + '\n').encode())
-    signed = ensure_signature(p, store, known, run, check_mode)
-    result = mf.totals(manifest['entries'])
-    result.update({'id': known, 'changed': bool(latest_changed) or signed, 'new_objects': 0, 'new_bytes': 0,
-                   'created': manifest.get('created'), 'signed': bool(p.get('signing_key'))})
+    return known_result(p, store, known, check_mode, run, now)[0]
+
+
+def _published(p, store, snap_id, now, run, check_mode, result):
+    """Publish ``snap_id`` as a new revision if asked (see _publish); fold that into ``result``."""
+    if p.get('publish', True):
+        pub = publish.publish(p, store, snap_id, now, run, check_mode)
+        result.update({'changed': result['changed'] or pub['changed'], 'revision': pub['revision'], 'held': pub['held']})
     return result
 
 
 def write_snapshot(p, store, entries, metadata, key, check_mode, run):
-    """Write the manifest of ``entries`` (objects already stored), its build ref and signature; publish. Return the id."""
+    """Write the manifest of ``entries`` (objects already stored), its build ref and signature. Return the id."""
     manifest = mf.build_manifest(entries, metadata)
     snap_id = manifest['id']
     if not check_mode:
@@ -324,14 +343,58 @@ def write_snapshot(p, store, entries, metadata, key, check_mode, run):
             st.write_bytes_atomic(mpath, json.dumps(manifest, sort_keys=True, indent=1).encode('utf-8'))
         st.write_bytes_atomic(os.path.join(store, 'refs', 'builds', key), (snap_id + '\n').encode())
         ensure_signature(p, store, snap_id, run, check_mode)
-        if p.get('publish', True):
-            st.write_bytes_atomic(os.path.join(store, 'refs', 'latest'), (snap_id + '\n').encode())
     return snap_id
+
+
+def inputs_key(p, specs):
+    """Fingerprint of what a build is asked to build (lists, indexes, tools), not of what the index holds."""
+    keys = ('ecosystems', 'index_url', 'trusted_host', 'python', 'pip_version', 'npm', 'maven', 'uv', 'shard', 'reuse')
+    return pc.fingerprint(dict([(k, p.get(k)) for k in keys] + [('pip', specs)]))
+
+
+def _age(then, now):
+    try:
+        return (datetime.datetime.fromisoformat(now) - datetime.datetime.fromisoformat(then)).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def fresh_build(store, inputs, max_age, now):
+    """The id of the build of these inputs if it ran less than ``max_age`` seconds ago (and is still stored)."""
+    try:
+        with open(os.path.join(store, 'refs', 'inputs', inputs)) as f:
+            ref = json.load(f)
+        snap_id = mf.check_snapshot_id(ref.get('id'))
+    except (IOError, ValueError, AttributeError, mf.ManifestError):
+        return None
+    age = _age(ref.get('built'), now)
+    if age is None or not 0 <= age < max_age or not os.path.exists(st.manifest_path(store, snap_id)):
+        return None
+    return snap_id
+
+
+def record_inputs(store, inputs, snap_id, now, check_mode):
+    if not check_mode and now:
+        path = os.path.join(store, 'refs', 'inputs', inputs)
+        st.makedirs(os.path.dirname(path))
+        st.write_bytes_atomic(path, json.dumps({'id': snap_id, 'built': now}).encode())
+
+
+def result_from_manifest(manifest):
+    """What a build reports (misses, packages, per-ecosystem metadata) read back from a stored manifest."""
+    result = {'misses': [], 'packages': [], 'ecosystems': {}}
+    for eco in manifest.get('ecosystems') or []:
+        meta = manifest.get(eco) or {}
+        result['ecosystems'][eco] = meta
+        result['misses'] += meta.get('misses') or []
+        result['packages'] += [{'name': x['name'], 'version': x['version'], 'ecosystem': eco}
+                               for x in meta.get('packages') or []]
+    return result
 
 
 def _store_snapshot(p, store, cache_root, parts, key, check_mode, now, run):
     result = _result(parts)
-    known = reuse_known(p, store, key, check_mode, run)
+    known = reuse_known(p, store, key, check_mode, run, now)
     if known:
         result.update(known)
         return result
@@ -365,7 +428,7 @@ def _store_snapshot(p, store, cache_root, parts, key, check_mode, now, run):
     result.update(mf.totals(entries))
     result.update({'id': snap_id, 'changed': True, 'new_objects': new_objects, 'new_bytes': new_bytes, 'created': now,
                    'signed': bool(p.get('signing_key'))})
-    return result
+    return _published(p, store, snap_id, now, run, check_mode, result)
 
 
 def ensure_signature(p, store, snap_id, run, check_mode):
@@ -430,7 +493,7 @@ def merge(p, opener, check_mode=False, now=None, run=None):
                                for x in metas[eco].get('packages') or []]
     st.makedirs(p['work_dir'], 0o700)
     with locked(p, check_mode):
-        known = reuse_known(p, store, key, check_mode, run)
+        known = reuse_known(p, store, key, check_mode, run, now)
         if known:
             result.update(known)
             return result
@@ -467,7 +530,7 @@ def merge(p, opener, check_mode=False, now=None, run=None):
         if provenance:
             metadata['provenance'] = provenance[0]
         snap_id = write_snapshot(p, store, entries, metadata, key, check_mode, run)
-    result.update(mf.totals(entries))
-    result.update({'id': snap_id, 'changed': True, 'new_objects': new_objects, 'new_bytes': new_bytes,
-                   'created': now, 'signed': bool(p.get('signing_key'))})
-    return result
+        result.update(mf.totals(entries))
+        result.update({'id': snap_id, 'changed': True, 'new_objects': new_objects, 'new_bytes': new_bytes,
+                       'created': now, 'signed': bool(p.get('signing_key'))})
+        return _published(p, store, snap_id, now, run, check_mode, result)

@@ -17,6 +17,7 @@ import os
 
 from . import _faults
 from . import _manifest as mf
+from . import _publish as publish
 from . import _signing
 from . import _store as st
 from ._lock import StoreLock
@@ -121,7 +122,7 @@ def load_manifest(store, opener, base_url, snap_id, limits, check_mode, p=None, 
         manifest = mf.load_manifest(data, snap_id, limits.get('max_object_size'), limits.get('max_snapshot_size'))
     except mf.ManifestError as exc:
         raise SyncError('snapshot %s refused: %s' % (snap_id, exc))
-    check_downgrade(store, manifest, p.get('allow_downgrade', False))
+    check_downgrade(store, manifest, p.get('allow_downgrade', False), p.get('revision'))
     return manifest, fetched, (data, sig) if fetched else None
 
 
@@ -138,33 +139,76 @@ def keep_manifest(store, snap_id, fetched):
 
 
 def newest_applied(store):
-    """(created, id) of the newest snapshot this host has activated, or None."""
+    """What this host applied: {created: newest build time, revision: highest revision (or None), id}, or None."""
     data = _read_local(os.path.join(store, 'newest'))
     if not data:
         return None
     try:
         d = json.loads(data)
-        return d['created'], d['id']
+        return {'created': d['created'], 'id': d['id'], 'revision': d.get('revision')}
     except (ValueError, KeyError, TypeError):
         return None
 
 
-def check_downgrade(store, manifest, allow):
-    """Refuse a snapshot built before the newest one this host applied, unless ``allow`` (an explicit rollback)."""
+def check_downgrade(store, manifest, allow, revision=None):
+    """Refuse a snapshot older than one this host applied, unless ``allow`` (an explicit rollback).
+
+    With a revision (the builder's signed record), revisions are compared:
+    a rollback that the builder published as a new revision is taken, a
+    replayed older record is refused. Without one, build times are.
+    """
     newest = newest_applied(store)
+    if not newest or allow or manifest['id'] == newest['id']:
+        return
+    if revision is not None and newest['revision'] is not None:
+        if revision <= newest['revision']:
+            raise SyncError('the store publishes revision %d (snapshot %s), but this host already applied revision %d; '
+                            'refusing a replayed or older revision (roll back explicitly to allow it)'
+                            % (revision, manifest['id'], newest['revision']))
+        return
     created = manifest.get('created') or ''
-    if newest and not allow and manifest['id'] != newest[1] and created < newest[0]:
+    if created < newest['created']:
         raise SyncError('snapshot %s (built %s) is older than snapshot %s (built %s) that this host already applied; '
                         'refusing a silent downgrade (roll back explicitly to allow it)'
-                        % (manifest['id'], created or 'at an unknown time', newest[1], newest[0]))
+                        % (manifest['id'], created or 'at an unknown time', newest['id'], newest['created']))
 
 
-def record_newest(store, manifest):
-    newest = newest_applied(store)
+def record_newest(store, manifest, revision=None):
+    newest = newest_applied(store) or {'created': '', 'id': None, 'revision': None}
     created = manifest.get('created') or ''
-    if newest is None or created > newest[0]:
-        st.write_bytes_atomic(os.path.join(store, 'newest'),
-                              json.dumps({'created': created, 'id': manifest['id']}).encode(), 0o600)
+    revisions = [r for r in (revision, newest['revision']) if r is not None]
+    highest = max(revisions) if revisions else None
+    if created > newest['created'] or highest != newest['revision']:
+        st.write_bytes_atomic(os.path.join(store, 'newest'), json.dumps(
+            {'created': max(created, newest['created']), 'id': manifest['id'], 'revision': highest}).encode(), 0o600)
+
+
+def published_record(opener, base_url, p, run):
+    """The builder's newest signed revision record ({revision, id, ...}), or None if it publishes none."""
+    try:
+        data = read_url(opener, base_url + '/refs/published', MAX_REF_BYTES, 'the published revision', p.get('deadline'))
+    except NotFoundError:
+        return None
+    try:
+        number = publish.parse_number(data, '%s/refs/published' % base_url)
+    except ValueError as exc:
+        raise SyncError(str(exc))
+    url = '%s/refs/revisions/%d.json' % (base_url, number)
+    record = read_url(opener, url, publish.MAX_RECORD_BYTES, 'revision record %d' % number, p.get('deadline'))
+    if p.get('allowed_signers'):
+        try:
+            sig = read_url(opener, url + '.sig', MAX_REF_BYTES * 4, 'signature of revision %d' % number, p.get('deadline'))
+        except NotFoundError:
+            sig = None
+        try:
+            _signing.verify(run, p['allowed_signers'], record, sig, 'revision record %d' % number,
+                            p.get('signer_identity') or _signing.IDENTITY)
+        except _signing.SignatureError as exc:
+            raise SyncError(str(exc))
+    try:
+        return publish.parse_record(record, number, url)
+    except (ValueError, mf.ManifestError) as exc:
+        raise SyncError(str(exc))
 
 
 def prepare_store(store):
@@ -198,7 +242,9 @@ def sync(p, opener, check_mode=False, now=None, run=None):
 def _sync(p, opener, check_mode, now, run):
     store = p['store']
     base_url = p['url'].rstrip('/')
-    snap_id = resolve_id(opener, base_url, p['snapshot'], store, p.get('deadline'))
+    record = published_record(opener, base_url, p, run) if p['snapshot'] == 'latest' else None
+    snap_id = record['id'] if record else resolve_id(opener, base_url, p['snapshot'], store, p.get('deadline'))
+    p = dict(p, revision=record['revision'] if record else None)
     previous = st.active_id(store)
     limits = {'max_manifest_size': p['max_manifest_size'], 'max_object_size': p.get('max_object_size'),
               'max_snapshot_size': p.get('max_snapshot_size')}
@@ -211,7 +257,7 @@ def _sync(p, opener, check_mode, now, run):
         'missing_objects': len(missing), 'missing_bytes': sum(missing.values()),
         'reused_objects': totals['objects'] - len(missing), 'files': totals['files'], 'bytes': totals['bytes'],
         'ecosystems': manifest.get('ecosystems', []), 'created': manifest.get('created'),
-        'fetched_objects': 0, 'fetched_bytes': manifest_bytes,
+        'fetched_objects': 0, 'fetched_bytes': manifest_bytes, 'revision': p['revision'],
         'changed': previous != snap_id or not have_tree or bool(missing) or bool(manifest_bytes),
     }
     if check_mode:
@@ -225,7 +271,7 @@ def _sync(p, opener, check_mode, now, run):
         _faults.point('activate')
         st.activate(store, snap_id)
         st.record_activation(store, snap_id, now or '-')
-        record_newest(store, manifest)
+    record_newest(store, manifest, p['revision'])
     return result
 
 

@@ -31,6 +31,8 @@ description:
   - Ingests the caches into a content-addressed object store (one file per sha256, shared by all snapshots) and
     writes a manifest. The snapshot id is the sha256 of the canonical manifest entries.
   - A run whose inputs and resolution match an earlier build reports C(changed=false) and returns that snapshot.
+  - Publishing (O(publish)) adds a signed, numbered revision record (C(refs/revisions/<N>.json)) that hosts check
+    against the revisions they applied, unless a rollback holds the store (see O(force)).
 author:
   - pkgcache.overlay contributors (@pkgcache)
 extends_documentation_fragment:
@@ -183,6 +185,23 @@ options:
     type: int
     default: 4
     version_added: 0.3.0
+  max_age:
+    description:
+      - Seconds for which a build of the same inputs (ecosystems, package lists, indexes, tool versions asked for,
+        O(shard)) stays good. Within that time the module contacts no index: it returns the snapshot those inputs
+        built, C(skipped=true). Adding a user or a host then changes nothing on the builder.
+      - V(0) builds every time. O(force) builds anyway.
+    type: int
+    default: 0
+    version_added: 0.4.0
+  force:
+    description:
+      - Build even when O(max_age) would skip, and publish even while a rollback's hold is on (lifting the hold,
+        see M(pkgcache.overlay.snapshot_publish)). Without it, a build during a hold stores its snapshot but leaves
+        C(refs/latest) at the rolled-back one (RV(held)).
+    type: bool
+    default: false
+    version_added: 0.4.0
   reuse:
     description:
       - Reuse the previous build's pip resolutions when the index has nothing newer. Each build records the sha256
@@ -312,6 +331,18 @@ signed:
   description: Whether the manifest is signed.
   returned: success
   type: bool
+revision:
+  description: The published revision (see M(pkgcache.overlay.snapshot_publish)) when O(publish) is true.
+  returned: success and O(publish) is true
+  type: int
+held:
+  description: The snapshot a rollback holds the store at, if the build did not publish because of it.
+  returned: success and O(publish) is true
+  type: str
+skipped:
+  description: True when the build was skipped (O(max_age)) and the snapshot of the same inputs is returned.
+  returned: success
+  type: bool
 shard:
   description: The shard this run built, as given.
   returned: success and O(shard) is set and the shard got no package
@@ -371,6 +402,8 @@ def main():
             lock_timeout=dict(type='int', default=0),
             workers=dict(type='int', default=4),
             reuse=dict(type='bool', default=True),
+            max_age=dict(type='int', default=0),
+            force=dict(type='bool', default=False),
             shard=dict(type='dict', options=dict(index=dict(type='int', required=True),
                                                  count=dict(type='int', required=True))),
         ),

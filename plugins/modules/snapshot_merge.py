@@ -70,6 +70,10 @@ options:
     description: Seconds to wait for another run on this host to release the store lock (V(0) fails at once).
     type: int
     default: 0
+  force:
+    description: Publish even while a rollback's hold is on, lifting it (as O(pkgcache.overlay.snapshot_build#module:force)).
+    type: bool
+    default: false
 seealso:
   - module: pkgcache.overlay.snapshot_build
 """
@@ -138,6 +142,14 @@ signed:
   description: Whether the manifest is signed.
   returned: success
   type: bool
+revision:
+  description: The published revision when O(publish) is true.
+  returned: success and O(publish) is true
+  type: int
+held:
+  description: The snapshot a rollback holds the store at, if this run did not publish because of it.
+  returned: success and O(publish) is true
+  type: str
 """
 
 import datetime
@@ -167,6 +179,7 @@ def main():
             publish=dict(type='bool', default=True),
             signing_key=dict(type='path', no_log=False),
             lock_timeout=dict(type='int', default=0),
+            force=dict(type='bool', default=False),
             workers=dict(type='int', default=8),
             timeout=dict(type='int', default=30),
             validate_certs=dict(type='bool', default=True),

@@ -2,7 +2,7 @@
 
 import re
 
-from conftest import BUILDER, REPL1, REPL2, V2, as_root, as_user, lower_of, pip_install, playbook
+from conftest import BUILDER, REPL1, REPL2, V1, V2, as_root, as_user, lower_of, pip_install, playbook
 
 STATE = {}
 HOSTS = [REPL1, REPL2]
@@ -42,8 +42,12 @@ def test_3_carol_holds_a_process_in_her_cache_on_repl1():
 def test_4_refresh_to_v2_reports_the_busy_user():
     rc, res = playbook('refresh.yml', {'build_packages': V2})
     assert rc == 0
-    STATE['v2'] = res['Build the snapshot'][BUILDER]['id']
+    build = res['Build the snapshot'][BUILDER]
+    STATE['v2'] = build['id']
     assert STATE['v2'] != STATE['v1']
+    # v1's packages kept their resolutions (the index has nothing newer for them): pip ran only for the two
+    # new ones, and every file (docopt's wheel that pip built from its sdist too) came from v1's objects.
+    assert build['ecosystems']['pip']['reused'] == len(V1) and build['misses'] == []
     mounts = res['Mount the overlays of all repl users']
     assert list(mounts[REPL1]['busy']) == ['carol'] and mounts[REPL2]['busy'] == {}
     assert mounts[REPL1]['users']['alice']['pip'] == 'switched'
@@ -100,10 +104,16 @@ def test_7_released_user_switches_and_then_v1_is_collected():
 
 
 def test_8_rollback_to_v1():
+    """The builder publishes v1 again as a new revision; the hosts take it as an update (no allow_downgrade)."""
     rc, res = playbook('rollback.yml', {'rollback_snapshot': STATE['v1']})
     assert rc == 0
+    rollback = res['Publish the earlier snapshot as a new revision'][BUILDER]
+    assert rollback['id'] == STATE['v1'] and rollback['held'] == STATE['v1']
+    STATE['revision'] = rollback['revision']
+    assert [r['id'] for r in rollback['revisions'][:2]] == [STATE['v1'], STATE['v2']]
     sync = res['Sync and activate the snapshot']
     assert sync[REPL1]['fetched_objects'] > 0  # collected in step 7, fetched again
+    assert sync[REPL1]['revision'] == STATE['revision']
     for host in HOSTS:
         for user in ('alice', 'bob', 'carol'):
             assert lower_of(user, host) == STATE['v1']
@@ -112,10 +122,50 @@ def test_8_rollback_to_v1():
         assert from_cache(pip_install('carol', host, 'six'), 'six')
 
 
-def test_9_refresh_limited_to_one_host():
-    # Without the builders in the limit nothing is rebuilt; the published v2 rolls out to repl2 only.
-    rc, res = playbook('refresh.yml', args=['--limit', REPL2])
+def index_requests():
+    return int(as_root(BUILDER).check_output('wc -l < /var/log/pypiserver.log'))
+
+
+def test_9_site_yml_keeps_the_rollback_and_adds_a_user_without_asking_the_index():
+    for host in HOSTS:
+        as_root(host).check_output('id dave || useradd -m -u 2004 -s /bin/bash dave')
+    before = index_requests()
+    users = [{'name': n} for n in ('alice', 'bob', 'carol', 'dave')]
+    rc, res = playbook('site.yml', {'build_packages': V2, 'mount_repls': users})
     assert rc == 0
-    assert res and not [task for task, hosts in res.items() if BUILDER in hosts]  # the builder ran no task
+    build = res['Build the snapshot'][BUILDER]
+    # v2's inputs were built less than build_max_age_days ago: no build, and the hold keeps v1 published.
+    assert build['skipped'] and not build['changed'] and build['id'] == STATE['v2'] and build['held'] == STATE['v1']
+    assert as_root(BUILDER).check_output('cat /srv/pkgcache/refs/latest') == STATE['v1']
+    assert index_requests() == before
+    for host in HOSTS:
+        for user in ('alice', 'bob', 'carol', 'dave'):
+            assert lower_of(user, host) == STATE['v1']
+        assert from_cache(pip_install('dave', host, 'six'), 'six')
+    # The count does see index requests: one page fetched by hand adds to it.
+    as_root(BUILDER).check_output('python3 -c "import urllib.request; urllib.request.urlopen(\'http://127.0.0.1:8371/simple/six/\')"')
+    assert index_requests() > before
+
+
+def test_10_a_replayed_older_revision_is_refused():
+    b = as_root(BUILDER)
+    b.check_output('cp /srv/pkgcache/refs/published /root/published.keep && echo %d > /srv/pkgcache/refs/published'
+                   % (STATE['revision'] - 1))  # names v2's record, validly signed, but older
+    try:
+        rc, res = playbook('site.yml', {'build_packages': V2}, args=['--limit', REPL1])
+    finally:
+        b.check_output('cp /root/published.keep /srv/pkgcache/refs/published')
+    assert rc != 0
+    msg = res['Sync and activate the snapshot'][REPL1]['msg']
+    assert 'already applied revision %d; refusing a replayed' % STATE['revision'] in msg, msg
+    assert lower_of('alice', REPL1) == STATE['v1']
+
+
+def test_11_a_forced_rebuild_publishes_again_and_rolls_out_to_the_limit_only():
+    rc, res = playbook('site.yml', {'build_packages': V2, 'pkgcache_rebuild': True}, args=['--limit', BUILDER + ',' + REPL2])
+    assert rc == 0
+    build = res['Build the snapshot'][BUILDER]
+    assert not build['skipped'] and build['id'] == STATE['v2'] and build['revision'] == STATE['revision'] + 1
+    assert build['held'] is None and not as_root(BUILDER).file('/srv/pkgcache/refs/hold').exists
     assert lower_of('alice', REPL2) == STATE['v2']
     assert lower_of('alice', REPL1) == STATE['v1']

@@ -1,0 +1,188 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Revisions: every publish of a snapshot is a new, signed, numbered record (as CernVM-FS revisions).
+
+Private to the collection; the API may change without notice.
+
+The builder's store holds, besides ``refs/latest`` (the published id, as
+before):
+
+* ``refs/revisions/<N>.json`` (+ ``.sig``): one record per publish,
+  ``{"type": "pkgcache-revision", "revision": N, "id": ..., "published": ...,
+  "reason": "build" | "rollback"}``, signed with the manifest key and never
+  rewritten;
+* ``refs/published``: the number N of the newest record.
+
+A host reads ``refs/published``, then record N and its signature, which
+cannot change under it. It never applies a revision lower than one it
+applied, so a replayed older record (or manifest) is refused, while a
+rollback, which publishes the earlier snapshot as a new, higher revision,
+is taken like any other update.
+
+A rollback also sets ``refs/hold``: builds keep storing snapshots but do not
+publish them until one is forced (``force``), so the next ``site.yml`` does
+not put the bad snapshot back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+
+from . import _manifest as mf
+from . import _signing
+from . import _store as st
+from ._lock import StoreLock
+from ._pipcache import BuildError
+
+TYPE = 'pkgcache-revision'
+MAX_RECORD_BYTES = 4096
+_NUMBER = re.compile(r'^[1-9][0-9]{0,17}$')
+
+
+def _read(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read()
+    except IOError:
+        return None
+
+
+def record_path(store, revision):
+    return os.path.join(store, 'refs', 'revisions', '%d.json' % revision)
+
+
+def parse_number(data, what):
+    text = (data or b'').decode('ascii', 'replace').strip()
+    if not _NUMBER.match(text):
+        raise ValueError('%s is not a revision number: %r' % (what, text[:40]))
+    return int(text)
+
+
+def parse_record(data, revision, what):
+    """The record dict from its bytes; it must be record ``revision`` (if given) and name a valid id."""
+    try:
+        record = json.loads(data)
+    except ValueError as exc:
+        raise ValueError('%s is not JSON: %s' % (what, exc))
+    if not isinstance(record, dict) or record.get('type') != TYPE or not isinstance(record.get('revision'), int):
+        raise ValueError('%s is not a revision record' % what)
+    if revision is not None and record['revision'] != revision:
+        raise ValueError('%s says revision %r, expected %d' % (what, record['revision'], revision))
+    mf.check_snapshot_id(record.get('id'), '%s id' % what)
+    return record
+
+
+def current(store):
+    """The newest record of the store (a dict), or None if nothing was published with revisions."""
+    try:
+        number = parse_number(_read(os.path.join(store, 'refs', 'published')), 'refs/published')
+        return parse_record(_read(record_path(store, number)), number, 'revision %d' % number)
+    except (ValueError, TypeError, mf.ManifestError):
+        return None
+
+
+def records(store):
+    """Every record of the store, oldest first."""
+    out = []
+    directory = os.path.join(store, 'refs', 'revisions')
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        m = re.match(r'^([1-9][0-9]*)\.json$', name)
+        if not m:
+            continue
+        try:
+            out.append(parse_record(_read(os.path.join(directory, name)), int(m.group(1)), name))
+        except (ValueError, TypeError, mf.ManifestError):
+            continue
+    return sorted(out, key=lambda r: r['revision'])
+
+
+def held(store):
+    data = _read(os.path.join(store, 'refs', 'hold'))
+    return data.decode('ascii', 'replace').strip() if data else None
+
+
+def previous_id(store):
+    """The id of the newest record before the current one that names another snapshot."""
+    recs = records(store)
+    cur = current(store)
+    for r in reversed(recs):
+        if cur is None or (r['revision'] < cur['revision'] and r['id'] != cur['id']):
+            return r['id']
+    raise BuildError('there is no earlier published snapshot in %s/refs/revisions to go back to' % store)
+
+
+def publish(p, store, snap_id, now, run, check_mode, reason='build', hold=True):
+    """Make ``snap_id`` the published snapshot as a new revision; return {changed, revision, held}.
+
+    A build (reason ``build``) publishes nothing while a rollback's hold is on,
+    unless ``p['force']``, which also lifts the hold. A rollback sets it if
+    ``hold`` (and lifts it if not).
+    Publishing the snapshot that is already published adds no revision.
+    """
+    cur = current(store)
+    latest = _read(os.path.join(store, 'refs', 'latest'))
+    same = bool(cur) and cur['id'] == snap_id and latest is not None and latest.decode('ascii', 'replace').strip() == snap_id
+    held_at = held(store)
+    hold_path = os.path.join(store, 'refs', 'hold')
+    if reason == 'build' and held_at and not p.get('force'):
+        return {'changed': False, 'revision': cur['revision'] if cur else None, 'held': held_at}
+    new_hold = snap_id if reason == 'rollback' and hold else None
+    changed = not same or held_at != new_hold
+    revision = cur['revision'] if same else max([r['revision'] for r in records(store)] + [0]) + 1
+    if changed and not check_mode:
+        if not same:
+            path = record_path(store, revision)
+            st.makedirs(os.path.dirname(path))
+            record = {'type': TYPE, 'revision': revision, 'id': snap_id, 'published': now, 'reason': reason}
+            st.write_bytes_atomic(path, json.dumps(record, sort_keys=True).encode('utf-8'))
+            if p.get('signing_key'):
+                _signing.sign(lambda argv, data=None: run(argv, None, data), p['signing_key'], path)
+            st.write_bytes_atomic(os.path.join(store, 'refs', 'latest'), (snap_id + '\n').encode())
+            st.write_bytes_atomic(os.path.join(store, 'refs', 'published'), ('%d\n' % revision).encode())
+        if new_hold:
+            st.write_bytes_atomic(hold_path, (new_hold + '\n').encode())
+        elif held_at is not None:
+            os.unlink(hold_path)
+    return {'changed': changed, 'revision': revision, 'held': new_hold}
+
+
+def listing(store):
+    """The store's published revisions, newest first, with each snapshot's size and packages per ecosystem."""
+    cur = current(store)
+    out = []
+    for r in reversed(records(store)):
+        row = dict(r, current=bool(cur and cur['revision'] == r['revision']))
+        data = _read(st.manifest_path(store, r['id']))
+        if data is None:
+            row['collected'] = True
+        else:
+            m = json.loads(data)
+            row.update(mf.totals(m['entries']))
+            row['created'] = m.get('created')
+            row['packages'] = dict((e, len((m.get(e) or {}).get('packages') or [])) for e in m.get('ecosystems') or [])
+        out.append(row)
+    return out
+
+
+def rollback(p, run, check_mode=False, now=None):
+    """snapshot_publish: publish ``p['snapshot']`` (an id or ``previous``) as a new revision, or only list."""
+    store = p['store']
+    result = {'changed': False}
+    if p.get('snapshot'):
+        snap_id = previous_id(store) if p['snapshot'] == 'previous' else mf.check_snapshot_id(p['snapshot'], 'snapshot')
+        if not os.path.exists(st.manifest_path(store, snap_id)):
+            raise BuildError('snapshot %s is not in the store %s (collected?); it cannot be published' % (snap_id, store))
+        with contextlib.nullcontext() if check_mode else StoreLock(store, p.get('lock_timeout') or 0):
+            pub = publish(p, store, snap_id, now, run, check_mode, reason='rollback', hold=p.get('hold', True))
+        result.update({'changed': pub['changed'], 'id': snap_id, 'revision': pub['revision'], 'held': pub['held']})
+    else:
+        cur = current(store)
+        if cur:
+            result.update({'id': cur['id'], 'revision': cur['revision']})
+        result['held'] = held(store)
+    result['revisions'] = listing(store)
+    return result

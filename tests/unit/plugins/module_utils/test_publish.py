@@ -1,0 +1,121 @@
+"""Revisions: signed publish records, rollback as a new revision, the hold, replay refusal, max_age."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _publish as pub
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _signing
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
+
+from test_builder import FakePip, params
+
+
+def run(argv, *rest):
+    """ssh-keygen for the builder (argv, env, data) and the sync (argv, data) alike."""
+    proc = subprocess.run(argv, input=rest[-1] if rest else None, capture_output=True, check=False)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+@pytest.fixture
+def key(tmp_path):
+    path = str(tmp_path / 'key')
+    subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', path], check=True)
+    allowed = str(tmp_path / 'allowed_signers')
+    with open(allowed, 'w') as f:
+        f.write(_signing.allowed_signers_line(open(path + '.pub').read()) + '\n')
+    return path, allowed
+
+
+def build(tmp_path, version, now, key=None, **kw):
+    p = dict(params(tmp_path, ['six']), signing_key=key, **kw)
+    pip = FakePip({'six': (version, 'six ' + version)})
+
+    def tools(argv, env=None, data=None):
+        return run(argv, env, data) if argv[0] == 'ssh-keygen' else pip(argv, env)
+    return bd.build(p, tools, now=now)
+
+
+def store(tmp_path):
+    return str(tmp_path / 'store')
+
+
+def test_every_publish_is_a_signed_numbered_record_and_a_rollback_is_a_higher_one(tmp_path, key):
+    v1 = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', key[0])
+    v2 = build(tmp_path, '2.0', '2026-01-08T00:00:00+00:00', key[0])
+    assert (v1['revision'], v2['revision']) == (1, 2)
+    again = build(tmp_path, '2.0', '2026-01-08T01:00:00+00:00', key[0])
+    assert again['revision'] == 2 and not again['changed']  # the same snapshot: no new revision
+    rec = json.loads(open(pub.record_path(store(tmp_path), 2)).read())
+    assert rec == {'type': pub.TYPE, 'revision': 2, 'id': v2['id'], 'published': '2026-01-08T00:00:00+00:00',
+                   'reason': 'build'}
+    _signing.verify(run, key[1], open(pub.record_path(store(tmp_path), 2), 'rb').read(),
+                    open(pub.record_path(store(tmp_path), 2) + '.sig', 'rb').read(), 'record')
+    r = pub.rollback({'store': store(tmp_path), 'snapshot': 'previous', 'signing_key': key[0]}, run, now='t3')
+    assert (r['id'], r['revision'], r['held'], r['changed']) == (v1['id'], 3, v1['id'], True)
+    assert [(x['revision'], x['id'], x['reason'], x['current']) for x in r['revisions']] == [
+        (3, v1['id'], 'rollback', True), (2, v2['id'], 'build', False), (1, v1['id'], 'build', False)]
+    assert r['revisions'][0]['packages'] == {'pip': 1} and r['revisions'][0]['files'] == 1
+    assert pub.rollback({'store': store(tmp_path), 'snapshot': v1['id'], 'signing_key': key[0]}, run, now='t4')['changed'] is False
+
+
+def test_a_rollback_sticks_until_a_build_is_forced(tmp_path):
+    v1 = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')
+    v2 = build(tmp_path, '2.0', '2026-01-08T00:00:00+00:00')
+    pub.rollback({'store': store(tmp_path), 'snapshot': v1['id']}, run, now='t3')
+    # site.yml again: the build finds v2's key, but the hold keeps v1 published.
+    held = build(tmp_path, '2.0', '2026-01-09T00:00:00+00:00')
+    assert held['id'] == v2['id'] and held['held'] == v1['id'] and not held['changed']
+    assert open(os.path.join(store(tmp_path), 'refs', 'latest')).read().strip() == v1['id']
+    forced = build(tmp_path, '2.0', '2026-01-09T00:00:00+00:00', force=True)
+    assert forced['changed'] and forced['revision'] == 4 and forced['held'] is None
+    assert pub.held(store(tmp_path)) is None
+
+
+def test_unchanged_inputs_within_max_age_skip_the_build_and_ask_the_index_nothing(tmp_path):
+    first = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', max_age=7 * 86400)
+    pip = FakePip({'six': ('9.9', 'newer')})
+    p = dict(params(tmp_path, ['six']), max_age=7 * 86400)
+    skipped = bd.build(p, pip, now='2026-01-05T00:00:00+00:00')
+    assert pip.calls == [] and skipped['skipped'] and skipped['id'] == first['id'] and not skipped['changed']
+    assert [x['name'] for x in skipped['packages']] == ['six'] and skipped['ecosystems']['pip']['requested'] == ['six']
+    # Older than max_age, other inputs, or forced: built again.
+    assert not bd.build(p, pip, now='2026-01-09T00:00:00+00:00')['skipped']
+    assert not bd.build(dict(p, packages=['six', 'idna']), pip, now='2026-01-09T01:00:00+00:00')['skipped']
+    assert not bd.build(dict(p, force=True), pip, now='2026-01-09T02:00:00+00:00')['skipped']
+
+
+def test_a_host_refuses_a_replayed_older_revision_and_takes_a_rollback(tmp_path, key):
+    v1 = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', key[0])
+    v2 = build(tmp_path, '2.0', '2026-01-08T00:00:00+00:00', key[0])
+    served, host = store(tmp_path), str(tmp_path / 'host')
+    url = 'file://' + served
+
+    def sync(**kw):
+        return _sync.sync(dict({'url': url, 'snapshot': 'latest', 'store': host, 'workers': 2, 'max_manifest_size': 1 << 20,
+                                'allowed_signers': key[1]}, **kw), lambda u: open(u[len('file://'):], 'rb'), run=run)
+
+    os.makedirs(host)
+    assert sync()['revision'] == 2
+    # An attacker (or a stale mirror) serves revision 1 again, validly signed: refused.
+    published = os.path.join(served, 'refs', 'published')
+    open(published, 'w').write('1\n')
+    with pytest.raises(_sync.SyncError, match='publishes revision 1 .* already applied revision 2; refusing a replayed'):
+        sync()
+    assert st.active_id(host) == v2['id']
+    # A forged record (not signed by the key) is refused too.
+    open(published, 'w').write('2\n')
+    path = pub.record_path(served, 2)
+    rec = json.loads(open(path).read())
+    open(path, 'w').write(json.dumps(dict(rec, id=v1['id'])))
+    with pytest.raises(_sync.SyncError, match='bad signature'):
+        sync()
+    open(path, 'w').write(json.dumps(rec, sort_keys=True))
+    # The builder rolls back: v1 as revision 3, taken without allow_downgrade although v1 was built earlier.
+    pub.rollback({'store': served, 'snapshot': 'previous', 'signing_key': key[0]}, run, now='t3')
+    r = sync()
+    assert r['id'] == v1['id'] and r['revision'] == 3 and st.active_id(host) == v1['id']
