@@ -188,8 +188,8 @@ options:
   max_age:
     description:
       - Seconds for which a build of the same inputs (ecosystems, package lists, indexes, tool versions asked for,
-        O(shard)) stays good. Within that time the module contacts no index: it returns the snapshot those inputs
-        built, C(skipped=true). Adding a user or a host then changes nothing on the builder.
+        O(shard)) stays good. Within that time the module contacts no index and returns the snapshot those inputs
+        built, with C(skipped=true). Adding a user or a host then changes nothing on the builder.
       - V(0) builds every time. O(force) builds anyway.
     type: int
     default: 0
@@ -207,7 +207,7 @@ options:
       - Reuse the previous build's pip resolutions when the index has nothing newer. Each build records the sha256
         of every cached project's index page; the next build with the same pip, Python and index fetches those
         pages again (one GET per project, O(workers) at a time), and a package whose resolution only names
-        projects with unchanged pages is not run through pip again: its cache entries come from the previous
+        projects with unchanged pages is not run through pip again; its cache entries come from the previous
         snapshot's objects. The check that every file is cached runs as usual.
       - V(false) resolves every package again.
     type: bool

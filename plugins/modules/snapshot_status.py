@@ -66,7 +66,7 @@ RETURN = r"""
 snapshot:
   description:
     - The active snapshot (id, created, ecosystems, files, bytes, versions).
-    - C(coverage) holds per ecosystem the build's hit rate, C(listed), C(hits) and C(ratio): a listed package is a
+    - C(coverage) holds per ecosystem the build's hit rate, C(listed), C(hits) and C(ratio). A listed package is a
       hit when it resolved on its own at build time and every file of its resolution is in the snapshot, so that a
       user installing it alone downloads nothing.
   returned: always
