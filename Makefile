@@ -2,9 +2,9 @@
 # and `make test`. Both install what they need (scripts/bootstrap.sh).
 SCENARIOS ?= default refresh ecosystems shards attacks
 
-.PHONY: test demo demo-clean bootstrap unit sanity molecule bench
+.PHONY: test demo demo-clean bootstrap unit lint sanity package molecule bench
 
-test: bootstrap unit sanity molecule
+test: bootstrap unit lint sanity package molecule
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -14,6 +14,15 @@ unit:
 
 sanity:
 	bash scripts/sanity.sh
+
+# ansible-lint's production profile (.ansible-lint) and the changelog fragments.
+lint:
+	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.cache/collections ansible-lint
+	antsibull-changelog lint
+
+# Build the tarball, check its file list, install it and syntax-check every playbook against the example inventory.
+package:
+	bash scripts/package.sh
 
 molecule:
 	bash scripts/molecule.sh $(SCENARIOS)

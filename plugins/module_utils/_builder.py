@@ -230,7 +230,7 @@ def build(p, run, check_mode=False, now=None, opener=None):
         # Built from these inputs less than max_age ago: nothing is asked of the index.
         with locked(p, check_mode):
             result, manifest = known_result(p, store, fresh, check_mode, run, now)
-        result.update(result_from_manifest(manifest), skipped=True)
+        result.update(result_from_manifest(manifest), not_rebuilt=True)
         return result
     st.makedirs(work, 0o700)
     scratch = tempfile.mkdtemp(dir=work, prefix='.build-')
@@ -265,7 +265,7 @@ def build(p, run, check_mode=False, now=None, opener=None):
         with locked(p, check_mode):
             result = _store_snapshot(p, store, os.path.join(scratch, 'cache'), parts, key, check_mode, now, run)
             record_inputs(store, inputs, result['id'], now, check_mode)
-            result['skipped'] = False
+            result['not_rebuilt'] = False
             return result
     finally:
         st.remove_tree(scratch)

@@ -112,19 +112,20 @@ def packages_of(meta, reused):
 
 def seed(cache, store, manifest, urls, wheel_projects):
     """Copy into ``cache`` the previous snapshot's entries for ``urls`` (pip's HTTP cache, both layouts, with
-    ``.body``) and its built wheels of ``wheel_projects``; return the number of files copied."""
+    ``.body``) and the wheel-cache dirs of the wheels it built for ``wheel_projects`` (the wheel and pip's
+    ``origin.json`` beside it); return the number of files copied."""
     wanted = set()
     for url in urls:
         for path in pc.http_cache_paths('pip', url):
             wanted.update((path, path + '.body'))
+    files = [e for e in manifest['entries'] if e['type'] == 'file']
+    built_dirs = set(posixpath.dirname(e['path']) for e in files
+                     if e['path'].startswith('pip/wheels/') and e['path'].endswith('.whl')
+                     and pc.normalize_name(posixpath.basename(e['path']).split('-', 1)[0]) in wheel_projects)
     copied = 0
-    for e in manifest['entries']:
+    for e in files:
         path = e['path']
-        if e['type'] != 'file':
-            continue
-        built = path.startswith('pip/wheels/') and path.endswith('.whl') and \
-            pc.normalize_name(posixpath.basename(path).split('-', 1)[0]) in wheel_projects
-        if path not in wanted and not built:
+        if path not in wanted and posixpath.dirname(path) not in built_dirs:
             continue
         mf.check_snapshot_id(e['sha256'], 'object of %s' % path)
         dest = os.path.join(cache, path[len('pip/'):])

@@ -189,7 +189,7 @@ options:
     description:
       - Seconds for which a build of the same inputs (ecosystems, package lists, indexes, tool versions asked for,
         O(shard)) stays good. Within that time the module contacts no index and returns the snapshot those inputs
-        built, with C(skipped=true). Adding a user or a host then changes nothing on the builder.
+        built, with C(not_rebuilt=true). Adding a user or a host then changes nothing on the builder.
       - V(0) builds every time. O(force) builds anyway.
     type: int
     default: 0
@@ -339,7 +339,7 @@ held:
   description: The snapshot a rollback holds the store at, if the build did not publish because of it.
   returned: success and O(publish) is true
   type: str
-skipped:
+not_rebuilt:
   description: True when the build was skipped (O(max_age)) and the snapshot of the same inputs is returned.
   returned: success
   type: bool

@@ -123,7 +123,7 @@ def test_10_misses_on_two_hosts_make_the_next_snapshot():
     rc, results = playbook('refresh.yml', {'pkgcache_popularity': True})
     assert rc == 0
     telemetry = results['Keep the counts for the builder']
-    assert telemetry[REPL1]['ansible_facts']['pkgcache_telemetry']['pip'] == {'tabulate': 1}
+    assert telemetry[REPL1]['ansible_facts']['mount_telemetry']['pip'] == {'tabulate': 1}
     assert 'alice' not in str(telemetry) and 'bob' not in str(telemetry)  # counts only, no user names
     snap, m = manifest()
     assert snap != STATE['v1']

@@ -135,7 +135,7 @@ def test_9_site_yml_keeps_the_rollback_and_adds_a_user_without_asking_the_index(
     assert rc == 0
     build = res['Build the snapshot'][BUILDER]
     # v2's inputs were built less than build_max_age_days ago: no build, and the hold keeps v1 published.
-    assert build['skipped'] and not build['changed'] and build['id'] == STATE['v2'] and build['held'] == STATE['v1']
+    assert build['not_rebuilt'] and not build['changed'] and build['id'] == STATE['v2'] and build['held'] == STATE['v1']
     assert as_root(BUILDER).check_output('cat /srv/pkgcache/refs/latest') == STATE['v1']
     assert index_requests() == before
     for host in HOSTS:
@@ -165,7 +165,7 @@ def test_11_a_forced_rebuild_publishes_again_and_rolls_out_to_the_limit_only():
     rc, res = playbook('site.yml', {'build_packages': V2, 'pkgcache_rebuild': True}, args=['--limit', BUILDER + ',' + REPL2])
     assert rc == 0
     build = res['Build the snapshot'][BUILDER]
-    assert not build['skipped'] and build['id'] == STATE['v2'] and build['revision'] == STATE['revision'] + 1
+    assert not build['not_rebuilt'] and build['id'] == STATE['v2'] and build['revision'] == STATE['revision'] + 1
     assert build['held'] is None and not as_root(BUILDER).file('/srv/pkgcache/refs/hold').exists
     assert lower_of('alice', REPL2) == STATE['v2']
     assert lower_of('alice', REPL1) == STATE['v1']

@@ -81,12 +81,12 @@ def test_unchanged_inputs_within_max_age_skip_the_build_and_ask_the_index_nothin
     pip = FakePip({'six': ('9.9', 'newer')})
     p = dict(params(tmp_path, ['six']), max_age=7 * 86400)
     skipped = bd.build(p, pip, now='2026-01-05T00:00:00+00:00')
-    assert pip.calls == [] and skipped['skipped'] and skipped['id'] == first['id'] and not skipped['changed']
+    assert pip.calls == [] and skipped['not_rebuilt'] and skipped['id'] == first['id'] and not skipped['changed']
     assert [x['name'] for x in skipped['packages']] == ['six'] and skipped['ecosystems']['pip']['requested'] == ['six']
     # Older than max_age, other inputs, or forced: built again.
-    assert not bd.build(p, pip, now='2026-01-09T00:00:00+00:00')['skipped']
-    assert not bd.build(dict(p, packages=['six', 'idna']), pip, now='2026-01-09T01:00:00+00:00')['skipped']
-    assert not bd.build(dict(p, force=True), pip, now='2026-01-09T02:00:00+00:00')['skipped']
+    assert not bd.build(p, pip, now='2026-01-09T00:00:00+00:00')['not_rebuilt']
+    assert not bd.build(dict(p, packages=['six', 'idna']), pip, now='2026-01-09T01:00:00+00:00')['not_rebuilt']
+    assert not bd.build(dict(p, force=True), pip, now='2026-01-09T02:00:00+00:00')['not_rebuilt']
 
 
 def test_a_host_refuses_a_replayed_older_revision_and_takes_a_rollback(tmp_path, key):

@@ -91,3 +91,25 @@ def test_only_a_build_with_the_same_pip_python_and_index_is_reused(tmp_path):
     assert _reuse.previous(store, {'pip': '23.0.1', 'python': '3.11.2'}, 'https://other/simple/') is None
     assert _reuse.previous(str(tmp_path / 'empty'), {'pip': '23.0.1', 'python': '3.11.2'}, INDEX) is None
     assert os.path.isdir(store)
+
+
+def test_seeding_takes_a_built_wheel_with_everything_pip_keeps_beside_it(tmp_path):
+    from ansible_collections.pkgcache.overlay.plugins.module_utils import _manifest as mf
+    src = tmp_path / 'old' / 'pip'
+    whl_dir = src / 'wheels' / 'ab' / 'cd' / 'ef' / '0123'
+    whl_dir.mkdir(parents=True)
+    (whl_dir / 'docopt-0.6.2-py2.py3-none-any.whl').write_bytes(b'wheel')
+    (whl_dir / 'origin.json').write_bytes(b'{"url": "http://x/docopt-0.6.2.tar.gz"}')
+    other = src / 'wheels' / 'ff' / 'ff' / 'ff' / '9999'
+    other.mkdir(parents=True)
+    (other / 'other-1.0-py3-none-any.whl').write_bytes(b'other wheel')
+    entries, paths = mf.scan_tree(str(src), 'pip')
+    store = str(tmp_path / 'store')
+    for e in entries:
+        if e['type'] == 'file':
+            st.ingest_file(store, paths[e['path']], e['sha256'])
+    cache = tmp_path / 'new'
+    assert _reuse.seed(str(cache), store, {'entries': entries}, [], {'docopt'}) == 2
+    assert sorted(os.listdir(str(cache / 'wheels' / 'ab' / 'cd' / 'ef' / '0123'))) == [
+        'docopt-0.6.2-py2.py3-none-any.whl', 'origin.json']
+    assert not (cache / 'wheels' / 'ff').exists()
