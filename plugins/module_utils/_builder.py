@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -159,8 +160,16 @@ def _reuse_previous(p, versions, specs, cache, opener):
     pages = reuse.fingerprints(p['index_url'], reuse.projects_of(prev['pip'], specs), fetch, p.get('workers'))
     reused, todo = reuse.plan(specs, prev['pip'], pages)
     packages = reuse.packages_of(prev['pip'], reused)
-    urls = [x['url'] for x in packages] + [reuse.page_url(p['index_url'], x['name']) for x in packages]
-    reuse.seed(cache, p['store'], prev, urls, set(x['name'] for x in packages if not x['is_wheel']))
+    # The file, its PEP 658 metadata (a current pip reads that first) and the project's page, keyed by URL.
+    urls = [x['url'] for x in packages] + [x['url'] + '.metadata' for x in packages] + \
+        [reuse.page_url(p['index_url'], x['name']) for x in packages]
+    try:
+        reuse.seed(cache, p['store'], prev, urls, set(x['name'] for x in packages if not x['is_wheel']))
+    except OSError:
+        # An object went (a GC between the choice and the copy): resolve everything as without reuse.
+        for name in os.listdir(cache):
+            st.remove_tree(os.path.join(cache, name))
+        return {}, [], specs, pages
     return reused, packages, todo, pages
 
 
@@ -225,13 +234,14 @@ def build(p, run, check_mode=False, now=None, opener=None):
         specs = shards.mine(specs, shard, pc.requirement_name)
     store, work = p['store'], p['work_dir']
     inputs = inputs_key(p, specs)
-    fresh = fresh_build(store, inputs, p.get('max_age') or 0, now) if not p.get('force') else None
-    if fresh:
-        # Built from these inputs less than max_age ago: nothing is asked of the index.
+    if p.get('max_age') and not p.get('force') and os.path.isdir(store):
         with locked(p, check_mode):
-            result, manifest = known_result(p, store, fresh, check_mode, run, now)
-        result.update(result_from_manifest(manifest), not_rebuilt=True)
-        return result
+            fresh = fresh_build(store, inputs, p['max_age'], now)
+            if fresh:
+                # Built from these inputs less than max_age ago: nothing is asked of the index.
+                result, manifest = known_result(p, store, fresh, check_mode, run, now)
+                result.update(result_from_manifest(manifest), not_rebuilt=True)
+                return result
     st.makedirs(work, 0o700)
     scratch = tempfile.mkdtemp(dir=work, prefix='.build-')
     try:
@@ -265,6 +275,8 @@ def build(p, run, check_mode=False, now=None, opener=None):
         with locked(p, check_mode):
             result = _store_snapshot(p, store, os.path.join(scratch, 'cache'), parts, key, check_mode, now, run)
             record_inputs(store, inputs, result['id'], now, check_mode)
+            if 'pip' in parts and not check_mode:
+                reuse.remember(store, result['id'], parts['pip']['meta'])
             result['not_rebuilt'] = False
             return result
     finally:
@@ -309,11 +321,13 @@ def _result(parts):
 def known_result(p, store, snap_id, check_mode, run, now):
     """The result for snapshot ``snap_id`` already in the store: signed if it is not, published if asked."""
     with open(st.manifest_path(store, snap_id), 'rb') as f:
-        manifest = json.loads(f.read())
+        data = f.read()
+    manifest = json.loads(data)
     signed = ensure_signature(p, store, snap_id, run, check_mode)
     result = mf.totals(manifest['entries'])
     result.update({'id': snap_id, 'changed': signed, 'new_objects': 0, 'new_bytes': 0,
-                   'created': manifest.get('created'), 'signed': bool(p.get('signing_key'))})
+                   'created': manifest.get('created'), 'signed': bool(p.get('signing_key')),
+                   'manifest_sha256': hashlib.sha256(data).hexdigest()})
     return _published(p, store, snap_id, now, run, check_mode, result), manifest
 
 
@@ -334,16 +348,34 @@ def _published(p, store, snap_id, now, run, check_mode, result):
 
 
 def write_snapshot(p, store, entries, metadata, key, check_mode, run):
-    """Write the manifest of ``entries`` (objects already stored), its build ref and signature. Return the id."""
+    """Write the manifest of ``entries`` (objects already stored), its build ref and signature.
+
+    Returns (id, sha256 of the manifest file). A manifest already stored for
+    the same entries is kept (it may be published and signed), except a shard
+    build's (never published) when this one is not a shard: a join whose other
+    shards were empty has the entries of its first shard.
+    """
     manifest = mf.build_manifest(entries, metadata)
     snap_id = manifest['id']
+    data = json.dumps(manifest, sort_keys=True, indent=1).encode('utf-8')
+    mpath = st.manifest_path(store, snap_id)
+    try:
+        with open(mpath, 'rb') as f:
+            existing = f.read()
+        if json.loads(existing).get('shard') and not metadata.get('shard'):
+            existing = None
+    except (IOError, ValueError):
+        existing = None
+    if existing is not None:
+        data = existing
     if not check_mode:
-        mpath = st.manifest_path(store, snap_id)
-        if not os.path.exists(mpath):
-            st.write_bytes_atomic(mpath, json.dumps(manifest, sort_keys=True, indent=1).encode('utf-8'))
+        if existing is None:
+            st.write_bytes_atomic(mpath, data)
+            if os.path.exists(mpath + '.sig'):
+                os.unlink(mpath + '.sig')
         st.write_bytes_atomic(os.path.join(store, 'refs', 'builds', key), (snap_id + '\n').encode())
         ensure_signature(p, store, snap_id, run, check_mode)
-    return snap_id
+    return snap_id, hashlib.sha256(data).hexdigest()
 
 
 def inputs_key(p, specs):
@@ -424,43 +456,18 @@ def _store_snapshot(p, store, cache_root, parts, key, check_mode, now, run):
         metadata['provenance'] = p['provenance']
     if p.get('shard'):
         metadata['shard'] = shards.check_shard(p['shard'])
-    snap_id = write_snapshot(p, store, entries, metadata, key, check_mode, run)
+    snap_id, digest = write_snapshot(p, store, entries, metadata, key, check_mode, run)
     result.update(mf.totals(entries))
     result.update({'id': snap_id, 'changed': True, 'new_objects': new_objects, 'new_bytes': new_bytes, 'created': now,
-                   'signed': bool(p.get('signing_key'))})
+                   'signed': bool(p.get('signing_key')), 'manifest_sha256': digest})
     return _published(p, store, snap_id, now, run, check_mode, result)
 
 
 def ensure_signature(p, store, snap_id, run, check_mode):
     """Sign the manifest with ``signing_key`` unless a valid signature by that key is there; return True if it signed."""
-    key = p.get('signing_key')
-    if not key:
+    if not p.get('signing_key'):
         return False
-    if not os.path.exists(key) or not os.path.exists(key + '.pub'):
-        raise pc.PipBuildError('signing key %s (and %s.pub) does not exist' % (key, key))
-    path = st.manifest_path(store, snap_id)
-
-    def cmd(argv, data=None):
-        return run(argv, None, data)
-
-    if os.path.exists(path + '.sig'):
-        with open(key + '.pub') as f:
-            pub = f.read()
-        scratch = tempfile.mkdtemp(dir=p['work_dir'], prefix='.sigcheck-')
-        try:
-            allowed = os.path.join(scratch, 'allowed_signers')
-            with open(allowed, 'w') as f:
-                f.write(_signing.allowed_signers_line(pub) + '\n')
-            with open(path, 'rb') as f, open(path + '.sig', 'rb') as g:
-                _signing.verify(cmd, allowed, f.read(), g.read(), 'manifest %s' % snap_id)
-            return False
-        except _signing.SignatureError:
-            pass
-        finally:
-            st.remove_tree(scratch)
-    if not check_mode:
-        _signing.sign(cmd, key, path)
-    return True
+    return publish.ensure_signed(p, st.manifest_path(store, snap_id), run, check_mode, 'manifest %s' % snap_id)
 
 
 def merge(p, opener, check_mode=False, now=None, run=None):
@@ -477,7 +484,7 @@ def merge(p, opener, check_mode=False, now=None, run=None):
     for index, part in enumerate(parts):
         if part.get('id'):
             manifest = shards.load_part(store, part, opener, deadline)
-            shards.check_part(manifest, index, len(parts), part['name'])
+            shards.check_part(manifest, index, len(parts), part['name'], part.get('shard'))
             named.append((part, manifest))
     if not named:
         raise pc.BuildError('none of the %d shards built anything: nothing to merge' % len(parts))
@@ -491,7 +498,8 @@ def merge(p, opener, check_mode=False, now=None, run=None):
         result['misses'] += metas[eco].get('misses') or []
         result['packages'] += [{'name': x['name'], 'version': x['version'], 'ecosystem': eco}
                                for x in metas[eco].get('packages') or []]
-    st.makedirs(p['work_dir'], 0o700)
+    if not check_mode:
+        st.makedirs(p['work_dir'], 0o700)
     with locked(p, check_mode):
         known = reuse_known(p, store, key, check_mode, run, now)
         if known:
@@ -510,13 +518,16 @@ def merge(p, opener, check_mode=False, now=None, run=None):
 
         def read(name, entry):
             path = st.object_path(store, entry['sha256'])
+            if entry['sha256'] in joined:  # a bucket joined from two earlier shards
+                return joined[entry['sha256']]
             if urls[name] and not os.path.exists(path):  # check mode fetched nothing
                 return _sync.read_url(opener, urls[name].rstrip('/') + '/' + st.object_rel(entry['sha256']),
                                       entry['size'], 'object %s of shard %s' % (entry['sha256'], name), deadline)
             with open(path, 'rb') as f:
                 return f.read()
 
-        entries, blobs = shards.merge_entries([(part['name'], m['entries']) for part, m in named], read)
+        joined = {}
+        entries, blobs = shards.merge_entries([(part['name'], m['entries']) for part, m in named], read, joined)
         for digest, data in sorted(blobs.items()):
             if not os.path.exists(st.object_path(store, digest)):
                 new_objects += 1
@@ -529,8 +540,8 @@ def merge(p, opener, check_mode=False, now=None, run=None):
         provenance = [m['provenance'] for part, m in named if m.get('provenance')]
         if provenance:
             metadata['provenance'] = provenance[0]
-        snap_id = write_snapshot(p, store, entries, metadata, key, check_mode, run)
+        snap_id, digest = write_snapshot(p, store, entries, metadata, key, check_mode, run)
         result.update(mf.totals(entries))
         result.update({'id': snap_id, 'changed': True, 'new_objects': new_objects, 'new_bytes': new_bytes,
-                       'created': now, 'signed': bool(p.get('signing_key'))})
+                       'created': now, 'signed': bool(p.get('signing_key')), 'manifest_sha256': digest})
         return _published(p, store, snap_id, now, run, check_mode, result)

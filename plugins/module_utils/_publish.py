@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import re
+import tempfile
 
 from . import _manifest as mf
 from . import _signing
@@ -106,13 +107,36 @@ def held(store):
 
 
 def previous_id(store):
-    """The id of the newest record before the current one that names another snapshot."""
+    """The snapshot built before the published one: the newest earlier record that names another snapshot.
+
+    After a rollback, "earlier" is counted from the build that first published
+    the rolled-back snapshot, so a second rollback goes further back instead
+    of returning to the snapshot the first one left.
+    """
     recs = records(store)
     cur = current(store)
+    if cur is None:
+        raise BuildError('nothing is published with revisions in %s/refs/revisions; name the snapshot to publish' % store)
+    anchor = cur['revision']
+    if cur.get('reason') == 'rollback':
+        first = [r['revision'] for r in recs if r['revision'] < anchor and r['id'] == cur['id'] and r.get('reason') == 'build']
+        anchor = first[-1] if first else anchor
     for r in reversed(recs):
-        if cur is None or (r['revision'] < cur['revision'] and r['id'] != cur['id']):
+        if r['revision'] < anchor and r['id'] != cur['id']:
             return r['id']
-    raise BuildError('there is no earlier published snapshot in %s/refs/revisions to go back to' % store)
+    raise BuildError('there is no snapshot published before %s in %s/refs/revisions to go back to' % (cur['id'], store))
+
+
+def ensure_signed(p, path, run, check_mode, what):
+    """Sign ``path`` with ``p['signing_key']`` unless it has a valid signature by that key; return True if it signed."""
+    if not p.get('signing_key'):
+        return False
+    scratch = p.get('work_dir') if p.get('work_dir') and os.path.isdir(p['work_dir']) else tempfile.gettempdir()
+    try:
+        return _signing.ensure(lambda argv, data=None: run(argv, None, data), p['signing_key'], path, scratch,
+                               check_mode, what)
+    except _signing.SignatureError as exc:
+        raise BuildError(str(exc))
 
 
 def publish(p, store, snap_id, now, run, check_mode, reason='build', hold=True):
@@ -133,14 +157,17 @@ def publish(p, store, snap_id, now, run, check_mode, reason='build', hold=True):
     new_hold = snap_id if reason == 'rollback' and hold else None
     changed = not same or held_at != new_hold
     revision = cur['revision'] if same else max([r['revision'] for r in records(store)] + [0]) + 1
+    if same:
+        # A record signed with an earlier key (or not at all) is signed again: hosts that trust the new key only
+        # would refuse every sync.
+        changed = ensure_signed(p, record_path(store, revision), run, check_mode, 'revision record %d' % revision) or changed
     if changed and not check_mode:
         if not same:
             path = record_path(store, revision)
             st.makedirs(os.path.dirname(path))
             record = {'type': TYPE, 'revision': revision, 'id': snap_id, 'published': now, 'reason': reason}
             st.write_bytes_atomic(path, json.dumps(record, sort_keys=True).encode('utf-8'))
-            if p.get('signing_key'):
-                _signing.sign(lambda argv, data=None: run(argv, None, data), p['signing_key'], path)
+            ensure_signed(p, path, run, check_mode, 'revision record %d' % revision)
             st.write_bytes_atomic(os.path.join(store, 'refs', 'latest'), (snap_id + '\n').encode())
             st.write_bytes_atomic(os.path.join(store, 'refs', 'published'), ('%d\n' % revision).encode())
         if new_hold:
@@ -174,11 +201,12 @@ def rollback(p, run, check_mode=False, now=None):
     result = {'changed': False}
     if p.get('snapshot'):
         snap_id = previous_id(store) if p['snapshot'] == 'previous' else mf.check_snapshot_id(p['snapshot'], 'snapshot')
-        if not os.path.exists(st.manifest_path(store, snap_id)):
-            raise BuildError('snapshot %s is not in the store %s (collected?); it cannot be published' % (snap_id, store))
         with contextlib.nullcontext() if check_mode else StoreLock(store, p.get('lock_timeout') or 0):
+            if not os.path.exists(st.manifest_path(store, snap_id)):
+                raise BuildError('snapshot %s is not in the store %s (collected?); it cannot be published' % (snap_id, store))
+            signed = ensure_signed(p, st.manifest_path(store, snap_id), run, check_mode, 'manifest %s' % snap_id)
             pub = publish(p, store, snap_id, now, run, check_mode, reason='rollback', hold=p.get('hold', True))
-        result.update({'changed': pub['changed'], 'id': snap_id, 'revision': pub['revision'], 'held': pub['held']})
+        result.update({'changed': pub['changed'] or signed, 'id': snap_id, 'revision': pub['revision'], 'held': pub['held']})
     else:
         cur = current(store)
         if cur:

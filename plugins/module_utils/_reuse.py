@@ -36,8 +36,42 @@ def page_url(index_url, project):
     return index_url.rstrip('/') + '/' + pc.normalize_name(project) + '/'
 
 
+def _state_path(store):
+    return os.path.join(store, 'refs', 'reuse', 'pip.json')
+
+
+def remember(store, snap_id, meta):
+    """Keep what this build resolved and the pages it saw, for the next build (the snapshot's manifest is not
+    rewritten when its build key did not change, so its pages would go stale)."""
+    keep = dict((k, meta.get(k)) for k in ('pip_version', 'python_version', 'index_url', 'pages', 'resolutions', 'packages'))
+    keep['snapshot'] = snap_id
+    path = _state_path(store)
+    st.makedirs(os.path.dirname(path))
+    st.write_bytes_atomic(path, json.dumps(keep, sort_keys=True).encode('utf-8'))
+
+
+def _remembered(store, versions, index_url):
+    try:
+        with open(_state_path(store), 'rb') as f:
+            state = json.loads(f.read())
+        if (state.get('pip_version'), state.get('python_version'), state.get('index_url')) != \
+                (versions['pip'], versions['python'], index_url) or not state.get('pages'):
+            return None
+        with open(st.manifest_path(store, state['snapshot']), 'rb') as f:
+            entries = json.loads(f.read())['entries']
+    except (IOError, ValueError, KeyError, TypeError, mf.ManifestError):
+        return None
+    return {'pip': state, 'entries': entries, 'id': state['snapshot']}
+
+
 def previous(store, versions, index_url):
-    """The newest manifest in ``store`` whose pip part was built with the same pip, Python and index, or None."""
+    """The previous pip build of the same pip, Python and index, as {pip: metadata, entries}, or None.
+
+    What the last build remembered (``remember``) first, else the newest such manifest in the store.
+    """
+    state = _remembered(store, versions, index_url)
+    if state is not None:
+        return state
     best = None
     directory = os.path.join(store, 'snapshots')
     try:

@@ -77,16 +77,31 @@ def load_part(store, part, opener, deadline):
                 data = f.read()
         except IOError as exc:
             raise BuildError('the manifest of shard %s (%s) is not in the store %s: %s' % (name, snap_id, store, exc))
+    if part.get('sha256') and hashlib.sha256(data).hexdigest() != part['sha256']:
+        raise BuildError('the manifest of shard %s from %s does not match the sha256 its build reported (%s); refused'
+                         % (name, part.get('url') or 'this store', part['sha256']))
+    if part.get('url') and not part.get('sha256'):
+        raise BuildError('shard %s: a shard fetched from %s needs the sha256 of its manifest (its build returns '
+                         'manifest_sha256)' % (name, part['url']))
     try:
         return mf.load_manifest(data, snap_id)
     except mf.ManifestError as exc:
         raise BuildError('shard %s refused: %s' % (name, exc))
 
 
-def check_part(manifest, index, count, name):
-    """A shard's manifest must say it is shard ``index`` of ``count``: the builders agree on the split."""
-    shard = manifest.get('shard') or {}
-    if shard.get('index') != index or shard.get('count') != count:
+def check_part(manifest, index, count, name, reported=None):
+    """A shard must be shard ``index`` of ``count``: the builders agree on the split.
+
+    ``reported`` is the shard its builder was given (from Ansible); without
+    it, the manifest's (a shard whose entries equal an earlier whole build's
+    keeps that manifest, which names no shard).
+    """
+    shard = reported or manifest.get('shard') or {}
+    try:
+        agree = int(shard.get('index')) == index and int(shard.get('count')) == count
+    except (TypeError, ValueError):
+        agree = False
+    if not agree:
         raise BuildError('shard %s is %s, but it is shard %d of %d in parts: every builder must be given the '
                          'same list of builders' % (name, 'shard %s of %s' % (shard.get('index'), shard.get('count'))
                                                     if shard else 'not a shard build', index, count))
@@ -100,15 +115,17 @@ def merge_bucket(first, second):
     return b''.join(b'\n' + l for l in lines)
 
 
-def merge_entries(named_entries, read):
+def merge_entries(named_entries, read, blobs=None):
     """Join the shards' entries ([(name, entries)], in shard order).
 
     ``read(name, entry)`` returns a file entry's bytes (only npm buckets are
     read). Returns (entries, blobs): blobs {sha256: bytes} are the joined
-    buckets, new objects for the store. Two shards with a different kind of
+    buckets, new objects for the store (``read`` may look there for a bucket
+    joined from two earlier shards). Two shards with a different kind of
     entry at one path are refused, naming both.
     """
-    kept, origin, blobs = {}, {}, {}
+    kept, origin = {}, {}
+    blobs = {} if blobs is None else blobs
     for name, entries in named_entries:
         for e in entries:
             path = e['path']
@@ -119,7 +136,8 @@ def merge_entries(named_entries, read):
                 raise BuildError('shards %s and %s disagree on %s: a %s in one, a %s in the other'
                                  % (origin[path], name, path, have['type'], e['type']))
             elif e['type'] == 'file' and have['sha256'] != e['sha256'] and BUCKET.match(path):
-                data = merge_bucket(read(origin[path], have), read(name, e))
+                first = blobs.get(have['sha256'])
+                data = merge_bucket(first if first is not None else read(origin[path], have), read(name, e))
                 digest = hashlib.sha256(data).hexdigest()
                 blobs[digest] = data
                 kept[path] = dict(have, sha256=digest, size=len(data))
@@ -147,6 +165,13 @@ def merge_metadata(named, order):
     versions, index, registry) must be the same in every shard that has the
     ecosystem, or the build is refused naming the two shards.
     """
+    try:
+        return _merge_metadata(named, order)
+    except (TypeError, AttributeError, ValueError) as exc:
+        raise BuildError('the shards %s carry metadata that cannot be joined: %s' % (', '.join(n for n, m in named), exc))
+
+
+def _merge_metadata(named, order):
     ecos = [e for e in order if any(e in (m.get('ecosystems') or []) for n, m in named)]
     out = {}
     for eco in ecos:

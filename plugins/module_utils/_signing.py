@@ -58,3 +58,32 @@ def allowed_signers_line(pubkey, identity=IDENTITY, namespace=NAMESPACE):
     if len(parts) < 2:
         raise SignatureError('%r is not an OpenSSH public key' % pubkey)
     return '%s namespaces="%s" %s %s' % (identity, namespace, parts[0], parts[1])
+
+
+def ensure(run, key, path, scratch_dir, check_mode, what):
+    """Sign ``path`` with ``key`` unless ``path``.sig is a valid signature by that key; return True if it (would) sign.
+
+    ``scratch_dir`` holds the one-line allowed_signers file of the check.
+    """
+    if not os.path.exists(key) or not os.path.exists(key + '.pub'):
+        raise SignatureError('signing key %s (and %s.pub) does not exist' % (key, key))
+    if os.path.exists(path + '.sig'):
+        with open(key + '.pub') as f:
+            pub = f.read()
+        scratch = tempfile.mkdtemp(dir=scratch_dir, prefix='.sigcheck-')
+        try:
+            allowed = os.path.join(scratch, 'allowed_signers')
+            with open(allowed, 'w') as f:
+                f.write(allowed_signers_line(pub) + '\n')
+            with open(path, 'rb') as f, open(path + '.sig', 'rb') as g:
+                verify(run, allowed, f.read(), g.read(), what)
+            return False
+        except SignatureError:
+            pass
+        finally:
+            for name in os.listdir(scratch):
+                os.unlink(os.path.join(scratch, name))
+            os.rmdir(scratch)
+    if not check_mode:
+        sign(run, key, path)
+    return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 
 from . import _faults
 from . import _manifest as mf
@@ -122,7 +123,7 @@ def load_manifest(store, opener, base_url, snap_id, limits, check_mode, p=None, 
         manifest = mf.load_manifest(data, snap_id, limits.get('max_object_size'), limits.get('max_snapshot_size'))
     except mf.ManifestError as exc:
         raise SyncError('snapshot %s refused: %s' % (snap_id, exc))
-    check_downgrade(store, manifest, p.get('allow_downgrade', False), p.get('revision'))
+    check_downgrade(store, manifest, p.get('allow_downgrade', False), p.get('revision'), p.get('snapshot') == 'latest')
     return manifest, fetched, (data, sig) if fetched else None
 
 
@@ -150,22 +151,30 @@ def newest_applied(store):
         return None
 
 
-def check_downgrade(store, manifest, allow, revision=None):
+def check_downgrade(store, manifest, allow, revision=None, latest=False):
     """Refuse a snapshot older than one this host applied, unless ``allow`` (an explicit rollback).
 
     With a revision (the builder's signed record), revisions are compared:
     a rollback that the builder published as a new revision is taken, a
-    replayed older record is refused. Without one, build times are.
+    replayed older record is refused. A host that has applied revisions
+    refuses ``latest`` from a store that shows none (a server that hides
+    ``refs/published`` to fall back to build times). Otherwise (a snapshot
+    named by id, or a host that never saw a revision), build times are
+    compared.
     """
     newest = newest_applied(store)
     if not newest or allow or manifest['id'] == newest['id']:
         return
-    if revision is not None and newest['revision'] is not None:
-        if revision <= newest['revision']:
+    if revision is not None:
+        if newest['revision'] is not None and revision <= newest['revision']:
             raise SyncError('the store publishes revision %d (snapshot %s), but this host already applied revision %d; '
                             'refusing a replayed or older revision (roll back explicitly to allow it)'
                             % (revision, manifest['id'], newest['revision']))
         return
+    if latest and newest['revision'] is not None:
+        raise SyncError('the store publishes no revision record (refs/published), but this host already applied revision '
+                        '%d; refusing a silent downgrade to snapshot %s (roll back explicitly to allow it)'
+                        % (newest['revision'], manifest['id']))
     created = manifest.get('created') or ''
     if created < newest['created']:
         raise SyncError('snapshot %s (built %s) is older than snapshot %s (built %s) that this host already applied; '
@@ -258,13 +267,18 @@ def _sync(p, opener, check_mode, now, run):
         'reused_objects': totals['objects'] - len(missing), 'files': totals['files'], 'bytes': totals['bytes'],
         'ecosystems': manifest.get('ecosystems', []), 'created': manifest.get('created'),
         'fetched_objects': 0, 'fetched_bytes': manifest_bytes, 'revision': p['revision'],
+        'fetch_seconds': 0.0, 'bytes_per_second': 0,
         'changed': previous != snap_id or not have_tree or bool(missing) or bool(manifest_bytes),
     }
     if check_mode:
         return result
     if missing:
-        result['fetched_bytes'] += st.fetch_objects(store, base_url, missing, opener, p['workers'], p.get('deadline'))
+        started = time.monotonic()
+        fetched = st.fetch_objects(store, base_url, missing, opener, p['workers'], p.get('deadline'))
+        seconds = max(time.monotonic() - started, 1e-6)
+        result['fetched_bytes'] += fetched
         result['fetched_objects'] = len(missing)
+        result.update({'fetch_seconds': round(seconds, 3), 'bytes_per_second': int(fetched / seconds)})
     keep_manifest(store, snap_id, fetched_manifest)
     st.checkout(store, manifest)
     if previous != snap_id:

@@ -339,6 +339,10 @@ held:
   description: The snapshot a rollback holds the store at, if the build did not publish because of it.
   returned: success and O(publish) is true
   type: str
+manifest_sha256:
+  description: The sha256 of the snapshot's manifest file (what M(pkgcache.overlay.snapshot_merge) checks a shard against).
+  returned: success and the snapshot is not empty
+  type: str
 not_rebuilt:
   description: True when the build was skipped (O(max_age)) and the snapshot of the same inputs is returned.
   returned: success

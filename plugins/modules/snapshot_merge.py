@@ -51,6 +51,15 @@ options:
       url:
         description: Base URL of the shard builder's store; omit for a shard built into O(store).
         type: str
+      sha256:
+        description:
+          - The sha256 of the shard's manifest file, as its build returned it (C(manifest_sha256)). Required with
+            O(parts[].url), so that the manifest's metadata (resolutions, index pages) is checked too, not only its
+            entries.
+        type: str
+      shard:
+        description: The shard its builder was given (C(index), C(count)), checked against the shard's place in O(parts).
+        type: dict
   store:
     description: The object store the joined snapshot goes into (the one the hosts read).
     type: path
@@ -173,6 +182,8 @@ def main():
                 name=dict(type='str', required=True),
                 id=dict(type='str', default=''),
                 url=dict(type='str'),
+                sha256=dict(type='str'),
+                shard=dict(type='dict'),
             )),
             store=dict(type='path', required=True),
             work_dir=dict(type='path', default='/var/lib/pkgcache-build'),

@@ -160,6 +160,18 @@ fetched_bytes:
   description: Bytes downloaded by this run, manifest included.
   returned: success
   type: int
+fetch_seconds:
+  description: Seconds the object downloads took (0 when nothing was missing).
+  returned: success
+  type: float
+bytes_per_second:
+  description: Object bytes downloaded per second of RV(fetch_seconds).
+  returned: success
+  type: int
+revision:
+  description: The builder's revision of the snapshot, when O(snapshot) is V(latest) and the builder publishes revisions.
+  returned: success
+  type: int
 reused_objects:
   description: Objects of the snapshot that the host already had.
   returned: success

@@ -73,7 +73,7 @@ def fake_store():
     b.check_output('systemd-run --unit pkgcache-bad-store python3 -m http.server %d --bind 127.0.0.1 --directory /srv'
                    % BAD_PORT)
 
-    def make(content=b'the real content\n', served=None, created='2099-01-01T00:00:00+00:00', key=SIGNING_KEY):
+    def make(content=b'the real content\n', served=None, created='2099-01-01T00:00:00+00:00', key=SIGNING_KEY, revision=999):
         digest = hashlib.sha256(content).hexdigest()
         entries = [{'path': 'pip', 'type': 'dir', 'mode': '0777'},
                    {'path': 'pip/file', 'type': 'file', 'mode': '0644', 'size': len(content), 'sha256': digest}]
@@ -85,6 +85,14 @@ def fake_store():
         b.check_output('echo %s > %s/refs/latest' % (manifest['id'], root))
         if key:
             b.check_output('ssh-keygen -Y sign -q -f %s -n pkgcache-snapshot %s' % (key, path))
+        if revision:
+            # A newer revision record, signed with the builder's key: the sync gets as far as the manifest.
+            record = json.dumps({'type': 'pkgcache-revision', 'revision': revision, 'id': manifest['id'],
+                                 'published': created, 'reason': 'build'})
+            b.check_output("mkdir -p %s/refs/revisions && echo '%s' > %s/refs/revisions/%d.json && echo %d > %s/refs/published"
+                           % (root, record, root, revision, revision, root))
+            b.check_output('ssh-keygen -Y sign -q -f %s -n pkgcache-snapshot %s/refs/revisions/%d.json'
+                           % (SIGNING_KEY, root, revision))
         for dummy in range(50):
             if b.run('python3 -c "import urllib.request;urllib.request.urlopen(\'http://127.0.0.1:%d/pkgcache-bad/refs/latest\')"'
                      % BAD_PORT).rc == 0:
@@ -135,8 +143,11 @@ def test_unsigned_manifest_is_refused(fake_store):
 
 
 def test_older_snapshot_is_a_refused_downgrade(fake_store):
-    digest, snap = fake_store(content=b'an old snapshot\n', created='2000-01-01T00:00:00+00:00')
-    refused({'url': BAD_URL}, 'refusing a silent downgrade')
+    # Without a revision record (a server hiding refs/published) and with an older one alike.
+    digest, snap = fake_store(content=b'an old snapshot\n', created='2000-01-01T00:00:00+00:00', revision=None)
+    refused({'url': BAD_URL}, 'publishes no revision record', 'refusing a silent downgrade')
+    digest, snap = fake_store(content=b'an old snapshot\n', created='2000-01-01T00:00:00+00:00', revision=1)
+    refused({'url': BAD_URL}, 'publishes revision 1', 'refusing a replayed or older revision')
 
 
 def test_store_server_down_is_refused():

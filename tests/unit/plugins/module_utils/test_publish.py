@@ -119,3 +119,71 @@ def test_a_host_refuses_a_replayed_older_revision_and_takes_a_rollback(tmp_path,
     pub.rollback({'store': served, 'snapshot': 'previous', 'signing_key': key[0]}, run, now='t3')
     r = sync()
     assert r['id'] == v1['id'] and r['revision'] == 3 and st.active_id(host) == v1['id']
+
+
+def hide_published(served, latest):
+    """A server that answers 404 for refs/published and names ``latest`` in refs/latest."""
+    import io
+    import urllib.error
+
+    def opener(u):
+        if u.endswith('/refs/published'):
+            raise urllib.error.HTTPError(u, 404, 'Not Found', {}, io.BytesIO(b''))
+        if u.endswith('/refs/latest'):
+            return io.BytesIO((latest + '\n').encode())
+        return open(u[len('file://'):], 'rb')
+    return opener
+
+
+def sync_with(host, served, allowed, opener, **kw):
+    return _sync.sync(dict({'url': 'file://' + served, 'snapshot': 'latest', 'store': host, 'workers': 2,
+                            'max_manifest_size': 1 << 20, 'allowed_signers': allowed}, **kw), opener, run=run)
+
+
+def test_a_host_that_applied_revisions_refuses_a_store_that_hides_them(tmp_path, key):
+    v1 = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', key[0])
+    v2 = build(tmp_path, '2.0', '2026-01-08T00:00:00+00:00', key[0])
+    served, host = store(tmp_path), str(tmp_path / 'host')
+    os.makedirs(host)
+    pub.rollback({'store': served, 'snapshot': 'previous', 'signing_key': key[0]}, run, now='t3')
+    assert sync_with(host, served, key[1], lambda u: open(u[len('file://'):], 'rb'))['id'] == v1['id']
+    # v2 (rolled back from; its manifest is validly signed and built later) behind a hidden refs/published:
+    with pytest.raises(_sync.SyncError, match='publishes no revision record .* already applied revision 3; refusing'):
+        sync_with(host, served, key[1], hide_published(served, v2['id']))
+    assert st.active_id(host) == v1['id']
+    # An operator who names the snapshot (through Ansible, not the server) still gets it.
+    assert sync_with(host, served, key[1], hide_published(served, v2['id']), snapshot=v2['id'])['id'] == v2['id']
+
+
+def test_a_host_from_before_revisions_takes_the_first_record_even_a_rollback(tmp_path, key):
+    v1 = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', key[0])
+    v2 = build(tmp_path, '2.0', '2026-01-08T00:00:00+00:00', key[0])
+    served, host = store(tmp_path), str(tmp_path / 'host')
+    os.makedirs(host)
+    sync_with(host, served, key[1], hide_published(served, v2['id']))  # as an earlier release synced: no revision
+    assert json.load(open(os.path.join(host, 'newest')))['revision'] is None
+    pub.rollback({'store': served, 'snapshot': 'previous', 'signing_key': key[0]}, run, now='t3')
+    r = sync_with(host, served, key[1], lambda u: open(u[len('file://'):], 'rb'))
+    assert r['id'] == v1['id'] and r['revision'] == 3
+
+
+def test_a_record_signed_with_an_old_key_is_signed_again(tmp_path, key):
+    build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')  # published without a key
+    path = pub.record_path(store(tmp_path), 1)
+    assert not os.path.exists(path + '.sig')
+    again = build(tmp_path, '1.0', '2026-01-01T01:00:00+00:00', key[0])
+    assert again['changed'] and again['revision'] == 1
+    _signing.verify(run, key[1], open(path, 'rb').read(), open(path + '.sig', 'rb').read(), 'record')
+    assert not build(tmp_path, '1.0', '2026-01-01T02:00:00+00:00', key[0])['changed']
+
+
+def test_rolling_back_twice_goes_further_back_not_forth(tmp_path):
+    v1 = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')
+    v2 = build(tmp_path, '2.0', '2026-01-08T00:00:00+00:00')
+    build(tmp_path, '3.0', '2026-01-15T00:00:00+00:00')
+    first = pub.rollback({'store': store(tmp_path), 'snapshot': 'previous'}, run, now='t4')
+    assert first['id'] == v2['id']
+    second = pub.rollback({'store': store(tmp_path), 'snapshot': 'previous'}, run, now='t5')
+    assert second['id'] == v1['id'] and second['revision'] == 5
+    with pytest.raises(pub.BuildError, match='no snapshot published before'):
+        pub.rollback({'store': store(tmp_path), 'snapshot': 'previous'}, run, now='t6')

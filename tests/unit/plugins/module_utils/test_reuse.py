@@ -28,8 +28,8 @@ class Pages(object):
 PAGES = {'web': b'<a>web-1.0</a>', 'legacy': b'<a>legacy-1.0</a>', 'core': b'<a>core-1.0</a><a>core-2.0</a>'}
 
 
-def build(tmp_path, pip, pages, now, **kw):
-    p = dict(params(tmp_path, ['web', 'legacy', 'broken']), workers=2, **kw)
+def build(tmp_path, pip, pages, now, packages=('web', 'legacy', 'broken'), **kw):
+    p = dict(params(tmp_path, list(packages)), workers=2, **kw)
     return bd.build(p, pip, now=now, opener=pages)
 
 
@@ -113,3 +113,38 @@ def test_seeding_takes_a_built_wheel_with_everything_pip_keeps_beside_it(tmp_pat
     assert sorted(os.listdir(str(cache / 'wheels' / 'ab' / 'cd' / 'ef' / '0123'))) == [
         'docopt-0.6.2-py2.py3-none-any.whl', 'origin.json']
     assert not (cache / 'wheels' / 'ff').exists()
+
+
+def test_a_page_change_that_keeps_the_resolution_is_learned_once(tmp_path):
+    """A pre-release changes legacy's page but not what it resolves to: one build resolves it, the next reuses it."""
+    build(tmp_path, ResolverPip({}), Pages(PAGES), 't1')
+    pages = dict(PAGES, legacy=b'<a>legacy-1.0</a><a>legacy-2.0rc1</a>')
+    pip = ResolverPip({})
+    build(tmp_path, pip, Pages(pages), 't2')
+    assert sorted(pip.requests) == [['broken'], ['legacy']]
+    pip = ResolverPip({})
+    assert build(tmp_path, pip, Pages(pages), 't3')['ecosystems']['pip']['reused'] == 2
+    assert pip.requests == [['broken']]
+
+
+def test_reuse_seeds_the_pep658_metadata_a_current_pip_reads(tmp_path):
+    from ansible_collections.pkgcache.overlay.plugins.module_utils import _pipcache as pc
+
+    class Pep658(ResolverPip):
+        def __call__(self, argv, env):
+            rc, out, err = ResolverPip.__call__(self, argv, env)
+            if '--cache-dir' in argv and rc == 0:
+                cache = argv[argv.index('--cache-dir') + 1]
+                for item in json.load(open(argv[argv.index('--report') + 1]))['install']:
+                    path = pc.http_cache_paths(cache, item['download_info']['url'] + '.metadata')[0]
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    open(path, 'w').write('Metadata-Version: 2.1')
+            return rc, out, err
+
+    first = build(tmp_path, Pep658({}), Pages(PAGES), 't1', packages=['web'])
+    again = bd.build(dict(params(tmp_path, ['web', 'legacy']), workers=2), Pep658({}), now='t2', opener=Pages(PAGES))
+    m = manifest(tmp_path, again['id'])
+    url = [x['url'] for x in m['pip']['packages'] if x['name'] == 'web'][0] + '.metadata'
+    meta_path = 'pip/' + os.path.relpath(pc.http_cache_paths('/c', url)[0], '/c')
+    assert again['ecosystems']['pip']['reused'] == 1 and first['id'] != again['id']
+    assert any(e['path'] == meta_path for e in m['entries'])

@@ -60,7 +60,8 @@ def test_two_shards_join_into_the_snapshot_one_builder_would_build(tmp_path):
     assert a['packages'] and b['packages'] and len(a['packages']) + len(b['packages']) == len(INDEX)
     assert not os.path.exists(os.path.join(store_a, 'refs', 'latest'))
     assert manifest(store_b, b['id'])['shard'] == {'index': 1, 'count': 2}
-    parts = [{'name': 'a', 'id': a['id']}, {'name': 'b', 'id': b['id'], 'url': 'file://' + store_b}]
+    parts = [{'name': 'a', 'id': a['id']},
+             {'name': 'b', 'id': b['id'], 'url': 'file://' + store_b, 'sha256': b['manifest_sha256']}]
     # Check mode reports the joined snapshot and stores nothing.
     before = sorted(os.listdir(os.path.join(store_a, 'objects')))
     checked = bd.merge(merge_params(tmp_path, parts), opener, check_mode=True, now='m')
@@ -92,7 +93,8 @@ def test_builders_that_disagree_on_the_split_or_the_tools_are_refused_by_name(tm
     b = shard_build(tmp_path, 'b', 1, 2)
     url = 'file://' + str(tmp_path / 'b' / 'store')
     with pytest.raises(pc.BuildError, match='shard b is shard 1 of 2, but it is shard 0 of 2'):
-        bd.merge(merge_params(tmp_path, [{'name': 'b', 'id': b['id'], 'url': url}, {'name': 'a', 'id': a['id']}]), opener)
+        bd.merge(merge_params(tmp_path, [{'name': 'b', 'id': b['id'], 'url': url, 'sha256': b['manifest_sha256']},
+                                         {'name': 'a', 'id': a['id']}]), opener)
 
     class OtherPip(FakePip):
         def __call__(self, argv, env):
@@ -103,7 +105,8 @@ def test_builders_that_disagree_on_the_split_or_the_tools_are_refused_by_name(tm
     c = shard_build(tmp_path, 'c', 1, 2, pip=OtherPip(INDEX))
     url = 'file://' + str(tmp_path / 'c' / 'store')
     with pytest.raises(pc.BuildError, match="shards a and c were built with a different pip pip_version: '23.0.1' and '26.0'"):
-        bd.merge(merge_params(tmp_path, [{'name': 'a', 'id': a['id']}, {'name': 'c', 'id': c['id'], 'url': url}]), opener)
+        bd.merge(merge_params(tmp_path, [{'name': 'a', 'id': a['id']},
+                                         {'name': 'c', 'id': c['id'], 'url': url, 'sha256': c['manifest_sha256']}]), opener)
     with pytest.raises(pc.BuildError, match='id of shard x'):
         bd.merge(merge_params(tmp_path, [{'name': 'x', 'id': 'latest'}]), opener)
 
@@ -113,12 +116,43 @@ def test_a_shard_whose_store_serves_another_manifest_is_refused(tmp_path):
     b = shard_build(tmp_path, 'b', 1, 2)
     store_b = str(tmp_path / 'b' / 'store')
     path = st.manifest_path(store_b, b['id'])
-    m = json.load(open(path))
-    m['entries'][-1]['sha256'] = a and hashlib.sha256(b'other').hexdigest()
+    original = open(path).read()
+    part_b = {'name': 'b', 'id': b['id'], 'url': 'file://' + store_b, 'sha256': b['manifest_sha256']}
+    # Same entries (so the same id), other metadata: a forged resolution would be signed into the snapshot.
+    m = json.loads(original)
+    m['pip']['resolutions'] = {}
     open(path, 'w').write(json.dumps(m))
-    with pytest.raises(pc.BuildError, match='shard b refused: manifest id'):
-        bd.merge(merge_params(tmp_path, [{'name': 'a', 'id': a['id']}, {'name': 'b', 'id': b['id'], 'url': 'file://' + store_b}]), opener)
+    with pytest.raises(pc.BuildError, match='manifest of shard b from .* does not match the sha256 its build reported'):
+        bd.merge(merge_params(tmp_path, [{'name': 'a', 'id': a['id']}, part_b]), opener)
+    with pytest.raises(pc.BuildError, match='needs the sha256 of its manifest'):
+        bd.merge(merge_params(tmp_path, [{'name': 'a', 'id': a['id']}, dict(part_b, sha256=None)]), opener)
     assert not os.path.exists(os.path.join(str(tmp_path / 'a' / 'store'), 'refs', 'latest'))
+    open(path, 'w').write(original)
+    assert bd.merge(merge_params(tmp_path, [{'name': 'a', 'id': a['id']}, part_b]), opener)['changed']
+
+
+def test_three_shards_that_write_one_npm_bucket_join_it(tmp_path):
+    bucket = 'npm/_cacache/index-v5/ab/cd/bucket'
+    dirs = [{'path': p, 'type': 'dir', 'mode': '0777'} for p in
+            ('npm', 'npm/_cacache', 'npm/_cacache/index-v5', 'npm/_cacache/index-v5/ab', 'npm/_cacache/index-v5/ab/cd')]
+    lines = dict((n, b'\nh%d\t{"key":"%s"}' % (i, n.encode())) for i, n in enumerate('abc'))
+    by_sha = dict((hashlib.sha256(d).hexdigest(), d) for d in lines.values())
+    parts = [(n, dirs + [entry(bucket, lines[n])]) for n in 'abc']
+
+    def read(name, e):
+        return by_sha[e['sha256']]  # only the shards' own objects: a joined bucket is not in any store
+
+    entries, new = sh.merge_entries(parts, read)
+    got = [e for e in entries if e['path'] == bucket][0]
+    assert new[got['sha256']] == lines['a'] + lines['b'] + lines['c']
+
+
+def test_a_join_of_one_shard_publishes_a_snapshot_not_a_shard(tmp_path):
+    a = shard_build(tmp_path, 'a', 0, 2)
+    merged = bd.merge(merge_params(tmp_path, [{'name': 'a', 'id': a['id']}, {'name': 'b', 'id': ''}]), opener, now='m')
+    assert merged['id'] == a['id']  # the same entries
+    m = manifest(str(tmp_path / 'a' / 'store'), merged['id'])
+    assert 'shard' not in m and [s['name'] for s in m['shards']] == ['a'] and m['created'] == 'm'
 
 
 def entry(path, data):
