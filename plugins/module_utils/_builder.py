@@ -23,7 +23,6 @@ from . import _mavencache
 from . import _npmcache
 from . import _pipcache as pc
 from . import _uvcache
-from . import _signing
 from . import _publish as publish
 from . import _reuse as reuse
 from . import _shards as shards
