@@ -113,6 +113,10 @@ def _execute(module, run, paired):
             outcome = 'unmounted' if module.check_mode else sf.umount(target, cur['mount_id'], lazy=p['lazy'])
             if outcome != 'gone':
                 removed[target] = outcome
+    if p.get('purge_removed') and p['state'] == 'mounted':
+        fresh = ov.parse_mountinfo(mountinfo_text()) if not module.check_mode else run.info
+        for user in run.removed_users():
+            run.purge(user, fresh)
     gids = {}
     for m in run.mounts:
         gids.setdefault(m['gid'], set()).add(m['user'])
@@ -121,12 +125,14 @@ def _execute(module, run, paired):
             module.warn('repl users %s share the primary group %d: each can look up the others\' mount points '
                         '(<views_root>/<user> is 0710 root:<group>) and keep them busy; give each a group of its own'
                         % (', '.join(sorted(users)), gid))
-    changed = bool(run.created) or fstab['changed'] or bool(removed) or linked or bool(run.repaired) or bool(run.retired) or any(
+    changed = bool(run.created) or fstab['changed'] or bool(removed) or linked or bool(run.repaired) or bool(run.retired) or \
+        'purged' in run.purged.values() or any(
         s in ('mounted', 'switched', 'merged') for u in run.users.values() for s in u.values())
     result = {'changed': changed, 'users': run.users, 'busy': run.busy, 'removed': removed, 'compacted': run.compacted,
               'compacted_bytes': sum(c['bytes'] for u in run.compacted.values() for c in u.values()),
               'created': run.created, 'mounts': run.mounts, 'unserved': run.failed, 'saved': run.saved,
-              'repaired': run.repaired, 'retired': run.retired, 'detached': run.detached, 'merged': run.merged}
+              'repaired': run.repaired, 'retired': run.retired, 'detached': run.detached, 'merged': run.merged,
+              'purged': run.purged}
     if fstab['backup_file']:
         result['backup_file'] = fstab['backup_file']
     if module._diff and fstab['changed']:

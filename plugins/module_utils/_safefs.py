@@ -187,11 +187,13 @@ def umount(mount_point, expected_id, lazy=False):
     return 'unmounted'
 
 
-def remove_tree(parent_fd, name, max_entries=1000000, max_depth=4096):
+def remove_tree(parent_fd, name, max_entries=1000000, max_depth=4096, one_filesystem=False):
     """Remove ``name`` in ``parent_fd`` and everything below it, never following a symlink; return entries removed.
 
     An explicit stack, so depth costs no recursion (one fd per level); stops
     with an error after ``max_entries`` entries or below ``max_depth`` levels.
+    With ``one_filesystem``, a directory on another device (a mount point)
+    stops it with an error before anything in it is removed.
     """
     st = entry(parent_fd, name)
     if st is None:
@@ -199,6 +201,7 @@ def remove_tree(parent_fd, name, max_entries=1000000, max_depth=4096):
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=parent_fd)
         return 1
+    dev = st.st_dev if one_filesystem else None
     removed = 0
     stack = [(parent_fd, name, None)]
     try:
@@ -207,6 +210,8 @@ def remove_tree(parent_fd, name, max_entries=1000000, max_depth=4096):
             if fd is None:
                 fd = os.open(dname, DIR_FLAGS, dir_fd=pfd)
                 stack[-1] = (pfd, dname, fd)
+                if dev is not None and os.fstat(fd).st_dev != dev:
+                    raise OSError(errno.EXDEV, '%s is on another filesystem (a mount point); stopped' % dname)
             pushed = False
             for ent in os.scandir(fd):
                 if ent.is_dir(follow_symlinks=False):

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 
 from . import _store as st
+from . import _views
 from . import _walk
 from ._fstab import block_entries
 from ._overlay import mounted_at, split_options
@@ -103,7 +105,31 @@ def coverage(meta):
     return {'listed': len(listed), 'hits': len(hits), 'ratio': round(float(len(hits)) / len(listed), 4) if listed else 0.0}
 
 
-def collect(store, fstab_text, mountinfo, busy, now):
+def orphaned_scratch(scratch_root, served):
+    """Scratch dirs of the collection's (root's, 0700, with cacache_* in them) of users no planned overlay serves.
+
+    [{user, bytes, truncated}]: what overlay_mounts' purge_removed would remove. Root-side like the upper walks.
+    """
+    out = []
+    try:
+        rfd = _walk.open_dir(scratch_root)
+    except OSError:
+        return out
+    try:
+        names = sorted(os.listdir(rfd))
+        for name in names:
+            s = os.stat(name, dir_fd=rfd, follow_symlinks=False)
+            if name in served or name.startswith('.') or not stat.S_ISDIR(s.st_mode) or s.st_uid != 0:
+                continue
+            if _views.is_our_scratch(rfd, name, s):
+                size, problem = upper_usage(os.path.join(scratch_root, name))
+                out.append({'user': name, 'bytes': size, 'truncated': problem})
+    finally:
+        os.close(rfd)
+    return out
+
+
+def collect(store, fstab_text, mountinfo, busy, now, scratch_root=None):
     """Gather the status dict; ``busy`` maps mount targets to pids (see _busy.find_busy)."""
     active = st.active_id(store)
     snap = {'id': active}
@@ -141,8 +167,9 @@ def collect(store, fstab_text, mountinfo, busy, now):
     except (IOError, ValueError):
         pass
     objects, size = store_usage(store)
+    orphaned = orphaned_scratch(scratch_root, set(u['user'] for u in users)) if scratch_root else []
     return {'snapshot': snap, 'users': users, 'last_sync': last, 'store': {'objects': objects, 'bytes': size},
-            'upper_bytes_total': sum(u['upper_bytes'] for u in users), 'time': now}
+            'upper_bytes_total': sum(u['upper_bytes'] for u in users), 'time': now, 'orphaned': orphaned}
 
 
 def _label(value):
@@ -191,6 +218,10 @@ def prometheus(status, host, include_user_names=False):
     if include_user_names:
         metric('pkgcache_upper_bytes', 'Bytes in one repl user\'s upper (operator opt-in).', 'gauge',
                [({'user': u['user'], 'ecosystem': u['ecosystem']}, u['upper_bytes']) for u in status['users']])
+    orphaned = status.get('orphaned') or []
+    metric('pkgcache_orphaned_scratch_dirs', 'Scratch dirs of users no overlay serves any more (mount_purge_removed '
+           'removes them).', 'gauge', [({}, len(orphaned))])
+    metric('pkgcache_orphaned_scratch_bytes', 'Bytes in those scratch dirs.', 'gauge', [({}, sum(o['bytes'] for o in orphaned))])
     metric('pkgcache_store_objects', 'Objects in the host\'s store.', 'gauge', [({}, status['store']['objects'])])
     metric('pkgcache_store_bytes', 'Bytes of the objects in the host\'s store.', 'gauge', [({}, status['store']['bytes'])])
     last = status.get('last_sync') or {}

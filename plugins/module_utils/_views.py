@@ -61,6 +61,7 @@ class Converge(object):
         self.created, self.failed, self.users, self.busy = [], {}, {}, {}
         self.compacted, self.saved, self.repaired, self.merged, self.detached = {}, {}, {}, {}, {}
         self.retired = {}
+        self.purged = {}
         self.merge_deadline = time.monotonic() + MERGE_SECONDS
 
     # -- helpers -------------------------------------------------------
@@ -413,6 +414,93 @@ class Converge(object):
             self.note(self.saved, m, result[len('saved:'):])
             return True
         return False
+
+    # -- purge: the data of users this run no longer serves --------------
+    def removed_users(self):
+        """Users with a view dir or a scratch dir of ours (root, 0700, with cacache_* in it) that this run does not serve."""
+        planned = set(m['user'] for m in self.mounts)
+        found = set()
+        for root, ours in ((self.p['views_root'], lambda fd, name, st: True),
+                           (self.p['scratch_root'], is_our_scratch)):
+            try:
+                rfd = sf.open_dir(root, 'root of the views or scratch dirs')
+            except (OSError, sf.UnsafePathError):
+                continue
+            try:
+                for name in os.listdir(rfd):
+                    st = sf.entry(rfd, name)
+                    if (name not in planned and not name.startswith('.') and st is not None and stat.S_ISDIR(st.st_mode)
+                            and st.st_uid == 0 and ours(rfd, name, st)):
+                        found.add(name)
+            finally:
+                os.close(rfd)
+        return sorted(found)
+
+    def purge(self, user, info):
+        """Remove a removed user's scratch and view dirs, root-side: by fds from root's roots, no symlink followed,
+        never into a mount, and only when no overlay anywhere still uses one of the user's layers."""
+        scratch = os.path.join(self.p['scratch_root'], user)
+        views = os.path.join(self.p['views_root'], user)
+        for mi in info:
+            opts = mi.get('super_options') or {}
+            used = [mi['target']] + [opts.get(k) or '' for k in ('upperdir', 'workdir', 'lowerdir')]
+            if any(u == d or u.startswith(d + '/') for u in used for d in (scratch, views)):
+                self.purged[user] = 'kept: %s is still mounted' % mi['target']
+                return
+        if self.check_mode:
+            self.purged[user] = 'purged'
+            return
+        for upper, work in _layer_pairs(scratch):
+            live = probe_layers(self.p['state_dir'], upper, work)
+            if live is not False:
+                self.purged[user] = 'kept: an overlay %s still uses %s' % ('may' if live is None else '', upper)
+                return
+        removed = 0
+        try:
+            for root in (self.p['scratch_root'], self.p['views_root']):
+                rfd = sf.open_dir(root, 'root of the views or scratch dirs')
+                try:
+                    removed += sf.remove_tree(rfd, user, one_filesystem=True)
+                finally:
+                    os.close(rfd)
+        except (OSError, sf.UnsafePathError) as exc:
+            self.purged[user] = 'failed after %d entries: %s' % (removed, exc)
+            return
+        for gen, (path, rec) in load_records(self.p['state_dir']).items():
+            if gen.startswith(scratch + '/'):
+                os.unlink(path)
+        self.purged[user] = 'purged'
+
+
+def is_our_scratch(rfd, name, st):
+    """A scratch dir this collection made: root's, 0700, with a cacache_<ecosystem> dir of root's in it."""
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        return False
+    try:
+        fd = os.open(name, sf.DIR_FLAGS, dir_fd=rfd)
+    except OSError:
+        return False
+    try:
+        for child in os.listdir(fd):
+            cst = sf.entry(fd, child)
+            if child.startswith('cacache_') and cst is not None and stat.S_ISDIR(cst.st_mode) and cst.st_uid == 0:
+                return True
+        return False
+    finally:
+        os.close(fd)
+
+
+def _layer_pairs(scratch):
+    """(upper, work) of every generation under a user's scratch dir: cacache_*/ and its detached-*/stuck-* dirs."""
+    out = []
+    for layers in sorted(os.listdir(scratch)) if os.path.isdir(scratch) else []:
+        base = os.path.join(scratch, layers)
+        if not layers.startswith('cacache_') or not os.path.isdir(base):
+            continue
+        for gen in [base] + [os.path.join(base, n) for n in sorted(os.listdir(base)) if n.startswith(('detached-', 'stuck-'))]:
+            if os.path.isdir(os.path.join(gen, 'upper')) and os.path.isdir(os.path.join(gen, 'work')):
+                out.append((os.path.join(gen, 'upper'), os.path.join(gen, 'work')))
+    return out
 
 
 def records_dir(state_dir):

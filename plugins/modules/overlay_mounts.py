@@ -149,6 +149,17 @@ options:
         and files that differ are kept; symlinks are never followed. Not done on a lazy switch.
     type: bool
     default: false
+  purge_removed:
+    description:
+      - Remove the data of users this run no longer serves (not in O(repls)) after their views are unmounted, the
+        directories under O(views_root) and the collection's scratch dirs under O(scratch_root) (root's, 0700, with
+        C(cacache_*) in them; nothing else there is touched). Root-side, through fds from root's directories, no
+        symlink followed, never into a mount point, and only when no overlay anywhere still uses one of the
+        user's layers (else the user is kept and reported). Check mode reports what would go.
+      - Only with O(state=mounted).
+    type: bool
+    default: false
+    version_added: 0.4.0
   template:
     description:
       - A Jinja2 template that renders one fstab line per planned mount, looked up like the template module's C(src).
@@ -210,6 +221,10 @@ detached:
   type: dict
 merged:
   description: Per user and ecosystem, entries moved from dead detached generations into the current upper.
+  returned: success
+  type: dict
+purged:
+  description: Per removed user, V(purged), or why the data was kept (C(kept ...), C(failed ...)); see O(purge_removed).
   returned: success
   type: dict
 busy:
@@ -277,6 +292,7 @@ def main():
             fstab=dict(type='path', default='/etc/fstab'),
             backup=dict(type='bool', default=False),
             state=dict(type='str', default='mounted', choices=['mounted', 'present']),
+            purge_removed=dict(type='bool', default=False),
             lazy=dict(type='bool', default=False),
             compact=dict(type='bool', default=False),
             template=dict(type='str'),

@@ -51,6 +51,11 @@ options:
     description: How many of the largest uppers to list in RV(largest_users).
     type: int
     default: 5
+  scratch_root:
+    description: Where the repl users' scratch dirs are (the mount role's C(mount_scratch_root)), for RV(orphaned).
+    type: path
+    default: /mnt/scratch
+    version_added: 0.4.0
 seealso:
   - module: pkgcache.overlay.snapshot_sync
 """
@@ -71,6 +76,14 @@ snapshot:
       user installing it alone downloads nothing.
   returned: always
   type: dict
+orphaned:
+  description:
+    - Scratch dirs of the collection's under O(scratch_root) that no planned overlay uses (users removed from the
+      mount role's list), with C(user), C(bytes) and C(truncated) (why the count is a lower bound, or null).
+      The mount role's C(mount_purge_removed) removes them.
+  returned: always
+  type: list
+  elements: dict
 users:
   description: Each repl user's overlay planned in the managed block of O(fstab).
   returned: always
@@ -156,6 +169,7 @@ def main():
             textfile_dir=dict(type='path'),
             include_user_names=dict(type='bool', default=False),
             top_users=dict(type='int', default=5),
+            scratch_root=dict(type='path', default='/mnt/scratch'),
         ),
         supports_check_mode=True,
     )
@@ -164,7 +178,8 @@ def main():
     fstab_text = read_text(p['fstab'])
     targets = [u['target'] for u in _status.users_from_fstab(fstab_text)]
     try:
-        status = _status.collect(p['store'], fstab_text, parse_mountinfo(mountinfo_text()), find_busy(targets), now)
+        status = _status.collect(p['store'], fstab_text, parse_mountinfo(mountinfo_text()), find_busy(targets), now,
+                                 p['scratch_root'])
     except OSError as exc:
         module.fail_json(msg=str(exc))
     counts = dict((s, sum(1 for u in status['users'] if u['state'] == s)) for s in ('mounted', 'older', 'busy', 'missing'))

@@ -169,3 +169,37 @@ def test_11_a_forced_rebuild_publishes_again_and_rolls_out_to_the_limit_only():
     assert build['held'] is None and not as_root(BUILDER).file('/srv/pkgcache/refs/hold').exists
     assert lower_of('alice', REPL2) == STATE['v2']
     assert lower_of('alice', REPL1) == STATE['v1']
+
+
+def test_12_a_removed_user_is_reported_then_purged_root_side():
+    three = [{'name': n} for n in ('alice', 'bob', 'carol')]
+    for host in HOSTS:
+        assert 'Downloading' in pip_install('dave', host, 'iniconfig')  # lands in dave's upper
+        as_user('dave', host).check_output('ln -s /etc ~/.cache/pip/evil && ln -s / ~/.cache/pip/root')
+    # Dropped from the list: unmounted, but the data stays and status reports it.
+    rc, res = playbook('mount.yml', {'mount_repls': three})
+    assert rc == 0
+    rc, res = playbook('status.yml', {'status_textfile_dir': ''})
+    assert rc == 0
+    for host in HOSTS:
+        orphaned = res['Gather the status'][host]['orphaned']
+        assert [o['user'] for o in orphaned] == ['dave'] and orphaned[0]['bytes'] > 0
+    # Check mode shows the purge and removes nothing.
+    rc, res = playbook('mount.yml', {'mount_repls': three, 'mount_purge_removed': True}, args=['--check'])
+    assert rc == 0
+    for host in HOSTS:
+        assert res['Mount the overlays of all repl users'][host]['purged'] == {'dave': 'purged'}
+        assert as_root(host).file('/mnt/scratch/dave/cacache_pip/upper').is_directory
+    rc, res = playbook('mount.yml', {'mount_repls': three, 'mount_purge_removed': True})
+    assert rc == 0
+    for host in HOSTS:
+        r = as_root(host)
+        assert res['Mount the overlays of all repl users'][host]['purged'] == {'dave': 'purged'}
+        assert not r.file('/mnt/scratch/dave').exists and not r.file('/var/lib/pkgcache-views/dave').exists
+        assert r.file('/etc/passwd').exists and r.file('/etc/fstab').exists  # the planted links were not followed
+        assert from_cache(pip_install('alice', host, 'iniconfig'), 'iniconfig')  # alice's own addition is still there
+    rc, res = playbook('status.yml', {'status_textfile_dir': ''})
+    assert all(res['Gather the status'][h]['orphaned'] == [] for h in HOSTS)
+    # Nothing left to purge: the next run changes nothing.
+    rc, res = playbook('mount.yml', {'mount_repls': three, 'mount_purge_removed': True})
+    assert rc == 0 and all(not res['Mount the overlays of all repl users'][h]['changed'] for h in HOSTS)

@@ -298,3 +298,71 @@ def test_what_a_user_left_in_dirs_root_takes_over_is_moved_aside_and_never_mount
     assert 'junk.unsafe-19700101T000000' in os.listdir(str(tmp_path / 'scratch' / 'alice'))
     assert run.generations(m) == []  # nothing unrecorded or not root's is a generation
     assert (victim / 'work' / 'work' / 'secret').read_text() == 'root data' and os.listxattr(str(victim / 'upper')) == []
+
+
+def removed_layout(tmp_path):
+    """alice is served; dave was (his scratch and view dirs as the collection made them), with a planted symlink."""
+    victim = tmp_path / 'victim'
+    victim.mkdir()
+    (victim / 'keep').write_text('x')
+    m = plan(tmp_path)[0]
+    run = converge(tmp_path, [m], state='mounted')
+    assert run.prepare_user([m]) == [m]
+    dave = ov.plan_mounts([{'name': 'dave', 'uid': 2, 'gid': 2}], ['pip'], '/var/lib/pkgcache/trees/x',
+                          str(tmp_path / 'scratch'), str(tmp_path / 'views'))[0]
+    assert converge(tmp_path, [dave], state='mounted').prepare_user([dave]) == [dave]
+    upper = tmp_path / 'scratch' / 'dave' / 'cacache_pip' / 'upper'
+    (upper / 'wheels').mkdir()
+    (upper / 'wheels' / 'big.whl').write_bytes(b'x' * 1000)
+    os.symlink(str(victim), str(upper / 'evil'))
+    (tmp_path / 'state').mkdir(exist_ok=True)
+    return m, victim
+
+
+def test_purge_removes_a_removed_users_dirs_root_side_and_nothing_else(tmp_path):
+    m, victim = removed_layout(tmp_path)
+    # Not ours: a user-owned dir, and a root dir without cacache_* (an operator's) in the scratch root.
+    (tmp_path / 'scratch' / 'eve').mkdir()
+    os.chown(str(tmp_path / 'scratch' / 'eve'), 3, 3)
+    (tmp_path / 'scratch' / 'datasets').mkdir(mode=0o700)
+    run = converge(tmp_path, [m], state='mounted')
+    run.p.update({'scratch_root': str(tmp_path / 'scratch'), 'views_root': str(tmp_path / 'views')})
+    assert run.removed_users() == ['dave']
+    check = converge(tmp_path, [m], state='mounted')
+    check.p.update(run.p)
+    check.check_mode = True
+    check.purge('dave', [])
+    assert check.purged == {'dave': 'purged'} and (tmp_path / 'scratch' / 'dave').exists()
+    run.purge('dave', [])
+    assert run.purged == {'dave': 'purged'}
+    assert not (tmp_path / 'scratch' / 'dave').exists() and not (tmp_path / 'views' / 'dave').exists()
+    assert sorted(os.listdir(str(tmp_path / 'scratch'))) == ['alice', 'datasets', 'eve']
+    assert os.listdir(str(victim)) == ['keep']
+
+
+def test_purge_keeps_a_user_whose_view_is_still_mounted(tmp_path):
+    m, victim = removed_layout(tmp_path)
+    run = converge(tmp_path, [m], state='mounted')
+    run.p.update({'scratch_root': str(tmp_path / 'scratch'), 'views_root': str(tmp_path / 'views')})
+    info = [{'target': str(tmp_path / 'views' / 'dave' / 'pip'), 'super_options': {}}]
+    run.purge('dave', info)
+    assert run.purged['dave'].startswith('kept: %s is still mounted' % info[0]['target'])
+    assert (tmp_path / 'scratch' / 'dave' / 'cacache_pip' / 'upper' / 'wheels' / 'big.whl').exists()
+
+
+def test_remove_tree_stops_at_a_mount_point(tmp_path):
+    top = tmp_path / 'top'
+    (top / 'mnt').mkdir(parents=True)
+    (top / 'a').write_text('a')
+    subprocess.run(['mount', '-t', 'tmpfs', 'tmpfs', str(top / 'mnt')], check=True)
+    try:
+        (top / 'mnt' / 'precious').write_text('p')
+        fd = os.open(str(tmp_path), sf.DIR_FLAGS)
+        try:
+            with pytest.raises(OSError, match='another filesystem'):
+                sf.remove_tree(fd, 'top', one_filesystem=True)
+        finally:
+            os.close(fd)
+        assert (top / 'mnt' / 'precious').read_text() == 'p'
+    finally:
+        subprocess.run(['umount', str(top / 'mnt')], check=True)

@@ -115,3 +115,18 @@ def test_hit_rate_metrics_per_ecosystem():
     assert 'pkgcache_snapshot_packages_listed{ecosystem="pip",host="h1"} 4' in text
     assert 'pkgcache_snapshot_packages_hit{ecosystem="pip",host="h1"} 3' in text
     assert 'pkgcache_snapshot_hit_ratio{ecosystem="pip",host="h1"} 0.75' in text
+
+
+def test_orphaned_scratch_lists_only_the_collections_dirs_of_users_no_overlay_serves(tmp_path):
+    scratch = tmp_path / 'scratch'
+    for user, owner, mode in (('alice', 0, 0o700), ('dave', 0, 0o700), ('eve', 3, 0o700)):
+        (scratch / user / 'cacache_pip' / 'upper').mkdir(parents=True)
+        os.chmod(str(scratch / user), mode)
+        os.chown(str(scratch / user), owner, owner)
+    (scratch / 'dave' / 'cacache_pip' / 'upper' / 'w.whl').write_bytes(b'x' * 700)
+    (scratch / 'datasets').mkdir(mode=0o700)  # root's, but not ours: no cacache_*
+    out = _status.orphaned_scratch(str(scratch), {'alice'})
+    assert out == [{'user': 'dave', 'bytes': 700, 'truncated': None}]
+    status = {'snapshot': {}, 'users': [], 'upper_bytes_total': 0, 'store': {'objects': 0, 'bytes': 0}, 'orphaned': out}
+    text = _status.prometheus(status, 'h1')
+    assert 'pkgcache_orphaned_scratch_bytes{host="h1"} 700' in text and 'dave' not in text
