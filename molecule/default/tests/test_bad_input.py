@@ -56,7 +56,7 @@ def test_bad_repl_names_are_refused(name):
 def test_unreachable_store_url_is_refused():
     before = state(HOST)
     rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync', {'url': 'http://127.0.0.1:9'})
-    assert rc != 0 and 'http://127.0.0.1:9/refs/latest' in res['msg']
+    assert rc != 0 and 'http://127.0.0.1:9/refs/published' in res['msg']  # the first thing a sync reads
     assert state(HOST) == before
 
 
@@ -154,7 +154,7 @@ def test_store_server_down_is_refused():
     b = as_root(BUILDER)
     b.check_output('systemctl stop nginx')
     try:
-        refused({'url': STORE_URL}, STORE_URL + '/refs/latest', 'Connection refused')
+        refused({'url': STORE_URL}, STORE_URL + '/refs/published', 'Connection refused')
     finally:
         b.check_output('systemctl start nginx')
 
