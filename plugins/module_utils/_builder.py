@@ -241,6 +241,8 @@ def build(p, run, check_mode=False, now=None, opener=None):
                 result, manifest = known_result(p, store, fresh, check_mode, run, now)
                 result.update(result_from_manifest(manifest), not_rebuilt=True)
                 return result
+    if check_mode:
+        return would_build(p, ecos, specs, shard)
     st.makedirs(work, 0o700)
     scratch = tempfile.mkdtemp(dir=work, prefix='.build-')
     try:
@@ -377,6 +379,23 @@ def write_snapshot(p, store, entries, metadata, key, check_mode, run):
     return snap_id, hashlib.sha256(data).hexdigest()
 
 
+def would_build(p, ecos, specs, shard):
+    """Check mode when a build is due: what would be resolved, without running a tool or asking an index anything."""
+    requested = {}
+    for eco in ecos:
+        items = specs if eco == 'pip' else ecosystem_options(p, eco)[LISTS[eco][0]]
+        if shard and eco != 'pip':
+            items = shards.mine(items, shard, LISTS[eco][1])
+        if items:
+            requested[eco] = {'requested': list(items)}
+    result = {'id': '', 'changed': True, 'would_build': True, 'not_rebuilt': False, 'files': 0, 'bytes': 0,
+              'objects': 0, 'new_objects': 0, 'new_bytes': 0, 'packages': [], 'misses': [], 'ecosystems': requested,
+              'created': None, 'signed': bool(p.get('signing_key'))}
+    if shard:
+        result['shard'] = shard
+    return result
+
+
 def inputs_key(p, specs):
     """Fingerprint of what a build is asked to build (lists, indexes, tools), not of what the index holds."""
     keys = ('ecosystems', 'index_url', 'trusted_host', 'python', 'pip_version', 'npm', 'maven', 'uv', 'shard', 'reuse')
@@ -486,6 +505,9 @@ def merge(p, opener, check_mode=False, now=None, run=None):
             shards.check_part(manifest, index, len(parts), part['name'], part.get('shard'))
             named.append((part, manifest))
     if not named:
+        if check_mode:
+            return {'id': '', 'changed': True, 'would_build': True, 'files': 0, 'bytes': 0, 'objects': 0,
+                    'new_objects': 0, 'new_bytes': 0, 'packages': [], 'misses': [], 'ecosystems': {}, 'shards': []}
         raise pc.BuildError('none of the %d shards built anything: nothing to merge' % len(parts))
     ecos, metas = shards.merge_metadata([(part['name'], m) for part, m in named], ORDER)
     key = pc.fingerprint({'merge': [m['id'] for part, m in named]})

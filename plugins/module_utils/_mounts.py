@@ -68,9 +68,14 @@ def converge(module):
     mounts = ov.plan_mounts(p['repls'], p['ecosystems'], p['lower_root'], p['scratch_root'], p['views_root'])
     paired = render_lines(mounts, p['fstab_lines'])
     info = ov.parse_mountinfo(mountinfo_text())
+    # Check mode on a host that has not fetched the snapshot yet (the sync, in check mode too, would fetch it).
+    unfetched = module.check_mode and not os.path.isdir(p['lower_root'])
+    if unfetched:
+        module.warn('check mode: the snapshot at %s is not on this host yet; the mounts are planned on it as a real '
+                    'run would fetch it' % p['lower_root'])
     for m in mounts:
         check_filesystems(info, m)
-        if not os.path.isdir(m['lowerdir']):
+        if not unfetched and not os.path.isdir(m['lowerdir']):
             raise ov.OverlayInputError(
                 'ecosystem %s: the snapshot at %s has no %s cache (%s is missing); build it with that ecosystem '
                 'or remove it from ecosystems' % (m['ecosystem'], p['lower_root'], m['ecosystem'], m['lowerdir']))

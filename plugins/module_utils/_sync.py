@@ -115,10 +115,7 @@ def load_manifest(store, opener, base_url, snap_id, limits, check_mode, p=None, 
             sig = None
         fetched += len(sig or b'')
     if p.get('allowed_signers'):
-        try:
-            _signing.verify(run, p['allowed_signers'], data, sig, 'snapshot %s' % snap_id, p.get('signer_identity') or _signing.IDENTITY)
-        except _signing.SignatureError as exc:
-            raise SyncError(str(exc))
+        verify(p, run, data, sig, 'snapshot %s' % snap_id, check_mode)
     try:
         manifest = mf.load_manifest(data, snap_id, limits.get('max_object_size'), limits.get('max_snapshot_size'))
     except mf.ManifestError as exc:
@@ -192,7 +189,19 @@ def record_newest(store, manifest, revision=None):
             {'created': max(created, newest['created']), 'id': manifest['id'], 'revision': highest}).encode(), 0o600)
 
 
-def published_record(opener, base_url, p, run):
+def verify(p, run, data, sig, what, check_mode):
+    """Check a signature; in check mode on a host whose allowed_signers file the run would install first, warn."""
+    if check_mode and not os.path.exists(p['allowed_signers']):
+        p.setdefault('warnings', []).append('check mode: %s is not installed yet, so the signature of %s is not '
+                                            'checked (a real run checks it)' % (p['allowed_signers'], what))
+        return
+    try:
+        _signing.verify(run, p['allowed_signers'], data, sig, what, p.get('signer_identity') or _signing.IDENTITY)
+    except _signing.SignatureError as exc:
+        raise SyncError(str(exc))
+
+
+def published_record(opener, base_url, p, run, check_mode=False):
     """The builder's newest signed revision record ({revision, id, ...}), or None if it publishes none."""
     try:
         data = read_url(opener, base_url + '/refs/published', MAX_REF_BYTES, 'the published revision', p.get('deadline'))
@@ -209,11 +218,7 @@ def published_record(opener, base_url, p, run):
             sig = read_url(opener, url + '.sig', MAX_REF_BYTES * 4, 'signature of revision %d' % number, p.get('deadline'))
         except NotFoundError:
             sig = None
-        try:
-            _signing.verify(run, p['allowed_signers'], record, sig, 'revision record %d' % number,
-                            p.get('signer_identity') or _signing.IDENTITY)
-        except _signing.SignatureError as exc:
-            raise SyncError(str(exc))
+        verify(p, run, record, sig, 'revision record %d' % number, check_mode)
     try:
         return publish.parse_record(record, number, url)
     except (ValueError, mf.ManifestError) as exc:
@@ -251,7 +256,7 @@ def sync(p, opener, check_mode=False, now=None, run=None):
 def _sync(p, opener, check_mode, now, run):
     store = p['store']
     base_url = p['url'].rstrip('/')
-    record = published_record(opener, base_url, p, run) if p['snapshot'] == 'latest' else None
+    record = published_record(opener, base_url, p, run, check_mode) if p['snapshot'] == 'latest' else None
     snap_id = record['id'] if record else resolve_id(opener, base_url, p['snapshot'], store, p.get('deadline'))
     p = dict(p, revision=record['revision'] if record else None)
     previous = st.active_id(store)
@@ -270,6 +275,8 @@ def _sync(p, opener, check_mode, now, run):
         'fetch_seconds': 0.0, 'bytes_per_second': 0,
         'changed': previous != snap_id or not have_tree or bool(missing) or bool(manifest_bytes),
     }
+    if p.get('warnings'):
+        result['warnings'] = p['warnings']
     if check_mode:
         return result
     if missing:

@@ -78,11 +78,16 @@ def test_new_version_gives_new_snapshot_sharing_objects(tmp_path):
     assert r['changed'] and r['new_objects'] == 1 and r['new_bytes'] == 1
 
 
-def test_check_mode_changes_nothing(tmp_path):
-    r = bd.build(params(tmp_path, ['six']), FakePip({'six': ('1', 'a')}), check_mode=True, now='t')
-    assert r['changed'] and r['new_objects'] == 1
-    assert not os.path.exists(str(tmp_path / 'store' / 'refs'))
-    assert not os.path.exists(str(tmp_path / 'store' / 'objects'))
+def test_check_mode_runs_no_tool_and_changes_nothing(tmp_path):
+    pip = FakePip({'six': ('1', 'a')})
+    r = bd.build(params(tmp_path, ['six']), pip, check_mode=True, now='t')
+    assert r['changed'] and r['would_build'] and r['ecosystems'] == {'pip': {'requested': ['six']}}
+    assert pip.calls == [] and not os.path.exists(str(tmp_path / 'store')) and not os.path.exists(str(tmp_path / 'work'))
+    # Once built, check mode with the same inputs reports that snapshot, unchanged.
+    first = bd.build(dict(params(tmp_path, ['six']), max_age=86400), pip, now='2026-01-01T00:00:00+00:00')
+    calls = len(pip.calls)
+    again = bd.build(dict(params(tmp_path, ['six']), max_age=86400), pip, check_mode=True, now='2026-01-01T01:00:00+00:00')
+    assert again['id'] == first['id'] and not again['changed'] and len(pip.calls) == calls
 
 
 def test_all_missing_fails_with_the_reason(tmp_path):
