@@ -15,10 +15,11 @@ unit:
 sanity:
 	bash scripts/sanity.sh
 
-# ansible-lint's production profile (.ansible-lint) and the changelog fragments.
+# ansible-lint's production profile (.ansible-lint), the changelog fragments, and the alert rules (promtool).
 lint:
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.cache/collections ansible-lint
 	antsibull-changelog lint
+	cd extras/prometheus && promtool check rules pkgcache.rules.yml && promtool test rules pkgcache.rules.test.yml
 
 # Build the tarball, check its file list, install it and syntax-check every playbook against the example inventory.
 package:

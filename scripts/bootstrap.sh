@@ -17,6 +17,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# promtool (make lint checks and unit-tests the alert rules in extras/prometheus) comes with Debian's prometheus.
+if ! command -v promtool >/dev/null; then
+  log "apt-get install prometheus (for promtool)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 
 log "python packages"
 python3 -m pip install -q --disable-pip-version-check -r "$here/requirements-dev.txt"

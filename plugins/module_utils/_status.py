@@ -8,6 +8,7 @@ Private to the collection; the API may change without notice.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -16,8 +17,10 @@ import stat
 from . import _store as st
 from . import _views
 from . import _walk
+from ._busy import find_busy
 from ._fstab import block_entries
-from ._overlay import mounted_at, split_options
+from ._fstabfile import mountinfo_text, read_text
+from ._overlay import mounted_at, parse_mountinfo, split_options
 
 VERSION_KEYS = ('pip_version', 'python_version', 'npm_version', 'node_version', 'maven_version', 'java_version', 'uv_version')
 UPPER_RE = re.compile(r'^(?P<scratch>.*)/cacache_(?P<eco>[a-z0-9]+)/upper$')
@@ -78,6 +81,23 @@ def users_from_fstab(fstab_text):
         users.append({'user': os.path.basename(m.group('scratch')), 'ecosystem': m.group('eco'), 'target': fields[1],
                       'lowerdir': opts.get('lowerdir'), 'upperdir': opts['upperdir']})
     return users
+
+
+def _epoch(iso):
+    try:
+        return int(datetime.datetime.fromisoformat(iso).timestamp())
+    except (TypeError, ValueError):
+        return None
+
+
+def _revision(store, active):
+    """The builder's revision of the active snapshot, as the host recorded it when it applied it (or None)."""
+    try:
+        with open(os.path.join(store, 'newest')) as f:
+            newest = json.load(f)
+        return newest.get('revision') if newest.get('id') == active else None
+    except (IOError, ValueError, AttributeError):
+        return None
 
 
 def _resolved_name(item):
@@ -144,6 +164,7 @@ def collect(store, fstab_text, mountinfo, busy, now, scratch_root=None):
                 versions[eco] = dict((k, meta[k]) for k in VERSION_KEYS if k in meta)
                 cover[eco] = coverage(meta)
             snap.update({'created': manifest.get('created'), 'ecosystems': manifest.get('ecosystems', []),
+                         'created_epoch': _epoch(manifest.get('created')), 'revision': _revision(store, active),
                          'files': len(files), 'bytes': sum(e['size'] for e in files), 'versions': versions,
                          'coverage': cover})
         except (IOError, ValueError):
@@ -195,6 +216,12 @@ def prometheus(status, host, include_user_names=False):
         metric('pkgcache_snapshot_info', 'The active snapshot (value 1), per ecosystem, with the versions it was built with.',
                'gauge', [(dict(dict(snapshot_id=snap['id'], ecosystem=eco), **snap.get('versions', {}).get(eco, {})), 1)
                          for eco in snap.get('ecosystems', [])] or [({'snapshot_id': snap['id'], 'ecosystem': ''}, 1)])
+        if snap.get('created_epoch'):
+            metric('pkgcache_snapshot_created_timestamp_seconds', 'When the active snapshot was built (Unix time).',
+                   'gauge', [({'snapshot_id': snap['id']}, snap['created_epoch'])])
+        if snap.get('revision'):
+            metric('pkgcache_snapshot_revision', 'The builder\'s revision of the active snapshot.', 'gauge',
+                   [({'snapshot_id': snap['id']}, snap['revision'])])
         metric('pkgcache_snapshot_files', 'Files in the active snapshot.', 'gauge',
                [({'snapshot_id': snap['id']}, snap.get('files', 0))])
         metric('pkgcache_snapshot_bytes', 'Bytes of the files in the active snapshot.', 'gauge',
@@ -230,3 +257,18 @@ def prometheus(status, host, include_user_names=False):
         metric('pkgcache_last_sync_timestamp_seconds', 'When the last sync ended (Unix time).', 'gauge',
                [({}, last.get('epoch', 0))])
     return '\n'.join(out) + '\n'
+
+
+def gather(store, fstab_path, scratch_root, now):
+    """collect() on this host: its fstab, mountinfo and busy mounts (what snapshot_status and the timer both run)."""
+    fstab_text = read_text(fstab_path)
+    targets = [u['target'] for u in users_from_fstab(fstab_text)]
+    return collect(store, fstab_text, parse_mountinfo(mountinfo_text()), find_busy(targets), now, scratch_root)
+
+
+def write_metrics(status, textfile_dir, host, include_user_names=False):
+    """Write ``<textfile_dir>/pkgcache.prom`` atomically (node_exporter reads it); return its path."""
+    path = os.path.join(textfile_dir, 'pkgcache.prom')
+    os.makedirs(textfile_dir, mode=0o755, exist_ok=True)
+    st.write_bytes_atomic(path, prometheus(status, host, include_user_names).encode('utf-8'), 0o644)
+    return path

@@ -256,8 +256,17 @@ def sync(p, opener, check_mode=False, now=None, run=None):
 def _sync(p, opener, check_mode, now, run):
     store = p['store']
     base_url = p['url'].rstrip('/')
-    record = published_record(opener, base_url, p, run, check_mode) if p['snapshot'] == 'latest' else None
-    snap_id = record['id'] if record else resolve_id(opener, base_url, p['snapshot'], store, p.get('deadline'))
+    try:
+        record = published_record(opener, base_url, p, run, check_mode) if p['snapshot'] == 'latest' else None
+        snap_id = record['id'] if record else resolve_id(opener, base_url, p['snapshot'], store, p.get('deadline'))
+    except SyncError as exc:
+        if not check_mode:
+            raise
+        # A dry run against a builder that the same run would set up first (a new fleet): say so, change nothing.
+        return {'id': '', 'path': '', 'previous': st.active_id(store), 'changed': True, 'revision': None,
+                'missing_objects': 0, 'missing_bytes': 0, 'reused_objects': 0, 'fetched_objects': 0, 'fetched_bytes': 0,
+                'fetch_seconds': 0.0, 'bytes_per_second': 0, 'files': 0, 'bytes': 0, 'ecosystems': [], 'created': None,
+                'warnings': ['check mode: %s; a real run fails here unless the store is served by then' % exc]}
     p = dict(p, revision=record['revision'] if record else None)
     previous = st.active_id(store)
     limits = {'max_manifest_size': p['max_manifest_size'], 'max_object_size': p.get('max_object_size'),

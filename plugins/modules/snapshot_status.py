@@ -149,16 +149,11 @@ metrics_file:
 """
 
 import datetime
-import os
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _status
-from ansible_collections.pkgcache.overlay.plugins.module_utils._busy import find_busy
-from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import mountinfo_text, read_text
-from ansible_collections.pkgcache.overlay.plugins.module_utils._overlay import parse_mountinfo
-from ansible_collections.pkgcache.overlay.plugins.module_utils._store import write_bytes_atomic
 
 
 def main():
@@ -175,11 +170,8 @@ def main():
     )
     p = module.params
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    fstab_text = read_text(p['fstab'])
-    targets = [u['target'] for u in _status.users_from_fstab(fstab_text)]
     try:
-        status = _status.collect(p['store'], fstab_text, parse_mountinfo(mountinfo_text()), find_busy(targets), now,
-                                 p['scratch_root'])
+        status = _status.gather(p['store'], p['fstab'], p['scratch_root'], now)
     except OSError as exc:
         module.fail_json(msg=str(exc))
     counts = dict((s, sum(1 for u in status['users'] if u['state'] == s)) for s in ('mounted', 'older', 'busy', 'missing'))
@@ -187,14 +179,10 @@ def main():
     result = dict(status, counts=counts, changed=False,
                   largest_users=[{'user': u['user'], 'ecosystem': u['ecosystem'], 'upper_bytes': u['upper_bytes']} for u in largest])
     if p['textfile_dir'] and not module.check_mode:
-        text = _status.prometheus(status, socket.getfqdn(), p['include_user_names'])
-        path = os.path.join(p['textfile_dir'], 'pkgcache.prom')
         try:
-            os.makedirs(p['textfile_dir'], mode=0o755, exist_ok=True)
-            write_bytes_atomic(path, text.encode('utf-8'), 0o644)
+            result['metrics_file'] = _status.write_metrics(status, p['textfile_dir'], socket.getfqdn(), p['include_user_names'])
         except OSError as exc:
-            module.fail_json(msg='cannot write %s: %s' % (path, exc))
-        result['metrics_file'] = path
+            module.fail_json(msg='cannot write %s/pkgcache.prom: %s' % (p['textfile_dir'], exc))
     module.exit_json(**result)
 
 

@@ -46,3 +46,16 @@ def test_status_table_and_metrics_match_the_host(manifest):
         assert m['pkgcache_snapshot_packages_listed{ecosystem="pip",%s}' % h] == listed
         assert m['pkgcache_snapshot_packages_hit{ecosystem="pip",%s}' % h] == listed - 1
         assert not any('alice' in k for k in m)  # user names only on opt-in
+
+
+def test_the_timer_refreshes_the_metrics_file_without_ansible():
+    for host in REPL_HOSTS:
+        r = as_root(host)
+        timer = r.service('pkgcache-status.timer')
+        assert timer.is_enabled and timer.is_running
+        r.check_output('rm -f /var/lib/node_exporter/pkgcache.prom && systemctl start pkgcache-status.service')
+        m = metrics(r.check_output('cat /var/lib/node_exporter/pkgcache.prom'))
+        active = r.check_output('readlink /var/lib/pkgcache/current').split('/')[-1]
+        assert [k for k in m if k.startswith('pkgcache_snapshot_revision{') and active in k]
+        assert [k for k in m if k.startswith('pkgcache_snapshot_created_timestamp_seconds{')]
+        assert m['pkgcache_orphaned_scratch_dirs{host="%s"}' % r.check_output('python3 -c "import socket; print(socket.getfqdn())"')] == 0
