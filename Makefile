@@ -1,13 +1,19 @@
 # pkgcache.overlay: the two commands the README documents are `make demo`
 # and `make test`. Both install what they need (scripts/bootstrap.sh).
 SCENARIOS ?= default refresh ecosystems shards attacks
+# The Python tools live in a venv (scripts/venv.sh): Debian 12's system pip refuses installs.
+export PATH := $(CURDIR)/.cache/venv/bin:$(PATH)
 
-.PHONY: test demo demo-clean bootstrap unit lint sanity package molecule bench
+.PHONY: test demo demo-clean bootstrap venv-check unit lint sanity package molecule bench
 
-test: bootstrap unit lint sanity package molecule
+test: bootstrap venv-check unit lint sanity package molecule
 
 bootstrap:
 	bash scripts/bootstrap.sh
+
+# scripts/venv.sh on a stock Debian 12 (the bookworm test image, Debian's own Python and pip).
+venv-check:
+	bash scripts/venv-check.sh
 
 unit:
 	python3 -m pytest -p no:cacheprovider tests/unit

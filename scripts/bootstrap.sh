@@ -24,8 +24,9 @@ if ! command -v promtool >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
-log "python packages"
-python3 -m pip install -q --disable-pip-version-check -r "$here/requirements-dev.txt"
+log "python packages (into .cache/venv)"
+bash "$here/scripts/venv.sh"
+py="$here/.cache/venv/bin/python"
 
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd"
@@ -78,15 +79,15 @@ stamp=$(cat "$here/tests/fleet/index-packages.txt" "$here/tests/fleet/index-sdis
 if [ ! -f "$WHEELHOUSE/.complete-$stamp" ]; then
   log "filling the test wheelhouse"
   mkdir -p "$WHEELHOUSE"
-  python3 -m pip download -q --disable-pip-version-check --no-cache-dir -d "$WHEELHOUSE" \
+  "$py" -m pip download -q --disable-pip-version-check --no-cache-dir -d "$WHEELHOUSE" \
     -r "$here/tests/fleet/index-packages.txt"
-  python3 -m pip download -q --disable-pip-version-check --no-cache-dir --no-binary :all: --no-deps \
+  "$py" -m pip download -q --disable-pip-version-check --no-cache-dir --no-binary :all: --no-deps \
     -d "$WHEELHOUSE" -r "$here/tests/fleet/index-sdists.txt"
-  python3 -m pip download -q --disable-pip-version-check --no-cache-dir -d "$WHEELHOUSE/../pypiserver" pypiserver
+  "$py" -m pip download -q --disable-pip-version-check --no-cache-dir -d "$WHEELHOUSE/../pypiserver" pypiserver
   touch "$WHEELHOUSE/.complete-$stamp"
 fi
 # The hit-rate test's own small wheels (deterministic; two releases of a shared dependency).
-python3 "$here/tests/fleet/make_wheels.py" "$WHEELHOUSE"
+"$py" "$here/tests/fleet/make_wheels.py" "$WHEELHOUSE"
 
 # Make this checkout the collection pkgcache.overlay for ansible (see ansible.cfg).
 mkdir -p "$here/.cache/collections/ansible_collections/pkgcache"
