@@ -173,6 +173,9 @@ def test_11_a_forced_rebuild_publishes_again_and_rolls_out_to_the_limit_only():
 
 def test_12_a_removed_user_is_reported_then_purged_root_side():
     three = [{'name': n} for n in ('alice', 'bob', 'carol')]
+    # dave is served again on both hosts (test 11's limited site.yml ran with the three default users on repl2).
+    rc, res = playbook('mount.yml', {'mount_repls': three + [{'name': 'dave'}]})
+    assert rc == 0
     for host in HOSTS:
         assert 'Downloading' in pip_install('dave', host, 'iniconfig')  # lands in dave's upper
         as_user('dave', host).check_output('ln -s /etc ~/.cache/pip/evil && ln -s / ~/.cache/pip/root')
