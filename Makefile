@@ -1,6 +1,6 @@
 # pkgcache.overlay: the two commands the README documents are `make demo`
 # and `make test`. Both install what they need (scripts/bootstrap.sh).
-SCENARIOS ?= default refresh ecosystems shards attacks
+SCENARIOS ?= default default@trixie refresh ecosystems shards attacks
 # The Python tools live in a venv (scripts/venv.sh): Debian 12's system pip refuses installs.
 export PATH := $(CURDIR)/.cache/venv/bin:$(PATH)
 

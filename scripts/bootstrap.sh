@@ -35,16 +35,21 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not start, see /var/log/pkgcache-dockerd.log" >&2; exit 1; }
 fi
 
-if [ -n "${PKGCACHE_REBUILD_IMAGE:-}" ] || ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+# A systemd base image of a Debian release, made with debootstrap from the apt sources' mirror.
+build_image() {  # suite image
+  local suite=$1 image=$2
+  if [ -z "${PKGCACHE_REBUILD_IMAGE:-}" ] && docker image inspect "$image" >/dev/null 2>&1; then
+    return
+  fi
   mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
   [ -n "$mirror" ] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
   [ -n "$mirror" ] || { echo "no Debian mirror found in the apt sources" >&2; exit 1; }
   root=$(mktemp -d /var/tmp/pkgcache-rootfs.XXXXXX)
-  log "debootstrap bookworm (mirror from apt sources)"
+  log "debootstrap $suite (mirror from apt sources)"
   debootstrap --variant=minbase \
     --include=python3,python3-venv,python3-apt,systemd,systemd-sysv,dbus,util-linux,mount,procps,iproute2,nginx,openssh-client,ca-certificates,sudo,psmisc,lsof \
-    bookworm "$root" "$mirror" >/var/log/pkgcache-debootstrap.log 2>&1 \
-    || { tail -20 /var/log/pkgcache-debootstrap.log >&2; exit 1; }
+    "$suite" "$root" "$mirror" >"/var/log/pkgcache-debootstrap-$suite.log" 2>&1 \
+    || { tail -20 "/var/log/pkgcache-debootstrap-$suite.log" >&2; exit 1; }
   # A container has no use for these units, and they fail without a real machine.
   for u in systemd-remount-fs.service systemd-firstboot.service getty.target console-getty.service \
            systemd-logind.service; do
@@ -52,10 +57,13 @@ if [ -n "${PKGCACHE_REBUILD_IMAGE:-}" ] || ! docker image inspect "$IMAGE" >/dev
   done
   # nginx is started by the build role once its site is in place, not at boot.
   rm -f "$root/etc/systemd/system/multi-user.target.wants/nginx.service"
-  log "docker import $IMAGE"
-  tar -C "$root" -c . | docker import -c 'CMD ["/sbin/init"]' -c 'ENV container=docker' - "$IMAGE" >/dev/null
+  log "docker import $image"
+  tar -C "$root" -c . | docker import -c 'CMD ["/sbin/init"]' -c 'ENV container=docker' - "$image" >/dev/null
   rm -rf "$root"
-fi
+}
+build_image bookworm "$IMAGE"
+# Debian 13: the default scenario runs on it too (molecule/trixie).
+build_image trixie "${PKGCACHE_TRIXIE_IMAGE:-pkgcache-trixie-systemd:latest}"
 
 # The ecosystems scenario needs npm, Maven and a JRE on its hosts. Debian's
 # maven-dependency-plugin (and junit4, which it needs) stand in for Maven

@@ -12,6 +12,7 @@ goes through the ``opener(url)`` callable the module passes in; every download
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -250,7 +251,30 @@ def sync(p, opener, check_mode=False, now=None, run=None):
     """
     if not check_mode:
         st.cleanup_leftovers(p['store'])
-    return _sync(p, opener, check_mode, now, run)
+    mirrors = mirror_order(p.get('mirrors') or [p['url']], p.get('mirror_key') or '')
+    if len(mirrors) == 1:
+        return dict(_sync(dict(p, url=mirrors[0]), opener, check_mode, now, run), mirror=mirrors[0], failed_mirrors=[])
+    failed = []
+    for url in mirrors:
+        try:
+            result = _sync(dict(p, url=url), opener, check_mode, now, run)
+        except (SyncError, st.StoreError, mf.ManifestError) as exc:
+            # Unreachable, an HTTP error, a bad signature, an old revision, an object that fails its hash: the
+            # next mirror. Objects that did arrive were verified, so they stay for the next try.
+            failed.append({'url': url, 'error': str(exc)})
+            continue
+        return dict(result, mirror=url, failed_mirrors=failed)
+    raise SyncError('every mirror failed: %s' % '; '.join('%s: %s' % (f['url'], f['error']) for f in failed))
+
+
+def mirror_order(urls, key):
+    """The mirrors in a stable order of this host's own (``key``, its name): hosts spread over the mirrors, and each
+    keeps to its first one while it works."""
+    urls = [u.rstrip('/') for u in urls if u]
+    if not urls:
+        raise SyncError('no store URL given')
+    start = int(hashlib.sha256(key.encode('utf-8')).hexdigest()[:8], 16) % len(urls)
+    return urls[start:] + urls[:start]
 
 
 def _sync(p, opener, check_mode, now, run):

@@ -35,9 +35,25 @@ attributes:
     details: Shows the change of the fstab file.
 options:
   url:
-    description: Base URL of the snapshot store, for example V(http://builder:8370).
+    description:
+      - Base URL of the snapshot store, for example V(http://builder:8370).
+      - One of O(url) and O(mirrors) is required.
     type: str
-    required: true
+  mirrors:
+    description:
+      - Base URLs of copies of the store (the builder's, static mirrors, a CDN). The host tries them in an order of
+        its own (from O(mirror_key)), so that hosts spread over them, and moves on to the next one when a mirror
+        cannot be reached, answers with an HTTP error, or serves something that fails verification (signature,
+        revision, size or sha256). Objects that did arrive and verify are kept. RV(mirror) names the mirror used,
+        RV(failed_mirrors) the ones that failed and why.
+      - A store is plain immutable files; copy it to a mirror objects first, then C(snapshots/), then C(refs/).
+    type: list
+    elements: str
+    version_added: 0.4.0
+  mirror_key:
+    description: What orders the mirrors for this host; by default its fully qualified name.
+    type: str
+    version_added: 0.4.0
   snapshot:
     description:
       - The snapshot id to activate, V(latest) for the one C(refs/latest) names, or V(previous) for the one that
@@ -156,6 +172,15 @@ fetched_objects:
   description: Objects downloaded by this run.
   returned: success
   type: int
+mirror:
+  description: The store URL the snapshot came from.
+  returned: success
+  type: str
+failed_mirrors:
+  description: The mirrors tried before RV(mirror), each with C(url) and C(error).
+  returned: success
+  type: list
+  elements: dict
 fetched_bytes:
   description: Bytes downloaded by this run, manifest included.
   returned: success
@@ -189,6 +214,7 @@ backup_file:
 import datetime
 import json
 import os
+import socket
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -247,7 +273,9 @@ def record_last_sync(module, store, outcome):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            url=dict(type='str', required=True),
+            url=dict(type='str'),
+            mirrors=dict(type='list', elements='str'),
+            mirror_key=dict(type='str', no_log=False),
             snapshot=dict(type='str', default='latest'),
             store=dict(type='path', default='/var/lib/pkgcache'),
             mount_point=dict(type='path', default='/mnt/cacache'),
@@ -265,9 +293,11 @@ def main():
             allow_downgrade=dict(type='bool', default=False),
             deadline=dict(type='int', default=900),
         ),
+        required_one_of=[('url', 'mirrors')],
         supports_check_mode=True,
     )
     p = dict(module.params)
+    p['mirror_key'] = p['mirror_key'] or socket.getfqdn()
     if p['deadline'] < 1:
         module.fail_json(msg='deadline must be 1 or more, got %d' % p['deadline'])
     p['max_object_size'] = p['max_object_size'] or None

@@ -12,6 +12,7 @@ from conftest import BUILDER, REPL_HOSTS, STORE_URL, as_root, as_user, run_modul
 
 sys.path.insert(0, os.path.join(os.environ['MOLECULE_PROJECT_DIRECTORY'], '.cache', 'collections'))
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _manifest as mf  # noqa: E402
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync  # noqa: E402
 
 HOST = REPL_HOSTS[1]
 BAD_PORT = 8379
@@ -217,3 +218,20 @@ def test_disk_full_during_sync_is_reported_and_cleaned_up():
         assert not r.file('/var/lib/pkgcache-small/current').exists
     finally:
         r.run('umount /var/lib/pkgcache-small')
+
+
+def test_a_dead_mirror_and_one_serving_a_corrupt_object_are_skipped_for_the_good_one(fake_store):
+    """Mirrors: a closed port, a copy whose newer snapshot has a corrupted object, then the builder's store."""
+    digest, snap = fake_store(served=b'evil content!!!!\n')
+    dead = 'http://127.0.0.1:9'
+    mirrors = [dead, BAD_URL, STORE_URL]
+    name = [k for k in ('host-%d' % n for n in range(200)) if _sync.mirror_order(mirrors, k) == mirrors][0]
+    before = state(HOST)
+    rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync',
+                         {'mirrors': mirrors, 'mirror_key': name, 'allowed_signers': SIGNERS})
+    assert rc == 0, res
+    assert res['mirror'] == STORE_URL and [f['url'] for f in res['failed_mirrors']] == [dead, BAD_URL]
+    assert 'Connection refused' in res['failed_mirrors'][0]['error']
+    assert 'does not match its hash' in res['failed_mirrors'][1]['error']
+    assert state(HOST) == before  # still the snapshot it had, served by the good mirror
+    assert not as_root(HOST).file('/var/lib/pkgcache/snapshots/%s.json' % snap).exists
