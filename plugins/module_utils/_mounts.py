@@ -119,7 +119,9 @@ def _execute(module, run, paired):
             if outcome != 'gone':
                 removed[target] = outcome
     if p.get('purge_removed') and p['state'] == 'mounted':
-        fresh = ov.parse_mountinfo(mountinfo_text()) if not module.check_mode else run.info
+        # Check mode unmounted nothing: leave out what a real run unmounts first.
+        fresh = ov.parse_mountinfo(mountinfo_text()) if not module.check_mode else \
+            [mi for mi in run.info if mi['mount_point'] not in removed]
         for user in run.removed_users():
             run.purge(user, fresh)
     gids = {}

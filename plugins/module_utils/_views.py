@@ -443,9 +443,9 @@ class Converge(object):
         views = os.path.join(self.p['views_root'], user)
         for mi in info:
             opts = mi.get('super_options') or {}
-            used = [mi['target']] + [opts.get(k) or '' for k in ('upperdir', 'workdir', 'lowerdir')]
+            used = [mi['mount_point']] + [opts.get(k) or '' for k in ('upperdir', 'workdir', 'lowerdir')]
             if any(u == d or u.startswith(d + '/') for u in used for d in (scratch, views)):
-                self.purged[user] = 'kept: %s is still mounted' % mi['target']
+                self.purged[user] = 'kept: %s is still mounted' % mi['mount_point']
                 return
         if self.check_mode:
             self.purged[user] = 'purged'

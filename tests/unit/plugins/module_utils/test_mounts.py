@@ -344,9 +344,16 @@ def test_purge_keeps_a_user_whose_view_is_still_mounted(tmp_path):
     m, victim = removed_layout(tmp_path)
     run = converge(tmp_path, [m], state='mounted')
     run.p.update({'scratch_root': str(tmp_path / 'scratch'), 'views_root': str(tmp_path / 'views')})
-    info = [{'target': str(tmp_path / 'views' / 'dave' / 'pip'), 'super_options': {}}]
+    view = str(tmp_path / 'views' / 'dave' / 'pip')
+    info = ov.parse_mountinfo('90 30 0:70 / %s rw,nosuid,nodev - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w\n' % view)
     run.purge('dave', info)
-    assert run.purged['dave'].startswith('kept: %s is still mounted' % info[0]['target'])
+    assert run.purged['dave'] == 'kept: %s is still mounted' % view
+    # A mount elsewhere that uses one of his layers keeps him too.
+    layers = str(tmp_path / 'scratch' / 'dave' / 'cacache_pip')
+    info = ov.parse_mountinfo('91 30 0:71 / /elsewhere rw - overlay overlay rw,lowerdir=/l,upperdir=%s/upper,workdir=%s/work\n'
+                              % (layers, layers))
+    run.purge('dave', info)
+    assert run.purged['dave'] == 'kept: /elsewhere is still mounted'
     assert (tmp_path / 'scratch' / 'dave' / 'cacache_pip' / 'upper' / 'wheels' / 'big.whl').exists()
 
 
