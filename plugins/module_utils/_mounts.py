@@ -12,6 +12,7 @@ user's files goes through _safefs (O_NOFOLLOW fds and *at() calls).
 from __future__ import annotations
 
 import os
+import time
 
 from . import _overlay as ov
 from . import _safefs as sf
@@ -122,8 +123,9 @@ def _execute(module, run, paired):
         # Check mode unmounted nothing: leave out what a real run unmounts first.
         fresh = ov.parse_mountinfo(mountinfo_text()) if not module.check_mode else \
             [mi for mi in run.info if mi['mount_point'] not in removed]
+        deadline = time.monotonic() + _views.PURGE_SECONDS
         for user in run.removed_users():
-            run.purge(user, fresh)
+            run.purge(user, fresh, deadline)
     gids = {}
     for m in run.mounts:
         gids.setdefault(m['gid'], set()).add(m['user'])

@@ -20,6 +20,7 @@ import ctypes.util
 import errno
 import os
 import stat
+import time
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -187,54 +188,64 @@ def umount(mount_point, expected_id, lazy=False):
     return 'unmounted'
 
 
-def remove_tree(parent_fd, name, max_entries=1000000, max_depth=4096, one_filesystem=False):
+def remove_tree(parent_fd, name, max_entries=1000000, max_depth=4096, one_filesystem=False, deadline=None, counter=None):
     """Remove ``name`` in ``parent_fd`` and everything below it, never following a symlink; return entries removed.
 
-    An explicit stack, so depth costs no recursion (one fd per level); stops
-    with an error after ``max_entries`` entries or below ``max_depth`` levels.
-    With ``one_filesystem``, a directory on another device (a mount point)
-    stops it with an error before anything in it is removed.
+    An explicit stack with one directory iterator per level, so depth costs no
+    recursion and a wide directory is read once (one fd and one iterator per
+    level); stops with an error after ``max_entries`` entries, below
+    ``max_depth`` levels, or past ``deadline`` (time.monotonic()). With
+    ``one_filesystem``, a directory on another device (a mount point) stops it
+    with an error before anything in it is removed. ``counter`` (a one-item
+    list) counts what went, also when it stops.
     """
+    counter = counter if counter is not None else [0]
     st = entry(parent_fd, name)
     if st is None:
         return 0
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=parent_fd)
+        counter[0] += 1
         return 1
     dev = st.st_dev if one_filesystem else None
-    removed = 0
-    stack = [(parent_fd, name, None)]
+    start = counter[0]
+    stack = []  # (parent fd, name, fd, iterator)
+
+    def push(pfd, dname):
+        if len(stack) >= max_depth:
+            raise OSError(errno.ELOOP, 'deeper than %d levels; stopped' % max_depth)
+        fd = os.open(dname, DIR_FLAGS, dir_fd=pfd)
+        stack.append((pfd, dname, fd, None))
+        if dev is not None and os.fstat(fd).st_dev != dev:
+            raise OSError(errno.EXDEV, '%s is on another filesystem (a mount point); stopped' % dname)
+        stack[-1] = (pfd, dname, fd, os.scandir(fd))
+
     try:
+        push(parent_fd, name)
         while stack:
-            pfd, dname, fd = stack[-1]
-            if fd is None:
-                fd = os.open(dname, DIR_FLAGS, dir_fd=pfd)
-                stack[-1] = (pfd, dname, fd)
-                if dev is not None and os.fstat(fd).st_dev != dev:
-                    raise OSError(errno.EXDEV, '%s is on another filesystem (a mount point); stopped' % dname)
-            pushed = False
-            for ent in os.scandir(fd):
-                if ent.is_dir(follow_symlinks=False):
-                    if len(stack) >= max_depth:
-                        raise OSError(errno.ELOOP, 'deeper than %d levels; stopped' % max_depth)
-                    stack.append((fd, ent.name, None))
-                    pushed = True
-                    break
-                os.unlink(ent.name, dir_fd=fd)
-                removed += 1
-                if removed > max_entries:
-                    raise OSError(errno.EFBIG, 'more than %d entries; stopped' % max_entries)
-            if pushed:
-                continue
-            os.close(fd)
-            stack.pop()
-            os.rmdir(dname, dir_fd=pfd)
-            removed += 1
-    finally:
-        for pfd, dname, fd in stack:
-            if fd is not None:
+            pfd, dname, fd, it = stack[-1]
+            if deadline is not None and time.monotonic() > deadline:
+                raise OSError(errno.ETIME, 'out of time after %d entries; stopped' % (counter[0] - start))
+            ent = next(it, None)
+            if ent is None:
+                it.close()
                 os.close(fd)
-    return removed
+                stack.pop()
+                os.rmdir(dname, dir_fd=pfd)
+            elif ent.is_dir(follow_symlinks=False):
+                push(fd, ent.name)
+                continue
+            else:
+                os.unlink(ent.name, dir_fd=fd)
+            counter[0] += 1
+            if counter[0] - start > max_entries:
+                raise OSError(errno.EFBIG, 'more than %d entries; stopped' % max_entries)
+    finally:
+        for pfd, dname, fd, it in stack:
+            if it is not None:
+                it.close()
+            os.close(fd)
+    return counter[0] - start
 
 
 def layers_in_use(upperdir, workdir, probe_dir):

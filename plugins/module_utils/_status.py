@@ -138,7 +138,10 @@ def orphaned_scratch(scratch_root, served):
     try:
         names = sorted(os.listdir(rfd))
         for name in names:
-            s = os.stat(name, dir_fd=rfd, follow_symlinks=False)
+            try:
+                s = os.stat(name, dir_fd=rfd, follow_symlinks=False)
+            except OSError:  # purged meanwhile
+                continue
             if name in served or name.startswith('.') or not stat.S_ISDIR(s.st_mode) or s.st_uid != 0:
                 continue
             if _views.is_our_scratch(rfd, name, s):

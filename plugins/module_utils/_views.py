@@ -42,6 +42,8 @@ MERGE_MAX_ENTRIES = 1000000
 MERGE_MAX_DEPTH = 256
 MERGE_SECONDS = 120          # for all merges of one run
 MAX_LIVE_GENERATIONS = 2     # detached generations a user may keep alive per ecosystem
+PURGE_MAX_DEPTH = 256        # a removed user's tree deeper than this is kept and reported (one fd per level)
+PURGE_SECONDS = 120          # for all purges of one run
 
 
 def _stamp(now):
@@ -416,29 +418,49 @@ class Converge(object):
         return False
 
     # -- purge: the data of users this run no longer serves --------------
+    def _candidates(self, root, ours):
+        """Names in ``root`` (root's chain) of root-owned dirs that pass ``ours``."""
+        try:
+            rfd = sf.open_dir(root, 'root of the views or scratch dirs')
+        except (OSError, sf.UnsafePathError):
+            return set()
+        try:
+            found = set()
+            for name in os.listdir(rfd):
+                st = sf.entry(rfd, name)
+                if (not name.startswith('.') and st is not None and stat.S_ISDIR(st.st_mode) and st.st_uid == 0
+                        and ours(rfd, name, st)):
+                    found.add(name)
+            return found
+        finally:
+            os.close(rfd)
+
+    def _planned_paths(self):
+        return [p for m in self.mounts for p in (m['scratch'], m['home'], m['target'], os.path.dirname(m['target']))
+                if p]
+
     def removed_users(self):
-        """Users with a view dir or a scratch dir of ours (root, 0700, with cacache_* in it) that this run does not serve."""
+        """Users with a view dir or a scratch dir of ours (root, 0700, with cacache_* in it) that this run does not serve.
+
+        A dir that is, holds or lies inside a served user's scratch dir, home or view is never one (a user may have
+        a scratch dir of another name).
+        """
         planned = set(m['user'] for m in self.mounts)
+        paths = self._planned_paths()
         found = set()
-        for root, ours in ((self.p['views_root'], lambda fd, name, st: True),
-                           (self.p['scratch_root'], is_our_scratch)):
-            try:
-                rfd = sf.open_dir(root, 'root of the views or scratch dirs')
-            except (OSError, sf.UnsafePathError):
-                continue
-            try:
-                for name in os.listdir(rfd):
-                    st = sf.entry(rfd, name)
-                    if (name not in planned and not name.startswith('.') and st is not None and stat.S_ISDIR(st.st_mode)
-                            and st.st_uid == 0 and ours(rfd, name, st)):
-                        found.add(name)
-            finally:
-                os.close(rfd)
+        for root, ours in ((self.p['views_root'], lambda fd, name, st: True), (self.p['scratch_root'], is_our_scratch)):
+            for name in self._candidates(root, ours) - planned:
+                path = os.path.join(root, name)
+                if not any(path == q or q.startswith(path + '/') or path.startswith(q + '/') for q in paths):
+                    found.add(name)
         return sorted(found)
 
-    def purge(self, user, info):
+    def purge(self, user, info, deadline=None):
         """Remove a removed user's scratch and view dirs, root-side: by fds from root's roots, no symlink followed,
-        never into a mount, and only when no overlay anywhere still uses one of the user's layers."""
+        never into a mount, and only when no overlay anywhere still uses one of the user's layers.
+
+        Each root's dir goes only if that root's own test passes (ours, root's). Failures are the user's alone.
+        """
         scratch = os.path.join(self.p['scratch_root'], user)
         views = os.path.join(self.p['views_root'], user)
         for mi in info:
@@ -447,24 +469,27 @@ class Converge(object):
             if any(u == d or u.startswith(d + '/') for u in used for d in (scratch, views)):
                 self.purged[user] = 'kept: %s is still mounted' % mi['mount_point']
                 return
+        roots = ((self.p['scratch_root'], is_our_scratch), (self.p['views_root'], lambda fd, name, st: True))
+        targets = [(root, user) for root, ours in roots if user in self._candidates(root, ours)]
         if self.check_mode:
             self.purged[user] = 'purged'
             return
-        for upper, work in _layer_pairs(scratch):
-            live = probe_layers(self.p['state_dir'], upper, work)
-            if live is not False:
-                self.purged[user] = 'kept: an overlay %s still uses %s' % ('may' if live is None else '', upper)
-                return
-        removed = 0
+        removed = [0]
         try:
-            for root in (self.p['scratch_root'], self.p['views_root']):
+            for upper, work in _layer_pairs(scratch) if (self.p['scratch_root'], user) in targets else []:
+                live = probe_layers(self.p['state_dir'], upper, work)
+                if live is not False:
+                    self.purged[user] = 'kept: an overlay %s %s' % ('may still use' if live is None else 'still uses', upper)
+                    return
+            for root, name in targets:
                 rfd = sf.open_dir(root, 'root of the views or scratch dirs')
                 try:
-                    removed += sf.remove_tree(rfd, user, one_filesystem=True)
+                    sf.remove_tree(rfd, name, max_depth=PURGE_MAX_DEPTH, one_filesystem=True, deadline=deadline,
+                                   counter=removed)
                 finally:
                     os.close(rfd)
         except (OSError, sf.UnsafePathError) as exc:
-            self.purged[user] = 'failed after %d entries: %s' % (removed, exc)
+            self.purged[user] = 'failed after %d entries: %s' % (removed[0], exc)
             return
         for gen, (path, rec) in load_records(self.p['state_dir']).items():
             if gen.startswith(scratch + '/'):
@@ -490,16 +515,47 @@ def is_our_scratch(rfd, name, st):
         os.close(fd)
 
 
-def _layer_pairs(scratch):
-    """(upper, work) of every generation under a user's scratch dir: cacache_*/ and its detached-*/stuck-* dirs."""
+def _root_dirs(fd, prefixes):
+    """Names in ``fd`` that start with one of ``prefixes`` and are real directories of root's (lstat, no symlink)."""
     out = []
-    for layers in sorted(os.listdir(scratch)) if os.path.isdir(scratch) else []:
-        base = os.path.join(scratch, layers)
-        if not layers.startswith('cacache_') or not os.path.isdir(base):
-            continue
-        for gen in [base] + [os.path.join(base, n) for n in sorted(os.listdir(base)) if n.startswith(('detached-', 'stuck-'))]:
-            if os.path.isdir(os.path.join(gen, 'upper')) and os.path.isdir(os.path.join(gen, 'work')):
-                out.append((os.path.join(gen, 'upper'), os.path.join(gen, 'work')))
+    for name in sorted(os.listdir(fd)):
+        st = sf.entry(fd, name)
+        if name.startswith(prefixes) and st is not None and stat.S_ISDIR(st.st_mode) and st.st_uid == 0:
+            out.append(name)
+    return out
+
+
+def _layer_pairs(scratch):
+    """(upper, work) of every generation under a user's scratch dir: cacache_*/ and its detached-*/stuck-* dirs.
+
+    Read through fds: every dir on the way is a real directory of root's (a user's planted symlink, in a scratch dir
+    migrated from the earlier layout, is not followed), ``work`` is root's and ``upper`` a real directory, so the
+    paths handed to the probe name only what root made.
+    """
+    out = []
+    try:
+        sfd = sf.open_dir(scratch, 'scratch dir')
+    except FileNotFoundError:
+        return out
+    try:
+        for layers in _root_dirs(sfd, ('cacache_',)):
+            lfd = os.open(layers, sf.DIR_FLAGS, dir_fd=sfd)
+            try:
+                gens = [(lfd, None)]
+                for gen in _root_dirs(lfd, ('detached-', 'stuck-')):
+                    gens.append((os.open(gen, sf.DIR_FLAGS, dir_fd=lfd), gen))
+                for gfd, gen in gens:
+                    upper, work = sf.entry(gfd, 'upper'), sf.entry(gfd, 'work')
+                    if upper is not None and stat.S_ISDIR(upper.st_mode) and work is not None \
+                            and stat.S_ISDIR(work.st_mode) and work.st_uid == 0:
+                        base = os.path.join(scratch, layers, *([gen] if gen else []))
+                        out.append((os.path.join(base, 'upper'), os.path.join(base, 'work')))
+                    if gen:
+                        os.close(gfd)
+            finally:
+                os.close(lfd)
+    finally:
+        os.close(sfd)
     return out
 
 

@@ -373,3 +373,58 @@ def test_remove_tree_stops_at_a_mount_point(tmp_path):
         assert (top / 'mnt' / 'precious').read_text() == 'p'
     finally:
         subprocess.run(['umount', str(top / 'mnt')], check=True)
+
+
+def test_purge_never_probes_or_follows_what_a_user_planted_in_a_migrated_scratch_dir(tmp_path):
+    """The earlier layout let users own their scratch dir: planted cacache_* symlinks must not reach the probe."""
+    m, victim = removed_layout(tmp_path)
+    (victim / 'work').mkdir()
+    (victim / 'work' / 'work').mkdir()
+    (victim / 'work' / 'work' / 'keep').write_text('x')
+    os.symlink(str(victim), str(tmp_path / 'scratch' / 'dave' / 'cacache_zzz'))
+    assert [p[0] for p in _views._layer_pairs(str(tmp_path / 'scratch' / 'dave'))] == [
+        str(tmp_path / 'scratch' / 'dave' / 'cacache_pip' / 'upper')]
+    run = converge(tmp_path, [m], state='mounted')
+    run.p.update({'scratch_root': str(tmp_path / 'scratch'), 'views_root': str(tmp_path / 'views')})
+    run.purge('dave', [])
+    assert run.purged == {'dave': 'purged'}
+    assert sorted(os.listdir(str(victim))) == ['keep', 'work'] and (victim / 'work' / 'work' / 'keep').exists()
+
+
+def test_a_served_users_scratch_dir_of_another_name_is_never_taken_for_a_removed_user(tmp_path):
+    m = plan(tmp_path, scratch=str(tmp_path / 'scratch' / 'u1001'))[0]
+    run = converge(tmp_path, [m], state='mounted')
+    assert run.prepare_user([m]) == [m]
+    run.p.update({'scratch_root': str(tmp_path / 'scratch'), 'views_root': str(tmp_path / 'views')})
+    assert run.removed_users() == []
+
+
+def test_remove_tree_reads_a_wide_dir_once_and_keeps_to_its_deadline(tmp_path):
+    import time
+    top = tmp_path / 'wide'
+    top.mkdir()
+    for n in range(3000):
+        (top / ('d%d' % n)).mkdir()
+    fd = os.open(str(tmp_path), sf.DIR_FLAGS)
+    try:
+        counter = [0]
+        with pytest.raises(OSError, match='out of time'):
+            sf.remove_tree(fd, 'wide', deadline=time.monotonic() - 1, counter=counter)
+        assert counter[0] == 0 and top.exists()
+        assert sf.remove_tree(fd, 'wide') == 3001 and not top.exists()
+    finally:
+        os.close(fd)
+
+
+def test_a_name_found_under_the_views_root_removes_only_what_passes_each_roots_test(tmp_path):
+    m, victim = removed_layout(tmp_path)
+    (tmp_path / 'views' / 'eve').mkdir(mode=0o710)
+    (tmp_path / 'scratch' / 'eve').mkdir()
+    (tmp_path / 'scratch' / 'eve' / 'data').write_text('not ours')
+    os.chown(str(tmp_path / 'scratch' / 'eve'), 3, 3)
+    run = converge(tmp_path, [m], state='mounted')
+    run.p.update({'scratch_root': str(tmp_path / 'scratch'), 'views_root': str(tmp_path / 'views')})
+    assert run.removed_users() == ['dave', 'eve']
+    run.purge('eve', [])
+    assert run.purged['eve'] == 'purged' and not (tmp_path / 'views' / 'eve').exists()
+    assert (tmp_path / 'scratch' / 'eve' / 'data').read_text() == 'not ours'
