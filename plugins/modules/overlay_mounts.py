@@ -32,10 +32,13 @@ description:
     rendered on the controller with the planned mounts in C(pkgcache_mounts).
 author:
   - pkgcache.overlay contributors (@pkgcache)
+requirements:
+  - Linux with OverlayFS, run as root
+  - C(mount) and C(umount) (util-linux)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - ansible.builtin.action_common_attributes.flow
 attributes:
   check_mode:
@@ -149,6 +152,7 @@ options:
         and files that differ are kept; symlinks are never followed. Not done on a lazy switch.
     type: bool
     default: false
+    version_added: 0.2.0
   purge_removed:
     description:
       - Remove the data of users this run no longer serves (not in O(repls)) after their views are unmounted, the

@@ -27,10 +27,12 @@ description:
     cap is named in RV(upper_scans), and the other users are counted all the same.
 author:
   - pkgcache.overlay contributors (@pkgcache)
+requirements:
+  - Python 3.8 or later on the target (no other tool)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.attributes
+  - ansible.builtin.action_common_attributes.actiongroups
 attributes:
   check_mode:
     support: full

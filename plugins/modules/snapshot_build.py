@@ -35,10 +35,14 @@ description:
     against the revisions they applied, unless a rollback holds the store (see O(force)).
 author:
   - pkgcache.overlay contributors (@pkgcache)
+requirements:
+  - Python 3 with the venv module on the builder (pip builds; Debian package C(python3-venv))
+  - C(npm) for O(ecosystems=npm), C(mvn) and a JRE for O(ecosystems=maven), C(uv) for O(ecosystems=uv)
+  - C(ssh-keygen) (OpenSSH 8.1 or later) when O(signing_key) is set
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.attributes
+  - ansible.builtin.action_common_attributes.actiongroups
 attributes:
   check_mode:
     support: full
@@ -55,6 +59,7 @@ options:
     choices: [pip, npm, maven, uv]
     default: [pip]
     aliases: [ecosystem]
+    version_added: 0.2.0
   packages:
     description: pip requirement specifiers, for example V(requests) or V(six==1.17.0).
     type: list
@@ -115,6 +120,7 @@ options:
       cafile:
         description: A CA bundle for the registry's TLS certificate.
         type: path
+    version_added: 0.2.0
   maven:
     description:
       - The Maven local repository. Maven records the id of the repository each file came from, and hides a cached
@@ -144,6 +150,7 @@ options:
         description: The maven-dependency-plugin to run, as C(groupId:artifactId:version).
         type: str
         default: org.apache.maven.plugins:maven-dependency-plugin:3.6.1
+    version_added: 0.2.0
   uv:
     description: The uv cache. Users must use the same index URL.
     type: dict
@@ -164,17 +171,20 @@ options:
         description: The Python that uv builds the throwaway venv with.
         type: str
         default: python3
+    version_added: 0.2.0
   provenance:
     description:
       - Where the package list came from (for example the result of M(pkgcache.overlay.package_popularity)),
         recorded in the manifest as C(provenance). It does not change the snapshot id or the build's idempotence.
     type: dict
+    version_added: 0.2.0
   signing_key:
     description:
       - An OpenSSH private key (with its C(.pub) beside it) that signs the manifest with C(ssh-keygen -Y sign) in
         the namespace C(pkgcache-snapshot). The signature is stored as C(snapshots/<id>.json.sig). A manifest that
         already carries a valid signature by this key is not signed again.
     type: path
+    version_added: 0.2.0
   lock_timeout:
     description: Seconds to wait for another run on this host to release the store lock (V(0) fails at once).
     type: int

@@ -20,10 +20,12 @@ description:
   - Works on a repl host's store (C(/var/lib/pkgcache)) and on a builder's store (C(/srv/pkgcache)) alike.
 author:
   - pkgcache.overlay contributors (@pkgcache)
+requirements:
+  - Linux, run as root
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.attributes
+  - ansible.builtin.action_common_attributes.actiongroups
 attributes:
   check_mode:
     support: full

@@ -22,10 +22,12 @@ description:
   - The same shard ids give the same build key, so a run over unchanged shards reports C(changed=false).
 author:
   - pkgcache.overlay contributors (@pkgcache)
+requirements:
+  - C(ssh-keygen) (OpenSSH 8.1 or later) when O(signing_key) is set
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.store_http
 attributes:
   check_mode:

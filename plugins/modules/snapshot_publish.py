@@ -20,10 +20,12 @@ description:
   - Always returns the revisions, newest first, with each snapshot's date, size and packages per ecosystem.
 author:
   - pkgcache.overlay contributors (@pkgcache)
+requirements:
+  - C(ssh-keygen) (OpenSSH 8.1 or later) when O(signing_key) is set
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.attributes
+  - ansible.builtin.action_common_attributes.actiongroups
 attributes:
   check_mode:
     support: full

@@ -21,10 +21,12 @@ description:
     C(pkgcache_uppers_truncated) counts the uppers whose size is a lower bound.
 author:
   - pkgcache.overlay contributors (@pkgcache)
+requirements:
+  - Linux
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.attributes
+  - ansible.builtin.action_common_attributes.actiongroups
 attributes:
   check_mode:
     support: full

@@ -21,10 +21,14 @@ description:
   - A run with the snapshot already active and mounted moves no bytes and reports C(changed=false).
 author:
   - pkgcache.overlay contributors (@pkgcache)
+requirements:
+  - Linux, run as root
+  - C(mount) and C(umount) (util-linux)
+  - C(ssh-keygen) (OpenSSH 8.1 or later) when O(allowed_signers) is set
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.store_http
 attributes:
   check_mode:
@@ -95,22 +99,26 @@ options:
         O(signer_identity); an unsigned, badly signed or foreign-signed snapshot is refused before any object is
         fetched. When unset, signatures are not checked and the module warns.
     type: path
+    version_added: 0.2.0
   signer_identity:
     description: The principal the signing key must be listed under in O(allowed_signers).
     type: str
     default: pkgcache
+    version_added: 0.2.0
   allow_downgrade:
     description:
       - Allow a snapshot built before the newest one this host has applied. Only an explicit rollback sets this;
         otherwise an older snapshot (a replayed C(refs/latest), say) is refused.
     type: bool
     default: false
+    version_added: 0.2.0
   lock_timeout:
     description:
       - Seconds to wait for another run on this host to release the store lock. V(0) fails at once, with an error
         that names the holder's pid.
     type: int
     default: 0
+    version_added: 0.2.0
 seealso:
   - module: pkgcache.overlay.snapshot_build
   - module: pkgcache.overlay.overlay_mounts

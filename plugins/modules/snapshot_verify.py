@@ -20,10 +20,12 @@ description:
   - Reads only, unless repairing, so it is safe to run from cron or a timer while users work.
 author:
   - pkgcache.overlay contributors (@pkgcache)
+requirements:
+  - Linux, run as root
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.store_http
 attributes:
   check_mode:
