@@ -83,7 +83,8 @@ if [ -n "${PKGCACHE_REBUILD_IMAGE:-}" ] || [ "$have" != "$langs_pkgs" ]; then
 fi
 
 # Real wheels (and one sdist-only package) for the local test index.
-stamp=$(cat "$here/tests/fleet/index-packages.txt" "$here/tests/fleet/index-sdists.txt" | sha256sum | cut -c1-16)
+# Wheels for Debian 12's Python (the host's) and Debian 13's (3.13, the default@trixie run) alike.
+stamp=$( (cat "$here/tests/fleet/index-packages.txt" "$here/tests/fleet/index-sdists.txt"; echo cp313) | sha256sum | cut -c1-16)
 if [ ! -f "$WHEELHOUSE/.complete-$stamp" ]; then
   log "filling the test wheelhouse"
   mkdir -p "$WHEELHOUSE"
@@ -92,6 +93,13 @@ if [ ! -f "$WHEELHOUSE/.complete-$stamp" ]; then
   "$py" -m pip download -q --disable-pip-version-check --no-cache-dir --no-binary :all: --no-deps \
     -d "$WHEELHOUSE" -r "$here/tests/fleet/index-sdists.txt"
   "$py" -m pip download -q --disable-pip-version-check --no-cache-dir -d "$WHEELHOUSE/../pypiserver" pypiserver
+  py313=(--only-binary :all: --python-version 3.13 --implementation cp --abi cp313 --abi abi3 --abi none
+         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform any)
+  "$py" -m pip download -q --disable-pip-version-check --no-cache-dir "${py313[@]}" -d "$WHEELHOUSE" \
+    -r "$here/tests/fleet/index-packages.txt"
+  # pip evaluates markers with its own Python: name what pypiserver needs on 3.13 (legacy-cgi) explicitly.
+  "$py" -m pip download -q --disable-pip-version-check --no-cache-dir "${py313[@]}" -d "$WHEELHOUSE/../pypiserver" \
+    pypiserver legacy-cgi
   touch "$WHEELHOUSE/.complete-$stamp"
 fi
 # The hit-rate test's own small wheels (deterministic; two releases of a shared dependency).

@@ -14,10 +14,16 @@ PIP = 'pip'
 NOT_IN_SNAPSHOT = 'iniconfig'
 
 
-def cache_key_path(url):
-    """pip's HTTP cache path (pip < 23.3 layout, as Debian bookworm's pip 23.0.1 writes it)."""
+def cache_key_paths(url):
+    """pip's HTTP cache paths of a URL: http/ (pip < 23.3, Debian 12's 23.0.1) and http-v2/ (Debian 13's pip)."""
     key = hashlib.sha224(url.encode()).hexdigest()
-    return 'http/%s/%s' % ('/'.join(key[:5]), key)
+    return ['%s/%s/%s' % (layout, '/'.join(key[:5]), key) for layout in ('http', 'http-v2')]
+
+
+def cached_at(host, base, rels):
+    """The one of ``rels`` under ``base`` that exists on ``host``, or None."""
+    found = [rel for rel in rels if host.file(base + rel).exists]
+    return found[0] if found else None
 
 
 def wheel_url(host, name):
@@ -84,14 +90,15 @@ def test_installing_snapshot_packages_downloads_nothing(container):
 def test_new_package_lands_in_that_users_upper_only(container):
     alice, bob = as_user('alice', container), as_user('bob', container)
     root = as_root(container)
-    rel = cache_key_path(wheel_url(alice, NOT_IN_SNAPSHOT))
+    rels = cache_key_paths(wheel_url(alice, NOT_IN_SNAPSHOT))
     # Start from a cache without it, so the test also holds on a re-run.
-    alice.check_output('rm -f /home/alice/.cache/pip/' + rel)
+    alice.check_output('rm -f ' + ' '.join('/home/alice/.cache/pip/%s*' % rel for rel in rels))
     venv = fresh_venv(alice, 'new')
     out = alice.check_output('%s/bin/pip install %s 2>&1' % (venv, NOT_IN_SNAPSHOT))
     assert 'Downloading ' in out and NOT_IN_SNAPSHOT in out and not used_cache(out, NOT_IN_SNAPSHOT), out
     # pip really cached it (it skips cache writes silently on permission errors) ...
-    assert alice.file('/home/alice/.cache/pip/' + rel).exists
+    rel = cached_at(alice, '/home/alice/.cache/pip/', rels)
+    assert rel
     # ... into alice's upper, owned by alice ...
     upper = root.file('/mnt/scratch/alice/cacache_pip/upper/' + rel)
     assert upper.exists and upper.user == 'alice'
@@ -187,10 +194,11 @@ def test_operator_fstab_lines_are_kept_verbatim(container):
 def test_overlays_come_back_after_a_reboot():
     container = REPL_HOSTS[0]
     alice = as_user('alice', container)
-    rel = cache_key_path(wheel_url(alice, NOT_IN_SNAPSHOT))
+    rels = cache_key_paths(wheel_url(alice, NOT_IN_SNAPSHOT))
     venv = fresh_venv(alice, 'reboot')
     alice.check_output('%s/bin/pip install %s' % (venv, NOT_IN_SNAPSHOT))
-    assert alice.file('/home/alice/.cache/pip/' + rel).exists
+    rel = cached_at(alice, '/home/alice/.cache/pip/', rels)
+    assert rel
     docker_restart(container)
     for user in USERS:
         h = as_user(user, container)
