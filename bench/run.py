@@ -28,6 +28,7 @@ stores bodies apart, which changes both figures.
 import argparse
 import datetime
 import hashlib
+import io
 import json
 import os
 import platform
@@ -147,12 +148,21 @@ def run_cmd(argv, env=None, data=None, cwd=None):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def build(work, name, packages, pip_version=None):
+def page_opener(url):
+    """Fetch an index page in the bench namespace (the index only listens there): reuse's page check."""
+    proc = subprocess.run(in_ns(['curl', '-sf', '--max-time', '30', url]), capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise IOError('curl %s: exit %d' % (url, proc.returncode))
+    return io.BytesIO(proc.stdout)
+
+
+def build(work, name, packages, pip_version=None, reuse=False):
     p = {'packages': packages, 'requirements': None, 'index_url': INDEX, 'trusted_host': '127.0.0.1:%d' % PORT,
          'python': USER_PYTHON, 'pip_version': pip_version,
          'venv_dir': os.path.join(work, 'venv-build-%s' % (pip_version or 'default')),
          'work_dir': os.path.join(work, 'build'), 'store': os.path.join(work, 'store-' + name), 'publish': True}
-    return _builder.build(p, run_cmd, now=datetime.datetime.now(datetime.timezone.utc).isoformat())
+    return _builder.build(p, run_cmd, now=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                          opener=page_opener if reuse else None)
 
 
 def sync(store_url, snap, host_store):
@@ -327,13 +337,14 @@ def object_sizes(store, snap_id):
 def bench_transfer_growth(work, rounds, pip_versions):
     transfer, growth = {}, {}
     for pv in pip_versions:
+        pv, reuse = pv if isinstance(pv, tuple) else (pv, False)
         t_rows, g_rows = [], []
         for r in range(rounds):
-            name = 'tg-%s-%d' % (pv or 'default', r)
+            name = 'tg-%s-%s-%d' % (pv or 'default', 'reuse' if reuse else 'fresh', r)
             shutil.rmtree(os.path.join(work, 'store-' + name), ignore_errors=True)
-            v1 = build(work, name, V1, pv)
+            v1 = build(work, name, V1, pv, reuse)
             time.sleep(1.1)  # a later build, as next week's would be
-            v2 = build(work, name, PACKAGES, pv)
+            v2 = build(work, name, PACKAGES, pv, reuse)
             store = os.path.join(work, 'store-' + name)
             o1, o2 = object_sizes(store, v1['id']), object_sizes(store, v2['id'])
             new_bytes = sum(s for d, s in o2.items() if d not in o1)
@@ -347,7 +358,8 @@ def bench_transfer_growth(work, rounds, pip_versions):
                      if norm(f.split('-')[0]) in ('pyyaml', 'wrapt')]
             changed = sum(os.path.getsize(os.path.join(work, 'index', 'files', f)) for f in added)
             g_rows.append((v2['new_bytes'], changed))
-        label = 'pip %s (%s)' % (v2['pip_version'], 'http-v2 cache' if int(v2['pip_version'].split('.')[0]) >= 24 else 'http cache')
+        label = 'pip %s (%s)%s' % (v2['pip_version'], 'http-v2 cache' if int(v2['pip_version'].split('.')[0]) >= 24 else 'http cache',
+                                   ', reusing v1\'s resolutions' if reuse else '')
         transfer[label], growth[label] = t_rows, g_rows
     lines = ['# Refresh transfer: v1 (%d packages) to v2 (+ pyyaml, wrapt)' % len(V1), '', machine(),
              '%d rounds; median (min..max).' % rounds, '',
@@ -485,7 +497,8 @@ def main():
             ecosystems.bench_npm(env, args.work, args.rounds)
         if 'transfer' in only:
             current_pip = pip_wheels[0].split('-')[1] if pip_wheels else None
-            bench_transfer_growth(args.work, args.rounds, [None] + ([current_pip] if current_pip else []))
+            # Without reuse (every build fills a fresh cache), and with it for the pip whose entries embed headers.
+            bench_transfer_growth(args.work, args.rounds, [None, (None, True)] + ([current_pip] if current_pip else []))
     finally:
         env.stop()
     if 'scale' in only:
