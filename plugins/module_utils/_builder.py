@@ -511,14 +511,10 @@ def merge(p, opener, check_mode=False, now=None, run=None):
         raise pc.BuildError('none of the %d shards built anything: nothing to merge' % len(parts))
     ecos, metas = shards.merge_metadata([(part['name'], m) for part, m in named], ORDER)
     key = pc.fingerprint({'merge': [m['id'] for part, m in named]})
-    result = {'misses': [], 'packages': [], 'ecosystems': metas,
-              'shards': [{'name': part['name'], 'id': m['id'], 'index': m['shard']['index'],
-                          'packages': sum(len((m.get(e) or {}).get('packages') or []) for e in ecos)}
-                         for part, m in named]}
-    for eco in ecos:
-        result['misses'] += metas[eco].get('misses') or []
-        result['packages'] += [{'name': x['name'], 'version': x['version'], 'ecosystem': eco}
-                               for x in metas[eco].get('packages') or []]
+    result = result_from_manifest(dict(metas, ecosystems=ecos))
+    result['shards'] = [{'name': part['name'], 'id': m['id'], 'index': m['shard']['index'],
+                         'packages': sum(len((m.get(e) or {}).get('packages') or []) for e in ecos)}
+                        for part, m in named]
     if not check_mode:
         st.makedirs(p['work_dir'], 0o700)
     with locked(p, check_mode):

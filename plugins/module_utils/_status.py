@@ -12,9 +12,9 @@ import datetime
 import json
 import os
 import re
-import stat
 
 from . import _store as st
+from . import _sync
 from . import _views
 from . import _walk
 from ._busy import find_busy
@@ -92,12 +92,8 @@ def _epoch(iso):
 
 def _revision(store, active):
     """The builder's revision of the active snapshot, as the host recorded it when it applied it (or None)."""
-    try:
-        with open(os.path.join(store, 'newest')) as f:
-            newest = json.load(f)
-        return newest.get('revision') if newest.get('id') == active else None
-    except (IOError, ValueError, AttributeError):
-        return None
+    newest = _sync.newest_applied(store)
+    return newest['revision'] if newest and newest['id'] == active else None
 
 
 def _resolved_name(item):
@@ -131,24 +127,9 @@ def orphaned_scratch(scratch_root, served):
     [{user, bytes, truncated}]: what overlay_mounts' purge_removed would remove. Root-side like the upper walks.
     """
     out = []
-    try:
-        rfd = _walk.open_dir(scratch_root)
-    except OSError:
-        return out
-    try:
-        names = sorted(os.listdir(rfd))
-        for name in names:
-            try:
-                s = os.stat(name, dir_fd=rfd, follow_symlinks=False)
-            except OSError:  # purged meanwhile
-                continue
-            if name in served or name.startswith('.') or not stat.S_ISDIR(s.st_mode) or s.st_uid != 0:
-                continue
-            if _views.is_our_scratch(rfd, name, s):
-                size, problem = upper_usage(os.path.join(scratch_root, name))
-                out.append({'user': name, 'bytes': size, 'truncated': problem})
-    finally:
-        os.close(rfd)
+    for name in sorted(_views.our_dirs(scratch_root, _views.is_our_scratch) - set(served)):
+        size, problem = upper_usage(os.path.join(scratch_root, name))
+        out.append({'user': name, 'bytes': size, 'truncated': problem})
     return out
 
 

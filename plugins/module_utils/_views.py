@@ -418,23 +418,6 @@ class Converge(object):
         return False
 
     # -- purge: the data of users this run no longer serves --------------
-    def _candidates(self, root, ours):
-        """Names in ``root`` (root's chain) of root-owned dirs that pass ``ours``."""
-        try:
-            rfd = sf.open_dir(root, 'root of the views or scratch dirs')
-        except (OSError, sf.UnsafePathError):
-            return set()
-        try:
-            found = set()
-            for name in os.listdir(rfd):
-                st = sf.entry(rfd, name)
-                if (not name.startswith('.') and st is not None and stat.S_ISDIR(st.st_mode) and st.st_uid == 0
-                        and ours(rfd, name, st)):
-                    found.add(name)
-            return found
-        finally:
-            os.close(rfd)
-
     def _planned_paths(self):
         return [p for m in self.mounts for p in (m['scratch'], m['home'], m['target'], os.path.dirname(m['target']))
                 if p]
@@ -449,7 +432,7 @@ class Converge(object):
         paths = self._planned_paths()
         found = set()
         for root, ours in ((self.p['views_root'], lambda fd, name, st: True), (self.p['scratch_root'], is_our_scratch)):
-            for name in self._candidates(root, ours) - planned:
+            for name in our_dirs(root, ours) - planned:
                 path = os.path.join(root, name)
                 if not any(path == q or q.startswith(path + '/') or path.startswith(q + '/') for q in paths):
                     found.add(name)
@@ -470,7 +453,7 @@ class Converge(object):
                 self.purged[user] = 'kept: %s is still mounted' % mi['mount_point']
                 return
         roots = ((self.p['scratch_root'], is_our_scratch), (self.p['views_root'], lambda fd, name, st: True))
-        targets = [(root, user) for root, ours in roots if user in self._candidates(root, ours)]
+        targets = [(root, user) for root, ours in roots if user in our_dirs(root, ours)]
         if self.check_mode:
             self.purged[user] = 'purged'
             return
@@ -495,6 +478,27 @@ class Converge(object):
             if gen.startswith(scratch + '/'):
                 os.unlink(path)
         self.purged[user] = 'purged'
+
+
+def our_dirs(root, ours):
+    """Names in ``root`` (opened by a root-owned fd chain) of root-owned dirs that pass ``ours(fd, name, lstat)``.
+
+    Dot names are left out; an entry that goes meanwhile is skipped.
+    """
+    try:
+        rfd = sf.open_dir(root, 'root of the views or scratch dirs')
+    except (OSError, sf.UnsafePathError):
+        return set()
+    try:
+        found = set()
+        for name in os.listdir(rfd):
+            st = sf.entry(rfd, name)
+            if (not name.startswith('.') and st is not None and stat.S_ISDIR(st.st_mode) and st.st_uid == 0
+                    and ours(rfd, name, st)):
+                found.add(name)
+        return found
+    finally:
+        os.close(rfd)
 
 
 def is_our_scratch(rfd, name, st):
