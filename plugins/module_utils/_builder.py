@@ -503,7 +503,7 @@ def merge(p, opener, check_mode=False, now=None, run=None):
         if part.get('id'):
             manifest = shards.load_part(store, part, opener, deadline)
             shards.check_part(manifest, index, len(parts), part['name'], part.get('shard'))
-            named.append((part, manifest))
+            named.append((dict(part, index=index), manifest))
     if not named:
         if check_mode:
             return {'id': '', 'changed': True, 'would_build': True, 'files': 0, 'bytes': 0, 'objects': 0,
@@ -512,7 +512,7 @@ def merge(p, opener, check_mode=False, now=None, run=None):
     ecos, metas = shards.merge_metadata([(part['name'], m) for part, m in named], ORDER)
     key = pc.fingerprint({'merge': [m['id'] for part, m in named]})
     result = result_from_manifest(dict(metas, ecosystems=ecos))
-    result['shards'] = [{'name': part['name'], 'id': m['id'], 'index': m['shard']['index'],
+    result['shards'] = [{'name': part['name'], 'id': m['id'], 'index': part['index'],
                          'packages': sum(len((m.get(e) or {}).get('packages') or []) for e in ecos)}
                         for part, m in named]
     if not check_mode:

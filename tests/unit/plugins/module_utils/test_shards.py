@@ -191,3 +191,14 @@ def test_builder_gc_keeps_the_newest_snapshots_and_the_newest_shard_builds_apart
     plan = _gc.plan(p['store'], 2, '', '', host=False)
     kept = sorted(k for k, v in ids.items() if v in plan['keep'])
     assert kept == ['shard1', 'shard2', 'snap1', 'snap2'] and plan['remove'] == sorted([ids['shard0'], ids['snap0']])
+
+
+def test_a_shard_that_kept_an_earlier_whole_builds_manifest_joins_by_the_shard_ansible_reported(tmp_path):
+    """All packages hash to shard 0: its entries equal an earlier whole build's, whose manifest names no shard."""
+    names = sh.mine(sorted(INDEX), {'index': 0, 'count': 2}, pc.requirement_name)
+    whole = bd.build(params(tmp_path / 'a', names), FakePip(INDEX), now='w')
+    a = shard_build(tmp_path, 'a', 0, 2, packages=names)
+    assert a['id'] == whole['id'] and 'shard' not in manifest(str(tmp_path / 'a' / 'store'), a['id'])
+    parts = [{'name': 'a', 'id': a['id'], 'shard': {'index': 0, 'count': 2}}, {'name': 'b', 'id': ''}]
+    merged = bd.merge(merge_params(tmp_path, parts), opener, now='m')
+    assert merged['shards'] == [{'name': 'a', 'id': a['id'], 'index': 0, 'packages': len(names)}]
