@@ -41,7 +41,7 @@ options:
   url:
     description:
       - Base URL of the snapshot store, for example V(http://builder:8370).
-      - One of O(url) and O(mirrors) is required.
+      - One of O(url), O(mirrors) and O(source) is required.
     type: str
   mirrors:
     description:
@@ -57,6 +57,15 @@ options:
   mirror_key:
     description: What orders the mirrors for this host; by default its fully qualified name.
     type: str
+    version_added: 0.4.0
+  source:
+    description:
+      - Push mode. A root-owned staging directory on the host into which M(pkgcache.overlay.snapshot_receive)
+        unpacked the pushed snapshot; read in place of a store URL, so the host opens no connection. Everything is
+        verified as in a pull (signature, revision, size and sha256 of every object). After a successful sync the
+        staged objects are removed.
+      - Mutually exclusive with O(url) and O(mirrors).
+    type: path
     version_added: 0.4.0
   snapshot:
     description:
@@ -181,7 +190,7 @@ fetched_objects:
   returned: success
   type: int
 mirror:
-  description: The store URL the snapshot came from.
+  description: The store URL the snapshot came from (in push mode, C(push://) and the staging directory).
   returned: success
   type: str
 failed_mirrors:
@@ -228,6 +237,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _push
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fstab import FstabError, escape
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
@@ -284,6 +294,7 @@ def main():
             url=dict(type='str'),
             mirrors=dict(type='list', elements='str'),
             mirror_key=dict(type='str', no_log=False),
+            source=dict(type='path'),
             snapshot=dict(type='str', default='latest'),
             store=dict(type='path', default='/var/lib/pkgcache'),
             mount_point=dict(type='path', default='/mnt/cacache'),
@@ -301,7 +312,8 @@ def main():
             allow_downgrade=dict(type='bool', default=False),
             deadline=dict(type='int', default=900),
         ),
-        required_one_of=[('url', 'mirrors')],
+        required_one_of=[('url', 'mirrors', 'source')],
+        mutually_exclusive=[('url', 'source'), ('mirrors', 'source')],
         supports_check_mode=True,
     )
     p = dict(module.params)
@@ -313,6 +325,9 @@ def main():
 
     def opener(url):
         return open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'], follow_redirects='safe')
+
+    if p['source']:
+        p['mirrors'], opener = [_push.source_url(p['source'])], _push.source_opener(p['source'])
 
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     if not p['allowed_signers']:
@@ -330,6 +345,8 @@ def main():
         record_last_sync(module, p['store'], {'ok': False, 'error': str(exc)})
         module.fail_json(msg=str(exc))
     record_last_sync(module, p['store'], {'ok': True, 'id': result['id']})
+    if p['source'] and not module.check_mode:
+        _push.clear_staged(p['source'])
     result['changed'] = result['changed'] or fstab['changed'] or result['mount'] != 'unchanged'
     if fstab['backup_file']:
         result['backup_file'] = fstab['backup_file']

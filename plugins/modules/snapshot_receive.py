@@ -1,0 +1,126 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: snapshot_receive
+short_description: Unpack pushed snapshot archives on a repl host and name the objects it still lacks
+version_added: 0.4.0
+description:
+  - Push mode, on the repl host. O(staging) is a root-owned directory (a symlink, or one owned by anybody else, is
+    refused) into which C(ansible.builtin.copy) put the head archive of M(pkgcache.overlay.snapshot_pack) as
+    C(head.tar.gz) and object archives under C(incoming/).
+  - Unpacks the head into C(staging/head) (the archive stays, so that the next copy sends nothing), unpacks and removes
+    each object archive into C(staging/objects), and returns RV(wanted), the snapshot's objects that are neither in
+    the host's O(store) nor staged. An archive holding anything but store files (links, other paths) is refused and
+    removed.
+  - With O(check_staged), a staged object counts only when its size and sha256 match the manifest (one that does not
+    is removed and wanted again), so an interrupted push resumes without sending again what arrived.
+  - Nothing here is trusted yet; M(pkgcache.overlay.snapshot_sync) with
+    O(pkgcache.overlay.snapshot_sync#module:source) verifies the signature, the revision and every object.
+author:
+  - pkgcache.overlay contributors (@pkgcache)
+requirements:
+  - Linux, run as root
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - pkgcache.overlay.attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+attributes:
+  check_mode:
+    support: full
+    details: Reads the head from its archive and names the wanted objects, unpacking nothing.
+  diff_mode:
+    support: none
+options:
+  staging:
+    description: The root-owned staging directory.
+    type: path
+    default: /var/lib/pkgcache-push
+  store:
+    description: The host's store.
+    type: path
+    default: /var/lib/pkgcache
+  check_staged:
+    description: Hash staged objects before counting them as arrived.
+    type: bool
+    default: true
+  max_object_size:
+    description: Largest object accepted, in bytes (V(0) for no limit).
+    type: int
+    default: 0
+seealso:
+  - module: pkgcache.overlay.snapshot_pack
+  - module: pkgcache.overlay.snapshot_sync
+"""
+
+EXAMPLES = r"""
+- name: Name the objects this host lacks
+  pkgcache.overlay.snapshot_receive:
+    staging: /var/lib/pkgcache-push
+  register: want
+"""
+
+RETURN = r"""
+id:
+  description: The pushed snapshot.
+  returned: success
+  type: str
+wanted:
+  description: Sorted sha256s of the objects this host still lacks.
+  returned: success
+  type: list
+  elements: str
+wanted_key:
+  description: The sha256 of RV(wanted), which names the set in M(pkgcache.overlay.snapshot_pack)'s result.
+  returned: success
+  type: str
+wanted_bytes:
+  description: Bytes of RV(wanted).
+  returned: success
+  type: int
+missing_objects:
+  description: Objects of the snapshot absent from the store, staged or not.
+  returned: success
+  type: int
+received_archives:
+  description: The object archives unpacked by this run.
+  returned: success
+  type: list
+  elements: str
+received_bytes:
+  description: Bytes of RV(received_archives).
+  returned: success
+  type: int
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _push
+from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            staging=dict(type='path', default='/var/lib/pkgcache-push'),
+            store=dict(type='path', default='/var/lib/pkgcache'),
+            check_staged=dict(type='bool', default=True),
+            max_object_size=dict(type='int', default=0),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        result = _push.receive(p['staging'], p['store'], p['check_staged'], p['max_object_size'] or None,
+                               check_mode=module.check_mode)
+    except (_push.PushError, StoreError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=bool(result['received_archives']), **result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,205 @@
+"""Push mode: pack on the builder, carry archives, receive on the host, verify as a pull does."""
+
+import io
+import os
+import shutil
+import tarfile
+
+import pytest
+
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _push
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
+
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
+
+from test_builder import FakePip, params
+from test_publish import build, key, run, store  # noqa: F401 pylint: disable=unused-import
+
+
+def build_two(tmp_path, six, now, key):
+    """A snapshot of six (at ``six``) and idna 3.0: a new six leaves idna's objects as they were."""
+    pip = FakePip({'six': (six, 'six ' + six), 'idna': ('3.0', 'idna 3.0')})
+
+    def tools(argv, env=None, data=None):
+        return run(argv, env, data) if argv[0] == 'ssh-keygen' else pip(argv, env)
+    return bd.build(dict(params(tmp_path, ['six', 'idna']), signing_key=key), tools, now=now)
+
+
+def push(builder_store, host, staging, carried, snapshot='latest', allowed=None, part_size=1 << 30, sync=True):
+    """One push as the distribute role runs it; ``carried`` (a dir) stands for the controller. Returns
+    (the sync's result or None, the receive of the wants, bytes of archives carried to the host)."""
+    plan = _push.plan_pack(builder_store, snapshot, [], part_size)
+    _push.pack(builder_store, carried, plan)
+    os.makedirs(os.path.join(staging, _push.INCOMING), exist_ok=True)
+    sent = _carry(carried, plan['head']['name'], os.path.join(staging, _push.HEAD))
+    want = _push.receive(staging, host)
+    plan = _push.plan_pack(builder_store, snapshot, [want['wanted']], part_size)
+    _push.pack(builder_store, carried, plan)
+    for part in plan['sets'][want['wanted_key']]:
+        sent += _carry(carried, part['name'], os.path.join(staging, _push.INCOMING, part['name']))
+    got = _push.receive(staging, host, check_staged=False)
+    assert got['wanted'] == []
+    if not sync:
+        return None, want, sent
+    result = _sync.sync({'source': staging, 'mirrors': [_push.source_url(staging)], 'snapshot': snapshot, 'store': host,
+                         'workers': 2, 'max_manifest_size': 1 << 20, 'allowed_signers': allowed},
+                        _push.source_opener(staging), run=run)
+    _push.clear_staged(staging)
+    return result, want, sent
+
+
+def _carry(carried, name, dest):
+    """Ansible's copy: nothing moves when the destination already has the same bytes."""
+    src = os.path.join(carried, name)
+    if os.path.exists(dest) and open(dest, 'rb').read() == open(src, 'rb').read():
+        return 0
+    shutil.copyfile(src, dest + '.tmp')
+    os.rename(dest + '.tmp', dest)
+    return os.path.getsize(dest)
+
+
+@pytest.fixture
+def places(tmp_path):
+    host, staging, carried = (str(tmp_path / n) for n in ('host', 'staging', 'carried'))
+    os.makedirs(host)
+    return host, staging, carried
+
+
+def test_a_push_activates_the_signed_snapshot_then_a_second_moves_nothing(tmp_path, key, places):
+    host, staging, carried = places
+    v1 = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', key[0])
+    result, want, sent = push(store(tmp_path), host, staging, carried, allowed=key[1])
+    assert result['id'] == v1['id'] and st.active_id(host) == v1['id'] and result['revision'] == 1
+    assert result['fetched_objects'] == want['missing_objects'] == len(want['wanted']) > 0
+    assert sent > 0 and not os.path.exists(os.path.join(staging, 'objects'))
+    again, want, sent = push(store(tmp_path), host, staging, carried, allowed=key[1])
+    assert (sent, want['wanted'], again['fetched_objects'], again['changed']) == (0, [], 0, False)
+
+
+def test_a_refresh_carries_only_the_objects_the_host_lacks(tmp_path, key, places):
+    host, staging, carried = places
+    build_two(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', key[0])
+    push(store(tmp_path), host, staging, carried, allowed=key[1])
+    had = set(o[0] for o in st.iter_objects(host))
+    v2 = build_two(tmp_path, '2.0', '2026-01-08T00:00:00+00:00', key[0])
+    result, want, sent = push(store(tmp_path), host, staging, carried, allowed=key[1])
+    assert result['id'] == v2['id'] and result['revision'] == 2
+    new = set(o[0] for o in st.iter_objects(host)) - had
+    assert set(want['wanted']) == new and result['reused_objects'] > 0
+    packed = [n for n in os.listdir(carried) if n.startswith('objects-%s' % v2['id'][:12])]
+    members = set()
+    for name in packed:
+        with tarfile.open(os.path.join(carried, name)) as tar:
+            members |= set(m.name.replace('/', '')[len('objects'):] for m in tar)
+    assert members == new  # exactly what the host lacked
+    assert not [n for n in os.listdir(carried) if v2['id'][:12] not in n]  # v1's archives were pruned
+
+
+def test_a_corrupt_object_is_refused_and_the_active_snapshot_stays(tmp_path, key, places):
+    host, staging, carried = places
+    v1 = build_two(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', key[0])
+    push(store(tmp_path), host, staging, carried, allowed=key[1])
+    had = set(o[0] for o in st.iter_objects(host))
+    build_two(tmp_path, '2.0', '2026-01-08T00:00:00+00:00', key[0])
+    new = [(d, p, s) for d, p, s in st.iter_objects(store(tmp_path)) if d not in had]
+    for digest, path, s in new:
+        os.chmod(path, 0o644)
+        os.rename(path, path + '.good')
+        open(path, 'wb').write(b'evil' + b'!' * (s.st_size - 4))
+    # The builder's store went bad: refused before anything reaches a host.
+    with pytest.raises(_push.PushError, match='object %s in the store .* does not match its sha256' % new[0][0]):
+        push(store(tmp_path), host, staging, carried, allowed=key[1])
+    assert not [n for n in os.listdir(carried) if n.startswith('objects-')]
+    # An archive altered on the way (the controller's copy): the host refuses it as a pull would.
+    for digest, path, s in new:
+        os.rename(path + '.good', path)
+    push(store(tmp_path), host, staging, carried, allowed=key[1], sync=False)
+    shutil.rmtree(os.path.join(staging, 'objects'))
+    [archive] = [n for n in os.listdir(carried) if n.startswith('objects-')]
+    with tarfile.open(os.path.join(carried, archive)) as tar:
+        sizes = [(m.name, m.size) for m in tar]
+    with tarfile.open(os.path.join(staging, _push.INCOMING, archive), 'w:gz') as tar:
+        for name, size in sizes:  # the same names and sizes, other bytes
+            info = tarfile.TarInfo(name)
+            info.size = size
+            tar.addfile(info, io.BytesIO(b'e' * size))
+    assert _push.receive(staging, host, check_staged=False)['wanted'] == []
+    with pytest.raises(st.StoreError, match='does not match its hash'):
+        _sync.sync({'mirrors': [_push.source_url(staging)], 'snapshot': 'latest', 'store': host, 'workers': 2,
+                    'max_manifest_size': 1 << 20, 'allowed_signers': key[1]}, _push.source_opener(staging), run=run)
+    assert st.active_id(host) == v1['id']
+
+
+def test_a_forged_manifest_in_the_head_is_refused_by_its_signature(tmp_path, key, places):
+    host, staging, carried = places
+    v1 = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', key[0])
+    sig = os.path.join(store(tmp_path), 'snapshots', v1['id'] + '.json.sig')
+    os.chmod(sig, 0o644)
+    open(sig, 'w').write('-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----\n')
+    with pytest.raises(_sync.SyncError, match='signature'):
+        push(store(tmp_path), host, staging, carried, allowed=key[1])
+    assert st.active_id(host) is None
+
+
+def test_an_interrupted_push_resumes_without_sending_what_arrived(tmp_path, key, places):
+    host, staging, carried = places
+    build_two(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', key[0])
+    # Parts of one object each; the run stops after the objects arrived and were unpacked, before the sync.
+    first, sent = push(store(tmp_path), host, staging, carried, part_size=1, sync=False)[1:]
+    assert len(first['wanted']) > 1 and sent > 0
+    # One staged object was damaged meanwhile: it alone is wanted again.
+    damaged = first['wanted'][0]
+    open(os.path.join(staging, st.object_rel(damaged)), 'ab').write(b'x')
+    want = _push.receive(staging, host)
+    assert want['wanted'] == [damaged]
+    result, _want, sent_again = push(store(tmp_path), host, staging, carried, allowed=key[1], part_size=1)
+    assert result['fetched_objects'] == len(first['wanted'])
+    assert 0 < sent_again < sent
+
+
+def test_pack_refuses_what_is_not_an_object_of_the_snapshot(tmp_path, places):
+    build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')
+    with pytest.raises(_push.PushError, match="object 'ab' is not a file of snapshot"):
+        _push.plan_pack(store(tmp_path), 'latest', [['ab']], 1 << 20)
+    with pytest.raises(_push.PushError, match='cannot resolve snapshot'):
+        _push.plan_pack(str(tmp_path / 'nowhere'), 'latest', [], 1 << 20)
+
+
+def test_receive_refuses_an_archive_with_anything_but_store_files(tmp_path, places):
+    host, staging, carried = places
+    build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')
+    push(store(tmp_path), host, staging, carried, sync=False)
+    evil = os.path.join(staging, _push.INCOMING, 'objects-%s-%s-1of1.tar.gz' % ('a' * 12, 'b' * 16))
+    with tarfile.open(evil, 'w:gz') as tar:
+        info = tarfile.TarInfo('../../etc/passwd')
+        tar.addfile(info)
+    with pytest.raises(_push.PushError, match="member '../../etc/passwd' is not a file of a store"):
+        _push.receive(staging, host)
+    assert not os.path.exists(evil)  # removed: a rerun sends a good one
+    link = os.path.join(staging, _push.INCOMING, 'objects-%s-%s-1of1.tar.gz' % ('c' * 12, 'd' * 16))
+    with tarfile.open(link, 'w:gz') as tar:
+        info = tarfile.TarInfo('objects/ab/' + 'c' * 62)
+        info.type, info.linkname = tarfile.SYMTYPE, '/etc/shadow'
+        tar.addfile(info)
+    with pytest.raises(_push.PushError, match='is not a file of a store'):
+        _push.receive(staging, host)
+
+
+def test_check_mode_names_the_wants_and_writes_nothing(tmp_path, places):
+    host, staging, carried = places
+    build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')
+    plan = _push.plan_pack(store(tmp_path), 'latest', [], 1 << 20)
+    _push.pack(store(tmp_path), carried, plan)
+    os.makedirs(staging)
+    _carry(carried, plan['head']['name'], os.path.join(staging, _push.HEAD))
+    want = _push.receive(staging, host, check_mode=True)
+    assert want['wanted'] and os.listdir(staging) == [_push.HEAD]
+
+
+def test_a_staging_dir_that_is_not_roots_is_refused(tmp_path, places):
+    host, staging, carried = places
+    os.makedirs(os.path.join(str(tmp_path), 'elsewhere'))
+    os.symlink(os.path.join(str(tmp_path), 'elsewhere'), staging)
+    with pytest.raises(_push.PushError, match='is not a directory owned by'):
+        _push.prepare_staging(staging)
