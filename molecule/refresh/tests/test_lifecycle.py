@@ -19,6 +19,26 @@ def test_1_v1_is_active_everywhere():
             assert lower_of(user, host) == STATE['v1']
 
 
+def pushed(res, host):
+    """Bytes of the archives carried to a push host by one run (head and objects), and of the objects alone."""
+    sent = res['Send the objects this host lacks'][host].get('results', [])
+    objects = sum(r['size'] for r in sent if r.get('changed'))
+    return int(res['Count the bytes pushed to this host'][host]['ansible_facts']['distribute_pushed_bytes']), objects
+
+
+def test_1b_the_push_host_reached_no_store_and_a_second_run_moves_nothing():
+    # repl2's distribute_url is a closed port: what it runs came over Ansible's connection.
+    probe = "python3 -c 'import urllib.request; urllib.request.urlopen(\"http://127.0.0.1:8379/refs/latest\")'"
+    assert 'Connection refused' in as_root(REPL2).run(probe).stderr
+    rc, res = playbook('site.yml', {'build_packages': V1})
+    assert rc == 0
+    sync = res['Sync and activate the snapshot']
+    assert sync[REPL2]['mirror'] == 'push:///var/lib/pkgcache-push' and sync[REPL1]['mirror'] == 'http://127.0.0.1:8370'
+    assert sync[REPL2]['id'] == STATE['v1'] and not sync[REPL2]['changed'] and sync[REPL2]['fetched_objects'] == 0
+    assert pushed(res, REPL2) == (0, 0)
+    assert res['Name the objects this host lacks'][REPL2]['wanted'] == []
+
+
 def test_2_users_add_packages():
     for host in HOSTS:
         assert 'Downloading' in pip_install('alice', host, 'iniconfig')
@@ -55,6 +75,13 @@ def test_4_refresh_to_v2_reports_the_busy_user():
     sync = res['Sync and activate the snapshot'][REPL1]
     # Only what v1 lacked moved: the objects v1 already had were reused.
     assert sync['fetched_objects'] > 0 and sync['reused_objects'] > 0
+    # The push host got the same objects, and only those: the archives carry the new objects' bytes (compressed).
+    push = res['Sync and activate the snapshot'][REPL2]
+    assert push['id'] == STATE['v2'] and push['missing_objects'] == sync['missing_objects'] == push['fetched_objects']
+    total, objects = pushed(res, REPL2)
+    assert 0 < objects <= 1.05 * push['missing_bytes'], (objects, push['missing_bytes'])
+    assert total - objects < push['fetched_bytes'] - push['missing_bytes'] + 4096  # the head: manifest, record, sigs
+    STATE['pushed'] = (total, objects, push['missing_bytes'])
 
 
 def test_5_idle_users_see_v2_busy_user_stays_on_v1_and_additions_survive():
@@ -101,6 +128,28 @@ def test_7_released_user_switches_and_then_v1_is_collected():
     gc = res['Collect old snapshots and unreferenced objects'][REPL1]
     assert gc['removed'] == [STATE['v1']] and gc['freed_bytes'] > 0
     assert not as_root(REPL1).file('/var/lib/pkgcache/trees/' + STATE['v1']).exists
+
+
+def test_7b_a_corrupt_object_on_the_builder_never_reaches_the_push_host():
+    """repl2 collected v1 in step 6; an object only v1 has goes bad in the builder's store; v1 is pushed."""
+    b = as_root(BUILDER)
+    digest = b.check_output(
+        "python3 -c 'import json,sys; f=lambda i: {e[\"sha256\"] for e in json.load(open(\"/srv/pkgcache/snapshots/%%s.json\" %% i))"
+        "[\"entries\"] if e[\"type\"] == \"file\"}; print(min(f(sys.argv[1]) - f(sys.argv[2])))' %s %s" % (STATE['v1'], STATE['v2']))
+    path = '/srv/pkgcache/objects/%s/%s' % (digest[:2], digest[2:])
+    b.check_output('cp -p %s /root/good-object && chmod u+w %s && printf evil | dd of=%s conv=notrunc status=none'
+                   % (path, path, path))
+    try:
+        rc, res = playbook('site.yml', {'build_packages': V2, 'distribute_snapshot': STATE['v1'],
+                                        'distribute_allow_downgrade': True}, args=['--limit', REPL2])
+    finally:
+        b.check_output('cp -p /root/good-object %s' % path)
+    assert rc != 0
+    msg = res['Pack the objects the hosts lack'][REPL2]['msg']
+    assert 'object %s in the store' % digest in msg and 'does not match its sha256' in msg, msg
+    assert 'Sync and activate the snapshot' not in res
+    assert lower_of('alice', REPL2) == STATE['v2']
+    assert as_root(REPL2).check_output('readlink /var/lib/pkgcache/current').endswith(STATE['v2'])
 
 
 def test_8_rollback_to_v1():
