@@ -24,7 +24,7 @@ import re
 from . import _manifest as mf
 from . import _store as st
 from . import _sync
-from ._pipcache import BuildError
+from ._fill import BuildError
 
 MAX_MANIFEST_BYTES = 1 << 30
 BUCKET = re.compile(r'^npm/_cacache/index-v5/')

@@ -8,6 +8,7 @@ import pytest
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _pipcache as pc
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
+from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
 
 INDEX = 'http://127.0.0.1:8371/simple/'
 
@@ -91,12 +92,12 @@ def test_check_mode_runs_no_tool_and_changes_nothing(tmp_path):
 
 
 def test_all_missing_fails_with_the_reason(tmp_path):
-    with pytest.raises(pc.PipBuildError, match='none of the 2 packages could be resolved from %s' % INDEX):
+    with pytest.raises(BuildError, match='none of the 2 packages could be resolved from %s' % INDEX):
         bd.build(params(tmp_path, ['nope', 'nada']), FakePip({}), now='t')
 
 
 def test_nothing_cached_names_cache_headers(tmp_path):
-    with pytest.raises(pc.PipBuildError, match='cache headers'):
+    with pytest.raises(BuildError, match='cache headers'):
         bd.build(params(tmp_path, ['six']), FakePip({'six': ('1', 'a')}, cache=False), now='t')
     assert not os.path.exists(str(tmp_path / 'store' / 'refs'))
 
@@ -169,3 +170,33 @@ def test_packages_that_resolve_alone_but_not_together_build(tmp_path):
             return ResolverPip.__call__(self, argv, env)
     r = bd.build(params(tmp_path, ['web', 'legacy']), Clash({}), now='t')
     assert r['misses'] == [] and r['files'] == 4
+
+
+
+@pytest.mark.parametrize('ecos, message', [(['pip', 'conda'], "'conda' is not supported"), (['npm', 'npm'], 'twice')])
+def test_build_refuses_bad_ecosystems(ecos, message):
+    with pytest.raises(BuildError, match=message):
+        bd.ecosystems({'ecosystems': ecos})
+
+
+@pytest.mark.parametrize('p, message', [
+    ({'ecosystems': ['npm'], 'npm': {'packages': []}}, 'npm: no packages given'),
+    ({'ecosystems': ['npm'], 'npm': {'packages': ['git+https://x/y.git']}}, "npm package 'git\\+https"),
+    ({'ecosystems': ['maven'], 'maven': {'artifacts': ['a:b:1'], 'repositories': []}}, 'repositories is empty'),
+    ({'ecosystems': ['uv'], 'uv': {'packages': ['six']}}, 'uv: index_url is not set'),
+    ({'ecosystems': ['pip'], 'packages': ['six']}, 'pip: index_url is not set'),
+])
+def test_build_names_the_bad_input_and_leaves_nothing_behind(tmp_path, p, message):
+    def run(argv, env, data=None, cwd=None):
+        if argv[-2:] == ['version', '--json']:
+            return 0, '{"npm": "10.9.9", "node": "v18.20.4"}', ''
+        if argv[-2:] == ['-B', '-v']:
+            return 0, 'Apache Maven 3.8.7\nJava version: 17.0.15, vendor', ''
+        raise AssertionError('no tool may run for bad input: %r' % (argv,))
+
+    p = dict(p, store=str(tmp_path / 'store'), work_dir=str(tmp_path / 'work'))
+    with pytest.raises(BuildError, match=message):
+        bd.build(p, run)
+    assert not (tmp_path / 'store').exists()
+    work = tmp_path / 'work'
+    assert not work.exists() or not [d for d in os.listdir(str(work)) if d.startswith('.build-')]

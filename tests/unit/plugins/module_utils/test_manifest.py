@@ -98,3 +98,37 @@ def test_load_manifest_checks_the_id():
         mf.load_manifest(json.dumps(m))
     with pytest.raises(mf.ManifestError, match='not valid JSON'):
         mf.load_manifest(b'{')
+
+
+
+@pytest.mark.parametrize('path, writable', [
+    ('npm/_cacache/index-v5/ab/cd/0123', True),
+    ('npm/_cacache/content-v2/sha512/ab/cd/0123', False),
+    ('maven/org/x/y/1.0/_remote.repositories', True),
+    ('maven/org/x/y/maven-metadata-company.xml', True),
+    ('maven/org/x/y/1.0/y-1.0.jar', False),
+    ('uv/.lock', True),
+    ('uv/wheels-v8/pypi/six/1.17.0-py2.py3-none-any.lock', True),
+    ('pip/http-v2/a/b/c/d/e/f.lock', False),
+    ('pip/selfcheck.json', False),
+])
+def test_only_files_package_managers_rewrite_are_writable(path, writable):
+    assert mf.writable_path(path) is writable
+    entry = {'path': path, 'type': 'file', 'mode': '0666', 'size': 0, 'sha256': '0' * 64}
+    dirs = [{'path': '/'.join(path.split('/')[:i]), 'type': 'dir', 'mode': '0777'} for i in range(1, path.count('/') + 1)]
+    if writable:
+        mf.validate_entries(dirs + [entry])
+    else:
+        with pytest.raises(mf.ManifestError, match='world-writable'):
+            mf.validate_entries(dirs + [entry])
+
+
+def test_scan_gives_npm_index_buckets_mode_0666(tmp_path):
+    bucket = tmp_path / '_cacache' / 'index-v5' / 'aa'
+    bucket.mkdir(parents=True)
+    (bucket / 'b').write_text('x')
+    (tmp_path / '_cacache' / 'content-v2').mkdir()
+    (tmp_path / '_cacache' / 'content-v2' / 'c').write_text('y')
+    entries, dummy = mf.scan_tree(str(tmp_path), 'npm')
+    modes = dict((e['path'], e.get('mode')) for e in entries)
+    assert modes['npm/_cacache/index-v5/aa/b'] == '0666' and modes['npm/_cacache/content-v2/c'] == '0644'
