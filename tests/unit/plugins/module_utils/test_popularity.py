@@ -15,7 +15,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _popularit
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _pipcache as pc
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
 
-from test_compact import count_reads, deep_chain
+from helpers import count_reads, deep_chain
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'fixtures')
 POP = os.path.join(FIXTURES, 'popularity')

@@ -13,7 +13,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _shards as
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
 
-from test_builder import FakePip, params
+from helpers import FakePip, params
 
 INDEX = dict(('pkg%02d' % n, ('1.%d' % n, 'body of pkg%02d' % n)) for n in range(12))
 
