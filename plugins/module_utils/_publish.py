@@ -48,7 +48,7 @@ def _read(path):
     try:
         with open(path, 'rb') as f:
             return f.read()
-    except IOError:
+    except OSError:
         return None
 
 
