@@ -76,7 +76,7 @@ def read_requirements(text, source):
             continue
         if line.startswith('-'):
             raise BuildError('%s line %d: pip options (%r) are not allowed in a snapshot requirements file; '
-                         'use the module options instead' % (source, lineno, line))
+                             'use the module options instead' % (source, lineno, line))
         specs.append(line)
     return specs
 
@@ -89,7 +89,7 @@ def check_specs(specs):
             raise BuildError('package %r does not start with a project name' % (spec,))
         if '@' in spec or '://' in spec:
             raise BuildError('package %r is a direct reference (name @ URL); a snapshot caches what the index '
-                         'serves, so give a name and a version range' % (spec,))
+                             'serves, so give a name and a version range' % (spec,))
     return [s.strip() for s in specs]
 
 

@@ -107,7 +107,6 @@ def test_packages_that_resolve_alone_but_not_together_build(tmp_path):
     assert r['misses'] == [] and r['files'] == 4
 
 
-
 @pytest.mark.parametrize('ecos, message', [(['pip', 'conda'], "'conda' is not supported"), (['npm', 'npm'], 'twice')])
 def test_build_refuses_bad_ecosystems(ecos, message):
     with pytest.raises(BuildError, match=message):

@@ -104,7 +104,6 @@ def test_load_manifest_checks_the_id():
         mf.load_manifest(b'{')
 
 
-
 @pytest.mark.parametrize('path, writable', [
     ('npm/_cacache/index-v5/ab/cd/0123', True),
     ('npm/_cacache/content-v2/sha512/ab/cd/0123', False),
