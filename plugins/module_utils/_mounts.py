@@ -191,7 +191,7 @@ def plan(run, made_roots=None):
     planner = run.converge(None, True)
     if made_roots is not None:
         planner.created[:] = list(made_roots)
-    steps, prepare_users = [], []
+    steps, prepare_users, unchanged = [], [], 0
     for user_mounts in _by_user(run.mounts):
         user = user_mounts[0]['user']
         if user in run.unresolved:
@@ -199,6 +199,7 @@ def plan(run, made_roots=None):
         before = (len(planner.created), dict(planner.repaired), dict(planner.retired))
         ready = planner.prepare_user(user_mounts)
         changed = len(planner.created) > before[0] or planner.repaired != before[1] or planner.retired != before[2]
+        user_steps = []
         for m in ready:
             action, why = _mount_step(run, planner, m)
             try:
@@ -207,13 +208,17 @@ def plan(run, made_roots=None):
                 planner.fail(m, str(exc))
                 continue
             link = {'already': 'keep', 'created': 'create', 'replaced': 'replace'}[link]
-            steps.append({'user': user, 'ecosystem': m['ecosystem'], 'target': m['target'], 'action': action,
-                          'why': why, 'link': link, 'compact': run.compact and action == 'switch'})
+            user_steps.append({'user': user, 'ecosystem': m['ecosystem'], 'target': m['target'], 'action': action,
+                               'why': why, 'link': link, 'compact': run.compact and action == 'switch'})
             planner.note(planner.users, m, {'mount': 'mounted', 'switch': 'switched'}.get(
                 action, 'present' if run.state == 'present' and mi.overlay_state(run.info, m) != 'mounted' else 'already'))
-            changed = changed or action in ('mount', 'switch', 'merge') or link != 'keep' or run.state == 'present'
+            changed = changed or action != 'none' or link != 'keep'
+        # A user with nothing to do is left out (and counted): the run does not walk them again.
         if changed:
             prepare_users.append(user)
+            steps += user_steps
+        else:
+            unchanged += len(user_steps)
     before = read_text(run.fstab)
     write = replace_block(before, BLOCK, run.lines(planner.failed)) != before
     planned = set(m['target'] for m in run.mounts)
@@ -230,7 +235,7 @@ def plan(run, made_roots=None):
         for user in planner.removed_users():
             planner.purge(user, left)
     return {'create': list(planner.created), 'repair': dict(planner.repaired), 'retire': dict(planner.retired),
-            'prepare': prepare_users, 'fstab': {'path': run.fstab, 'write': write}, 'mounts': steps,
+            'prepare': prepare_users, 'fstab': {'path': run.fstab, 'write': write}, 'mounts': steps, 'unchanged': unchanged,
             'unmount': unmount, 'purge': dict(planner.purged), 'unserved': dict(planner.failed)}, planner
 
 
@@ -243,15 +248,15 @@ def execute(run, the_plan, planner, doer, update):
             if m['user'] == user and m['ecosystem'] in ecos:
                 doer.fail(m, ecos[m['ecosystem']])
     steps = dict(((s['user'], s['ecosystem']), s) for s in the_plan['mounts'])
-    todo = set(the_plan['prepare'])
     ready = []
     for user_mounts in _by_user(run.mounts):
-        user_mounts = [m for m in user_mounts if (m['user'], m['ecosystem']) in steps]
-        if user_mounts and user_mounts[0]['user'] in todo:
-            ready += doer.prepare_user(user_mounts)
-        else:
-            for m in user_mounts:
+        for m in user_mounts:
+            if (m['user'], m['ecosystem']) not in steps and m['ecosystem'] in planner.users.get(m['user'], {}) \
+                    and m['ecosystem'] not in doer.failed.get(m['user'], {}):
                 doer.note(doer.users, m, planner.users[m['user']][m['ecosystem']])
+        user_mounts = [m for m in user_mounts if (m['user'], m['ecosystem']) in steps]
+        if user_mounts:
+            ready += doer.prepare_user(user_mounts)
     fstab = update(run.lines(doer.failed))
     linked = False
     for m in ready:

@@ -272,10 +272,11 @@ plan:
     - What the run does, and why, decided before anything changes (check mode returns it and stops there).
     - C(create) the directories to make or fix; C(repair), C(retire) what is moved aside or unmounted from the
       earlier layout; C(prepare) the users whose directories are worked on; C(fstab) whether the block is written;
-      C(mounts) per user and ecosystem the C(action) (V(mount), V(switch), V(merge) or V(none)) with C(why), the
-      cache C(link) (V(create), V(replace) or V(keep)) and whether the upper is compacted; C(unmount) targets that
-      left the block, with C(why); C(purge) per removed user what happens to its data; C(unserved) who is skipped
-      and why.
+      C(mounts) per user and ecosystem of the users with something to do the C(action) (V(mount), V(switch),
+      V(merge) or V(none)) with C(why), the cache C(link) (V(create), V(replace) or V(keep)) and whether the upper
+      is compacted; C(unchanged) how many views need nothing (left out, and not walked again); C(unmount) targets
+      that left the block, with C(why); C(purge) per removed user what happens to its data; C(unserved) who is
+      skipped and why.
   returned: success
   type: dict
   sample:
@@ -285,6 +286,7 @@ plan:
     mounts:
       - {user: alice, ecosystem: pip, target: /var/lib/pkgcache-views/alice/pip, action: mount,
          why: nothing is mounted at /var/lib/pkgcache-views/alice/pip, link: create, compact: false}
+    unchanged: 0
     unmount: []
     purge: {}
     unserved: {}
