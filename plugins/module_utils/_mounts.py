@@ -164,8 +164,13 @@ def prepare(repls, ecosystems, lower_root, scratch_root, views_root, state_dir, 
                compact, purge_removed)
 
 
-def _mount_step(run, planner, m):
-    """The planned mount action for ``m`` and why: mount, switch, merge, none."""
+def _mount_step(run, planner, m, recorded):
+    """The planned mount action for ``m`` and why: mount, switch, merge, none.
+
+    ``recorded`` holds the layer dirs of the detached generations recorded in
+    the state dir: only those are ever merged, so a view without one needs no
+    look into its layer dir.
+    """
     if run.state == 'present':
         return 'none', 'state=present writes fstab and the directories only'
     cur = mi.mounted_at(run.info, m['target'])
@@ -177,7 +182,7 @@ def _mount_step(run, planner, m):
             return 'switch', '%s is mounted there, not the planned overlay' % cur['fstype']
         lower = cur['super_options'].get('lowerdir')
         return 'switch', 'mounted with other layers (lowerdir %s, planned %s)' % (lower, m['lowerdir'])
-    if planner.generations(m):
+    if m['layers'] in recorded and planner.generations(m):
         return 'merge', 'mounted; detached generations are folded in once no overlay holds them'
     return 'none', 'mounted with the planned layers'
 
@@ -192,6 +197,7 @@ def plan(run, made_roots=None):
     if made_roots is not None:
         planner.created[:] = list(made_roots)
     steps, prepare_users, unchanged = [], [], 0
+    recorded = set(os.path.dirname(gen) for gen in _views.load_records(run.state_dir))
     for user_mounts in _by_user(run.mounts):
         user = user_mounts[0]['user']
         if user in run.unresolved:
@@ -201,7 +207,7 @@ def plan(run, made_roots=None):
         changed = len(planner.created) > before[0] or planner.repaired != before[1] or planner.retired != before[2]
         user_steps = []
         for m in ready:
-            action, why = _mount_step(run, planner, m)
+            action, why = _mount_step(run, planner, m, recorded)
             try:
                 link = _views.place_link(m, True, run.now)
             except (sf.UnsafePathError, OSError) as exc:

@@ -142,6 +142,20 @@ def test_check_mode_returns_the_plan_and_the_real_run_executes_it(tmp_path, caps
         rc, again = run(capsys, a)
         assert rc == 0 and not again['changed'] and again['plan'] == res['plan']
         assert again['users'] == {'alice': {'pip': 'already'}}
+        # A detached generation recorded in the state dir, no longer held: the plan merges it, and the run does.
+        layers = scratch / 'alice' / 'cacache_pip'
+        (layers / 'detached-1' / 'upper').mkdir(parents=True)
+        (layers / 'detached-1' / 'work').mkdir()
+        (layers / 'detached-1' / 'upper' / 'older').write_text('kept from the old view')
+        (tmp_path / 'state' / 'detached').mkdir(parents=True)
+        (tmp_path / 'state' / 'detached' / 'alice-pip-1.json').write_text(json.dumps(
+            {'user': 'alice', 'ecosystem': 'pip', 'generation': str(layers / 'detached-1')}))
+        rc, check = run(capsys, dict(a, _ansible_check_mode=True))
+        assert [(s['action'], s['link']) for s in check['plan']['mounts']] == [('merge', 'keep')]
+        rc, res = run(capsys, a)
+        assert rc == 0 and res['plan'] == check['plan'] and res['users'] == {'alice': {'pip': 'merged'}}
+        assert (tmp_path / 'home' / 'alice' / '.cache' / 'pip' / 'older').read_text() == 'kept from the old view'
+        assert not (layers / 'detached-1').exists()
         # A new snapshot: the plan switches her, and the run does.
         (tmp_path / 'tree2' / 'pip').mkdir(parents=True)
         rc, check = run(capsys, dict(a, lower_root=str(tmp_path / 'tree2'), _ansible_check_mode=True))
