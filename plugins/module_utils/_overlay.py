@@ -117,8 +117,8 @@ def resolve_repls(repls, getpwnam):
         missing = [k for k in ('uid', 'gid', 'home') if repl.get(k) is None]
         if missing:
             try:
-                pw = getpwnam(repl.get('name'))
-            except (KeyError, TypeError):
+                pw = getpwnam(validate_name(repl.get('name')))
+            except KeyError:
                 unresolved[repl.get('name')] = ('repl user %s does not exist on this host (no passwd entry), and %s '
                                                 'not given' % (repl.get('name'), ', '.join(missing)))
             else:

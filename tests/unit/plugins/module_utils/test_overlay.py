@@ -114,6 +114,10 @@ def test_users_are_resolved_from_passwd_and_an_unknown_one_is_named():
     assert dave['uid'] is None and dave['link'] is None and dave['target'] == '/var/lib/pkgcache-views/dave/pip'
     with pytest.raises(ov.OverlayInputError, match='repl dave: uid None'):
         ov.plan_mounts(repls, ['pip'], LOWER, '/mnt/scratch')
+    # A name that cannot be one is refused before the passwd database is asked (getpwnam raises on a NUL).
+    for bad in ('a\x00b', None, '..'):
+        with pytest.raises(ov.OverlayInputError, match='repl name'):
+            ov.resolve_repls([{'name': bad}], getpwnam)
 
 
 SAFE = string.ascii_letters + string.digits + '._-'
