@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) pkgcache.overlay contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Action plugin for overlay_mounts: renders the fstab template on the controller."""
+"""Action plugin for overlay_mounts: validates the task against the module's spec, renders the fstab template."""
 
 from __future__ import annotations
 
@@ -17,21 +17,8 @@ except ImportError:  # ansible-core < 2.19 trusts every template
     def trust_as_template(value):
         return value
 
-from ansible_collections.pkgcache.overlay.plugins.module_utils._overlay import VIEWS_ROOT, OverlayInputError, plan_mounts
-
-DEFAULTS = {'ecosystems': ['pip'], 'scratch_root': '/mnt/scratch', 'views_root': VIEWS_ROOT}
-
-
-def _plan_input(args):
-    repls = []
-    for repl in args.get('repls') or []:
-        repl = dict(repl)
-        for key in ('uid', 'gid'):
-            if isinstance(repl.get(key), str) and repl[key].isdigit():
-                repl[key] = int(repl[key])
-        repls.append(repl)
-    return (repls, args.get('ecosystems') or DEFAULTS['ecosystems'], args.get('lower_root'),
-            args.get('scratch_root') or DEFAULTS['scratch_root'], args.get('views_root') or DEFAULTS['views_root'])
+from ansible_collections.pkgcache.overlay.plugins.module_utils._mounts import argument_spec, given_unresolved
+from ansible_collections.pkgcache.overlay.plugins.module_utils._overlay import OverlayInputError, plan_mounts
 
 
 class ActionModule(ActionBase):
@@ -41,11 +28,13 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super(ActionModule, self).run(tmp, task_vars)
-        args = dict(self._task.args)
-        template = args.get('template')
+        dummy, args = self.validate_argument_spec(argument_spec=argument_spec())
+        template = args.pop('template', None)
         if template:
+            # uid, gid and home that are not given are read on the host; the template gets them when given.
             try:
-                mounts = plan_mounts(*_plan_input(args))
+                mounts = plan_mounts(args['repls'], args['ecosystems'], args['lower_root'], args['scratch_root'],
+                                     args['views_root'], unresolved=given_unresolved(args['repls']))
             except OverlayInputError as exc:
                 raise AnsibleActionFail(to_text(exc))
             try:
@@ -58,7 +47,6 @@ class ActionModule(ActionBase):
             templar = self._templar.copy_with_new_env(searchpath=[os.path.dirname(source)], available_variables=variables)
             rendered = templar.template(data, escape_backslashes=False) or ''
             args['fstab_lines'] = [line for line in to_text(rendered).splitlines() if line.strip()]
-            args.pop('template')
         result.update(self._execute_module(module_name='pkgcache.overlay.overlay_mounts', module_args=args,
                                            task_vars=task_vars))
         return result

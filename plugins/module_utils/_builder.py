@@ -12,209 +12,40 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
 import hashlib
 import json
 import os
 import tempfile
 
 from . import _manifest as mf
-from . import _mavencache
-from . import _npmcache
-from . import _pipcache as pc
-from . import _uvcache
 from . import _publish as publish
-from . import _reuse as reuse
 from . import _shards as shards
 from . import _solo as solo
 from . import _store as st
 from . import _sync
+from ._ecosystems import ECOSYSTEMS, FILLERS
+from ._fill import BuildError, fingerprint
 from ._lock import StoreLock
-
-VERSIONS = 'import json, sys, pip; print(json.dumps({"pip": pip.__version__, "python": "%d.%d.%d" % sys.version_info[:3]}))'
-
-
-def ensure_venv(python, venv_dir, pip_version, index_url, trusted_host, run, scratch):
-    """Create the build venv if needed, pin pip if asked; return (venv python, versions, changed)."""
-    vpy = os.path.join(venv_dir, 'bin', 'python')
-    changed = False
-    if not os.path.exists(vpy):
-        rc, out, err = run([python, '-m', 'venv', venv_dir], None)
-        if rc != 0:
-            raise pc.PipBuildError('cannot create the build venv %s with %s: %s' % (venv_dir, python, pc.tail(err or out)))
-        changed = True
-    rc, out, err = run([vpy, '-c', VERSIONS], None)
-    if rc != 0:
-        raise pc.PipBuildError('the build venv %s is broken: %s' % (venv_dir, pc.tail(err or out)))
-    versions = json.loads(out.strip().splitlines()[-1])
-    if pip_version and versions['pip'] != pip_version:
-        cache = tempfile.mkdtemp(dir=scratch, prefix='pipcache-bootstrap-')
-        cmd = [vpy, '-m', 'pip', 'install', 'pip==' + pip_version] + pc.pip_args(index_url, trusted_host, cache)
-        rc, out, err = run(cmd, pc.clean_env(os.environ, cache))
-        if rc != 0:
-            raise pc.PipBuildError('cannot install pip %s into the build venv from %s: %s' % (pip_version, index_url, pc.tail(err or out)))
-        rc, out, err = run([vpy, '-c', VERSIONS], None)
-        versions = json.loads(out.strip().splitlines()[-1])
-        changed = True
-    return vpy, versions, changed
-
-
-def _install(vpy, p, specs, cache, scratch, run, dry_run=False):
-    tmp = tempfile.mkdtemp(dir=scratch, prefix='pip-')
-    reqfile = os.path.join(tmp, 'requirements.txt')
-    report = os.path.join(tmp, 'report.json')
-    with open(reqfile, 'w') as f:
-        f.write('\n'.join(specs) + '\n')
-    cmd = pc.install_command(vpy, p['index_url'], p['trusted_host'], cache, os.path.join(tmp, 'target'),
-                             report, reqfile, dry_run=dry_run)
-    rc, out, err = run(cmd, pc.clean_env(os.environ, cache))
-    data = None
-    if rc == 0 and os.path.exists(report):
-        with open(report) as f:
-            data = f.read()
-    st.remove_tree(tmp)
-    return rc, data, pc.tail(err or out, 3)
-
-
-def fill_cache(vpy, p, specs, cache, scratch, run, reused=None):
-    """Install every spec on its own into a fresh target, all through one cache ``cache``.
-
-    Returns (packages, misses, resolutions): the union of what the solo
-    installs took (name, version, url), a miss per spec that cannot be
-    installed alone, and per spec the ``name==version`` list it resolved to.
-    ``reused`` ({spec: resolution}) are specs whose earlier resolution was
-    kept (see _reuse); they count as resolved.
-    """
-    def one(spec):
-        rc, data, err = _install(vpy, p, [spec], cache, scratch, run)
-        return rc == 0, data, err
-
-    results, failures = solo.resolve_each(specs, one, p.get('workers')) if specs else ([], [])
-    if not reused:
-        solo.require_some(specs, results, failures, p['index_url'], 'pip')
-    reports = [(spec, pc.parse_report(data)) for spec, data in results]
-    packages = solo.union([r for spec, r in reports], key=lambda x: (x['name'], x['version'], x['url']))
-    resolutions = dict((spec, sorted('%s==%s' % (x['name'], x['version']) for x in r)) for spec, r in reports)
-    return packages, solo.misses(failures, p['index_url'], 'pip'), resolutions
-
-
-FILLERS = {'npm': _npmcache, 'maven': _mavencache, 'uv': _uvcache}
-# Options of each ecosystem's dict and their defaults (the module's argument_spec mirrors them).
-DEFAULTS = {
-    'npm': {'packages': [], 'registry': 'https://registry.npmjs.org/', 'npm': 'npm', 'cafile': None},
-    'maven': {'artifacts': [], 'repositories': [], 'settings': None, 'mvn': 'mvn',
-              'plugin': 'org.apache.maven.plugins:maven-dependency-plugin:3.6.1'},
-    'uv': {'packages': [], 'index_url': None, 'uv': 'uv', 'python': 'python3'},
-}
-ORDER = ('pip', 'npm', 'maven', 'uv')
 
 
 def ecosystems(p):
     """The ecosystems to build, in a stable order; refuse unknown names and duplicates."""
     ecos = p.get('ecosystems') or ['pip']
     for eco in ecos:
-        if eco not in ORDER:
-            raise pc.BuildError('ecosystem %r is not supported (choose from %s)' % (eco, ', '.join(ORDER)))
+        if eco not in ECOSYSTEMS:
+            raise BuildError('ecosystem %r is not supported (choose from %s)' % (eco, ', '.join(ECOSYSTEMS)))
     if len(set(ecos)) != len(ecos):
-        raise pc.BuildError('ecosystems lists an ecosystem twice: %s' % ', '.join(ecos))
-    return [e for e in ORDER if e in ecos]
+        raise BuildError('ecosystems lists an ecosystem twice: %s' % ', '.join(ecos))
+    return [e for e in ECOSYSTEMS if e in ecos]
 
 
-def ecosystem_options(p, eco):
-    o = dict(DEFAULTS[eco])
-    o.update(dict((k, v) for k, v in (p.get(eco) or {}).items() if v is not None))
-    o['workers'] = p.get('workers') or solo.DEFAULT_WORKERS
-    if eco == 'uv' and not o.get('index_url'):
-        o['index_url'] = p.get('index_url')
+def ecosystem_options(p, eco, shard=None):
+    """The options of ecosystem ``eco`` (its filler's ``options``), with this builder's share of its list."""
+    filler = FILLERS[eco]
+    o = dict(filler.options(p), workers=p.get('workers') or solo.DEFAULT_WORKERS)
+    if shard:
+        o[filler.ITEMS] = shards.mine(o[filler.ITEMS], shard, filler.item_name)
     return o
-
-
-def _pip_specs(p):
-    specs = list(p.get('packages') or [])
-    if p.get('requirements'):
-        try:
-            with open(p['requirements']) as f:
-                specs += pc.read_requirements(f.read(), p['requirements'])
-        except IOError as exc:
-            raise pc.PipBuildError('cannot read requirements %s: %s' % (p['requirements'], exc))
-    specs = pc.check_specs(specs)
-    if not specs:
-        raise pc.PipBuildError('no packages given: set packages or requirements')
-    if not p.get('index_url'):
-        raise pc.PipBuildError('pip: index_url is not set')
-    return specs
-
-
-def _reuse_previous(p, versions, specs, cache, opener):
-    """Seed ``cache`` with the previous build's entries of the specs the index has nothing newer for.
-
-    Returns (reused {spec: resolution}, their packages, specs to resolve, pages).
-    """
-    if opener is None:
-        return {}, [], specs, {}
-    fetch = functools.partial(_page, opener, p.get('deadline'))
-    prev = reuse.previous(p['store'], versions, p['index_url'])
-    if prev is None:
-        return {}, [], specs, {}
-    pages = reuse.fingerprints(p['index_url'], reuse.projects_of(prev['pip'], specs), fetch, p.get('workers'))
-    reused, todo = reuse.plan(specs, prev['pip'], pages)
-    packages = reuse.packages_of(prev['pip'], reused)
-    # The file, its PEP 658 metadata (a current pip reads that first) and the project's page, keyed by URL.
-    urls = [x['url'] for x in packages] + [x['url'] + '.metadata' for x in packages] + \
-        [reuse.page_url(p['index_url'], x['name']) for x in packages]
-    try:
-        reuse.seed(cache, p['store'], prev, urls, set(x['name'] for x in packages if not x['is_wheel']))
-    except OSError:
-        # An object went (a GC between the choice and the copy): resolve everything as without reuse.
-        for name in os.listdir(cache):
-            st.remove_tree(os.path.join(cache, name))
-        return {}, [], specs, pages
-    return reused, packages, todo, pages
-
-
-def _page(opener, deadline, url):
-    return _sync.read_url(opener, url, reuse.PAGE_LIMIT, 'the index page', deadline or 120)
-
-
-def _fill_pip(p, specs, cache, work, scratch, run, check_mode, opener=None):
-    venv_dir = p.get('venv_dir') or os.path.join(work, 'venv-' + os.path.basename(p['python']))
-    if check_mode and not os.path.exists(venv_dir):
-        venv_dir = os.path.join(scratch, 'venv')
-    vpy, versions, dummy = ensure_venv(p['python'], venv_dir, p.get('pip_version'), p['index_url'],
-                                       p.get('trusted_host'), run, scratch)
-    reused, kept, todo, pages = _reuse_previous(p, versions, specs, cache, opener)
-    packages, misses, resolutions = fill_cache(vpy, p, todo, cache, scratch, run, reused)
-    packages = solo.union([packages, kept], key=lambda x: (x['name'], x['version'], x['url']))
-    resolutions.update(reused)
-    cached, not_cached = pc.check_cached(cache, packages)
-    misses += not_cached
-    for m in misses:
-        m['ecosystem'] = 'pip'
-    if not cached:
-        raise pc.PipBuildError(
-            'pip cached none of the %d files it fetched from %s. The index must send cache headers '
-            '(pypiserver: --cache-control; nginx: Cache-Control/expires), and an http index must be given '
-            'as trusted_host. Misses: %s' % (len(packages), p['index_url'], '; '.join(m['reason'] for m in misses[:3])))
-    key = pc.build_key('pip', p['index_url'], versions['pip'], versions['python'], cached, misses, specs)
-    if opener is not None:
-        # Pages of projects first seen in this build are fetched now, after pip read them: a release in
-        # between only means that the next build resolves that package again once more.
-        names = set(c['name'] for c in cached)
-        pages.update(reuse.fingerprints(p['index_url'], names - set(pages), functools.partial(
-            _page, opener, p.get('deadline')), p.get('workers')))
-        pages = dict((n, h) for n, h in pages.items() if n in names and h)
-    meta = {'pip_version': versions['pip'], 'python_version': versions['python'],
-            'index_url': p['index_url'], 'trusted_host': p.get('trusted_host') or None,
-            'requested': specs, 'packages': [{'name': c['name'], 'version': c['version'], 'url': c['url']} for c in cached],
-            'resolutions': resolutions, 'reused': len(reused)}
-    if pages:
-        meta['pages'] = pages
-    return {'packages': meta['packages'], 'misses': misses, 'meta': meta, 'key': key, 'exclude': pc.EXCLUDE}
-
-
-# The option of each ecosystem that lists what to cache, and the name a listed item is sharded by.
-LISTS = {'npm': ('packages', _npmcache.spec_name), 'maven': ('artifacts', _mavencache.artifact_name),
-         'uv': ('packages', pc.requirement_name)}
 
 
 def build(p, run, check_mode=False, now=None, opener=None):
@@ -228,11 +59,9 @@ def build(p, run, check_mode=False, now=None, opener=None):
     shard = shards.check_shard(p.get('shard'))
     if shard:
         p = dict(p, publish=False)
-    specs = _pip_specs(p) if 'pip' in ecos else None
-    if shard and specs:
-        specs = shards.mine(specs, shard, pc.requirement_name)
+    opts = dict((eco, ecosystem_options(p, eco, shard)) for eco in ecos)
     store, work = p['store'], p['work_dir']
-    inputs = inputs_key(p, specs)
+    inputs = inputs_key(p, opts['pip']['packages'] if 'pip' in opts else None)
     if p.get('max_age') and not p.get('force') and os.path.isdir(store):
         with locked(p, check_mode):
             fresh = fresh_build(store, inputs, p['max_age'], now)
@@ -242,42 +71,36 @@ def build(p, run, check_mode=False, now=None, opener=None):
                 result.update(result_from_manifest(manifest), not_rebuilt=True)
                 return result
     if check_mode:
-        return would_build(p, ecos, specs, shard)
+        return would_build(p, opts, shard)
     st.makedirs(work, 0o700)
     scratch = tempfile.mkdtemp(dir=work, prefix='.build-')
     try:
         parts = {}
-        for eco in ecos:
-            cache = os.path.join(scratch, 'cache', eco)
-            if eco == 'pip':
-                if specs:
-                    os.makedirs(cache)
-                    parts[eco] = _fill_pip(p, specs, cache, work, scratch, run, check_mode, opener)
+        for eco, o in opts.items():
+            filler = FILLERS[eco]
+            if shard and not o[filler.ITEMS]:
                 continue
-            o = ecosystem_options(p, eco)
-            if shard:
-                field, name = LISTS[eco]
-                o[field] = shards.mine(o[field], shard, name)
-                if not o[field]:
-                    continue
+            cache = os.path.join(scratch, 'cache', eco)
             os.makedirs(cache)
-            packages, misses, meta, key = FILLERS[eco].fill(o, cache, scratch, run)
+            packages, misses, meta, key = filler.fill(o, cache, scratch, run, opener=opener)
             parts[eco] = {'packages': packages, 'misses': misses, 'meta': meta, 'key': key,
-                          'exclude': FILLERS[eco].exclude(cache)}
+                          'exclude': filler.exclude(cache)}
         if not parts:
             return shards.empty_result(shard)
         if shard:
-            key = pc.fingerprint({'shard': shard, 'parts': dict((e, parts[e]['key']) for e in parts)})
+            key = fingerprint({'shard': shard, 'parts': dict((e, parts[e]['key']) for e in parts)})
         elif ecos == ['pip']:
             # A pip-only build keeps the key it had before there were other ecosystems.
             key = parts['pip']['key']
         else:
-            key = pc.fingerprint(dict((e, parts[e]['key']) for e in ecos))
-        with locked(p, check_mode):
-            result = _store_snapshot(p, store, os.path.join(scratch, 'cache'), parts, key, check_mode, now, run)
-            record_inputs(store, inputs, result['id'], now, check_mode)
-            if 'pip' in parts and not check_mode:
-                reuse.remember(store, result['id'], parts['pip']['meta'])
+            key = fingerprint(dict((e, parts[e]['key']) for e in ecos))
+        with locked(p, False):
+            result = _store_snapshot(p, store, os.path.join(scratch, 'cache'), parts, key, now, run)
+            record_inputs(store, inputs, result['id'], now)
+            for eco, part in parts.items():
+                stored = getattr(FILLERS[eco], 'stored', None)
+                if stored:
+                    stored(store, result['id'], part['meta'])
             result['not_rebuilt'] = False
             return result
     finally:
@@ -303,7 +126,7 @@ def _read_ref(store, name):
     try:
         with open(os.path.join(store, 'refs', name)) as f:
             return mf.check_snapshot_id(f.read().strip())
-    except (IOError, mf.ManifestError):
+    except (OSError, mf.ManifestError):
         return None
 
 
@@ -365,7 +188,7 @@ def write_snapshot(p, store, entries, metadata, key, check_mode, run):
             existing = f.read()
         if json.loads(existing).get('shard') and not metadata.get('shard'):
             existing = None
-    except (IOError, ValueError):
+    except (OSError, ValueError):
         existing = None
     if existing is not None:
         data = existing
@@ -379,13 +202,11 @@ def write_snapshot(p, store, entries, metadata, key, check_mode, run):
     return snap_id, hashlib.sha256(data).hexdigest()
 
 
-def would_build(p, ecos, specs, shard):
+def would_build(p, opts, shard):
     """Check mode when a build is due: what would be resolved, without running a tool or asking an index anything."""
     requested = {}
-    for eco in ecos:
-        items = specs if eco == 'pip' else ecosystem_options(p, eco)[LISTS[eco][0]]
-        if shard and eco != 'pip':
-            items = shards.mine(items, shard, LISTS[eco][1])
+    for eco, o in opts.items():
+        items = o[FILLERS[eco].ITEMS]
         if items:
             requested[eco] = {'requested': list(items)}
     result = {'id': '', 'changed': True, 'would_build': True, 'not_rebuilt': False, 'files': 0, 'bytes': 0,
@@ -398,8 +219,9 @@ def would_build(p, ecos, specs, shard):
 
 def inputs_key(p, specs):
     """Fingerprint of what a build is asked to build (lists, indexes, tools), not of what the index holds."""
-    keys = ('ecosystems', 'index_url', 'trusted_host', 'python', 'pip_version', 'npm', 'maven', 'uv', 'shard', 'reuse')
-    return pc.fingerprint(dict([(k, p.get(k)) for k in keys] + [('pip', specs)]))
+    keys = ('ecosystems', 'index_url', 'trusted_host', 'python', 'pip_version', 'shard', 'reuse') + \
+        tuple(e for e in ECOSYSTEMS if e != 'pip')
+    return fingerprint(dict([(k, p.get(k)) for k in keys] + [('pip', specs)]))
 
 
 def _age(then, now):
@@ -415,7 +237,7 @@ def fresh_build(store, inputs, max_age, now):
         with open(os.path.join(store, 'refs', 'inputs', inputs)) as f:
             ref = json.load(f)
         snap_id = mf.check_snapshot_id(ref.get('id'))
-    except (IOError, ValueError, AttributeError, mf.ManifestError):
+    except (OSError, ValueError, AttributeError, mf.ManifestError):
         return None
     age = _age(ref.get('built'), now)
     if age is None or not 0 <= age < max_age or not os.path.exists(st.manifest_path(store, snap_id)):
@@ -423,8 +245,8 @@ def fresh_build(store, inputs, max_age, now):
     return snap_id
 
 
-def record_inputs(store, inputs, snap_id, now, check_mode):
-    if not check_mode and now:
+def record_inputs(store, inputs, snap_id, now):
+    if now:
         path = os.path.join(store, 'refs', 'inputs', inputs)
         st.makedirs(os.path.dirname(path))
         st.write_bytes_atomic(path, json.dumps({'id': snap_id, 'built': now}).encode())
@@ -442,9 +264,9 @@ def result_from_manifest(manifest):
     return result
 
 
-def _store_snapshot(p, store, cache_root, parts, key, check_mode, now, run):
+def _store_snapshot(p, store, cache_root, parts, key, now, run):
     result = _result(parts)
-    known = reuse_known(p, store, key, check_mode, run, now)
+    known = reuse_known(p, store, key, False, run, now)
     if known:
         result.update(known)
         return result
@@ -460,11 +282,7 @@ def _store_snapshot(p, store, cache_root, parts, key, check_mode, now, run):
         if e['type'] != 'file' or e['sha256'] in seen:
             continue
         seen.add(e['sha256'])
-        if check_mode:
-            is_new = not os.path.exists(st.object_path(store, e['sha256']))
-        else:
-            is_new = st.ingest_file(store, paths[e['path']], e['sha256'])
-        if is_new:
+        if st.ingest_file(store, paths[e['path']], e['sha256']):
             new_objects += 1
             new_bytes += e['size']
     metadata = {'created': now, 'ecosystems': list(parts), 'build_key': key}
@@ -474,11 +292,11 @@ def _store_snapshot(p, store, cache_root, parts, key, check_mode, now, run):
         metadata['provenance'] = p['provenance']
     if p.get('shard'):
         metadata['shard'] = shards.check_shard(p['shard'])
-    snap_id, digest = write_snapshot(p, store, entries, metadata, key, check_mode, run)
+    snap_id, digest = write_snapshot(p, store, entries, metadata, key, False, run)
     result.update(mf.totals(entries))
     result.update({'id': snap_id, 'changed': True, 'new_objects': new_objects, 'new_bytes': new_bytes, 'created': now,
                    'signed': bool(p.get('signing_key')), 'manifest_sha256': digest})
-    return _published(p, store, snap_id, now, run, check_mode, result)
+    return _published(p, store, snap_id, now, run, False, result)
 
 
 def ensure_signature(p, store, snap_id, run, check_mode):
@@ -508,9 +326,9 @@ def merge(p, opener, check_mode=False, now=None, run=None):
         if check_mode:
             return {'id': '', 'changed': True, 'would_build': True, 'files': 0, 'bytes': 0, 'objects': 0,
                     'new_objects': 0, 'new_bytes': 0, 'packages': [], 'misses': [], 'ecosystems': {}, 'shards': []}
-        raise pc.BuildError('none of the %d shards built anything: nothing to merge' % len(parts))
-    ecos, metas = shards.merge_metadata([(part['name'], m) for part, m in named], ORDER)
-    key = pc.fingerprint({'merge': [m['id'] for part, m in named]})
+        raise BuildError('none of the %d shards built anything: nothing to merge' % len(parts))
+    ecos, metas = shards.merge_metadata([(part['name'], m) for part, m in named], ECOSYSTEMS)
+    key = fingerprint({'merge': [m['id'] for part, m in named]})
     result = result_from_manifest(dict(metas, ecosystems=ecos))
     result['shards'] = [{'name': part['name'], 'id': m['id'], 'index': part['index'],
                          'packages': sum(len((m.get(e) or {}).get('packages') or []) for e in ecos)}
@@ -527,7 +345,7 @@ def merge(p, opener, check_mode=False, now=None, run=None):
         for part, m in named:
             missing = st.missing_objects(store, m['entries'])
             if missing and not part.get('url'):
-                raise pc.BuildError('shard %s lists %d objects that the store %s lacks' % (part['name'], len(missing), store))
+                raise BuildError('shard %s lists %d objects that the store %s lacks' % (part['name'], len(missing), store))
             if missing and not check_mode:
                 st.fetch_objects(store, part['url'], missing, opener, p.get('workers') or 8, deadline)
             new_objects += len(missing)

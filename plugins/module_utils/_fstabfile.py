@@ -12,6 +12,10 @@ import os
 import tempfile
 
 from ._fstab import replace_block
+# mountinfo lives in _mountinfo; mountinfo_text stays importable from here for the modules that read it.
+from ._mountinfo import mountinfo_text
+
+__all__ = ['mountinfo_text', 'read_text', 'update_block']
 
 
 def read_text(path):
@@ -51,8 +55,3 @@ def update_block(module, path, name, lines, backup=False):
         if os.path.exists(tmp):
             os.unlink(tmp)
     return result
-
-
-def mountinfo_text():
-    with open('/proc/self/mountinfo') as f:
-        return f.read()

@@ -55,7 +55,7 @@ def _builder_order(store, ids):
             with open(st.manifest_path(store, snap_id)) as f:
                 m = json.load(f)
             info[snap_id] = (bool(m.get('shard')), m.get('created') or '', snap_id)
-        except (IOError, ValueError):
+        except (OSError, ValueError):
             info[snap_id] = (False, '', snap_id)
     ordered = sorted(ids, key=lambda i: info[i][1:])
     return [[i for i in ordered if not info[i][0]], [i for i in ordered if info[i][0]]]
@@ -148,7 +148,7 @@ def _latest(store):
     try:
         with open(os.path.join(store, 'refs', 'latest')) as f:
             return f.read().strip()
-    except IOError:
+    except OSError:
         return None
 
 

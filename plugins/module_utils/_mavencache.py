@@ -18,7 +18,21 @@ import os
 import re
 from xml.sax.saxutils import escape
 
-from ._pipcache import BuildError, fingerprint, tail as _tail
+from ._fill import BuildError, fingerprint, tail as _tail, with_defaults
+
+# The suboptions of snapshot_build's maven option.
+OPTIONS = dict(
+    artifacts=dict(type='list', elements='str', default=[]),
+    repositories=dict(type='list', elements='dict', default=[], options=dict(
+        id=dict(type='str', required=True),
+        url=dict(type='str', required=True),
+        mirror_of=dict(type='str'),
+    )),
+    settings=dict(type='path'),
+    mvn=dict(type='str', default='mvn'),
+    plugin=dict(type='str', default='org.apache.maven.plugins:maven-dependency-plugin:3.6.1'),
+)
+ITEMS = 'artifacts'
 
 COORD_RE = re.compile(r'^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.+-]+(:[A-Za-z0-9_.-]+){0,2}$')
 ID_RE = re.compile(r'^[A-Za-z0-9_.-]+$')
@@ -49,6 +63,14 @@ def check_artifacts(artifacts):
 def artifact_name(coords):
     """groupId:artifactId of an artifact's coordinates."""
     return ':'.join(str(coords).strip().split(':')[:2])
+
+
+item_name = artifact_name
+
+
+def options(p):
+    """Maven's options from snapshot_build's params, defaults applied."""
+    return with_defaults(OPTIONS, p.get('maven'))
 
 
 def check_repositories(repos):
@@ -108,7 +130,7 @@ def artifact_dir(repo, coords):
     return os.path.join(repo, *(g.split('.') + [a, v]))
 
 
-def fill(o, cache, scratch, run):
+def fill(o, cache, scratch, run, opener=None):
     """Fill ``cache`` (a maven.repo.local); return (packages, misses, metadata, key)."""
     artifacts = check_artifacts(o.get('artifacts') or [])
     if not artifacts:

@@ -1,35 +1,79 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) pkgcache.overlay contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""overlay_mounts: checks, the fstab lines, and one run over every user.
+"""overlay_mounts: the argument spec, the users, one plan for every user, and its execution.
 
 Private to the collection; the API may change without notice.
 
-The directory work and the mounts are in _views; every operation near a
-user's files goes through _safefs (O_NOFOLLOW fds and *at() calls).
+``plan()`` decides, read-only, what a run does and why: the directories to
+create or fix, the fstab block to write, per user and ecosystem the mount,
+switch or merge and the cache link, the targets to unmount and the users to
+purge. Check mode returns it; a real run computes the same plan under the
+lock and ``execute()`` carries it out. The directory work and the mounts are
+in _views; every operation near a user's files goes through _safefs
+(O_NOFOLLOW fds and *at() calls) and is checked again when it is done.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import pwd
 import time
 
+from . import _mountinfo as mi
 from . import _overlay as ov
 from . import _safefs as sf
 from . import _views
-from ._fstab import block_entries, parse_line
-from ._fstabfile import mountinfo_text, read_text, update_block
-from ._lock import StoreLock
-from ._mountcmd import MountError, mount_from_fstab
+from ._fstab import FstabError, block_entries, parse_line, replace_block
+from ._fstabfile import read_text, update_block
+from ._lock import LockError, StoreLock
+from ._mountcmd import MountError, mount_overlay
 
 BLOCK = 'mounts'
 UnsafePathError = sf.UnsafePathError
 
+# The module's arguments; the action plugin validates a task's arguments against the same spec.
+ARGUMENT_SPEC = dict(
+    repls=dict(type='list', elements='dict', required=True, options=dict(
+        name=dict(type='str', required=True),
+        uid=dict(type='int'),
+        gid=dict(type='int'),
+        home=dict(type='path'),
+        scratch=dict(type='path'),
+    )),
+    ecosystems=dict(type='list', elements='str', default=['pip'], choices=sorted(ov.ECOSYSTEMS)),
+    lower_root=dict(type='path', required=True),
+    scratch_root=dict(type='path', default='/mnt/scratch'),
+    views_root=dict(type='path', default=ov.VIEWS_ROOT),
+    state_dir=dict(type='path', default='/var/lib/pkgcache'),
+    strict=dict(type='bool', default=False),
+    lock_timeout=dict(type='int', default=60),
+    fstab=dict(type='path', default='/etc/fstab'),
+    backup=dict(type='bool', default=False),
+    state=dict(type='str', default='mounted', choices=['mounted', 'present']),
+    purge_removed=dict(type='bool', default=False),
+    lazy=dict(type='bool', default=False),
+    compact=dict(type='bool', default=False),
+    template=dict(type='str'),
+    fstab_lines=dict(type='list', elements='str'),
+)
+ERRORS = (ov.OverlayInputError, sf.UnsafePathError, FstabError, MountError, LockError, OSError)
+
+
+def argument_spec():
+    return copy.deepcopy(ARGUMENT_SPEC)
+
+
+def given_unresolved(repls):
+    """Names of the repls whose uid, gid or home is not given (the host's passwd database fills them)."""
+    return set(r.get('name') for r in repls if any(r.get(k) is None for k in ('uid', 'gid', 'home')))
+
 
 def check_filesystems(mountinfo, mount):
     """Refuse an upper on overlayfs, and upper and work on different filesystems."""
-    upper = ov.mount_of(mountinfo, mount['upperdir'])
-    work = ov.mount_of(mountinfo, mount['workdir'])
+    upper = mi.mount_of(mountinfo, mount['upperdir'])
+    work = mi.mount_of(mountinfo, mount['workdir'])
     if upper is not None and upper['fstype'] == 'overlay':
         raise ov.OverlayInputError('repl %s: upperdir %s is on overlayfs (mounted at %s), which cannot be an upper layer; '
                                    'put the scratch root on a volume or a tmpfs' % (mount['user'], mount['upperdir'], upper['mount_point']))
@@ -63,87 +107,246 @@ def _by_user(mounts):
     return [users[u] for u in order]
 
 
-def converge(module):
-    """One run of overlay_mounts; returns the module result. Only bad input or shared roots fail it as a whole."""
-    p = module.params
-    mounts = ov.plan_mounts(p['repls'], p['ecosystems'], p['lower_root'], p['scratch_root'], p['views_root'])
-    paired = render_lines(mounts, p['fstab_lines'])
-    info = ov.parse_mountinfo(mountinfo_text())
+class Run(object):
+    """What one run works on: the planned mounts, their fstab lines and the host's mount table.
+
+    Built by ``prepare()`` from explicit arguments; ``plan()`` and ``execute()`` take it.
+    """
+
+    def __init__(self, mounts, paired, unresolved, info, fstab, lower_root, scratch_root, views_root, state_dir,
+                 state, lazy, compact, purge_removed, now=None):
+        self.mounts, self.paired, self.unresolved, self.info = mounts, paired, unresolved, info
+        self.fstab, self.lower_root, self.scratch_root, self.views_root = fstab, lower_root, scratch_root, views_root
+        self.state_dir, self.state, self.lazy, self.compact = state_dir, state, lazy, compact
+        self.purge_removed = purge_removed
+        self.now = time.time() if now is None else now
+
+    def converge(self, mount_fn, check_mode):
+        run = _views.Converge(self.mounts, self.info, mount_fn, check_mode, state=self.state, state_dir=self.state_dir,
+                              views_root=self.views_root, scratch_root=self.scratch_root, lazy=self.lazy,
+                              compact=self.compact, now=self.now)
+        for m in self.mounts:
+            if m['user'] in self.unresolved:
+                run.fail(m, self.unresolved[m['user']])
+        for root, mode in ((self.views_root, 0o711), (self.scratch_root, 0o755)):
+            fd = run.ensure_root_chain(root, mode)
+            if fd is not None:
+                os.close(fd)
+        return run
+
+    def lines(self, failed):
+        return [line for line, m in self.paired if m is None or m['ecosystem'] not in failed.get(m['user'], {})]
+
+
+def prepare(repls, ecosystems, lower_root, scratch_root, views_root, state_dir, fstab, fstab_lines, state, lazy,
+            compact, purge_removed, check_mode, warn, getpwnam=None, mountinfo=None):
+    """Resolve the users, plan their mounts, pair the fstab lines and check the host; return a Run.
+
+    Raises OverlayInputError for input that cannot be planned at all; a user
+    the host does not know is only left unserved.
+    """
+    repls, unresolved = ov.resolve_repls(repls, getpwnam or pwd.getpwnam)
+    mounts = ov.plan_mounts(repls, ecosystems, lower_root, scratch_root, views_root, unresolved=unresolved)
+    paired = render_lines(mounts, fstab_lines)
+    info = mi.current() if mountinfo is None else mountinfo
     # Check mode on a host that has not fetched the snapshot yet (the sync, in check mode too, would fetch it).
-    unfetched = module.check_mode and not os.path.isdir(p['lower_root'])
+    unfetched = check_mode and not os.path.isdir(lower_root)
     if unfetched:
-        module.warn('check mode: the snapshot at %s is not on this host yet; the mounts are planned on it as a real '
-                    'run would fetch it' % p['lower_root'])
+        warn('check mode: the snapshot at %s is not on this host yet; the mounts are planned on it as a real '
+             'run would fetch it' % lower_root)
     for m in mounts:
         check_filesystems(info, m)
         if not unfetched and not os.path.isdir(m['lowerdir']):
             raise ov.OverlayInputError(
                 'ecosystem %s: the snapshot at %s has no %s cache (%s is missing); build it with that ecosystem '
-                'or remove it from ecosystems' % (m['ecosystem'], p['lower_root'], m['ecosystem'], m['lowerdir']))
-
-    def mount_fn(target):
-        mount_from_fstab(module.run_command, p['fstab'], target)
-
-    run = _views.Converge(p, mounts, info, mount_fn, module.check_mode)
-    for root, mode in ((p['views_root'], 0o711), (p['scratch_root'], 0o755)):
-        fd = run.ensure_root_chain(root, mode)
-        if fd is not None:
-            os.close(fd)
-    if module.check_mode:
-        return _execute(module, run, paired)
-    with StoreLock(p['views_root'], p['lock_timeout']):
-        return _execute(module, run, paired)
+                'or remove it from ecosystems' % (m['ecosystem'], lower_root, m['ecosystem'], m['lowerdir']))
+    return Run(mounts, paired, unresolved, info, fstab, lower_root, scratch_root, views_root, state_dir, state, lazy,
+               compact, purge_removed)
 
 
-def _execute(module, run, paired):
-    p = module.params
+def _mount_step(run, planner, m, recorded):
+    """The planned mount action for ``m`` and why: mount, switch, merge, none.
+
+    ``recorded`` holds the layer dirs of the detached generations recorded in
+    the state dir: only those are ever merged, so a view without one needs no
+    look into its layer dir.
+    """
+    if run.state == 'present':
+        return 'none', 'state=present writes fstab and the directories only'
+    cur = mi.mounted_at(run.info, m['target'])
+    state = mi.overlay_state(run.info, m)
+    if state == 'absent':
+        return 'mount', 'nothing is mounted at %s' % m['target']
+    if state == 'stale':
+        if cur['fstype'] != 'overlay':
+            return 'switch', '%s is mounted there, not the planned overlay' % cur['fstype']
+        lower = cur['super_options'].get('lowerdir')
+        return 'switch', 'mounted with other layers (lowerdir %s, planned %s)' % (lower, m['lowerdir'])
+    if m['layers'] in recorded and planner.generations(m):
+        return 'merge', 'mounted; detached generations are folded in once no overlay holds them'
+    return 'none', 'mounted with the planned layers'
+
+
+def plan(run, made_roots=None):
+    """Decide, read-only, what a run does; return (plan, the check-mode Converge that recorded it).
+
+    A real run makes the views and scratch roots before it takes the lock in
+    one; ``made_roots`` (what that created) then stands for them in the plan.
+    """
+    planner = run.converge(None, True)
+    if made_roots is not None:
+        planner.created[:] = list(made_roots)
+    steps, prepare_users, unchanged = [], [], 0
+    recorded = set(os.path.dirname(gen) for gen in _views.load_records(run.state_dir))
+    for user_mounts in _by_user(run.mounts):
+        user = user_mounts[0]['user']
+        if user in run.unresolved:
+            continue
+        before = (len(planner.created), dict(planner.repaired), dict(planner.retired))
+        ready = planner.prepare_user(user_mounts)
+        changed = len(planner.created) > before[0] or planner.repaired != before[1] or planner.retired != before[2]
+        user_steps = []
+        for m in ready:
+            action, why = _mount_step(run, planner, m, recorded)
+            try:
+                link = _views.place_link(m, True, run.now)
+            except (sf.UnsafePathError, OSError) as exc:
+                planner.fail(m, str(exc))
+                continue
+            link = {'already': 'keep', 'created': 'create', 'replaced': 'replace'}[link]
+            user_steps.append({'user': user, 'ecosystem': m['ecosystem'], 'target': m['target'], 'action': action,
+                               'why': why, 'link': link, 'compact': run.compact and action == 'switch'})
+            planner.note(planner.users, m, {'mount': 'mounted', 'switch': 'switched'}.get(
+                action, 'present' if run.state == 'present' and mi.overlay_state(run.info, m) != 'mounted' else 'already'))
+            changed = changed or action != 'none' or link != 'keep'
+        # A user with nothing to do is left out (and counted): the run does not walk them again.
+        if changed:
+            prepare_users.append(user)
+            steps += user_steps
+        else:
+            unchanged += len(user_steps)
+    before = read_text(run.fstab)
+    write = replace_block(before, BLOCK, run.lines(planner.failed)) != before
+    planned = set(m['target'] for m in run.mounts)
+    retired = set(t for u in planner.retired.values() for t in u.values())
+    unmount = []
+    for target in sorted(set(f[1] for f in block_entries(before, BLOCK)) - planned - retired):
+        cur = mi.mounted_at(run.info, target)
+        if run.state == 'mounted' and cur is not None and cur['fstype'] == 'overlay':
+            unmount.append({'target': target, 'why': 'left the managed block (its user or ecosystem was dropped)'})
+    if run.purge_removed and run.state == 'mounted':
+        # Nothing is unmounted yet: leave out what the run unmounts first.
+        gone = set(u['target'] for u in unmount)
+        left = [x for x in run.info if x['mount_point'] not in gone]
+        for user in planner.removed_users():
+            planner.purge(user, left)
+    return {'create': list(planner.created), 'repair': dict(planner.repaired), 'retire': dict(planner.retired),
+            'prepare': prepare_users, 'fstab': {'path': run.fstab, 'write': write}, 'mounts': steps, 'unchanged': unchanged,
+            'unmount': unmount, 'purge': dict(planner.purged), 'unserved': dict(planner.failed)}, planner
+
+
+def execute(run, the_plan, planner, doer, update):
+    """Carry out ``the_plan`` with ``doer`` (a real Converge from run.converge()); every check is made again where
+    it is done. ``update(lines)`` writes the managed block and returns update_block's result.
+    """
+    for user, ecos in the_plan['unserved'].items():
+        for m in run.mounts:
+            if m['user'] == user and m['ecosystem'] in ecos:
+                doer.fail(m, ecos[m['ecosystem']])
+    steps = dict(((s['user'], s['ecosystem']), s) for s in the_plan['mounts'])
     ready = []
     for user_mounts in _by_user(run.mounts):
-        ready += run.prepare_user(user_mounts)
-    lines = [line for line, m in paired if m is None or m['ecosystem'] not in run.failed.get(m['user'], {})]
-    old_targets = set(f[1] for f in block_entries(read_text(p['fstab']), BLOCK))
-    fstab = update_block(module, p['fstab'], BLOCK, lines, p['backup'])
+        for m in user_mounts:
+            if (m['user'], m['ecosystem']) not in steps and m['ecosystem'] in planner.users.get(m['user'], {}) \
+                    and m['ecosystem'] not in doer.failed.get(m['user'], {}):
+                doer.note(doer.users, m, planner.users[m['user']][m['ecosystem']])
+        user_mounts = [m for m in user_mounts if (m['user'], m['ecosystem']) in steps]
+        if user_mounts:
+            ready += doer.prepare_user(user_mounts)
+    fstab = update(run.lines(doer.failed))
     linked = False
     for m in ready:
+        step = steps[(m['user'], m['ecosystem'])]
         try:
-            run.activate(m)
-            linked = run.link(m) or linked
+            if step['action'] == 'none':
+                doer.note(doer.users, m, planner.users[m['user']][m['ecosystem']])
+            else:
+                doer.activate(m)
+            if step['link'] != 'keep':
+                linked = doer.link(m) or linked
         except (sf.UnsafePathError, MountError, OSError) as exc:
-            run.fail(m, str(exc))
+            doer.fail(m, str(exc))
     removed = {}
-    planned = set(m['target'] for m in run.mounts)
-    retired = set(t for u in run.retired.values() for t in u.values())
-    for target in sorted(old_targets - planned - retired):
-        cur = ov.mounted_at(run.info, target)
-        if p['state'] == 'mounted' and cur is not None and cur['fstype'] == 'overlay':
-            outcome = 'unmounted' if module.check_mode else sf.umount(target, cur['mount_id'], lazy=p['lazy'])
-            if outcome != 'gone':
-                removed[target] = outcome
-    if p.get('purge_removed') and p['state'] == 'mounted':
-        # Check mode unmounted nothing: leave out what a real run unmounts first.
-        fresh = ov.parse_mountinfo(mountinfo_text()) if not module.check_mode else \
-            [mi for mi in run.info if mi['mount_point'] not in removed]
+    for item in the_plan['unmount']:
+        cur = mi.mounted_at(run.info, item['target'])
+        outcome = sf.umount(item['target'], cur['mount_id'], lazy=run.lazy)
+        if outcome != 'gone':
+            removed[item['target']] = outcome
+    if the_plan['purge']:
+        fresh = mi.current()
         deadline = time.monotonic() + _views.PURGE_SECONDS
-        for user in run.removed_users():
-            run.purge(user, fresh, deadline)
+        for user in sorted(the_plan['purge']):
+            doer.purge(user, fresh, deadline)
+    return doer, fstab, removed, linked
+
+
+def result(run, conv, fstab, removed, linked, the_plan, warn, diff):
+    """The module's result from the Converge that planned (check mode) or executed the run."""
     gids = {}
     for m in run.mounts:
-        gids.setdefault(m['gid'], set()).add(m['user'])
+        if m['gid'] is not None:
+            gids.setdefault(m['gid'], set()).add(m['user'])
     for gid, users in sorted(gids.items()):
         if len(users) > 1:
-            module.warn('repl users %s share the primary group %d: each can look up the others\' mount points '
-                        '(<views_root>/<user> is 0710 root:<group>) and keep them busy; give each a group of its own'
-                        % (', '.join(sorted(users)), gid))
-    changed = bool(run.created) or fstab['changed'] or bool(removed) or linked or bool(run.repaired) or bool(run.retired) or \
-        'purged' in run.purged.values() or any(
-        s in ('mounted', 'switched', 'merged') for u in run.users.values() for s in u.values())
-    result = {'changed': changed, 'users': run.users, 'busy': run.busy, 'removed': removed, 'compacted': run.compacted,
-              'compacted_bytes': sum(c['bytes'] for u in run.compacted.values() for c in u.values()),
-              'created': run.created, 'mounts': run.mounts, 'unserved': run.failed, 'saved': run.saved,
-              'repaired': run.repaired, 'retired': run.retired, 'detached': run.detached, 'merged': run.merged,
-              'purged': run.purged}
+            warn('repl users %s share the primary group %d: each can look up the others\' mount points '
+                 '(<views_root>/<user> is 0710 root:<group>) and keep them busy; give each a group of its own'
+                 % (', '.join(sorted(users)), gid))
+    changed = bool(conv.created) or fstab['changed'] or bool(removed) or linked or bool(conv.repaired) or \
+        bool(conv.retired) or 'purged' in conv.purged.values() or any(
+            s in ('mounted', 'switched', 'merged') for u in conv.users.values() for s in u.values())
+    out = {'changed': changed, 'users': conv.users, 'busy': conv.busy, 'removed': removed, 'compacted': conv.compacted,
+           'compacted_bytes': sum(c['bytes'] for u in conv.compacted.values() for c in u.values()),
+           'created': conv.created, 'mounts': run.mounts, 'unserved': conv.failed, 'saved': conv.saved,
+           'repaired': conv.repaired, 'retired': conv.retired, 'detached': conv.detached, 'merged': conv.merged,
+           'purged': conv.purged, 'plan': the_plan}
     if fstab['backup_file']:
-        result['backup_file'] = fstab['backup_file']
-    if module._diff and fstab['changed']:
-        result['diff'] = fstab['diff']
-    return result
+        out['backup_file'] = fstab['backup_file']
+    if diff and fstab['changed']:
+        out['diff'] = fstab['diff']
+    return out
+
+
+def converge(run, check_mode, update, warn, diff, lock_timeout):
+    """Plan the run; in check mode return the plan as the result, else execute it under the lock of the views root."""
+    if check_mode:
+        the_plan, planner = plan(run)
+        fstab = update(run.lines(planner.failed))
+        removed = dict((u['target'], 'unmounted') for u in the_plan['unmount'])
+        linked = any(s['link'] != 'keep' for s in the_plan['mounts'])
+        return result(run, planner, fstab, removed, linked, the_plan, warn, diff)
+    options = dict((m['target'], parse_line(line)[3]) for line, m in run.paired if m is not None)
+
+    def mount_fn(m):
+        mount_overlay(m['target'], options[m['target']], m['layers'], m['uid'])
+
+    doer = run.converge(mount_fn, False)  # makes the roots: the lock is in the views root
+    with StoreLock(run.views_root, lock_timeout):
+        the_plan, planner = plan(run, doer.created)
+        doer, fstab, removed, linked = execute(run, the_plan, planner, doer, update)
+    return result(run, doer, fstab, removed, linked, the_plan, warn, diff)
+
+
+def run_module(module):
+    """overlay_mounts' main(): one run over every user of the host, from the module's arguments."""
+    p = module.params
+    try:
+        run = prepare(p['repls'], p['ecosystems'], p['lower_root'], p['scratch_root'], p['views_root'], p['state_dir'],
+                      p['fstab'], p['fstab_lines'], p['state'], p['lazy'], p['compact'], p['purge_removed'],
+                      module.check_mode, module.warn)
+        out = converge(run, module.check_mode, lambda lines: update_block(module, p['fstab'], BLOCK, lines, p['backup']),
+                       module.warn, module._diff, p['lock_timeout'])
+    except ERRORS as exc:
+        module.fail_json(msg=str(exc))
+    if p['strict'] and out['unserved']:
+        module.fail_json(msg='repl users not served: %s' % ', '.join(sorted(out['unserved'])), **out)
+    module.exit_json(**out)

@@ -24,8 +24,16 @@ import stat
 import tempfile
 
 from . import _solo as solo
-from ._pipcache import BuildError, fingerprint, tail as _tail
+from ._fill import BuildError, fingerprint, tail as _tail, with_defaults
 
+# The suboptions of snapshot_build's npm option.
+OPTIONS = dict(
+    packages=dict(type='list', elements='str', default=[]),
+    registry=dict(type='str', default='https://registry.npmjs.org/'),
+    npm=dict(type='str', default='npm'),
+    cafile=dict(type='path'),
+)
+ITEMS = 'packages'
 SPEC_RE = re.compile(r'^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*(@[A-Za-z0-9.^~<>=*|+ -]+)?$')
 KEY_PREFIX = 'make-fetch-happen:request-cache:'
 # Top-level names in npm's cache dir that never go into a snapshot.
@@ -58,6 +66,14 @@ def spec_name(spec):
     """The package name of a spec (``@scope/name@1`` -> ``@scope/name``)."""
     at = spec.find('@', 1)
     return spec if at < 0 else spec[:at]
+
+
+item_name = spec_name
+
+
+def options(p):
+    """npm's options from snapshot_build's params, defaults applied."""
+    return with_defaults(OPTIONS, p.get('npm'))
 
 
 def clean_env(environ):
@@ -209,7 +225,7 @@ def _resolve(o, specs, cache, scratch, run):
     return rc, lock, tail(err or out, 3)
 
 
-def fill(o, cache, scratch, run):
+def fill(o, cache, scratch, run, opener=None):
     """Fill ``cache`` (npm's --cache dir); return (packages, misses, metadata, key).
 
     Every spec is resolved on its own in a fresh project (``npm install

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) pkgcache.overlay contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Per-user overlay mounts: input validation, the mount plan, mountinfo.
+"""Per-user overlay mounts: input validation and the mount plan.
 
 Private to the collection; the API may change without notice.
 """
@@ -12,6 +12,10 @@ import posixpath
 import re
 
 from ._fstab import escape, parse_line
+# mountinfo lives in _mountinfo; these two stay importable from here for snapshot_sync.
+from ._mountinfo import mounted_at, parse_mountinfo, split_options
+
+__all__ = ['mounted_at', 'parse_mountinfo']
 
 # Where each ecosystem's package manager looks, relative to the user's home,
 # and the directory of the snapshot that holds its cache.
@@ -82,7 +86,8 @@ def check_nesting(mounts, roots):
     """
     places = []
     for m in mounts:
-        places.append((m['home'], 'home of repl %s' % m['user']))
+        if m['home'] is not None:
+            places.append((m['home'], 'home of repl %s' % m['user']))
         places.append((m['scratch'], 'scratch of repl %s' % m['user']))
     # Sorted with a trailing '/', a path inside another sorts right after it
     # (anything in between would lie inside too, and be refused first).
@@ -98,14 +103,46 @@ def check_nesting(mounts, roots):
                 raise OverlayInputError('the %s (%s) lies inside %s %s' % (what_p, place, what, root))
 
 
-def plan_mounts(repls, ecosystems, lower_root, scratch_root, views_root=VIEWS_ROOT):
+def resolve_repls(repls, getpwnam):
+    """Fill each repl's missing uid, gid and home from the passwd database; return (repls, {name: why not}).
+
+    ``getpwnam`` is pwd.getpwnam (raises KeyError for an unknown user). A user
+    the host does not know must be given uid, gid and home; else it is named
+    in the second value and left unresolved (uid, gid, home as given), so that
+    the run can plan its place, skip it and serve everyone else.
+    """
+    out, unresolved = [], {}
+    for repl in repls:
+        repl = dict(repl)
+        missing = [k for k in ('uid', 'gid', 'home') if repl.get(k) is None]
+        if missing:
+            try:
+                pw = getpwnam(validate_name(repl.get('name')))
+            except KeyError:
+                unresolved[repl.get('name')] = ('repl user %s does not exist on this host (no passwd entry), and %s '
+                                                'not given' % (repl.get('name'), ', '.join(missing)))
+            else:
+                for key, value in (('uid', pw.pw_uid), ('gid', pw.pw_gid), ('home', pw.pw_dir)):
+                    if repl.get(key) is None:
+                        repl[key] = value
+        out.append(repl)
+    return out, unresolved
+
+
+def plan_mounts(repls, ecosystems, lower_root, scratch_root, views_root=VIEWS_ROOT, unresolved=None):
     """Return the list of mounts for every repl user and ecosystem.
 
     Each mount is a dict: user, uid, gid, ecosystem, home, scratch, layers,
     target (the root-owned view), link (where the package manager looks),
     lowerdir, upperdir, workdir, options. Raises OverlayInputError naming the
     first bad input; nothing is planned for invalid input.
+
+    Users named in ``unresolved`` (the controller, which cannot read the
+    host's passwd database, passes every name whose uid, gid or home is not
+    given) may lack uid, gid and home: those stay None, and so does link.
+    Anyone else without a home gets C(/home/<name>).
     """
+    unresolved = unresolved or ()
     validate_path(lower_root, 'lower_root')
     validate_path(scratch_root, 'scratch_root')
     validate_path(views_root, 'views_root')
@@ -123,21 +160,27 @@ def plan_mounts(repls, ecosystems, lower_root, scratch_root, views_root=VIEWS_RO
         names.add(name)
         for key in ('uid', 'gid'):
             value = repl.get(key)
+            if value is None and name in unresolved:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise OverlayInputError('repl %s: %s %r is not a positive integer (root cannot be a repl user)' % (name, key, value))
-        home = validate_path(repl.get('home') or '/home/' + name, 'repl %s: home' % name)
+        home = repl.get('home') or (None if name in unresolved else '/home/' + name)
+        if home is not None:
+            validate_path(home, 'repl %s: home' % name)
         scratch = validate_path(repl.get('scratch') or posixpath.join(scratch_root, name), 'repl %s: scratch' % name)
         if home == '/' or scratch == '/':
             raise OverlayInputError('repl %s: home and scratch cannot be /' % name)
         for eco in ecosystems:
             layers = posixpath.join(scratch, 'cacache_' + eco)
             target = posixpath.join(views_root, name, eco)
-            link = validate_path(posixpath.join(home, ECOSYSTEMS[eco]['target']), 'repl %s: cache dir' % name)
+            link = None
+            if home is not None:
+                link = validate_path(posixpath.join(home, ECOSYSTEMS[eco]['target']), 'repl %s: cache dir' % name)
             lowerdir = posixpath.join(lower_root, ECOSYSTEMS[eco]['subdir'])
             upperdir = posixpath.join(layers, 'upper')
             workdir = posixpath.join(layers, 'work')
             mounts.append({
-                'user': name, 'uid': repl['uid'], 'gid': repl['gid'], 'ecosystem': eco,
+                'user': name, 'uid': repl.get('uid'), 'gid': repl.get('gid'), 'ecosystem': eco,
                 'home': home, 'scratch': scratch, 'layers': layers, 'target': target, 'link': link,
                 'lowerdir': lowerdir, 'upperdir': upperdir, 'workdir': workdir,
                 'options': overlay_options(lowerdir, upperdir, workdir),
@@ -180,72 +223,3 @@ def check_line(line, mount):
         raise OverlayInputError('fstab line %r for %s: option %r is not allowed (it could add a layer or weaken the view); '
                                 'allowed extras: %s, x-*, comment=' % (line, mount['user'], item, ', '.join(sorted(EXTRA_OPTIONS))))
     return fields
-
-
-def split_options(text):
-    """Split a mount option string into a dict (flags map to True)."""
-    opts = {}
-    for item in text.split(','):
-        if not item:
-            continue
-        key, sep, value = item.partition('=')
-        opts[key] = value if sep else True
-    return opts
-
-
-def _unescape_mountinfo(value):
-    return re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), value)
-
-
-def parse_mountinfo(text):
-    """Parse /proc/self/mountinfo into dicts: mount_point, root, fstype, source, mount_options, super_options."""
-    mounts = []
-    for line in text.splitlines():
-        parts = line.split(' ')
-        if '-' not in parts:
-            continue
-        sep = parts.index('-')
-        if sep < 6 or len(parts) < sep + 4:
-            continue
-        mounts.append({
-            'mount_id': parts[0],
-            'dev': parts[2],
-            'root': _unescape_mountinfo(parts[3]),
-            'mount_point': _unescape_mountinfo(parts[4]),
-            'mount_options': split_options(parts[5]),
-            'fstype': parts[sep + 1],
-            'source': _unescape_mountinfo(parts[sep + 2]),
-            'super_options': split_options(parts[sep + 3]),
-        })
-    return mounts
-
-
-def mounted_at(mountinfo, path):
-    """Return the topmost mount at ``path`` from parsed mountinfo, or None."""
-    found = None
-    for m in mountinfo:
-        if m['mount_point'] == path:
-            found = m
-    return found
-
-
-def mount_of(mountinfo, path):
-    """Return the mount that holds ``path`` (longest mount point prefix), or None."""
-    best = None
-    for m in mountinfo:
-        mp = m['mount_point']
-        if path == mp or path.startswith(mp.rstrip('/') + '/'):
-            if best is None or len(mp) >= len(best['mount_point']):
-                best = m
-    return best
-
-
-def overlay_state(mountinfo, mount):
-    """Return 'mounted', 'stale' (other layers) or 'absent' for a planned mount."""
-    m = mounted_at(mountinfo, mount['target'])
-    if m is None:
-        return 'absent'
-    so = m['super_options']
-    if m['fstype'] == 'overlay' and all(so.get(k) == mount[k] for k in ('lowerdir', 'upperdir', 'workdir')):
-        return 'mounted'
-    return 'stale'

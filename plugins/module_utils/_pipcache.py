@@ -5,6 +5,11 @@
 
 Private to the collection; the API may change without notice.
 
+Every requested package is installed on its own (_solo) into a throwaway
+target, by the pip of a build venv that this module manages, all through one
+cache; packages whose earlier resolution still holds are copied from the
+previous snapshot instead (_reuse).
+
 pip's HTTP cache keys a response by its URL: the entry lives at
 ``http-v2/a/b/c/d/e/<sha224(url)>`` (pip >= 23.3, with a ``.body`` file
 beside it) or ``http/a/b/c/d/e/<sha224(url)>`` (older pip). Wheels that pip
@@ -13,34 +18,36 @@ built from an sdist go to ``wheels/``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
+import tempfile
 from urllib.parse import urlsplit, urlunsplit
 
+from . import _reuse as reuse
+from . import _solo as solo
+from . import _store as st
+from . import _sync
+from ._fill import BuildError, fingerprint, tail, with_defaults
+
+# pip's options: the top-level options of snapshot_build (the other ecosystems have a dict option each).
+OPTIONS = dict(
+    packages=dict(type='list', elements='str', default=[]),
+    requirements=dict(type='path'),
+    index_url=dict(type='str'),
+    trusted_host=dict(type='str'),
+    python=dict(type='str', default='python3'),
+    pip_version=dict(type='str'),
+    venv_dir=dict(type='path'),
+)
+ITEMS = 'packages'
 # Top-level names of pip's cache dir that never go into a snapshot.
 EXCLUDE = ('selfcheck',)
 _NAME_NORM = re.compile(r'[-_.]+')
 _SPEC_NAME = re.compile(r'^\s*([A-Za-z0-9][A-Za-z0-9._-]*)')
-
-
-class BuildError(RuntimeError):
-    """The build cannot go on; the message says why."""
-
-
-PipBuildError = BuildError
-
-
-def tail(text, lines=15, drop=None):
-    """The last ``lines`` lines of a tool's output, leaving out lines that contain ``drop``."""
-    kept = [l for l in (text or '').strip().splitlines() if not (drop and drop in l)]
-    return '\n'.join(kept[-lines:])
-
-
-def fingerprint(data):
-    """sha256 of a JSON value with sorted keys: the build key of an ecosystem (or of a whole build)."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode('utf-8')).hexdigest()
+VERSIONS = 'import json, sys, pip; print(json.dumps({"pip": pip.__version__, "python": "%d.%d.%d" % sys.version_info[:3]}))'
 
 
 def normalize_name(name):
@@ -52,6 +59,14 @@ def requirement_name(spec):
     return normalize_name(m.group(1)) if m else None
 
 
+item_name = requirement_name
+
+
+def exclude(cache):
+    """Top-level names of pip's cache dir that stay out of a snapshot."""
+    return EXCLUDE
+
+
 def read_requirements(text, source):
     """Return requirement specs from requirements-file text; options and includes are refused."""
     specs = []
@@ -60,8 +75,8 @@ def read_requirements(text, source):
         if not line or line.startswith('#'):
             continue
         if line.startswith('-'):
-            raise PipBuildError('%s line %d: pip options (%r) are not allowed in a snapshot requirements file; '
-                                'use the module options instead' % (source, lineno, line))
+            raise BuildError('%s line %d: pip options (%r) are not allowed in a snapshot requirements file; '
+                             'use the module options instead' % (source, lineno, line))
         specs.append(line)
     return specs
 
@@ -69,12 +84,12 @@ def read_requirements(text, source):
 def check_specs(specs):
     for spec in specs:
         if not isinstance(spec, str) or not spec.strip() or spec.strip().startswith('-') or '\n' in spec:
-            raise PipBuildError('package %r is not a requirement specifier' % (spec,))
+            raise BuildError('package %r is not a requirement specifier' % (spec,))
         if requirement_name(spec) is None:
-            raise PipBuildError('package %r does not start with a project name' % (spec,))
+            raise BuildError('package %r does not start with a project name' % (spec,))
         if '@' in spec or '://' in spec:
-            raise PipBuildError('package %r is a direct reference (name @ URL); a snapshot caches what the index '
-                                'serves, so give a name and a version range' % (spec,))
+            raise BuildError('package %r is a direct reference (name @ URL); a snapshot caches what the index '
+                             'serves, so give a name and a version range' % (spec,))
     return [s.strip() for s in specs]
 
 
@@ -111,7 +126,7 @@ def parse_report(data):
     try:
         report = json.loads(data)
     except ValueError as exc:
-        raise PipBuildError('pip wrote a report that is not JSON: %s' % exc)
+        raise BuildError('pip wrote a report that is not JSON: %s' % exc)
     packages = []
     for item in report.get('install', []):
         meta = item.get('metadata') or {}
@@ -160,15 +175,10 @@ def pip_args(index_url, trusted_host, cache_dir):
     return args
 
 
-def install_command(python, index_url, trusted_host, cache_dir, target, report, reqfile, dry_run=False):
+def install_command(python, index_url, trusted_host, cache_dir, target, report, reqfile):
     """The pip command that fills the cache: resolve, download, build wheels once, install to a throwaway target."""
-    cmd = [python, '-m', 'pip', 'install', '--ignore-installed', '--use-pep517',
-           '--report', report, '-r', reqfile] + pip_args(index_url, trusted_host, cache_dir)
-    if dry_run:
-        cmd.append('--dry-run')
-    else:
-        cmd += ['--target', target]
-    return cmd
+    return [python, '-m', 'pip', 'install', '--ignore-installed', '--use-pep517',
+            '--report', report, '-r', reqfile] + pip_args(index_url, trusted_host, cache_dir) + ['--target', target]
 
 
 def build_key(ecosystem, index_url, pip_version, python_version, packages, misses, requested):
@@ -177,3 +187,159 @@ def build_key(ecosystem, index_url, pip_version, python_version, packages, misse
                         'requested': sorted(requested),
                         'packages': sorted((p['name'], p['version'], p['url']) for p in packages),
                         'misses': sorted(m['package'] for m in misses)})
+
+
+def options(p):
+    """pip's options from snapshot_build's params ``p``: the requested specs (``packages`` and the lines of
+    ``requirements``, checked), the index, the build venv, and the store and work dir that reuse and the venv use."""
+    o = with_defaults(OPTIONS, dict((k, p.get(k)) for k in OPTIONS))
+    specs = list(o['packages'])
+    if o.get('requirements'):
+        try:
+            with open(o['requirements']) as f:
+                specs += read_requirements(f.read(), o['requirements'])
+        except OSError as exc:
+            raise BuildError('cannot read requirements %s: %s' % (o['requirements'], exc))
+    specs = check_specs(specs)
+    if not specs:
+        raise BuildError('no packages given: set packages or requirements')
+    if not o.get('index_url'):
+        raise BuildError('pip: index_url is not set')
+    o.update(packages=specs, store=p['store'], work_dir=p['work_dir'], deadline=p.get('deadline'))
+    return o
+
+
+def ensure_venv(python, venv_dir, pip_version, index_url, trusted_host, run, scratch):
+    """Create the build venv if needed, pin pip if asked; return (venv python, versions, changed)."""
+    vpy = os.path.join(venv_dir, 'bin', 'python')
+    changed = False
+    if not os.path.exists(vpy):
+        rc, out, err = run([python, '-m', 'venv', venv_dir], None)
+        if rc != 0:
+            raise BuildError('cannot create the build venv %s with %s: %s' % (venv_dir, python, tail(err or out)))
+        changed = True
+    rc, out, err = run([vpy, '-c', VERSIONS], None)
+    if rc != 0:
+        raise BuildError('the build venv %s is broken: %s' % (venv_dir, tail(err or out)))
+    versions = json.loads(out.strip().splitlines()[-1])
+    if pip_version and versions['pip'] != pip_version:
+        cache = tempfile.mkdtemp(dir=scratch, prefix='pipcache-bootstrap-')
+        cmd = [vpy, '-m', 'pip', 'install', 'pip==' + pip_version] + pip_args(index_url, trusted_host, cache)
+        rc, out, err = run(cmd, clean_env(os.environ, cache))
+        if rc != 0:
+            raise BuildError('cannot install pip %s into the build venv from %s: %s' % (pip_version, index_url, tail(err or out)))
+        rc, out, err = run([vpy, '-c', VERSIONS], None)
+        versions = json.loads(out.strip().splitlines()[-1])
+        changed = True
+    return vpy, versions, changed
+
+
+def _install(vpy, o, specs, cache, scratch, run):
+    tmp = tempfile.mkdtemp(dir=scratch, prefix='pip-')
+    reqfile = os.path.join(tmp, 'requirements.txt')
+    report = os.path.join(tmp, 'report.json')
+    with open(reqfile, 'w') as f:
+        f.write('\n'.join(specs) + '\n')
+    cmd = install_command(vpy, o['index_url'], o['trusted_host'], cache, os.path.join(tmp, 'target'), report, reqfile)
+    rc, out, err = run(cmd, clean_env(os.environ, cache))
+    data = None
+    if rc == 0 and os.path.exists(report):
+        with open(report) as f:
+            data = f.read()
+    st.remove_tree(tmp)
+    return rc, data, tail(err or out, 3)
+
+
+def fill_cache(vpy, o, specs, cache, scratch, run, reused=None):
+    """Install every spec on its own into a fresh target, all through one cache ``cache``.
+
+    Returns (packages, misses, resolutions): the union of what the solo
+    installs took (name, version, url), a miss per spec that cannot be
+    installed alone, and per spec the ``name==version`` list it resolved to.
+    ``reused`` ({spec: resolution}) are specs whose earlier resolution was
+    kept (see _reuse); they count as resolved.
+    """
+    def one(spec):
+        rc, data, err = _install(vpy, o, [spec], cache, scratch, run)
+        return rc == 0, data, err
+
+    results, failures = solo.resolve_each(specs, one, o.get('workers')) if specs else ([], [])
+    if not reused:
+        solo.require_some(specs, results, failures, o['index_url'], 'pip')
+    reports = [(spec, parse_report(data)) for spec, data in results]
+    packages = solo.union([r for spec, r in reports], key=lambda x: (x['name'], x['version'], x['url']))
+    resolutions = dict((spec, sorted('%s==%s' % (x['name'], x['version']) for x in r)) for spec, r in reports)
+    return packages, solo.misses(failures, o['index_url'], 'pip'), resolutions
+
+
+def _reuse_previous(o, versions, specs, cache, fetch):
+    """Seed ``cache`` with the previous build's entries of the specs the index has nothing newer for.
+
+    Returns (reused {spec: resolution}, their packages, specs to resolve, pages).
+    """
+    prev = reuse.previous(o['store'], versions, o['index_url'])
+    if prev is None:
+        return {}, [], specs, {}
+    pages = reuse.fingerprints(o['index_url'], reuse.projects_of(prev['pip'], specs), fetch, o.get('workers'))
+    reused, todo = reuse.plan(specs, prev['pip'], pages)
+    packages = reuse.packages_of(prev['pip'], reused)
+    # The file, its PEP 658 metadata (a current pip reads that first) and the project's page, keyed by URL.
+    urls = [x['url'] for x in packages] + [x['url'] + '.metadata' for x in packages] + \
+        [reuse.page_url(o['index_url'], x['name']) for x in packages]
+    try:
+        reuse.seed(cache, o['store'], prev, urls, set(x['name'] for x in packages if not x['is_wheel']))
+    except OSError:
+        # An object went (a GC between the choice and the copy): resolve everything as without reuse.
+        for name in os.listdir(cache):
+            st.remove_tree(os.path.join(cache, name))
+        return {}, [], specs, pages
+    return reused, packages, todo, pages
+
+
+def _page(opener, deadline, url):
+    return _sync.read_url(opener, url, reuse.PAGE_LIMIT, 'the index page', deadline or 120)
+
+
+def fill(o, cache, scratch, run, opener=None):
+    """Fill ``cache`` (pip's --cache-dir) with pip; return (packages, misses, metadata, key).
+
+    With ``opener`` (reuse), the previous build's resolutions that still hold are copied instead of resolved,
+    and the metadata records the index page of every cached project for the next build.
+    """
+    specs = o['packages']
+    venv_dir = o.get('venv_dir') or os.path.join(o['work_dir'], 'venv-' + os.path.basename(o['python']))
+    vpy, versions, dummy = ensure_venv(o['python'], venv_dir, o.get('pip_version'), o['index_url'],
+                                       o.get('trusted_host'), run, scratch)
+    fetch = functools.partial(_page, opener, o.get('deadline'))
+    reused, kept, todo, pages = _reuse_previous(o, versions, specs, cache, fetch) if opener else ({}, [], specs, {})
+    packages, misses, resolutions = fill_cache(vpy, o, todo, cache, scratch, run, reused)
+    packages = solo.union([packages, kept], key=lambda x: (x['name'], x['version'], x['url']))
+    resolutions.update(reused)
+    cached, not_cached = check_cached(cache, packages)
+    misses += not_cached
+    for m in misses:
+        m['ecosystem'] = 'pip'
+    if not cached:
+        raise BuildError(
+            'pip cached none of the %d files it fetched from %s. The index must send cache headers '
+            '(pypiserver: --cache-control; nginx: Cache-Control/expires), and an http index must be given '
+            'as trusted_host. Misses: %s' % (len(packages), o['index_url'], '; '.join(m['reason'] for m in misses[:3])))
+    key = build_key('pip', o['index_url'], versions['pip'], versions['python'], cached, misses, specs)
+    if opener:
+        # Pages of projects first seen in this build are fetched now, after pip read them: a release in
+        # between only means that the next build resolves that package again once more.
+        names = set(c['name'] for c in cached)
+        pages.update(reuse.fingerprints(o['index_url'], names - set(pages), fetch, o.get('workers')))
+        pages = dict((n, h) for n, h in pages.items() if n in names and h)
+    packages = [{'name': c['name'], 'version': c['version'], 'url': c['url']} for c in cached]
+    meta = {'pip_version': versions['pip'], 'python_version': versions['python'],
+            'index_url': o['index_url'], 'trusted_host': o.get('trusted_host') or None,
+            'requested': specs, 'packages': packages, 'resolutions': resolutions, 'reused': len(reused)}
+    if pages:
+        meta['pages'] = pages
+    return packages, misses, meta, key
+
+
+def stored(store, snap_id, meta):
+    """After the snapshot is stored: remember its resolutions and pages for the next build's reuse."""
+    reuse.remember(store, snap_id, meta)

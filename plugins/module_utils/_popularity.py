@@ -23,9 +23,9 @@ from collections import Counter
 from urllib.parse import unquote, urlsplit
 
 from . import _npmcache, _walk
+from ._ecosystems import ECOSYSTEMS
 from ._pipcache import normalize_name, requirement_name
 
-ECOSYSTEMS = ('pip', 'npm', 'maven', 'uv')
 SOURCE_TYPES = ('top_pypi_json', 'ranked_list', 'access_log', 'pip_log', 'npm_log', 'counts', 'uppers')
 
 
@@ -181,7 +181,7 @@ def read_source(src, ecosystem, read, report=None):
     for path in paths:
         try:
             text = read(path)
-        except (IOError, OSError) as exc:
+        except OSError as exc:
             raise PopularityError('%s source %s cannot be read: %s' % (kind, path, exc))
         merged.update(parse(text, path))
     return dict(merged)

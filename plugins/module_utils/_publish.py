@@ -37,7 +37,7 @@ from . import _manifest as mf
 from . import _signing
 from . import _store as st
 from ._lock import StoreLock
-from ._pipcache import BuildError
+from ._fill import BuildError
 
 TYPE = 'pkgcache-revision'
 MAX_RECORD_BYTES = 4096
@@ -48,7 +48,7 @@ def _read(path):
     try:
         with open(path, 'rb') as f:
             return f.read()
-    except IOError:
+    except OSError:
         return None
 
 

@@ -59,7 +59,7 @@ def _remembered(store, versions, index_url):
             return None
         with open(st.manifest_path(store, state['snapshot']), 'rb') as f:
             entries = json.loads(f.read())['entries']
-    except (IOError, ValueError, KeyError, TypeError, mf.ManifestError):
+    except (OSError, ValueError, KeyError, TypeError, mf.ManifestError):
         return None
     return {'pip': state, 'entries': entries, 'id': state['snapshot']}
 
@@ -82,7 +82,7 @@ def previous(store, versions, index_url):
         try:
             with open(os.path.join(directory, name), 'rb') as f:
                 manifest = json.loads(f.read())
-        except (IOError, ValueError):
+        except (OSError, ValueError):
             continue
         meta = manifest.get('pip') or {}
         if (meta.get('pip_version'), meta.get('python_version'), meta.get('index_url')) != \

@@ -24,7 +24,7 @@ import re
 from . import _manifest as mf
 from . import _store as st
 from . import _sync
-from ._pipcache import BuildError
+from ._fill import BuildError
 
 MAX_MANIFEST_BYTES = 1 << 30
 BUCKET = re.compile(r'^npm/_cacache/index-v5/')
@@ -75,7 +75,7 @@ def load_part(store, part, opener, deadline):
         try:
             with open(st.manifest_path(store, snap_id), 'rb') as f:
                 data = f.read()
-        except IOError as exc:
+        except OSError as exc:
             raise BuildError('the manifest of shard %s (%s) is not in the store %s: %s' % (name, snap_id, store, exc))
     if part.get('sha256') and hashlib.sha256(data).hexdigest() != part['sha256']:
         raise BuildError('the manifest of shard %s from %s does not match the sha256 its build reported (%s); refused'

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from ._pipcache import BuildError
+from ._fill import BuildError
 
 DEFAULT_WORKERS = 4
 

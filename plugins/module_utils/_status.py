@@ -19,8 +19,8 @@ from . import _views
 from . import _walk
 from ._busy import find_busy
 from ._fstab import block_entries
-from ._fstabfile import mountinfo_text, read_text
-from ._overlay import mounted_at, parse_mountinfo, split_options
+from ._fstabfile import read_text
+from ._mountinfo import mounted_at, mountinfo_text, parse_mountinfo, split_options
 
 VERSION_KEYS = ('pip_version', 'python_version', 'npm_version', 'node_version', 'maven_version', 'java_version', 'uv_version')
 UPPER_RE = re.compile(r'^(?P<scratch>.*)/cacache_(?P<eco>[a-z0-9]+)/upper$')

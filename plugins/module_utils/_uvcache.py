@@ -19,10 +19,29 @@ import shutil
 import tempfile
 
 from . import _solo as solo
-from ._pipcache import BuildError, check_specs as check_pip_specs, fingerprint, normalize_name, tail
+from ._fill import BuildError, fingerprint, tail, with_defaults
+from ._pipcache import check_specs as check_pip_specs, normalize_name, requirement_name
+
+# The suboptions of snapshot_build's uv option.
+OPTIONS = dict(
+    packages=dict(type='list', elements='str', default=[]),
+    index_url=dict(type='str'),
+    uv=dict(type='str', default='uv'),
+    python=dict(type='str', default='python3'),
+)
+ITEMS = 'packages'
+item_name = requirement_name
 
 EXCLUDE_RE = re.compile(r'^(interpreter-v\d+|builds-v\d+|environments-v\d+|sdists-v\d+|\.tmp.*|\.git.*)$')
 _FREEZE = re.compile(r'^([A-Za-z0-9._-]+)==(\S+)$')
+
+
+def options(p):
+    """uv's options from snapshot_build's params, defaults applied; the index is pip's unless uv has its own."""
+    o = with_defaults(OPTIONS, p.get('uv'))
+    if not o.get('index_url'):
+        o['index_url'] = p.get('index_url')
+    return o
 
 
 def clean_env(environ, cache):
@@ -45,24 +64,22 @@ def parse_freeze(text):
     return sorted(out, key=lambda p: p['name'])
 
 
-def _install(o, specs, cache, scratch, run, dry_run=False):
+def _install(o, specs, cache, scratch, run):
     venv = tempfile.mkdtemp(dir=scratch, prefix='uv-venv-')
     env = clean_env(os.environ, cache)
     rc, out, err = run([o['uv'], 'venv', '--python', o['python'], venv], env)
     if rc != 0:
         raise BuildError('uv cannot create a venv with %s: %s' % (o['python'], tail(err or out)))
     cmd = [o['uv'], 'pip', 'install', '--python', os.path.join(venv, 'bin', 'python'), '--index-url', o['index_url']]
-    if dry_run:
-        cmd.append('--dry-run')
     rc, out, err = run(cmd + specs, env)
     frozen = ''
-    if rc == 0 and not dry_run:
+    if rc == 0:
         frc, frozen, ferr = run([o['uv'], 'pip', 'freeze', '--python', os.path.join(venv, 'bin', 'python')], env)
     shutil.rmtree(venv, ignore_errors=True)
     return rc, frozen, tail(err or out, 3)
 
 
-def fill(o, cache, scratch, run):
+def fill(o, cache, scratch, run, opener=None):
     """Fill ``cache`` (a UV_CACHE_DIR); return (packages, misses, metadata, key)."""
     specs = check_pip_specs(o.get('packages') or [])
     if not specs:

@@ -79,7 +79,7 @@ def verify(store):
         try:
             with open(st.manifest_path(store, snap_id), 'rb') as f:
                 manifest = json.loads(f.read())
-        except (IOError, ValueError, mf.ManifestError):
+        except (OSError, ValueError, mf.ManifestError):
             trees[snap_id] = {'missing': [], 'mismatch': [], 'extra': [], 'no_manifest': True}
             continue
         for e in manifest['entries']:
@@ -120,7 +120,7 @@ def repair(store, report, base_url, opener, in_use_ids, workers=8, deadline=None
         try:
             with open(st.manifest_path(store, snap_id), 'rb') as f:
                 manifest = json.loads(f.read())
-        except IOError:
+        except OSError:
             continue
         if snap_id not in damaged and not any(e.get('sha256') in report['bad_objects'] for e in manifest['entries']):
             continue

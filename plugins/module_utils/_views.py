@@ -32,7 +32,7 @@ import os
 import stat
 import time
 
-from . import _overlay as ov
+from . import _mountinfo as mi
 from . import _safefs as sf
 from ._busy import find_busy
 from ._compact import compact
@@ -53,8 +53,10 @@ def _stamp(now):
 class Converge(object):
     """One overlay_mounts run: ``prepare()`` for every user, write fstab, then ``activate()``."""
 
-    def __init__(self, p, mounts, info, mount_fn, check_mode, now=None):
-        self.p = p
+    def __init__(self, mounts, info, mount_fn, check_mode, state='mounted', state_dir='/var/lib/pkgcache',
+                 views_root=None, scratch_root=None, lazy=False, compact=False, now=None):
+        self.state, self.state_dir, self.views_root, self.scratch_root = state, state_dir, views_root, scratch_root
+        self.lazy, self.compact = lazy, compact
         self.mounts = mounts
         self.info = info
         self.mount_fn = mount_fn
@@ -78,7 +80,7 @@ class Converge(object):
         """True, False or None (cannot tell, or check mode): does a live overlay anywhere still use these layers?"""
         if self.check_mode:
             return None
-        return probe_layers(self.p['state_dir'], upperdir, workdir)
+        return probe_layers(self.state_dir, upperdir, workdir)
 
     def ensure_root_chain(self, path, mode, adopt=(0,), gid=0):
         """Make ``path`` a directory of root (group ``gid``) with ``mode``; its parent must be root's all the way up."""
@@ -199,7 +201,7 @@ class Converge(object):
             self.created.append(m['target'])
             return
         try:
-            if ov.mounted_at(self.info, m['target']) is None:
+            if mi.mounted_at(self.info, m['target']) is None:
                 fd = sf.ensure_dir(vfd, m['ecosystem'], 0, 0, 0o700, self.check_mode, self.created, m['target'])
                 if fd is not None:
                     os.close(fd)
@@ -212,19 +214,17 @@ class Converge(object):
         Returns False when one is busy and stays: the view then waits, since
         two overlays must never share an upper or work dir.
         """
-        for old in self.info:
-            if old['fstype'] != 'overlay' or old['mount_point'] == m['target']:
+        for old in mi.using_layers(self.info, m['upperdir'], m['workdir']):
+            if old['mount_point'] == m['target']:
                 continue
             so = old['super_options']
-            if so.get('upperdir') != m['upperdir'] and so.get('workdir') != m['workdir']:
-                continue
             self.note(self.retired, m, old['mount_point'])
             if self.check_mode:
                 continue
             dev = self.mount_dev(old)
             outcome = sf.umount(old['mount_point'], old['mount_id'], lazy=False)
             if outcome == 'busy':
-                if not self.p['lazy']:
+                if not self.lazy:
                     # Decided by the kernel's EBUSY; the pids are for the report only (paths can be spoofed).
                     self.note(self.busy, m, find_busy([old['mount_point']]).get(old['mount_point']) or 'EBUSY')
                     self.users.setdefault(m['user'], {})[m['ecosystem']] = 'busy'
@@ -261,7 +261,7 @@ class Converge(object):
             os.close(gfd)
         for name, uid, gid in (('upper', m['uid'], m['gid']), ('work', 0, 0)):
             os.close(sf.ensure_dir(lfd, name, uid, gid, 0o700, False, [], os.path.join(m['layers'], name)))
-        rdir = records_dir(self.p['state_dir'])
+        rdir = records_dir(self.state_dir)
         os.makedirs(rdir, mode=0o700, exist_ok=True)
         record = {'user': m['user'], 'ecosystem': m['ecosystem'], 'dev': dev, 'lowerdir': lowerdir,
                   'generation': os.path.join(m['layers'], gen), 'detached_at': int(self.now)}
@@ -283,7 +283,7 @@ class Converge(object):
         out = []
         try:
             names = sorted(n for n in os.listdir(lfd) if n.startswith('detached-'))
-            records = load_records(self.p['state_dir']) if names else {}
+            records = load_records(self.state_dir) if names else {}
             for name in names:
                 gen = os.path.join(m['layers'], name)
                 rec = records.get(gen)
@@ -355,8 +355,8 @@ class Converge(object):
 
     # -- activate: mounts, switches, links ------------------------------
     def activate(self, m):
-        state = ov.overlay_state(self.info, m)
-        if self.p['state'] == 'present':
+        state = mi.overlay_state(self.info, m)
+        if self.state == 'present':
             self.note(self.users, m, 'already' if state == 'mounted' else 'present')
             return
         # One probe of each generation per run: a switch below only adds a live one.
@@ -372,10 +372,10 @@ class Converge(object):
         outcome = 'mounted'
         lazily = False
         if state != 'absent':
-            current = ov.mounted_at(self.info, m['target'])
+            current = mi.mounted_at(self.info, m['target'])
             dev = self.mount_dev(current)
             result = sf.umount(m['target'], current['mount_id'])
-            if result == 'busy' and not self.p['lazy']:
+            if result == 'busy' and not self.lazy:
                 # Decided by the kernel's EBUSY; the pids are for the report only (paths can be spoofed).
                 self.note(self.busy, m, find_busy([m['target']]).get(m['target']) or 'EBUSY')
                 self.note(self.users, m, 'busy')
@@ -398,13 +398,13 @@ class Converge(object):
                                          % (m['user'], m['ecosystem'], MAX_LIVE_GENERATIONS))
             self.detach(m, None, current['super_options'].get('lowerdir') if state != 'absent' else None)
             lazily = True
-        if not lazily and self.p['compact'] and state == 'stale':
+        if not lazily and self.compact and state == 'stale':
             files, size = compact(m['upperdir'], m['lowerdir'])
             self.note(self.compacted, m, {'files': files, 'bytes': size})
         merged = self.merge_dead(m, dead)
         if merged and m['ecosystem'] not in self.merged.get(m['user'], {}):
             self.note(self.merged, m, merged)
-        self.mount_fn(m['target'])
+        self.mount_fn(m)
         self.note(self.users, m, outcome)
 
     def link(self, m):
@@ -431,7 +431,7 @@ class Converge(object):
         planned = set(m['user'] for m in self.mounts)
         paths = self._planned_paths()
         found = set()
-        for root, ours in ((self.p['views_root'], lambda fd, name, st: True), (self.p['scratch_root'], is_our_scratch)):
+        for root, ours in ((self.views_root, lambda fd, name, st: True), (self.scratch_root, is_our_scratch)):
             for name in our_dirs(root, ours) - planned:
                 path = os.path.join(root, name)
                 if not any(path == q or q.startswith(path + '/') or path.startswith(q + '/') for q in paths):
@@ -444,23 +444,23 @@ class Converge(object):
 
         Each root's dir goes only if that root's own test passes (ours, root's). Failures are the user's alone.
         """
-        scratch = os.path.join(self.p['scratch_root'], user)
-        views = os.path.join(self.p['views_root'], user)
+        scratch = os.path.join(self.scratch_root, user)
+        views = os.path.join(self.views_root, user)
         for mi in info:
             opts = mi.get('super_options') or {}
             used = [mi['mount_point']] + [opts.get(k) or '' for k in ('upperdir', 'workdir', 'lowerdir')]
             if any(u == d or u.startswith(d + '/') for u in used for d in (scratch, views)):
                 self.purged[user] = 'kept: %s is still mounted' % mi['mount_point']
                 return
-        roots = ((self.p['scratch_root'], is_our_scratch), (self.p['views_root'], lambda fd, name, st: True))
+        roots = ((self.scratch_root, is_our_scratch), (self.views_root, lambda fd, name, st: True))
         targets = [(root, user) for root, ours in roots if user in our_dirs(root, ours)]
         if self.check_mode:
             self.purged[user] = 'purged'
             return
         removed = [0]
         try:
-            for upper, work in _layer_pairs(scratch) if (self.p['scratch_root'], user) in targets else []:
-                live = probe_layers(self.p['state_dir'], upper, work)
+            for upper, work in _layer_pairs(scratch) if (self.scratch_root, user) in targets else []:
+                live = probe_layers(self.state_dir, upper, work)
                 if live is not False:
                     self.purged[user] = 'kept: an overlay %s %s' % ('may still use' if live is None else 'still uses', upper)
                     return
@@ -474,7 +474,7 @@ class Converge(object):
         except (OSError, sf.UnsafePathError) as exc:
             self.purged[user] = 'failed after %d entries: %s' % (removed[0], exc)
             return
-        for gen, (path, rec) in load_records(self.p['state_dir']).items():
+        for gen, (path, rec) in load_records(self.state_dir).items():
             if gen.startswith(scratch + '/'):
                 os.unlink(path)
         self.purged[user] = 'purged'

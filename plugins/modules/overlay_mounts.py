@@ -29,12 +29,17 @@ description:
     cannot be a path component, homes or scratch dirs inside one another, and templates that drop
     C(nosuid,nodev) or add options outside a short allow list.
   - With the action plugin (the normal way to call it), the fstab lines come from the Jinja2 template O(template),
-    rendered on the controller with the planned mounts in C(pkgcache_mounts).
+    rendered on the controller with the planned mounts in C(pkgcache_mounts). The action plugin validates the
+    task's arguments against the module's own argument spec first.
+  - The users' uid, gid and home are read from the host's passwd database when absent, in the same call.
+  - One plan decides what the run does and why (RV(plan)). Check mode returns it and changes nothing; a real run
+    computes it under the lock and carries it out, checking every path again as it acts.
+  - Overlays are mounted with mount(2) directly (no mount(8) process per mount), with the options of their fstab
+    line, on the root-owned target opened by an O_NOFOLLOW chain and passed as C(/proc/self/fd/N).
 author:
   - pkgcache.overlay contributors (@pkgcache)
 requirements:
   - Linux with OverlayFS, run as root
-  - C(mount) and C(umount) (util-linux)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pkgcache.overlay.attributes
@@ -67,15 +72,16 @@ options:
         type: str
         required: true
       uid:
-        description: The user's uid (not 0).
+        description:
+          - The user's uid (not 0). Read from the host's passwd database when absent.
+          - A user the host does not know must be given O(repls[].uid), O(repls[].gid) and O(repls[].home); else it
+            is reported in RV(unserved), naming the user, and everyone else is served.
         type: int
-        required: true
       gid:
-        description: The user's primary gid (not 0).
+        description: The user's primary gid (not 0). Read from the host's passwd database when absent.
         type: int
-        required: true
       home:
-        description: The user's home. Defaults to C(/home/<name>).
+        description: The user's home. Read from the host's passwd database when absent.
         type: path
       scratch:
         description: The user's scratch dir. Defaults to C(<scratch_root>/<name>).
@@ -186,7 +192,7 @@ EXAMPLES = r"""
 - name: Mount pip overlays for all repl users
   pkgcache.overlay.overlay_mounts:
     repls:
-      - {name: alice, uid: 2001, gid: 2001}
+      - name: alice            # uid, gid and home from the host's passwd database
       - {name: bob, uid: 2002, gid: 2002, home: /srv/repls/bob}
     ecosystems: [pip]
     lower_root: "{{ sync.path }}"
@@ -261,6 +267,29 @@ mounts:
   returned: success
   type: list
   elements: dict
+plan:
+  description:
+    - What the run does, and why, decided before anything changes (check mode returns it and stops there).
+    - C(create) the directories to make or fix; C(repair), C(retire) what is moved aside or unmounted from the
+      earlier layout; C(prepare) the users whose directories are worked on; C(fstab) whether the block is written;
+      C(mounts) per user and ecosystem of the users with something to do the C(action) (V(mount), V(switch),
+      V(merge) or V(none)) with C(why), the cache C(link) (V(create), V(replace) or V(keep)) and whether the upper
+      is compacted; C(unchanged) how many views need nothing (left out, and not walked again); C(unmount) targets
+      that left the block, with C(why); C(purge) per removed user what happens to its data; C(unserved) who is
+      skipped and why.
+  returned: success
+  type: dict
+  sample:
+    create: [/mnt/scratch/alice]
+    prepare: [alice]
+    fstab: {path: /etc/fstab, write: true}
+    mounts:
+      - {user: alice, ecosystem: pip, target: /var/lib/pkgcache-views/alice/pip, action: mount,
+         why: nothing is mounted at /var/lib/pkgcache-views/alice/pip, link: create, compact: false}
+    unchanged: 0
+    unmount: []
+    purge: {}
+    unserved: {}
 backup_file:
   description: The fstab backup, when one was made.
   returned: changed and backup
@@ -270,47 +299,10 @@ backup_file:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _mounts as mt
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
-from ansible_collections.pkgcache.overlay.plugins.module_utils._fstab import FstabError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._mountcmd import MountError
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            repls=dict(type='list', elements='dict', required=True, options=dict(
-                name=dict(type='str', required=True),
-                uid=dict(type='int', required=True),
-                gid=dict(type='int', required=True),
-                home=dict(type='path'),
-                scratch=dict(type='path'),
-            )),
-            ecosystems=dict(type='list', elements='str', default=['pip'], choices=sorted(ov.ECOSYSTEMS)),
-            lower_root=dict(type='path', required=True),
-            scratch_root=dict(type='path', default='/mnt/scratch'),
-            views_root=dict(type='path', default=ov.VIEWS_ROOT),
-            state_dir=dict(type='path', default='/var/lib/pkgcache'),
-            strict=dict(type='bool', default=False),
-            lock_timeout=dict(type='int', default=60),
-            fstab=dict(type='path', default='/etc/fstab'),
-            backup=dict(type='bool', default=False),
-            state=dict(type='str', default='mounted', choices=['mounted', 'present']),
-            purge_removed=dict(type='bool', default=False),
-            lazy=dict(type='bool', default=False),
-            compact=dict(type='bool', default=False),
-            template=dict(type='str'),
-            fstab_lines=dict(type='list', elements='str'),
-        ),
-        supports_check_mode=True,
-    )
-    try:
-        result = mt.converge(module)
-    except (ov.OverlayInputError, mt.UnsafePathError, FstabError, MountError, LockError, OSError) as exc:
-        module.fail_json(msg=str(exc))
-    if module.params['strict'] and result['unserved']:
-        module.fail_json(msg='repl users not served: %s' % ', '.join(sorted(result['unserved'])), **result)
-    module.exit_json(**result)
+    mt.run_module(AnsibleModule(argument_spec=mt.argument_spec(), supports_check_mode=True))
 
 
 if __name__ == '__main__':

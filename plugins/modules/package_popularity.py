@@ -187,6 +187,7 @@ invalid_names:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pkgcache.overlay.plugins.module_utils._ecosystems import ECOSYSTEMS
 from ansible_collections.pkgcache.overlay.plugins.module_utils._popularity import PopularityError, rank
 
 
@@ -198,7 +199,7 @@ def _read(path):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            ecosystem=dict(type='str', required=True, choices=['pip', 'npm', 'maven', 'uv']),
+            ecosystem=dict(type='str', required=True, choices=list(ECOSYSTEMS)),
             sources=dict(type='list', elements='dict', default=[]),
             top=dict(type='int', default=100),
             pins=dict(type='list', elements='str', default=[]),

@@ -134,11 +134,27 @@ options:
         default: []
       repositories:
         description:
-          - The repositories to fetch from. An entry with C(mirror_of) becomes a mirror (for example V(*) for a
-            company repository that proxies everything); the others are added to Central.
+          - The repositories to fetch from. An entry with O(maven.repositories[].mirror_of) becomes a mirror; the
+            others are added to Central.
         type: list
         elements: dict
         default: []
+        suboptions:
+          id:
+            description:
+              - The repository id (letters, digits, V(_), V(.), V(-)). Maven records it beside every file it
+                fetched, so users' settings must use the same id.
+            type: str
+            required: true
+          url:
+            description: The repository's C(http), C(https) or C(file) URL.
+            type: str
+            required: true
+          mirror_of:
+            description:
+              - Make this repository a mirror of the repositories this Maven C(mirrorOf) pattern names (for example
+                V(*) for a company repository that proxies everything).
+            type: str
       settings:
         description: A settings.xml to use instead of O(maven.repositories).
         type: path
@@ -370,57 +386,42 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder
+from ansible_collections.pkgcache.overlay.plugins.module_utils._ecosystems import ECOSYSTEMS, FILLERS
+from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._manifest import ManifestError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._pipcache import BuildError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._signing import SignatureError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
 
 
+def argument_spec():
+    """The options: pip's at the top level, every other ecosystem's in a dict option of its name (each filler's
+    OPTIONS), and the build's own."""
+    spec = dict(
+        ecosystems=dict(type='list', elements='str', default=['pip'], aliases=['ecosystem'], choices=list(ECOSYSTEMS)),
+        work_dir=dict(type='path', default='/var/lib/pkgcache-build'),
+        store=dict(type='path', required=True),
+        publish=dict(type='bool', default=True),
+        provenance=dict(type='dict'),
+        signing_key=dict(type='path', no_log=False),
+        lock_timeout=dict(type='int', default=0),
+        workers=dict(type='int', default=4),
+        reuse=dict(type='bool', default=True),
+        max_age=dict(type='int', default=0),
+        force=dict(type='bool', default=False),
+        shard=dict(type='dict', options=dict(index=dict(type='int', required=True),
+                                             count=dict(type='int', required=True))),
+    )
+    spec.update(FILLERS['pip'].OPTIONS)
+    for eco in ECOSYSTEMS:
+        if eco != 'pip':
+            spec[eco] = dict(type='dict', options=FILLERS[eco].OPTIONS)
+    return spec
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            ecosystems=dict(type='list', elements='str', default=['pip'], aliases=['ecosystem'],
-                            choices=['pip', 'npm', 'maven', 'uv']),
-            packages=dict(type='list', elements='str', default=[]),
-            requirements=dict(type='path'),
-            index_url=dict(type='str'),
-            trusted_host=dict(type='str'),
-            python=dict(type='str', default='python3'),
-            pip_version=dict(type='str'),
-            venv_dir=dict(type='path'),
-            work_dir=dict(type='path', default='/var/lib/pkgcache-build'),
-            store=dict(type='path', required=True),
-            publish=dict(type='bool', default=True),
-            npm=dict(type='dict', options=dict(
-                packages=dict(type='list', elements='str', default=[]),
-                registry=dict(type='str', default='https://registry.npmjs.org/'),
-                npm=dict(type='str', default='npm'),
-                cafile=dict(type='path'),
-            )),
-            maven=dict(type='dict', options=dict(
-                artifacts=dict(type='list', elements='str', default=[]),
-                repositories=dict(type='list', elements='dict', default=[]),
-                settings=dict(type='path'),
-                mvn=dict(type='str', default='mvn'),
-                plugin=dict(type='str', default='org.apache.maven.plugins:maven-dependency-plugin:3.6.1'),
-            )),
-            uv=dict(type='dict', options=dict(
-                packages=dict(type='list', elements='str', default=[]),
-                index_url=dict(type='str'),
-                uv=dict(type='str', default='uv'),
-                python=dict(type='str', default='python3'),
-            )),
-            provenance=dict(type='dict'),
-            signing_key=dict(type='path', no_log=False),
-            lock_timeout=dict(type='int', default=0),
-            workers=dict(type='int', default=4),
-            reuse=dict(type='bool', default=True),
-            max_age=dict(type='int', default=0),
-            force=dict(type='bool', default=False),
-            shard=dict(type='dict', options=dict(index=dict(type='int', required=True),
-                                                 count=dict(type='int', required=True))),
-        ),
+        argument_spec=argument_spec(),
         supports_check_mode=True,
     )
 

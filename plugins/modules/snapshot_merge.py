@@ -169,9 +169,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder
+from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._manifest import ManifestError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._pipcache import BuildError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._signing import SignatureError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._sync import SyncError

@@ -98,9 +98,9 @@ import datetime
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _publish
+from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._manifest import ManifestError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._pipcache import BuildError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._signing import SignatureError
 
 

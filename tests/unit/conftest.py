@@ -12,3 +12,25 @@ if not os.path.exists(LINK):
     os.symlink(os.path.relpath(ROOT, os.path.dirname(LINK)), LINK)
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
+
+import pytest  # noqa: E402 (after the path to the collection is set)
+
+from helpers import DripServer, publish, run_sync  # noqa: E402
+
+
+@pytest.fixture
+def two_snapshots(tmp_path):
+    served = str(tmp_path / 'served')
+    v1 = publish(served, dict(('f%03d' % i, b'v1 %d' % i) for i in range(200)))
+    v2 = publish(served, dict(('f%03d' % i, (b'v2 %d' % i) * 1000) for i in range(200)))
+    host = str(tmp_path / 'host')
+    res = run_sync('file://' + served, v1, host)
+    assert res.returncode == 0, res.stderr
+    return 'file://' + served, v1, v2, host
+
+
+@pytest.fixture
+def drip(tmp_path):
+    server = DripServer(str(tmp_path / 'served'))
+    yield server
+    server.close()

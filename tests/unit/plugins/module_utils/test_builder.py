@@ -1,56 +1,24 @@
-"""The build orchestration, with a stand-in for pip that writes a real cache layout and report."""
+"""The build orchestration, with a stand-in for pip that writes a real cache layout and report; the store lock."""
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
+import threading
 
 import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _pipcache as pc
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _gc
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _manifest as mf
+from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
+from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError, StoreLock
 
-INDEX = 'http://127.0.0.1:8371/simple/'
-
-
-class FakePip(object):
-    """Resolves names from ``index`` {name: (version, body)}; caches bodies unless ``cache`` is False."""
-
-    def __init__(self, index, cache=True):
-        self.index, self.cache, self.calls = index, cache, []
-
-    def __call__(self, argv, env):
-        self.calls.append(argv)
-        if argv[1:3] == ['-m', 'venv']:
-            os.makedirs(os.path.join(argv[3], 'bin'))
-            open(os.path.join(argv[3], 'bin', 'python'), 'w').close()
-            return 0, '', ''
-        if argv[1] == '-c':
-            return 0, json.dumps({'pip': '23.0.1', 'python': '3.11.2'}) + '\n', ''
-        assert env['PIP_CONFIG_FILE'] == os.devnull
-        specs = open(argv[argv.index('-r') + 1]).read().split()
-        cache = argv[argv.index('--cache-dir') + 1]
-        items = []
-        for spec in specs:
-            if spec not in self.index:
-                return 1, '', 'ERROR: No matching distribution found for %s' % spec
-            version, body = self.index[spec]
-            url = 'http://127.0.0.1:8371/packages/%s-%s-py3-none-any.whl' % (spec, version)
-            items.append({'metadata': {'name': spec, 'version': version}, 'download_info': {'url': url}})
-            if self.cache and '--dry-run' not in argv:
-                path = pc.http_cache_paths(cache, url)[1]
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, 'w') as f:
-                    f.write(body)
-        with open(argv[argv.index('--report') + 1], 'w') as f:
-            json.dump({'install': items}, f)
-        os.makedirs(os.path.join(cache, 'selfcheck'), exist_ok=True)
-        return 0, '', ''
-
-
-def params(tmp_path, packages):
-    return {'packages': packages, 'requirements': None, 'index_url': INDEX, 'trusted_host': '127.0.0.1:8371',
-            'python': 'python3', 'pip_version': None, 'venv_dir': None, 'work_dir': str(tmp_path / 'work'),
-            'store': str(tmp_path / 'store'), 'publish': True}
+from conftest import COLLECTIONS
+from helpers import INDEX, FakePip, ResolverPip, params
 
 
 def latest(tmp_path):
@@ -91,12 +59,12 @@ def test_check_mode_runs_no_tool_and_changes_nothing(tmp_path):
 
 
 def test_all_missing_fails_with_the_reason(tmp_path):
-    with pytest.raises(pc.PipBuildError, match='none of the 2 packages could be resolved from %s' % INDEX):
+    with pytest.raises(BuildError, match='none of the 2 packages could be resolved from %s' % INDEX):
         bd.build(params(tmp_path, ['nope', 'nada']), FakePip({}), now='t')
 
 
 def test_nothing_cached_names_cache_headers(tmp_path):
-    with pytest.raises(pc.PipBuildError, match='cache headers'):
+    with pytest.raises(BuildError, match='cache headers'):
         bd.build(params(tmp_path, ['six']), FakePip({'six': ('1', 'a')}, cache=False), now='t')
     assert not os.path.exists(str(tmp_path / 'store' / 'refs'))
 
@@ -108,38 +76,6 @@ def test_requirements_file(tmp_path):
     p['requirements'] = str(req)
     r = bd.build(p, FakePip({'six': ('1', 'a'), 'idna': ('1', 'b')}), now='t')
     assert r['files'] == 2
-
-
-class ResolverPip(FakePip):
-    """A pip whose resolver behaves like the real one on a conflict: ``web`` alone takes ``core`` 2.0,
-    ``legacy`` needs ``core<2``, and the two together take ``core`` 1.0 (the boto3/aiobotocore shape)."""
-
-    DEPS = {'web': [('web', '1.0'), ('core', '2.0')], 'legacy': [('legacy', '1.0'), ('core', '1.0')],
-            'broken': None}
-
-    def __call__(self, argv, env):
-        if argv[1:3] == ['-m', 'venv'] or argv[1] == '-c':
-            return FakePip.__call__(self, argv, env)
-        self.calls.append(argv)
-        specs = open(argv[argv.index('-r') + 1]).read().split()
-        self.requests = getattr(self, 'requests', []) + [specs]
-        cache = argv[argv.index('--cache-dir') + 1]
-        if any(self.DEPS.get(s) is None for s in specs):
-            return 1, '', 'ERROR: ResolutionImpossible: broken needs core>=3'
-        picked = dict(pair for s in specs for pair in self.DEPS[s])
-        if 'web' in specs and 'legacy' in specs:
-            picked['core'] = '1.0'
-        items = []
-        for name, version in sorted(picked.items()):
-            url = 'http://127.0.0.1:8371/packages/%s-%s-py3-none-any.whl' % (name, version)
-            items.append({'metadata': {'name': name, 'version': version}, 'download_info': {'url': url}})
-            path = pc.http_cache_paths(cache, url)[1]
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, 'w') as f:
-                f.write('%s %s' % (name, version))
-        with open(argv[argv.index('--report') + 1], 'w') as f:
-            json.dump({'install': items}, f)
-        return 0, '', ''
 
 
 def test_every_package_is_resolved_on_its_own_and_the_snapshot_holds_the_union(tmp_path):
@@ -169,3 +105,118 @@ def test_packages_that_resolve_alone_but_not_together_build(tmp_path):
             return ResolverPip.__call__(self, argv, env)
     r = bd.build(params(tmp_path, ['web', 'legacy']), Clash({}), now='t')
     assert r['misses'] == [] and r['files'] == 4
+
+
+@pytest.mark.parametrize('ecos, message', [(['pip', 'conda'], "'conda' is not supported"), (['npm', 'npm'], 'twice')])
+def test_build_refuses_bad_ecosystems(ecos, message):
+    with pytest.raises(BuildError, match=message):
+        bd.ecosystems({'ecosystems': ecos})
+
+
+@pytest.mark.parametrize('p, message', [
+    ({'ecosystems': ['npm'], 'npm': {'packages': []}}, 'npm: no packages given'),
+    ({'ecosystems': ['npm'], 'npm': {'packages': ['git+https://x/y.git']}}, "npm package 'git\\+https"),
+    ({'ecosystems': ['maven'], 'maven': {'artifacts': ['a:b:1'], 'repositories': []}}, 'repositories is empty'),
+    ({'ecosystems': ['uv'], 'uv': {'packages': ['six']}}, 'uv: index_url is not set'),
+    ({'ecosystems': ['pip'], 'packages': ['six']}, 'pip: index_url is not set'),
+])
+def test_build_names_the_bad_input_and_leaves_nothing_behind(tmp_path, p, message):
+    def run(argv, env, data=None, cwd=None):
+        if argv[-2:] == ['version', '--json']:
+            return 0, '{"npm": "10.9.9", "node": "v18.20.4"}', ''
+        if argv[-2:] == ['-B', '-v']:
+            return 0, 'Apache Maven 3.8.7\nJava version: 17.0.15, vendor', ''
+        raise AssertionError('no tool may run for bad input: %r' % (argv,))
+
+    p = dict(p, store=str(tmp_path / 'store'), work_dir=str(tmp_path / 'work'))
+    with pytest.raises(BuildError, match=message):
+        bd.build(p, run)
+    assert not (tmp_path / 'store').exists()
+    work = tmp_path / 'work'
+    assert not work.exists() or not [d for d in os.listdir(str(work)) if d.startswith('.build-')]
+
+
+# A build holds the store lock while it writes objects, manifests and refs.
+
+HOLDER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, %r)
+    from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import StoreLock
+    with StoreLock(sys.argv[1]):
+        print('locked', flush=True)
+        sys.stdin.read()  # hold the lock until the test closes our stdin
+""" % COLLECTIONS)
+
+
+@pytest.fixture
+def lock_holder(tmp_path):
+    store = str(tmp_path / 'store')
+    os.makedirs(store)
+    proc = subprocess.Popen([sys.executable, '-c', HOLDER, store], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == 'locked'
+        yield proc
+    finally:
+        proc.stdin.close()
+        proc.wait()
+
+
+def test_build_fails_with_a_lock_error_while_another_run_holds_the_lock(tmp_path, lock_holder):
+    pip = FakePip({'six': ('1.17.0', 'six body')})
+    p = dict(params(tmp_path, ['six']), lock_timeout=0)
+    store = p['store']
+    with pytest.raises(LockError, match=r'another pkgcache run \(pid %d\) holds the lock %s' % (lock_holder.pid, os.path.join(store, '.lock'))):
+        bd.build(p, pip, now='t1')
+    # Nothing was written to the store: no object, manifest or ref.
+    assert sorted(os.listdir(store)) == ['.lock']
+    # Check mode changes nothing and takes no lock.
+    r = bd.build(p, pip, check_mode=True, now='t1')
+    assert r['would_build'] and sorted(os.listdir(store)) == ['.lock']
+    # Once the holder is gone, the same build goes through.
+    lock_holder.stdin.close()
+    lock_holder.wait()
+    assert bd.build(p, pip, now='t1')['new_objects'] == 1
+
+
+def test_gc_during_a_build_loses_no_object(tmp_path, monkeypatch):
+    store = str(tmp_path / 'store')
+    bd.build(params(tmp_path, ['six']), FakePip({'six': ('1', 'six body')}), now='t1')
+    gc_outcome = []
+
+    def gc():
+        """What snapshot_gc does on a builder, keeping only refs/latest."""
+        try:
+            with StoreLock(store, 0):
+                plan = _gc.plan(store, 0, '', '', host=False)
+                _gc.apply(store, plan)
+                gc_outcome.append(plan)
+        except LockError as exc:
+            gc_outcome.append(exc)
+
+    real_build_manifest = mf.build_manifest
+
+    def build_manifest_with_gc(entries, metadata):
+        # The build has stored its objects and not yet written its manifest: run a whole GC now.
+        t = threading.Thread(target=gc)
+        t.start()
+        t.join()
+        return real_build_manifest(entries, metadata)
+
+    monkeypatch.setattr(bd.mf, 'build_manifest', build_manifest_with_gc)
+    r = bd.build(params(tmp_path, ['six', 'idna']), FakePip({'six': ('1', 'six body'), 'idna': ('2', 'idna body')}), now='t2')
+    assert r['new_objects'] == 1
+    manifest = mf.load_manifest(open(st.manifest_path(store, r['id']), 'rb').read(), r['id'])
+    missing = st.missing_objects(store, manifest['entries'])
+    assert missing == {}, 'the GC removed objects of the build it ran beside'
+    assert len(gc_outcome) == 1 and isinstance(gc_outcome[0], LockError)
+    assert os.path.join(store, '.lock') in str(gc_outcome[0])
+
+
+def test_build_keeps_a_new_store_readable_for_the_web_server(tmp_path):
+    old = os.umask(0o022)
+    try:
+        bd.build(params(tmp_path, ['six']), FakePip({'six': ('1', 'six body')}), now='t1')
+    finally:
+        os.umask(old)
+    assert os.stat(str(tmp_path / 'store')).st_mode & 0o777 == 0o755
+    assert os.stat(str(tmp_path / 'store' / '.lock')).st_mode & 0o777 == 0o600

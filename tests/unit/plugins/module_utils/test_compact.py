@@ -1,11 +1,5 @@
-"""Compaction: only identical files go; nothing is followed; opaque and redirected dirs are left alone; the walk is bounded.
+"""Compaction: only identical files go; nothing is followed; opaque and redirected dirs are left alone; the walk is bounded."""
 
-Also holds helpers the walker tests share (test_walk, test_popularity, test_status):
-deep directory chains made and removed without long paths or recursion, and a
-counter of the bytes read through os.read and os.pread.
-"""
-
-import contextlib
 import os
 import shutil
 import stat
@@ -15,82 +9,7 @@ import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils._compact import compact
 
-DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-DEPTH = 1500
-
-
-def write(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'wb') as f:
-        f.write(data)
-
-
-@contextlib.contextmanager
-def deep_chain(base, depth=DEPTH, name='d'):
-    """``base/d/d/.../d``, ``depth`` levels, made with mkdir on an fd chain; removed on exit, one level at a time."""
-    os.makedirs(base, exist_ok=True)
-    fd = os.open(base, DIR)
-    try:
-        for dummy in range(depth):
-            os.mkdir(name, dir_fd=fd)
-            child = os.open(name, DIR, dir_fd=fd)
-            os.close(fd)
-            fd = child
-    finally:
-        os.close(fd)
-    try:
-        yield os.path.join(base, name)
-    finally:
-        remove_chain(base, name)
-
-
-def remove_chain(base, name='d'):
-    """Remove ``base/d/d/...`` (dirs only) without recursion: move the grandchild up, remove the emptied child, repeat."""
-    top = os.open(base, DIR)
-    try:
-        while True:
-            try:
-                child = os.open(name, DIR, dir_fd=top)
-            except FileNotFoundError:
-                return
-            try:
-                os.rename(name, name + '.up', src_dir_fd=child, dst_dir_fd=top)
-                moved = True
-            except FileNotFoundError:
-                moved = False
-            finally:
-                os.close(child)
-            os.rmdir(name, dir_fd=top)
-            if not moved:
-                return
-            os.rename(name + '.up', name, src_dir_fd=top, dst_dir_fd=top)
-    finally:
-        os.close(top)
-
-
-class ReadCounter(object):
-    """Counts bytes read with os.read and os.pread; fails the test at once past ``limit`` (so old code cannot run for minutes)."""
-
-    def __init__(self, limit):
-        self.limit, self.total = limit, 0
-
-    def wrap(self, real):
-        def counted(*args):
-            data = real(*args)
-            self.total += len(data)
-            if self.total > self.limit:
-                raise AssertionError('read %d bytes, more than the %d this test allows' % (self.total, self.limit))
-            return data
-        return counted
-
-
-@contextlib.contextmanager
-def count_reads(monkeypatch, limit):
-    counter = ReadCounter(limit)
-    with monkeypatch.context() as m:
-        m.setattr(os, 'read', counter.wrap(os.read))
-        m.setattr(os, 'pread', counter.wrap(os.pread))
-        yield counter
+from helpers import DIR, deep_chain, write
 
 
 def test_compaction_removes_only_identical_files_and_follows_nothing(tmp_path):

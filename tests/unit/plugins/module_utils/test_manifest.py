@@ -1,9 +1,13 @@
 import json
 import os
+import posixpath
+import tempfile
 
 import pytest
+from hypothesis import given, settings, strategies as s
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _manifest as mf
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 
 SHA = 'a' * 64
 
@@ -98,3 +102,134 @@ def test_load_manifest_checks_the_id():
         mf.load_manifest(json.dumps(m))
     with pytest.raises(mf.ManifestError, match='not valid JSON'):
         mf.load_manifest(b'{')
+
+
+@pytest.mark.parametrize('path, writable', [
+    ('npm/_cacache/index-v5/ab/cd/0123', True),
+    ('npm/_cacache/content-v2/sha512/ab/cd/0123', False),
+    ('maven/org/x/y/1.0/_remote.repositories', True),
+    ('maven/org/x/y/maven-metadata-company.xml', True),
+    ('maven/org/x/y/1.0/y-1.0.jar', False),
+    ('uv/.lock', True),
+    ('uv/wheels-v8/pypi/six/1.17.0-py2.py3-none-any.lock', True),
+    ('pip/http-v2/a/b/c/d/e/f.lock', False),
+    ('pip/selfcheck.json', False),
+])
+def test_only_files_package_managers_rewrite_are_writable(path, writable):
+    assert mf.writable_path(path) is writable
+    entry = {'path': path, 'type': 'file', 'mode': '0666', 'size': 0, 'sha256': '0' * 64}
+    dirs = [{'path': '/'.join(path.split('/')[:i]), 'type': 'dir', 'mode': '0777'} for i in range(1, path.count('/') + 1)]
+    if writable:
+        mf.validate_entries(dirs + [entry])
+    else:
+        with pytest.raises(mf.ManifestError, match='world-writable'):
+            mf.validate_entries(dirs + [entry])
+
+
+def test_scan_gives_npm_index_buckets_mode_0666(tmp_path):
+    bucket = tmp_path / '_cacache' / 'index-v5' / 'aa'
+    bucket.mkdir(parents=True)
+    (bucket / 'b').write_text('x')
+    (tmp_path / '_cacache' / 'content-v2').mkdir()
+    (tmp_path / '_cacache' / 'content-v2' / 'c').write_text('y')
+    entries, dummy = mf.scan_tree(str(tmp_path), 'npm')
+    modes = dict((e['path'], e.get('mode')) for e in entries)
+    assert modes['npm/_cacache/index-v5/aa/b'] == '0666' and modes['npm/_cacache/content-v2/c'] == '0644'
+
+
+def d(path):
+    return {'path': path, 'type': 'dir', 'mode': '0777'}
+
+
+def ln(path, target):
+    return {'path': path, 'type': 'symlink', 'target': target}
+
+
+def f(path):
+    return {'path': path, 'type': 'file', 'mode': '0644', 'size': 1, 'sha256': SHA}
+
+
+# Symlinks are resolved through the manifest's own symlinks.
+
+CHAIN = [d('pip'), d('pip/a'), d('pip/a/b'), ln('pip/a/b/l', '../..')]
+
+
+@pytest.mark.parametrize('entries, bad', [
+    # The review's case: lexically pip/etc/passwd, really ../etc/passwd from the tree root.
+    (CHAIN + [ln('pip/x', 'a/b/l/a/b/l/../../../../../../etc/passwd')], 'pip/x'),
+    # Lexically inside pip, really in another ecosystem's directory.
+    (CHAIN + [d('npm'), f('npm/secret'), ln('pip/x', 'a/b/l/../npm/secret')], 'pip/x'),
+    # The escaping link is the last of a chain of harmless-looking ones.
+    (CHAIN + [ln('pip/y', 'a/b/l/a/b/l/../../..'), ln('pip/z', 'y/etc')], 'pip/y'),
+    # A relative link to a link that climbs.
+    ([d('pip'), d('pip/d'), ln('pip/d/up', '..'), ln('pip/d/up2', 'up/..'), ln('pip/x', 'd/up2/../etc')], 'pip/d/up2'),
+])
+def test_chained_symlinks_that_leave_the_snapshot_are_refused(entries, bad):
+    with pytest.raises(mf.ManifestError, match=r"manifest entry '%s': symlink target .* leaves the snapshot" % bad):
+        mf.validate_entries(entries)
+
+
+@pytest.mark.parametrize('entries, bad', [
+    ([d('pip'), ln('pip/a', 'b'), ln('pip/b', 'a')], 'pip/a'),
+    ([d('pip'), ln('pip/a', 'a')], 'pip/a'),
+    ([d('pip'), d('pip/d'), ln('pip/d/l', '../d/l/x')], 'pip/d/l'),
+    ([d('pip')] + [ln('pip/l%d' % i, 'l%d' % (i + 1)) for i in range(60)] + [f('pip/l60')], 'pip/l0'),
+])
+def test_symlink_loops_and_overlong_chains_are_refused(entries, bad):
+    with pytest.raises(mf.ManifestError, match=r"manifest entry '%s': symlink target .* (loops|more than 40)" % bad):
+        mf.validate_entries(entries)
+
+
+def test_symlinks_inside_the_snapshot_still_validate(tmp_path):
+    entries = [
+        d('pip'), d('pip/sub'), f('pip/sub/f'), ln('pip/sub/up', '..'), ln('pip/y', 'sub/up/sub/f'),
+        ln('pip/l1', 'l2'), ln('pip/l2', 'sub/f'), ln('pip/dangling', 'nothing/here'),
+        ln('pip/chain', 'l1'),
+        # uv links its wheel entries to unpacked archives.
+        d('uv'), d('uv/archive-v0'), d('uv/archive-v0/abc'), f('uv/archive-v0/abc/six.py'),
+        d('uv/wheels-v5'), d('uv/wheels-v5/pypi'), d('uv/wheels-v5/pypi/six'),
+        ln('uv/wheels-v5/pypi/six/six-1.17.0-py2.py3-none-any', '../../../archive-v0/abc'),
+    ] + [ln('pip/c%d' % i, 'c%d' % (i + 1)) for i in range(30)] + [ln('pip/c30', 'sub/f')]
+    mf.validate_entries(entries)
+    # A scanned tree with a symlink (as npm, pip, maven and uv caches may have) still validates.
+    root = tmp_path / 'cache'
+    (root / 'a').mkdir(parents=True)
+    (root / 'a' / 'x').write_bytes(b'x')
+    os.symlink('a/x', str(root / 'l'))
+    os.symlink('../l', str(root / 'a' / 'l2'))
+    scanned, dummy = mf.scan_tree(str(root), 'pip')
+    mf.validate_entries(scanned)
+
+
+NAMES = s.sampled_from(['a', 'b', 'l', 'm'])
+TARGET = s.lists(s.sampled_from(['a', 'b', 'l', 'm', '..', '.', 'npm', 'etc']), min_size=1, max_size=7).map('/'.join)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(dirs=s.lists(s.lists(NAMES, min_size=1, max_size=3), max_size=5),
+       links=s.lists(s.tuples(s.lists(NAMES, min_size=1, max_size=3), TARGET), min_size=1, max_size=5))
+def test_accepted_symlinks_really_stay_inside(dirs, links):
+    """Whatever manifest is accepted, every symlink of its checkout resolves (by the kernel) inside its top dir."""
+    entries, kinds = [d('pip'), d('npm'), d('npm/etc')], {'pip': 'dir', 'npm': 'dir', 'npm/etc': 'dir'}
+    for parts in dirs:
+        for n in range(1, len(parts) + 1):
+            path = 'pip/' + '/'.join(parts[:n])
+            if kinds.setdefault(path, 'dir') == 'dir' and d(path) not in entries:
+                entries.append(d(path))
+    for parts, target in links:
+        path = 'pip/' + '/'.join(parts)
+        if path not in kinds and kinds.get(posixpath.dirname(path)) == 'dir':
+            kinds[path] = 'symlink'
+            entries.append(ln(path, target))
+    try:
+        mf.validate_entries(entries)
+    except mf.ManifestError:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = mf.build_manifest(entries, {})
+        tree = os.path.realpath(st.build_tree(tmp, manifest))
+        for e in entries:
+            if e['type'] == 'symlink':
+                real = os.path.realpath(os.path.join(tree, e['path']))
+                top = os.path.join(tree, e['path'].split('/')[0])
+                assert real == top or real.startswith(top + '/'), (e, real)

@@ -24,7 +24,8 @@ def plan(tmp_path, ecosystems=('pip',), **repl):
 
 def converge(tmp_path, mounts, state='present'):
     """A run over ``mounts`` with the views and scratch roots made, as _mounts.converge makes them first."""
-    run = _views.Converge({'lazy': False, 'state': state, 'state_dir': str(tmp_path / 'state')}, mounts, [], None, False, now=0)
+    run = _views.Converge(mounts, [], None, False, state=state, state_dir=str(tmp_path / 'state'),
+                          views_root=str(tmp_path / 'views'), scratch_root=str(tmp_path / 'scratch'), now=0)
     for root, mode in ((str(tmp_path / 'views'), 0o711), (str(tmp_path / 'scratch'), 0o755)):
         os.close(run.ensure_root_chain(root, mode))
     return run
@@ -326,10 +327,8 @@ def test_purge_removes_a_removed_users_dirs_root_side_and_nothing_else(tmp_path)
     os.chown(str(tmp_path / 'scratch' / 'eve'), 3, 3)
     (tmp_path / 'scratch' / 'datasets').mkdir(mode=0o700)
     run = converge(tmp_path, [m], state='mounted')
-    run.p.update({'scratch_root': str(tmp_path / 'scratch'), 'views_root': str(tmp_path / 'views')})
     assert run.removed_users() == ['dave']
     check = converge(tmp_path, [m], state='mounted')
-    check.p.update(run.p)
     check.check_mode = True
     check.purge('dave', [])
     assert check.purged == {'dave': 'purged'} and (tmp_path / 'scratch' / 'dave').exists()
@@ -343,7 +342,6 @@ def test_purge_removes_a_removed_users_dirs_root_side_and_nothing_else(tmp_path)
 def test_purge_keeps_a_user_whose_view_is_still_mounted(tmp_path):
     m, victim = removed_layout(tmp_path)
     run = converge(tmp_path, [m], state='mounted')
-    run.p.update({'scratch_root': str(tmp_path / 'scratch'), 'views_root': str(tmp_path / 'views')})
     view = str(tmp_path / 'views' / 'dave' / 'pip')
     info = ov.parse_mountinfo('90 30 0:70 / %s rw,nosuid,nodev - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w\n' % view)
     run.purge('dave', info)
@@ -385,7 +383,6 @@ def test_purge_never_probes_or_follows_what_a_user_planted_in_a_migrated_scratch
     assert [p[0] for p in _views._layer_pairs(str(tmp_path / 'scratch' / 'dave'))] == [
         str(tmp_path / 'scratch' / 'dave' / 'cacache_pip' / 'upper')]
     run = converge(tmp_path, [m], state='mounted')
-    run.p.update({'scratch_root': str(tmp_path / 'scratch'), 'views_root': str(tmp_path / 'views')})
     run.purge('dave', [])
     assert run.purged == {'dave': 'purged'}
     assert sorted(os.listdir(str(victim))) == ['keep', 'work'] and (victim / 'work' / 'work' / 'keep').exists()
@@ -395,7 +392,6 @@ def test_a_served_users_scratch_dir_of_another_name_is_never_taken_for_a_removed
     m = plan(tmp_path, scratch=str(tmp_path / 'scratch' / 'u1001'))[0]
     run = converge(tmp_path, [m], state='mounted')
     assert run.prepare_user([m]) == [m]
-    run.p.update({'scratch_root': str(tmp_path / 'scratch'), 'views_root': str(tmp_path / 'views')})
     assert run.removed_users() == []
 
 
@@ -423,7 +419,6 @@ def test_a_name_found_under_the_views_root_removes_only_what_passes_each_roots_t
     (tmp_path / 'scratch' / 'eve' / 'data').write_text('not ours')
     os.chown(str(tmp_path / 'scratch' / 'eve'), 3, 3)
     run = converge(tmp_path, [m], state='mounted')
-    run.p.update({'scratch_root': str(tmp_path / 'scratch'), 'views_root': str(tmp_path / 'views')})
     assert run.removed_users() == ['dave', 'eve']
     run.purge('eve', [])
     assert run.purged['eve'] == 'purged' and not (tmp_path / 'views' / 'eve').exists()

@@ -7,7 +7,7 @@ from hypothesis import strategies as s
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _fstab as fs
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
 
-REPLS = [{'name': 'alice', 'uid': 2001, 'gid': 2001}, {'name': 'bob', 'uid': 2002, 'gid': 2002, 'home': '/srv/bob'}]
+REPLS = [{'name': 'alice', 'uid': 2001, 'gid': 2001, 'home': '/home/alice'}, {'name': 'bob', 'uid': 2002, 'gid': 2002, 'home': '/srv/bob'}]
 LOWER = '/var/lib/pkgcache/trees/' + 'a' * 64
 
 
@@ -88,26 +88,36 @@ def test_check_line_allows_extra_options_only():
             ov.check_line(bad, m)
 
 
-MOUNTINFO = (
-    '22 1 0:21 / / rw,relatime - overlay overlay rw,lowerdir=/x,upperdir=/y,workdir=/z\n'
-    '30 22 0:40 / /mnt/scratch rw - ext4 /dev/vda rw\n'
-    '31 22 0:21 /var/lib/pkgcache/trees/abc /mnt/cacache ro,nosuid,nodev - overlay overlay rw\n'
-    '32 22 0:50 / /var/lib/pkgcache-views/alice/pip rw,nosuid,nodev - overlay overlay '
-    'rw,lowerdir=%s/pip,upperdir=/mnt/scratch/alice/cacache_pip/upper,workdir=/mnt/scratch/alice/cacache_pip/work\n'
-    '33 22 0:51 / /home/with\\040space rw - tmpfs tmpfs rw\n' % LOWER)
+class Pw(object):
+    def __init__(self, uid, gid, home):
+        self.pw_uid, self.pw_gid, self.pw_dir = uid, gid, home
 
 
-def test_parse_mountinfo_and_states():
-    info = ov.parse_mountinfo(MOUNTINFO)
-    assert ov.mounted_at(info, '/home/with space')['fstype'] == 'tmpfs'
-    assert ov.mounted_at(info, '/mnt/cacache')['root'] == '/var/lib/pkgcache/trees/abc'
-    assert ov.mount_of(info, '/mnt/scratch/alice/x')['mount_point'] == '/mnt/scratch'
-    assert ov.mount_of(info, '/var/tmp/x')['fstype'] == 'overlay'
-    alice, bob = ov.plan_mounts(REPLS, ['pip'], LOWER, '/mnt/scratch')
-    assert ov.overlay_state(info, alice) == 'mounted'
-    assert ov.overlay_state(info, bob) == 'absent'
-    newer = ov.plan_mounts(REPLS, ['pip'], '/var/lib/pkgcache/trees/' + 'b' * 64, '/mnt/scratch')[0]
-    assert ov.overlay_state(info, newer) == 'stale'
+def getpwnam(name):
+    return {'alice': Pw(2001, 2001, '/home/alice'), 'carol': Pw(2003, 2003, '/srv/carol')}[name]
+
+
+def test_users_are_resolved_from_passwd_and_an_unknown_one_is_named():
+    given = [{'name': 'alice'}, {'name': 'carol', 'home': '/srv/c2'}, {'name': 'dave'},
+             {'name': 'erin', 'uid': 2005, 'gid': 2005, 'home': '/home/erin'}, {'name': 'frank', 'uid': 2006, 'gid': 2006}]
+    repls, unresolved = ov.resolve_repls(given, getpwnam)
+    assert repls[0] == {'name': 'alice', 'uid': 2001, 'gid': 2001, 'home': '/home/alice'}
+    assert repls[1] == {'name': 'carol', 'uid': 2003, 'gid': 2003, 'home': '/srv/c2'}  # what is given wins
+    assert repls[3]['home'] == '/home/erin'  # unknown to the host, but complete
+    assert sorted(unresolved) == ['dave', 'frank']
+    assert unresolved['dave'] == ('repl user dave does not exist on this host (no passwd entry), and uid, gid, home '
+                                  'not given')
+    assert 'frank' in unresolved['frank'] and 'home not given' in unresolved['frank']
+    # The unresolved are still planned (their place in the fstab lines), without uid, gid, home or link.
+    mounts = ov.plan_mounts(repls, ['pip'], LOWER, '/mnt/scratch', unresolved=unresolved)
+    dave = [m for m in mounts if m['user'] == 'dave'][0]
+    assert dave['uid'] is None and dave['link'] is None and dave['target'] == '/var/lib/pkgcache-views/dave/pip'
+    with pytest.raises(ov.OverlayInputError, match='repl dave: uid None'):
+        ov.plan_mounts(repls, ['pip'], LOWER, '/mnt/scratch')
+    # A name that cannot be one is refused before the passwd database is asked (getpwnam raises on a NUL).
+    for bad in ('a\x00b', None, '..'):
+        with pytest.raises(ov.OverlayInputError, match='repl name'):
+            ov.resolve_repls([{'name': bad}], getpwnam)
 
 
 SAFE = string.ascii_letters + string.digits + '._-'

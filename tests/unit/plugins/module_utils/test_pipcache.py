@@ -5,6 +5,7 @@ import os
 import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _pipcache as pc
+from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
 
 URL = 'http://127.0.0.1:8371/packages/six-1.17.0-py2.py3-none-any.whl'
 
@@ -20,13 +21,13 @@ def test_cache_url_and_paths():
 def test_read_requirements():
     text = '# top packages\nrequests>=2  # http\n\nsix==1.17.0\n'
     assert pc.read_requirements(text, 'r.txt') == ['requests>=2', 'six==1.17.0']
-    with pytest.raises(pc.PipBuildError, match='r.txt line 2: pip options'):
+    with pytest.raises(BuildError, match='r.txt line 2: pip options'):
         pc.read_requirements('six\n--index-url http://evil/\n', 'r.txt')
 
 
 @pytest.mark.parametrize('spec', ['', '  ', '-e .', '--pre', 'a\nb', '>=1.0'])
 def test_bad_specs(spec):
-    with pytest.raises(pc.PipBuildError):
+    with pytest.raises(BuildError):
         pc.check_specs([spec])
 
 
@@ -72,7 +73,7 @@ def test_install_command():
     # A user's `pip install X` takes the newest release even when only its sdist is out yet: so does the build.
     assert '--prefer-binary' not in cmd
     assert cmd[cmd.index('--trusted-host') + 1] == 'i' and cmd[cmd.index('--target') + 1] == '/t'
-    assert '--dry-run' in pc.install_command('p', 'u', None, 'c', 't', 'r', 'q', dry_run=True)
+    assert '--dry-run' not in cmd
 
 
 def test_build_key_is_stable_and_sensitive():

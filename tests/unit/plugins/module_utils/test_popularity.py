@@ -13,8 +13,9 @@ import pytest
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _npmcache
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _popularity as pop
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _pipcache as pc
+from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
 
-from test_compact import count_reads, deep_chain
+from helpers import count_reads, deep_chain
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'fixtures')
 POP = os.path.join(FIXTURES, 'popularity')
@@ -339,5 +340,5 @@ def test_names_that_are_not_plain_package_names_never_reach_the_build():
     assert 'x @' not in json.dumps(res)
     npm = pop.rank('npm', [{'type': 'counts', 'counts': {'@scope/ok': 1, 'file:../evil': 2, 'git+ssh://h/r': 1}}], None, 10)
     assert [p['name'] for p in npm['packages']] == ['@scope/ok']
-    with pytest.raises(pc.BuildError, match='direct reference'):
+    with pytest.raises(BuildError, match='direct reference'):
         pc.check_specs(['x @ http://2130706433:8765/x'])

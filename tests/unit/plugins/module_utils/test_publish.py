@@ -12,7 +12,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _signing
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 
-from test_builder import FakePip, params
+from helpers import FakePip, params
 
 
 def run(argv, *rest):

@@ -8,7 +8,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder a
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _reuse
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 
-from test_builder import INDEX, ResolverPip, params
+from helpers import INDEX, ResolverPip, params
 
 
 class Pages(object):

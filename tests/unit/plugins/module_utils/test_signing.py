@@ -11,7 +11,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _signing a
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 
-from test_lifecycle import publish
+from helpers import publish
 
 
 def run(argv, data=None):

@@ -6,8 +6,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _fstab as 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _status
 
-from test_compact import deep_chain, write
-from test_lifecycle import publish, run_sync
+from helpers import deep_chain, publish, run_sync, write
 
 
 def test_collect_and_prometheus(tmp_path):

@@ -7,8 +7,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _gc
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _verify
 
-from test_hardening_store import DripServer, http_opener
-from test_lifecycle import publish, run_sync
+from helpers import DripServer, http_opener, publish, run_sync
 
 
 def setup(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _walk
 
-from test_compact import deep_chain, write
+from helpers import deep_chain, write
 
 
 def fd_count():

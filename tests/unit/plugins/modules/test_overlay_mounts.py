@@ -2,10 +2,15 @@
 
 import json
 import os
+import subprocess
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _mountinfo as mi
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _mounts as mt
+from ansible_collections.pkgcache.overlay.plugins.module_utils._mountcmd import MountError, kernel_options, mount_overlay
+from ansible_collections.pkgcache.overlay.plugins.module_utils._safefs import UnsafePathError
 from ansible_collections.pkgcache.overlay.plugins.modules import overlay_mounts
 
 UID, GID = os.getuid() or 1, os.getgid() or 1
@@ -81,3 +86,117 @@ def test_a_broken_user_is_reported_and_the_others_served(tmp_path, capsys):
     assert os.path.islink(str(tmp_path / 'home' / 'alice' / '.cache' / 'pip'))
     rc, res = run(capsys, dict(a, strict=True))
     assert rc == 1 and res['msg'] == 'repl users not served: mallory' and res['users']['alice'] == {'pip': 'present'}
+
+
+class Pw(object):
+    def __init__(self, uid, gid, home):
+        self.pw_uid, self.pw_gid, self.pw_dir = uid, gid, home
+
+
+def test_users_are_read_from_passwd_and_an_unknown_one_is_named_while_the_others_are_served(tmp_path, capsys, monkeypatch):
+    (tmp_path / 'home' / 'bob').mkdir(parents=True)
+    known = {'bob': Pw(UID, GID, str(tmp_path / 'home' / 'bob'))}
+    monkeypatch.setattr(mt.pwd, 'getpwnam', lambda name: known[name])
+    a = args(tmp_path)
+    a['repls'] += [{'name': 'bob'}, {'name': 'ghost'}]
+    rc, res = run(capsys, a)
+    assert rc == 0 and res['users']['alice'] == {'pip': 'present'} and res['users']['bob'] == {'pip': 'present'}
+    assert res['unserved'] == {'ghost': {'pip': 'repl user ghost does not exist on this host (no passwd entry), and '
+                                                'uid, gid, home not given'}}
+    assert os.readlink(str(tmp_path / 'home' / 'bob' / '.cache' / 'pip')) == str(tmp_path / 'views' / 'bob' / 'pip')
+    text = (tmp_path / 'fstab').read_text()
+    assert '/views/bob/pip' in text and 'ghost' not in text and not (tmp_path / 'scratch' / 'ghost').exists()
+    rc, res = run(capsys, dict(a, strict=True))
+    assert rc == 1 and res['msg'] == 'repl users not served: ghost'
+
+
+def test_check_mode_returns_the_plan_and_the_real_run_executes_it(tmp_path, capsys):
+    """Real overlays through mount(2): the plan of check mode is the plan the real run carries out."""
+    scratch = tmp_path / 'scratch'
+    scratch.mkdir(mode=0o755)
+    subprocess.check_call(['mount', '-t', 'tmpfs', 'tmpfs', str(scratch)])  # an upper cannot sit on an overlay root
+    (tmp_path / 'tree' / 'pip').mkdir(parents=True)
+    (tmp_path / 'tree' / 'pip' / 'cached').write_text('from the snapshot')
+    a = args(tmp_path, state='mounted', fstab_lines=None)
+    target = str(tmp_path / 'views' / 'alice' / 'pip')
+    try:
+        rc, check = run(capsys, dict(a, _ansible_check_mode=True))
+        assert rc == 0 and check['changed'] and check['users'] == {'alice': {'pip': 'mounted'}}
+        the_plan = check['plan']
+        assert the_plan['prepare'] == ['alice'] and the_plan['fstab']['write'] and the_plan['unserved'] == {}
+        assert [(s['user'], s['action'], s['link']) for s in the_plan['mounts']] == [('alice', 'mount', 'create')]
+        assert str(scratch / 'alice') in the_plan['create'] and not (scratch / 'alice').exists()
+        assert mi.mounted_at(mi.current(), target) is None
+        rc, res = run(capsys, a)
+        assert rc == 0 and res['changed'] and res['plan'] == the_plan and res['users'] == {'alice': {'pip': 'mounted'}}
+        got = mi.mounted_at(mi.current(), target)
+        assert got['fstype'] == 'overlay' and got['mount_options'].get('nosuid') and got['mount_options'].get('nodev')
+        assert all(got['super_options'][k] == res['mounts'][0][k] for k in ('lowerdir', 'upperdir', 'workdir'))
+        # The kernel lists these only when they differ from its defaults: never on here.
+        assert all(got['super_options'].get(k, 'off') == 'off' for k in ('index', 'metacopy', 'xino'))
+        assert (tmp_path / 'home' / 'alice' / '.cache' / 'pip' / 'cached').read_text() == 'from the snapshot'
+        # Nothing left to do: the plan says so and the run walks no user again.
+        rc, res = run(capsys, dict(a, _ansible_check_mode=True))
+        assert rc == 0 and not res['changed'] and res['plan']['prepare'] == [] and not res['plan']['fstab']['write']
+        assert res['plan']['mounts'] == [] and res['plan']['unchanged'] == 1
+        rc, again = run(capsys, a)
+        assert rc == 0 and not again['changed'] and again['plan'] == res['plan']
+        assert again['users'] == {'alice': {'pip': 'already'}}
+        # A detached generation recorded in the state dir, no longer held: the plan merges it, and the run does.
+        layers = scratch / 'alice' / 'cacache_pip'
+        (layers / 'detached-1' / 'upper').mkdir(parents=True)
+        (layers / 'detached-1' / 'work').mkdir()
+        (layers / 'detached-1' / 'upper' / 'older').write_text('kept from the old view')
+        (tmp_path / 'state' / 'detached').mkdir(parents=True)
+        (tmp_path / 'state' / 'detached' / 'alice-pip-1.json').write_text(json.dumps(
+            {'user': 'alice', 'ecosystem': 'pip', 'generation': str(layers / 'detached-1')}))
+        rc, check = run(capsys, dict(a, _ansible_check_mode=True))
+        assert [(s['action'], s['link']) for s in check['plan']['mounts']] == [('merge', 'keep')]
+        rc, res = run(capsys, a)
+        assert rc == 0 and res['plan'] == check['plan'] and res['users'] == {'alice': {'pip': 'merged'}}
+        assert (tmp_path / 'home' / 'alice' / '.cache' / 'pip' / 'older').read_text() == 'kept from the old view'
+        assert not (layers / 'detached-1').exists()
+        # A new snapshot: the plan switches her, and the run does.
+        (tmp_path / 'tree2' / 'pip').mkdir(parents=True)
+        rc, check = run(capsys, dict(a, lower_root=str(tmp_path / 'tree2'), _ansible_check_mode=True))
+        assert [(s['action'], s['why']) for s in check['plan']['mounts']] == [
+            ('switch', 'mounted with other layers (lowerdir %s/tree/pip, planned %s/tree2/pip)' % (tmp_path, tmp_path))]
+        rc, res = run(capsys, dict(a, lower_root=str(tmp_path / 'tree2')))
+        assert rc == 0 and res['plan'] == check['plan'] and res['users'] == {'alice': {'pip': 'switched'}}
+        assert mi.mounted_at(mi.current(), target)['super_options']['lowerdir'] == str(tmp_path / 'tree2' / 'pip')
+    finally:
+        while mi.mounted_at(mi.current(), target) is not None:
+            subprocess.check_call(['umount', target])
+        subprocess.check_call(['umount', str(scratch)])
+
+
+@pytest.mark.parametrize('options, flags, data', [
+    ('lowerdir=/l,upperdir=/u,workdir=/w,index=off,xino=off,metacopy=off,nosuid,nodev', 2 | 4,
+     'lowerdir=/l,upperdir=/u,workdir=/w,index=off,xino=off,metacopy=off'),
+    ('lowerdir=/l,nosuid,nodev,noatime,noexec,ro,nofail,x-systemd.requires-mounts-for=/mnt,comment=x,_netdev,auto',
+     1 | 2 | 4 | 8 | 1024, 'lowerdir=/l'),
+    ('nosuid,ro,rw,sync,async,relatime,norelatime,lazytime', 2 | (1 << 25), ''),
+])
+def test_kernel_options_split_as_mount8_does(options, flags, data):
+    assert kernel_options(options) == (flags, data)
+
+
+def test_mount_overlay_refuses_a_target_or_layers_that_are_not_roots(tmp_path):
+    (tmp_path / 'views' / 'alice').mkdir(parents=True)
+    (tmp_path / 'layers' / 'upper').mkdir(parents=True)
+    (tmp_path / 'layers' / 'work').mkdir()
+    os.symlink('/etc', str(tmp_path / 'views' / 'alice' / 'pip'))
+    opts = 'lowerdir=/l,upperdir=%s/layers/upper,workdir=%s/layers/work,nosuid,nodev' % (tmp_path, tmp_path)
+    with pytest.raises(MountError, match='alice/pip: (Not a directory|Too many levels of symbolic links)'):
+        mount_overlay(str(tmp_path / 'views' / 'alice' / 'pip'), opts, str(tmp_path / 'layers'), 1)
+    os.unlink(str(tmp_path / 'views' / 'alice' / 'pip'))
+    (tmp_path / 'views' / 'alice' / 'pip').mkdir()
+    os.chown(str(tmp_path / 'views' / 'alice' / 'pip'), 1, 1)
+    with pytest.raises(MountError, match='not a directory of root'):
+        mount_overlay(str(tmp_path / 'views' / 'alice' / 'pip'), opts, str(tmp_path / 'layers'), 1)
+    os.chown(str(tmp_path / 'views' / 'alice'), 1, 1)  # a parent the user owns: the chain is refused
+    with pytest.raises(UnsafePathError, match='owner uid 1'):
+        mount_overlay(str(tmp_path / 'views' / 'alice' / 'pip'), opts, str(tmp_path / 'layers'), 1)
+    os.chown(str(tmp_path / 'layers' / 'work'), 1, 1)
+    with pytest.raises(MountError, match='upper or work dir'):
+        mount_overlay(str(tmp_path / 'views' / 'alice' / 'pip'), opts, str(tmp_path / 'layers'), 1)
