@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -35,18 +36,32 @@ import urllib.error
 import zlib
 
 from . import _manifest as mf
+from . import _publish as publish
 from . import _store as st
 from . import _sync
 
 SCHEME = 'push://'
 HEAD = 'head.tar.gz'
 INCOMING = 'incoming'
-ARCHIVE = re.compile(r'^(head|objects)-[0-9a-f]{12}-[0-9a-f]{16}(-[0-9]+of[0-9]+)?\.tar\.gz$')
-HEAD_MEMBER = re.compile(r'^(refs/published|refs/latest|refs/revisions/[0-9]{1,12}\.json(\.sig)?|'
-                         r'snapshots/[0-9a-f]{64}\.json(\.sig)?)$')
-OBJECT_MEMBER = re.compile(r'^objects/([0-9a-f]{2})/([0-9a-f]{62})$')
-MAX_HEAD_MEMBER = 1 << 28
+ARCHIVE = re.compile(r'(head|objects)-[0-9a-f]{12}-[0-9a-f]{16}(-[0-9]+of[0-9]+)?\.tar\.gz\Z')
+HEAD_MEMBER = re.compile(r'(refs/published|refs/latest|refs/revisions/[0-9]{1,12}\.json(\.sig)?|'
+                         r'snapshots/[0-9a-f]{64}\.json(\.sig)?)\Z')
+OBJECT_MEMBER = re.compile(r'objects/([0-9a-f]{2})/([0-9a-f]{62})\Z')
+HEX64 = re.compile(r'[0-9a-f]{64}\Z')
+MAX_MANIFEST = 1 << 28
+MAX_HEAD_MEMBERS = 6
 READ = 1 << 20
+
+
+def head_limit(name, max_manifest=MAX_MANIFEST):
+    """The largest a head file may be: what a pull accepts for the same file."""
+    if name.endswith('.sig'):
+        return _sync.MAX_REF_BYTES * 4
+    if name.startswith('snapshots/'):
+        return max_manifest
+    if name.startswith('refs/revisions/'):
+        return publish.MAX_RECORD_BYTES
+    return _sync.MAX_REF_BYTES
 
 
 class PushError(RuntimeError):
@@ -95,7 +110,7 @@ def store_opener(store):
 def _relative(url, root):
     prefix = SCHEME + root + '/'
     rel = url[len(prefix):] if url.startswith(prefix) else ''
-    if not rel or rel.startswith('/') or '..' in rel.split('/') or not (HEAD_MEMBER.match(rel) or OBJECT_MEMBER.match(rel)):
+    if not (HEAD_MEMBER.match(rel) or OBJECT_MEMBER.match(rel)):
         raise urllib.error.URLError(OSError(errno.EINVAL, 'not a store path', url))
     return rel
 
@@ -103,7 +118,11 @@ def _relative(url, root):
 # -- pack ----------------------------------------------------------------------------------------------------------
 
 def resolve(store, snapshot):
-    """(snapshot id, revision record or None, head members [(name, path)]) of ``snapshot`` (an id or latest)."""
+    """(snapshot id, revision record or None, head members [(name, bytes)]) of ``snapshot`` (an id or latest).
+
+    Each head file is read once (with a pull's size limits), and the archive is written from those bytes, so its
+    name and content agree even when a publish runs meanwhile (the module also holds the store lock).
+    """
     if snapshot == 'previous':
         raise PushError("snapshot 'previous' is each host's own; push a snapshot id or latest")
     opener, base = store_opener(store), source_url(store)
@@ -117,19 +136,16 @@ def resolve(store, snapshot):
     if record:
         names += ['refs/published', 'refs/revisions/%d.json' % record['revision'],
                   'refs/revisions/%d.json.sig' % record['revision']]
-    members = [(n, os.path.join(store, n)) for n in sorted(names) if os.path.isfile(os.path.join(store, n))]
-    if not any(m[0].endswith('%s.json' % snap_id) for m in members):
-        raise PushError('snapshot %s has no manifest in %s' % (snap_id, store))
+    members = []
+    for name in sorted(names):
+        try:
+            members.append((name, _sync.read_url(opener, '%s/%s' % (base, name), head_limit(name), name)))
+        except _sync.NotFoundError:
+            if name.endswith('%s.json' % snap_id):
+                raise PushError('snapshot %s has no manifest in %s' % (snap_id, store))
+        except _sync.SyncError as exc:
+            raise PushError('cannot pack %s of %s: %s' % (name, store, exc))
     return snap_id, record, members
-
-
-def load_store_manifest(store, snap_id, max_size=1 << 28):
-    try:
-        data = _sync.read_url(store_opener(store), '%s/snapshots/%s.json' % (source_url(store), snap_id), max_size,
-                              'manifest of snapshot %s' % snap_id)
-        return mf.load_manifest(data, snap_id)
-    except (_sync.SyncError, mf.ManifestError) as exc:
-        raise PushError('snapshot %s in %s: %s' % (snap_id, store, exc))
 
 
 def plan_pack(store, snapshot, sets, part_size):
@@ -138,17 +154,20 @@ def plan_pack(store, snapshot, sets, part_size):
     ``sets`` are lists of object sha256s (what hosts lack); each must be an object of the snapshot.
     """
     snap_id, record, members = resolve(store, snapshot)
-    manifest = load_store_manifest(store, snap_id)
+    try:
+        manifest = mf.load_manifest(dict(members)['snapshots/%s.json' % snap_id], snap_id)
+    except mf.ManifestError as exc:
+        raise PushError('snapshot %s in %s: %s' % (snap_id, store, exc))
     sizes = {e['sha256']: e['size'] for e in manifest['entries'] if e['type'] == 'file'}
     head_key = hashlib.sha256()
-    for name, path in members:
-        head_key.update(name.encode() + b'\0')
-        with open(path, 'rb') as f:
-            head_key.update(hashlib.sha256(f.read()).digest())
+    for name, data in members:
+        head_key.update(name.encode() + b'\0' + hashlib.sha256(data).digest())
     plan = {'id': snap_id, 'revision': record['revision'] if record else None,
             'head': {'name': 'head-%s-%s.tar.gz' % (snap_id[:12], head_key.hexdigest()[:16]), 'members': members},
             'sets': {}}
     for wanted in sets:
+        if not isinstance(wanted, list) or not all(isinstance(d, str) and HEX64.match(d) for d in wanted):
+            raise PushError('a set of wanted objects must be a list of sha256s, got %.200r' % (wanted,))
         wanted = sorted(set(wanted))
         for digest in wanted:
             if digest not in sizes:
@@ -212,15 +231,18 @@ def _write_archive(dest, name, members, objects):
         with os.fdopen(fd, 'wb') as raw:
             with gzip.GzipFile(filename='', mode='wb', fileobj=raw, mtime=0, compresslevel=1) as gz:
                 with tarfile.open(fileobj=gz, mode='w', format=tarfile.USTAR_FORMAT) as tar:
-                    for member, path in members:
-                        with _open_nofollow_plain(path) as f:
-                            info = tarfile.TarInfo(member)
+                    for member, source in members:
+                        info = tarfile.TarInfo(member)
+                        info.mode, info.mtime, info.uid, info.gid = 0o600, 0, 0, 0
+                        if not objects:
+                            info.size = len(source)
+                            tar.addfile(info, io.BytesIO(source))
+                            continue
+                        with _open_nofollow_plain(source) as f:
                             info.size = os.fstat(f.fileno()).st_size
-                            info.mode, info.mtime, info.uid, info.gid = 0o600, 0, 0, 0
-                            reader = _Hashing(f, member, path)
+                            reader = _Hashing(f, member, source)
                             tar.addfile(info, reader)
-                            if objects:
-                                reader.check()
+                            reader.check()
             raw.flush()
             os.fsync(raw.fileno())
         os.rename(tmp, os.path.join(dest, name))
@@ -257,60 +279,110 @@ def _open_nofollow_plain(path):
 
 # -- receive -------------------------------------------------------------------------------------------------------
 
-def prepare_staging(staging):
-    """The staging dir, created root-owned 0700; refuse one that is a symlink or not root's."""
-    st.makedirs(staging, 0o700)
-    for path in (staging, os.path.join(staging, INCOMING)):
-        if not os.path.lexists(path):
+def check_staging(staging, create=False):
+    """Refuse a staging dir that anybody but this user (root) could swap: it and every dir above it must be
+    directories (no symlinks) owned by this user or root, writable by nobody else unless sticky; the staging dir
+    itself is this user's, mode 0700. With ``create``, make it (and ``incoming``) first."""
+    staging = os.path.abspath(staging)
+    parts = staging.strip('/').split('/')
+    me = os.geteuid()
+    for n in range(len(parts) + 1):
+        path = '/' + '/'.join(parts[:n])
+        if create and n == len(parts) and not os.path.lexists(path):
             os.mkdir(path, 0o700)
         s = os.lstat(path)
-        if not stat.S_ISDIR(s.st_mode) or s.st_uid != os.geteuid():
-            raise PushError('staging dir %s is not a directory owned by this user (uid %d); refused'
-                            % (path, os.geteuid()))
-        os.chmod(path, 0o700)
+        if not stat.S_ISDIR(s.st_mode) or s.st_uid not in (0, me):
+            raise PushError('staging dir %s: %s is not a directory owned by root; refused' % (staging, path))
+        if n < len(parts) and s.st_mode & 0o022 and not s.st_mode & stat.S_ISVTX:
+            raise PushError('staging dir %s: %s is writable by others; refused' % (staging, path))
+    if s.st_uid != me or stat.S_IMODE(s.st_mode) & 0o077:
+        if not create:
+            raise PushError('staging dir %s is not mode 0700 and owned by uid %d; refused' % (staging, me))
+        os.chmod(staging, 0o700)
+    incoming = os.path.join(staging, INCOMING)
+    if create and not os.path.lexists(incoming):
+        os.mkdir(incoming, 0o700)
+    if os.path.lexists(incoming) and not stat.S_ISDIR(os.lstat(incoming).st_mode):
+        raise PushError('%s is not a directory; refused' % incoming)
+    return staging
 
 
-def receive(staging, store, check_staged=True, max_object_size=None, check_mode=False):
+def receive(staging, store, check_staged=True, limits=None, allowed_signers=None, run=None, check_mode=False):
     """Unpack what arrived in ``staging`` and name what the host still lacks.
 
     The head (``staging/head.tar.gz``, kept so that Ansible's copy sends it
-    once) is unpacked into ``staging/head``; each object archive in
-    ``staging/incoming`` is unpacked into ``staging/objects`` and removed.
-    ``wanted`` are the snapshot's objects that are neither in the store nor
-    staged (with ``check_staged``, a staged object counts only when its size
-    and sha256 match the manifest; one that does not is removed). In check
-    mode nothing is written: the head is read from its archive.
+    once) is read with a pull's size limits and, with ``allowed_signers``,
+    its manifest's signature is checked before anything else is trusted; it
+    is then written to ``staging/head``. Each object archive in
+    ``staging/incoming`` is unpacked into ``staging/objects`` and removed: a
+    member must be an object the snapshot lists and the host lacks, of
+    exactly the manifest's size and with its sha256 (else the archive is
+    refused). ``wanted`` are the snapshot's objects that are neither in the
+    store nor staged (with ``check_staged``, a staged object counts only
+    when its sha256 matches; one that does not is removed). Call it holding
+    the host's store lock. In check mode nothing is written.
     """
+    limits = limits or {}
+    check_staging(staging, create=not check_mode)
     head_archive = os.path.join(staging, HEAD)
-    if not os.path.isfile(head_archive):
+    if not os.path.isfile(head_archive) or os.path.islink(head_archive):
         raise PushError('no snapshot head at %s: the push did not send it' % head_archive)
-    files = {}
-    _unpack(head_archive, HEAD_MEMBER, MAX_HEAD_MEMBER, lambda name, data: files.__setitem__(name, data.read()))
+    files = _read_head(head_archive, limits.get('max_manifest_size') or MAX_MANIFEST)
     ids = [n[len('snapshots/'):-len('.json')] for n in files if n.startswith('snapshots/') and n.endswith('.json')]
     if len(ids) != 1:
         raise PushError('the pushed head %s holds %d manifests, not one' % (head_archive, len(ids)))
     snap_id = ids[0]
+    data = files['snapshots/%s.json' % snap_id]
+    if allowed_signers:
+        try:
+            _sync.verify({'allowed_signers': allowed_signers}, run, data, files.get('snapshots/%s.json.sig' % snap_id),
+                         'pushed snapshot %s' % snap_id, check_mode)
+        except _sync.SyncError as exc:
+            raise PushError(str(exc))
     try:
-        manifest = mf.load_manifest(files['snapshots/%s.json' % snap_id], snap_id, max_object_size)
+        manifest = mf.load_manifest(data, snap_id, limits.get('max_object_size'), limits.get('max_snapshot_size'))
     except mf.ManifestError as exc:
         raise PushError('pushed snapshot %s: %s' % (snap_id, exc))
+    missing = {} if os.path.isdir(st.tree_path(store, snap_id)) else st.missing_objects(store, manifest['entries'])
     incoming = os.path.join(staging, INCOMING)
     archives = sorted(n for n in os.listdir(incoming) if ARCHIVE.match(n)) if os.path.isdir(incoming) else []
     received = sum(os.lstat(os.path.join(incoming, n)).st_size for n in archives)
     if not check_mode:
-        prepare_staging(staging)
         _write_head(os.path.join(staging, 'head'), files)
         for name in archives:
             path = os.path.join(incoming, name)
             try:
-                _unpack(path, OBJECT_MEMBER, max_object_size, lambda member, data: _write_member(staging, member, data))
+                _unpack_objects(path, staging, missing)
             finally:
                 os.unlink(path)  # unpacked, or refused (a rerun sends it again)
-    missing = {} if os.path.isdir(st.tree_path(store, snap_id)) else st.missing_objects(store, manifest['entries'])
     wanted = {d: s for d, s in missing.items()
               if not _staged(staging, d, s, check_staged and not check_mode, remove=not check_mode)}
     return {'id': snap_id, 'wanted': sorted(wanted), 'wanted_key': set_key(wanted), 'wanted_bytes': sum(wanted.values()),
             'missing_objects': len(missing), 'received_archives': archives, 'received_bytes': received}
+
+
+def _read_head(archive, max_manifest):
+    """The head's files {name: bytes}: store names only, each once, each within a pull's limit for it."""
+    files = {}
+    for member, data in _members(archive, HEAD_MEMBER):
+        if member.name in files or len(files) >= MAX_HEAD_MEMBERS:
+            raise PushError('%s: more than one %s, or more than %d files; refused' % (archive, member.name, MAX_HEAD_MEMBERS))
+        if member.size > head_limit(member.name, max_manifest):
+            raise PushError('%s: %s is larger than %d bytes; refused' % (archive, member.name, head_limit(member.name, max_manifest)))
+        files[member.name] = data.read()
+    return files
+
+
+def _unpack_objects(archive, staging, missing):
+    """Stage each object of ``archive``: one the host lacks, of its manifest size, whose bytes hash to its name."""
+    seen = set()
+    for member, data in _members(archive, OBJECT_MEMBER):
+        digest = member.name.replace('/', '')[len('objects'):]
+        if digest in seen or digest not in missing or member.size != missing[digest]:
+            raise PushError('%s: %s is not an object this host lacks, or not of its size (%s bytes); refused'
+                            % (archive, member.name, missing.get(digest, 'no')))
+        seen.add(digest)
+        _write_member(staging, member.name, data, digest)
 
 
 def _write_head(head, files):
@@ -326,13 +398,18 @@ def _write_head(head, files):
     os.rename(fresh, head)
 
 
-def _write_member(dest, name, data):
+def _write_member(dest, name, data, digest):
     target = os.path.join(dest, name)
     st.makedirs(os.path.dirname(target), 0o700)
     fd, tmp = st._tmp_in(os.path.dirname(target), '.unpack-')
     try:
+        h = hashlib.sha256()
         with os.fdopen(fd, 'wb') as out:
-            shutil.copyfileobj(data, out, READ)
+            for chunk in iter(lambda: data.read(READ), b''):
+                h.update(chunk)
+                out.write(chunk)
+        if h.hexdigest() != digest:
+            raise PushError('pushed object %s does not match its sha256; refused' % digest)
         os.rename(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
@@ -358,16 +435,14 @@ def _staged(staging, digest, size, check_hash, remove):
     return ok
 
 
-def _unpack(archive, pattern, limit, take):
-    """Hand each member of ``archive`` (a gzip'd tar of regular files named by ``pattern``) to ``take(name, file)``."""
+def _members(archive, pattern):
+    """Yield (member, file) for each member of ``archive``, a gzip'd tar of regular files named by ``pattern``."""
     try:
         with tarfile.open(archive, mode='r|gz') as tar:
             for member in tar:
-                if not member.isfile() or not pattern.match(member.name):
+                if not member.isfile() or member.issparse() or not pattern.match(member.name):
                     raise PushError('%s: member %r is not a file of a store; refused' % (archive, member.name))
-                if limit and member.size > limit:
-                    raise PushError('%s: member %s is larger than %d bytes; refused' % (archive, member.name, limit))
-                take(member.name, tar.extractfile(member))
+                yield member, tar.extractfile(member)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise PushError('cannot unpack %s: %s' % (archive, exc))
 

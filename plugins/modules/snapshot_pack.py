@@ -56,6 +56,12 @@ options:
     description: Largest archive, in bytes of objects (an object larger than this gets an archive of its own).
     type: int
     default: 268435456
+  lock_timeout:
+    description:
+      - Seconds to wait for a build or publish on this host to release the store lock (V(0) fails at once); the head
+        is read under it, so that it is never half of one publish.
+    type: int
+    default: 300
 seealso:
   - module: pkgcache.overlay.snapshot_receive
   - module: pkgcache.overlay.snapshot_sync
@@ -99,9 +105,12 @@ written:
 """
 
 
+import contextlib
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _push
+from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError, StoreLock
 from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
 
 
@@ -113,6 +122,7 @@ def main():
             dest=dict(type='path', required=True),
             sets=dict(type='list', elements='list', default=[]),
             part_size=dict(type='int', default=268435456),
+            lock_timeout=dict(type='int', default=300),
         ),
         supports_check_mode=True,
     )
@@ -120,11 +130,12 @@ def main():
     if p['part_size'] < 1:
         module.fail_json(msg='part_size must be 1 or more, got %d' % p['part_size'])
     try:
-        plan = _push.plan_pack(p['store'], p['snapshot'], p['sets'], p['part_size'])
+        with contextlib.nullcontext() if module.check_mode else StoreLock(p['store'], p['lock_timeout']):
+            plan = _push.plan_pack(p['store'], p['snapshot'], p['sets'], p['part_size'])
         result = _push.pack_result(plan, p['dest'])
         if not module.check_mode:
             result['written'] = _push.pack(p['store'], p['dest'], plan)
-    except (_push.PushError, StoreError, OSError) as exc:
+    except (_push.PushError, StoreError, LockError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=bool(result['written']), **result)
 

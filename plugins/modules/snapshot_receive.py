@@ -13,10 +13,12 @@ description:
   - Push mode, on the repl host. O(staging) is a root-owned directory (a symlink, or one owned by anybody else, is
     refused) into which C(ansible.builtin.copy) put the head archive of M(pkgcache.overlay.snapshot_pack) as
     C(head.tar.gz) and object archives under C(incoming/).
-  - Unpacks the head into C(staging/head) (the archive stays, so that the next copy sends nothing), unpacks and removes
-    each object archive into C(staging/objects), and returns RV(wanted), the snapshot's objects that are neither in
-    the host's O(store) nor staged. An archive holding anything but store files (links, other paths) is refused and
-    removed.
+  - Reads the head with the size limits of a pull and, with O(allowed_signers), checks the manifest's signature; writes
+    it to C(staging/head) (the archive stays, so that the next copy sends nothing). Unpacks and removes each object
+    archive into C(staging/objects), and returns RV(wanted), the snapshot's objects that are neither in the host's
+    O(store) nor staged. An archive holding anything else than objects the host lacks, of their manifest size and
+    sha256 (links, other paths, sparse files, other objects), is refused and removed.
+  - Holds the host's store lock, so that it never unpacks under a running sync.
   - With O(check_staged), a staged object counts only when its size and sha256 match the manifest (one that does not
     is removed and wanted again), so an interrupted push resumes without sending again what arrived.
   - Nothing here is trusted yet; M(pkgcache.overlay.snapshot_sync) with
@@ -25,6 +27,7 @@ author:
   - pkgcache.overlay contributors (@pkgcache)
 requirements:
   - Linux, run as root
+  - C(ssh-keygen) (OpenSSH 8.1 or later) when O(allowed_signers) is set
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pkgcache.overlay.attributes
@@ -50,6 +53,27 @@ options:
     default: true
   max_object_size:
     description: Largest object accepted, in bytes (V(0) for no limit).
+    type: int
+    default: 0
+  max_snapshot_size:
+    description: Largest snapshot accepted, in bytes (V(0) for no limit).
+    type: int
+    default: 0
+  max_manifest_size:
+    description: Largest manifest accepted, in bytes.
+    type: int
+    default: 268435456
+  allowed_signers:
+    description:
+      - OpenSSH allowed_signers file; when set, the pushed manifest's signature is checked before anything of the
+        push is trusted (M(pkgcache.overlay.snapshot_sync) checks it again, with the revision).
+    type: path
+  signer_identity:
+    description: The principal that must have signed the manifest.
+    type: str
+    default: pkgcache
+  lock_timeout:
+    description: Seconds to wait for another run on this host to release the store lock (V(0) fails at once).
     type: int
     default: 0
 seealso:
@@ -100,6 +124,8 @@ received_bytes:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _push
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
+from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
 
 
@@ -110,14 +136,25 @@ def main():
             store=dict(type='path', default='/var/lib/pkgcache'),
             check_staged=dict(type='bool', default=True),
             max_object_size=dict(type='int', default=0),
+            max_snapshot_size=dict(type='int', default=0),
+            max_manifest_size=dict(type='int', default=268435456),
+            allowed_signers=dict(type='path'),
+            signer_identity=dict(type='str', default='pkgcache'),
+            lock_timeout=dict(type='int', default=0),
         ),
         supports_check_mode=True,
     )
     p = module.params
+    limits = {k: p[k] or None for k in ('max_object_size', 'max_snapshot_size', 'max_manifest_size')}
+
+    def run(argv, data=None):
+        return module.run_command(argv, data=data, binary_data=True)
+
     try:
-        result = _push.receive(p['staging'], p['store'], p['check_staged'], p['max_object_size'] or None,
-                               check_mode=module.check_mode)
-    except (_push.PushError, StoreError, OSError) as exc:
+        with _sync.locked(p, module.check_mode):
+            result = _push.receive(p['staging'], p['store'], p['check_staged'], limits, p['allowed_signers'], run,
+                                   check_mode=module.check_mode)
+    except (_push.PushError, StoreError, LockError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=bool(result['received_archives']), **result)
 

@@ -327,6 +327,10 @@ def main():
         return open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'], follow_redirects='safe')
 
     if p['source']:
+        try:
+            _push.check_staging(p['source'])
+        except (_push.PushError, OSError) as exc:
+            module.fail_json(msg=str(exc))
         p['mirrors'], opener = [_push.source_url(p['source'])], _push.source_opener(p['source'])
 
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
@@ -341,12 +345,12 @@ def main():
             result = _sync.sync(p, opener, check_mode=module.check_mode, now=now, run=run)
             fstab = update_block(module, p['fstab'], BLOCK, [bind_line(p['store'], p['mount_point'])], p['backup'])
             result['mount'] = ensure_mount(module, result)
+            if p['source'] and not module.check_mode:
+                _push.clear_staged(p['source'])
     except (_sync.SyncError, StoreError, ManifestError, FstabError, MountError, LockError, OSError) as exc:
         record_last_sync(module, p['store'], {'ok': False, 'error': str(exc)})
         module.fail_json(msg=str(exc))
     record_last_sync(module, p['store'], {'ok': True, 'id': result['id']})
-    if p['source'] and not module.check_mode:
-        _push.clear_staged(p['source'])
     result['changed'] = result['changed'] or fstab['changed'] or result['mount'] != 'unchanged'
     if fstab['backup_file']:
         result['backup_file'] = fstab['backup_file']

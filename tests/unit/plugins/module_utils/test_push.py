@@ -124,7 +124,14 @@ def test_a_corrupt_object_is_refused_and_the_active_snapshot_stays(tmp_path, key
             info = tarfile.TarInfo(name)
             info.size = size
             tar.addfile(info, io.BytesIO(b'e' * size))
-    assert _push.receive(staging, host, check_staged=False)['wanted'] == []
+    with pytest.raises(_push.PushError, match='does not match its sha256'):
+        _push.receive(staging, host, check_staged=False)
+    assert not os.listdir(os.path.join(staging, _push.INCOMING))  # refused and removed: a rerun sends it again
+    # Had it been staged anyway, the sync verifies as a pull does.
+    for digest, _path, s in new:
+        target = os.path.join(staging, st.object_rel(digest))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        open(target, 'wb').write(b'e' * s.st_size)
     with pytest.raises(st.StoreError, match='does not match its hash'):
         _sync.sync({'mirrors': [_push.source_url(staging)], 'snapshot': 'latest', 'store': host, 'workers': 2,
                     'max_manifest_size': 1 << 20, 'allowed_signers': key[1]}, _push.source_opener(staging), run=run)
@@ -160,30 +167,79 @@ def test_an_interrupted_push_resumes_without_sending_what_arrived(tmp_path, key,
 
 def test_pack_refuses_what_is_not_an_object_of_the_snapshot(tmp_path, places):
     build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')
-    with pytest.raises(_push.PushError, match="object 'ab' is not a file of snapshot"):
-        _push.plan_pack(store(tmp_path), 'latest', [['ab']], 1 << 20)
+    with pytest.raises(_push.PushError, match="object '%s' is not a file of snapshot" % ('ab' * 32)):
+        _push.plan_pack(store(tmp_path), 'latest', [['ab' * 32]], 1 << 20)
     with pytest.raises(_push.PushError, match='cannot resolve snapshot'):
         _push.plan_pack(str(tmp_path / 'nowhere'), 'latest', [], 1 << 20)
 
 
-def test_receive_refuses_an_archive_with_anything_but_store_files(tmp_path, places):
+def _archive(staging, members, name=None):
+    """An object archive in staging/incoming with ``members`` [(TarInfo, bytes)]."""
+    path = os.path.join(staging, _push.INCOMING, name or 'objects-%s-%s-1of1.tar.gz' % ('a' * 12, 'b' * 16))
+    with tarfile.open(path, 'w:gz') as tar:
+        for info, data in members:
+            info.size = len(data) if info.isfile() and not info.size else info.size
+            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return path
+
+
+@pytest.mark.parametrize('what', ['escape', 'symlink', 'not in the snapshot', 'wrong size', 'newline', 'twice'])
+def test_receive_refuses_an_archive_with_anything_but_the_objects_the_host_lacks(tmp_path, places, what):
     host, staging, carried = places
     build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')
-    push(store(tmp_path), host, staging, carried, sync=False)
-    evil = os.path.join(staging, _push.INCOMING, 'objects-%s-%s-1of1.tar.gz' % ('a' * 12, 'b' * 16))
-    with tarfile.open(evil, 'w:gz') as tar:
-        info = tarfile.TarInfo('../../etc/passwd')
-        tar.addfile(info)
-    with pytest.raises(_push.PushError, match="member '../../etc/passwd' is not a file of a store"):
-        _push.receive(staging, host)
-    assert not os.path.exists(evil)  # removed: a rerun sends a good one
-    link = os.path.join(staging, _push.INCOMING, 'objects-%s-%s-1of1.tar.gz' % ('c' * 12, 'd' * 16))
-    with tarfile.open(link, 'w:gz') as tar:
-        info = tarfile.TarInfo('objects/ab/' + 'c' * 62)
+    want = push(store(tmp_path), host, staging, carried, sync=False)[1]
+    shutil.rmtree(os.path.join(staging, 'objects'))
+    digest = want['wanted'][0]
+    size = os.path.getsize(st.object_path(store(tmp_path), digest))
+    good = open(st.object_path(store(tmp_path), digest), 'rb').read()
+    info = tarfile.TarInfo(st.object_rel(digest))
+    members = {
+        'escape': [(tarfile.TarInfo('../../etc/passwd'), b'x')],
+        'symlink': [(info, b'')],
+        'not in the snapshot': [(tarfile.TarInfo('objects/ab/' + 'c' * 62), b'x' * size)],
+        'wrong size': [(info, good + b'more')],
+        'newline': [(tarfile.TarInfo(st.object_rel(digest) + '\n'), good)],
+        'twice': [(info, good), (tarfile.TarInfo(st.object_rel(digest)), good)],
+    }[what]
+    if what == 'symlink':
         info.type, info.linkname = tarfile.SYMTYPE, '/etc/shadow'
-        tar.addfile(info)
-    with pytest.raises(_push.PushError, match='is not a file of a store'):
+    path = _archive(staging, members)
+    with pytest.raises(_push.PushError, match='is not a file of a store|not an object this host lacks'):
         _push.receive(staging, host)
+    assert not os.path.exists(path)  # removed: a rerun sends a good one
+    assert not os.path.exists(os.path.join(staging, st.object_rel(digest))) or what == 'twice'
+    assert not os.path.exists('/etc/passwd.pkgcache-test')
+
+
+def test_receive_reads_the_head_within_a_pulls_limits_and_checks_its_signature(tmp_path, key, places):
+    host, staging, carried = places
+    v1 = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', key[0])
+    push(store(tmp_path), host, staging, carried, sync=False)
+    head = os.path.join(staging, _push.HEAD)
+    with tarfile.open(head, 'w:gz') as tar:  # a ref of 1 GiB that costs a few bytes on the wire
+        info = tarfile.TarInfo('refs/latest')
+        info.size = 1 << 30
+        tar.addfile(info, _Zeros(1 << 30))
+    with pytest.raises(_push.PushError, match='refs/latest is larger than 4096 bytes'):
+        _push.receive(staging, host, check_mode=True)
+    manifest = open(os.path.join(store(tmp_path), 'snapshots', v1['id'] + '.json'), 'rb').read()
+    with tarfile.open(head, 'w:gz') as tar:  # the manifest without its signature
+        info = tarfile.TarInfo('snapshots/%s.json' % v1['id'])
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    with pytest.raises(_push.PushError, match='is not signed'):
+        _push.receive(staging, host, allowed_signers=key[1], run=run)
+    assert _push.receive(staging, host)['id'] == v1['id']  # without signatures required, limits only
+
+
+class _Zeros(object):
+    def __init__(self, size):
+        self.left = size
+
+    def read(self, n=-1):
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        self.left -= n
+        return b'\0' * n
 
 
 def test_check_mode_names_the_wants_and_writes_nothing(tmp_path, places):
@@ -191,15 +247,32 @@ def test_check_mode_names_the_wants_and_writes_nothing(tmp_path, places):
     build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')
     plan = _push.plan_pack(store(tmp_path), 'latest', [], 1 << 20)
     _push.pack(store(tmp_path), carried, plan)
-    os.makedirs(staging)
+    os.makedirs(staging, 0o700)
     _carry(carried, plan['head']['name'], os.path.join(staging, _push.HEAD))
     want = _push.receive(staging, host, check_mode=True)
     assert want['wanted'] and os.listdir(staging) == [_push.HEAD]
 
 
-def test_a_staging_dir_that_is_not_roots_is_refused(tmp_path, places):
+def test_a_staging_dir_anybody_else_could_swap_is_refused(tmp_path, places):
     host, staging, carried = places
     os.makedirs(os.path.join(str(tmp_path), 'elsewhere'))
     os.symlink(os.path.join(str(tmp_path), 'elsewhere'), staging)
-    with pytest.raises(_push.PushError, match='is not a directory owned by'):
-        _push.prepare_staging(staging)
+    with pytest.raises(_push.PushError, match='is not a directory owned by root'):
+        _push.check_staging(staging, create=True)
+    os.unlink(staging)
+    os.makedirs(staging)
+    open_dir = os.path.join(str(tmp_path), 'open')
+    os.makedirs(open_dir)
+    os.chmod(open_dir, 0o777)  # a parent others may write, not sticky: they could rename the staging dir away
+    with pytest.raises(_push.PushError, match='is writable by others'):
+        _push.check_staging(os.path.join(open_dir, 'staging'), create=True)
+    os.chmod(staging, 0o755)
+    with pytest.raises(_push.PushError, match='is not mode 0700'):
+        _push.check_staging(staging)
+    assert _push.check_staging(staging, create=True) == staging and os.stat(staging).st_mode & 0o777 == 0o700
+
+
+def test_pack_takes_only_lists_of_sha256s(tmp_path):
+    build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')
+    with pytest.raises(_push.PushError, match='must be a list of sha256s'):
+        _push.plan_pack(store(tmp_path), 'latest', [[['nested']]], 1 << 20)
