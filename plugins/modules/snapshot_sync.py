@@ -328,7 +328,8 @@ def main():
 
     if p['source']:
         try:
-            _push.check_staging(p['source'])
+            if os.path.lexists(p['source']) or not module.check_mode:  # a dry run on a new host has none yet
+                _push.check_staging(p['source'])
         except (_push.PushError, OSError) as exc:
             module.fail_json(msg=str(exc))
         p['mirrors'], opener = [_push.source_url(p['source'])], _push.source_opener(p['source'])
