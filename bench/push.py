@@ -1,4 +1,4 @@
-"""Push against pull for a refresh of 2 hosts (`bench/run.py --only push`, or this file with --store).
+"""Push against pull for a refresh of 2 hosts (`bench/run.py --only push`, or this file with --store LABEL=PATH).
 
 Both hosts hold snapshot v1 and go to v2, from one builder store that holds both.
 - pull: each host runs the sync against the store served over HTTP on 127.0.0.1 (Python's threading HTTP server,
@@ -188,8 +188,13 @@ def main():
                     help='a builder store holding two snapshots (v1 and v2); repeat for more')
     ap.add_argument('--work', default='/var/tmp/pkgcache-bench')
     ap.add_argument('--rounds', type=int, default=3)
+    ap.add_argument('--write', action='store_true', help='write bench/results/push-pull.md and .png')
     args = ap.parse_args()
-    bench([tuple(s.split('=', 1)) for s in args.store], args.work, args.rounds)
+    if args.write:
+        import common  # pylint: disable=import-outside-toplevel
+        bench([tuple(s.split('=', 1)) for s in args.store], args.work, args.rounds, common.write, common.machine())
+    else:
+        bench([tuple(s.split('=', 1)) for s in args.store], args.work, args.rounds)
 
 
 if __name__ == '__main__':
