@@ -1,4 +1,4 @@
-"""Hit rate of a snapshot: installs it serves without a download (`--only hitrate`; imported by bench/run.py).
+"""Hit rate of a snapshot: installs it serves without a download (`--only hitrate`; bench/run.py runs it).
 
 The builder resolves every requested package on its own (one `pip install
 --target` per package, in parallel, into one shared cache). Before, it
@@ -46,9 +46,9 @@ import subprocess
 import time
 import zipfile
 
-import run as b
+import common as b
 
-pc = b._builder.pc  # pylint: disable=protected-access
+pc = b._pipcache  # pylint: disable=protected-access
 
 FIXTURE = os.path.join(b.ROOT, 'tests', 'unit', 'fixtures', 'popularity', 'top-pypi-packages-30-days.min.json')
 # The popularity fixture has only 16 rows. The list goes on with PyPI's most downloaded projects in rank order
@@ -173,9 +173,9 @@ def select(top, cache_dir):
     return chosen, skipped, infos, from_fixture
 
 
-def wheelhouse(cache_dir, chosen, joint_info):
-    """A flat dir of hard links to every file of the chosen packages' downloads and of the joint download."""
-    flat = os.path.join(cache_dir, 'flat')
+def wheelhouse(cache_dir, chosen, joint_info, name='flat'):
+    """A flat dir (``name``) of hard links to every file of the chosen packages' downloads and of the joint download."""
+    flat = os.path.join(cache_dir, name)
     shutil.rmtree(flat, ignore_errors=True)
     os.makedirs(flat)
     dirs = [os.path.join(cache_dir, 'pkg', b.norm(n)) for n in chosen]
@@ -213,9 +213,9 @@ def conflict(text):
 @contextlib.contextmanager
 def joint_filler():
     """Make _builder.build fill its cache the way it did before: one pip run over the whole list."""
-    solo_fill = b._builder.fill_cache  # pylint: disable=protected-access
+    solo_fill = pc.fill_cache
 
-    def fill(vpy, p, specs, cache, scratch, run):
+    def fill(vpy, p, specs, cache, scratch, run, reused=None):  # pylint: disable=unused-argument
         out = {}
 
         def keep(argv, env=None, data=None):
@@ -223,16 +223,16 @@ def joint_filler():
             out['text'] = (so or '') + '\n' + (se or '')
             return rc, so, se
 
-        rc, data, dummy = b._builder._install(vpy, p, specs, cache, scratch, keep)  # pylint: disable=protected-access
+        rc, data, dummy = pc._install(vpy, p, specs, cache, scratch, keep)  # pylint: disable=protected-access
         if rc != 0:
             raise JointFailed(conflict(out.get('text')))
         return pc.parse_report(data), [], {}
 
-    b._builder.fill_cache = fill  # pylint: disable=protected-access
+    pc.fill_cache = fill
     try:
         yield
     finally:
-        b._builder.fill_cache = solo_fill  # pylint: disable=protected-access
+        pc.fill_cache = solo_fill
 
 
 def build(work, name, mode, packages, pip_version):

@@ -1,4 +1,4 @@
-"""The weekly rebuild with and without reuse of the previous resolutions (`--only rebuild`; imported by bench/run.py).
+"""The weekly rebuild with and without reuse of the previous resolutions (`--only rebuild`; bench/run.py runs it).
 
 The list is the hit-rate benchmark's: the N most downloaded PyPI projects
 that have wheels for the users' Python, from the same static index (nginx in
@@ -18,31 +18,21 @@ Ratios are taken within this one run. Results: bench/results/rebuild.md.
 """
 
 import datetime
-import io
 import json
 import os
 import shutil
-import subprocess
 import time
 
 import hitrate
-import run as b
+import common as b
 
 CHANGED = 'urllib3'
-
-
-def opener(url):
-    """Fetch a page of the index in the bench namespace (the index only listens there)."""
-    proc = subprocess.run(b.in_ns(['curl', '-sf', '--max-time', '30', url]), capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise IOError('curl %s: exit %d' % (url, proc.returncode))
-    return io.BytesIO(proc.stdout)
 
 
 def timed(p, use_opener):
     now = datetime.datetime.now(datetime.timezone.utc).isoformat()
     start = time.monotonic()
-    snap = b._builder.build(p, b.run_cmd, now=now, opener=opener if use_opener else None)  # pylint: disable=protected-access
+    snap = b._builder.build(p, b.run_cmd, now=now, opener=b.page_opener if use_opener else None)  # pylint: disable=protected-access
     return time.monotonic() - start, snap
 
 

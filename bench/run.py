@@ -4,16 +4,19 @@ Every figure is a ratio of things measured side by side in this one run, as
 the median and the spread (min..max) of several rounds. Nothing here is a
 test: no figure is asserted. Results go to bench/results/<name>.md and .png.
 
-  1. time-to-install: 20 popular packages (with dependencies) installed by a
-     non-root user in a fresh venv, cold vs through the snapshot overlay vs the
-     floor (--no-index --find-links), from nginx serving a static PEP 503 tree
-     with PyPI's cache headers, inside a network namespace whose loopback is
-     limited by a tbf qdisc (50 Mbit/s) or not limited.
-  2. refresh transfer: bytes a host downloads to go from snapshot v1 to v2
+  1. time-to-install (`install`): the 50 most downloaded PyPI projects that
+     have wheels for the users' Python (bench/hitrate.py's list, with their
+     dependencies) installed at once by a non-root user in a fresh venv: cold
+     cache vs through the snapshot view vs the floor (--no-index
+     --find-links), from nginx serving a static PEP 503 tree with PyPI's cache
+     headers, inside a network namespace whose loopback is limited by a tbf
+     qdisc (50 Mbit/s) or not limited. `uv` and `npm` (bench/ecosystems.py):
+     the same for uv (same packages) and for 30 popular npm packages.
+  2. refresh transfer (`transfer`): bytes a host downloads to go from snapshot v1 to v2
      (v2 adds two packages) against the bytes of v2's new objects and of all of v2.
-  3. per-user mounts at scale: the mount role against an ansible.posix.mount +
-     file loop for 100 and 500 users in one container, first run and re-run.
-  4. store growth: bytes the second build adds to the builder's store against
+  3. per-user mounts at scale (`scale`, bench/scale.py): the mount role against an
+     ansible.posix.mount + file loop for 100 and 500 users in one container, first run and re-run.
+  4. store growth (with `transfer`): bytes the second build adds to the builder's store against
      the bytes of the packages that changed.
   5. hit rate (`--only hitrate`, opt-in; bench/hitrate.py): installs of the top N PyPI projects that a snapshot
      serves with no download, snapshot resolved jointly (as before) vs package by package (as now).
@@ -23,259 +26,60 @@ test: no figure is asserted. Results go to bench/results/<name>.md and .png.
 Benchmarks 2 and 4 run with the pip of this machine and with a current pip:
 pip < 23.3 stores response headers inside each HTTP cache entry, >= 23.3
 stores bodies apart, which changes both figures.
+
+Each benchmark is one entry of BENCHES below (name, whether the default run
+includes it, function of the parsed arguments); a new one is a function and a line.
 """
 
 import argparse
 import datetime
-import hashlib
-import io
 import json
 import os
-import platform
 import shutil
-import statistics
 import subprocess
-import sys
 import time
-import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, '.cache', 'collections'))
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder, _store, _sync  # noqa: E402
+import common
+from common import (HERE, INDEX, PORT, ROOT, USER, USER_PYTHON, as_user, build, ensure_user, fmt, install_plot,
+                    install_table, machine, mount_view, norm, sh, stats, sync, write)
+from common import _store
+import ecosystems
+import hitrate
 
-NS = 'pkgbench'
-# Debian's Python, which every user can run; the build uses it too, so the cache matches the users' pip and Python.
-USER_PYTHON = '/usr/bin/python3'
-PORT = 8390
-INDEX = 'http://127.0.0.1:%d/simple/' % PORT
-USER = 'pkgbench'
+# The transfer and growth benchmarks' set: 20 packages of the test index plus five heavier ones (bench-only wheelhouse).
 PACKAGES = ['requests', 'urllib3', 'idna', 'certifi', 'charset-normalizer', 'six', 'python-dateutil', 'packaging',
             'attrs', 'pyparsing', 'typing_extensions', 'click', 'markupsafe', 'jinja2', 'pyyaml', 'iniconfig',
             'pluggy', 'tomli', 'colorama', 'wrapt']
-# Heavier popular packages, so that the download is a fair share of an install (bench-only wheelhouse).
 PACKAGES += ['numpy', 'pandas', 'cryptography', 'pydantic', 'protobuf']
 V1 = [p for p in PACKAGES if p not in ('pyyaml', 'wrapt')]
-
-
-def sh(cmd, **kw):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
-
-
-def in_ns(argv):
-    return ['ip', 'netns', 'exec', NS] + argv
-
-
-def norm(name):
-    import re
-    return re.sub(r'[-_.]+', '-', name).lower()
-
-
-# ---------------------------------------------------------------- environment
-
-class Env(object):
-    def __init__(self, work):
-        self.work = work
-        self.index_root = os.path.join(work, 'index')
-        self.nginx = None
-
-    def start(self, wheelhouse, extra_wheels):
-        os.makedirs(self.work, exist_ok=True)
-        subprocess.run(['ip', 'netns', 'del', NS], capture_output=True, check=False)
-        sh(['ip', 'netns', 'add', NS])
-        sh(in_ns(['ip', 'link', 'set', 'lo', 'mtu', '1500', 'up']))  # tbf drops packets larger than its burst
-        self._index(wheelhouse, extra_wheels)
-        import ecosystems  # pylint: disable=import-outside-toplevel
-        npm_locations = ecosystems.nginx_locations()
-        conf = os.path.join(self.work, 'nginx.conf')
-        with open(conf, 'w') as f:
-            f.write('''daemon off; worker_processes 2; pid %(w)s/nginx.pid; error_log %(w)s/nginx-error.log;
-events { worker_connections 256; }
-http { access_log off; sendfile on; types { application/octet-stream whl; text/html html; }
-  server { listen 127.0.0.1:%(port)d; root %(root)s;
-    location /simple/ { index index.html; add_header Cache-Control "max-age=600, public"; }
-    location /files/ { add_header Cache-Control "max-age=365000000, immutable, public"; }
-    %(npm)s } }
-''' % {'w': self.work, 'port': PORT, 'root': self.index_root, 'npm': npm_locations})
-        self.nginx = subprocess.Popen(in_ns(['nginx', '-c', conf, '-p', self.work]))
-        for dummy in range(50):
-            if subprocess.run(in_ns(['python3', '-c', 'import urllib.request; urllib.request.urlopen("%s")' % INDEX]),
-                              capture_output=True, check=False).returncode == 0:
-                return
-            time.sleep(0.1)
-        raise RuntimeError('nginx did not start in the namespace')
-
-    def _index(self, wheelhouse, extra_wheels):
-        """A static PEP 503 tree: simple/<project>/index.html linking files/<wheel>#sha256=..."""
-        shutil.rmtree(self.index_root, ignore_errors=True)
-        files = os.path.join(self.index_root, 'files')
-        os.makedirs(files)
-        projects = {}
-        for src in [os.path.join(wheelhouse, f) for f in os.listdir(wheelhouse)] + extra_wheels:
-            name = os.path.basename(src)
-            if not (name.endswith('.whl') or name.endswith('.tar.gz')):
-                continue
-            shutil.copy(src, files)
-            digest = hashlib.sha256(open(src, 'rb').read()).hexdigest()
-            projects.setdefault(norm(name.split('-')[0]), []).append((name, digest))
-        for project, items in projects.items():
-            d = os.path.join(self.index_root, 'simple', project)
-            os.makedirs(d)
-            with open(os.path.join(d, 'index.html'), 'w') as f:
-                f.write('<!DOCTYPE html><html><body>\n' + ''.join(
-                    '<a href="../../files/%s#sha256=%s">%s</a><br>\n' % (n, h, n) for n, h in items) + '</body></html>\n')
-        with open(os.path.join(self.index_root, 'simple', 'index.html'), 'w') as f:
-            f.write(''.join('<a href="%s/">%s</a><br>\n' % (p, p) for p in sorted(projects)))
-
-    def limit(self, rate):
-        subprocess.run(in_ns(['tc', 'qdisc', 'del', 'dev', 'lo', 'root']), capture_output=True, check=False)
-        if rate:
-            sh(in_ns(['tc', 'qdisc', 'add', 'dev', 'lo', 'root', 'tbf', 'rate', rate, 'burst', '64kb', 'latency', '100ms']))
-
-    def stop(self):
-        if self.nginx:
-            self.nginx.terminate()
-            self.nginx.wait()
-        subprocess.run(['ip', 'netns', 'del', NS], capture_output=True, check=False)
-
-
-def run_cmd(argv, env=None, data=None, cwd=None):
-    full_env = None
-    if env is not None:
-        full_env = dict((k, v) for k, v in os.environ.items() if not k.startswith('PIP_'))
-        full_env.update(env)
-    proc = subprocess.run(in_ns(argv), env=full_env, capture_output=True, text=True, input=data, check=False, cwd=cwd)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def page_opener(url):
-    """Fetch an index page in the bench namespace (the index only listens there): reuse's page check."""
-    proc = subprocess.run(in_ns(['curl', '-sf', '--max-time', '30', url]), capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise IOError('curl %s: exit %d' % (url, proc.returncode))
-    return io.BytesIO(proc.stdout)
-
-
-def build(work, name, packages, pip_version=None, reuse=False):
-    p = {'packages': packages, 'requirements': None, 'index_url': INDEX, 'trusted_host': '127.0.0.1:%d' % PORT,
-         'python': USER_PYTHON, 'pip_version': pip_version,
-         'venv_dir': os.path.join(work, 'venv-build-%s' % (pip_version or 'default')),
-         'work_dir': os.path.join(work, 'build'), 'store': os.path.join(work, 'store-' + name), 'publish': True}
-    return _builder.build(p, run_cmd, now=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                          opener=page_opener if reuse else None)
-
-
-def sync(store_url, snap, host_store):
-    p = {'url': store_url, 'snapshot': snap, 'store': host_store, 'workers': 8, 'max_manifest_size': 1 << 30,
-         'lock_timeout': 0}
-    with _sync.locked(p, False):
-        return _sync.sync(p, urllib.request.urlopen, now='bench')
-
-
-def stats(values):
-    return statistics.median(values), min(values), max(values)
-
-
-def fmt(values, unit='s'):
-    med, lo, hi = stats(values)
-    return '%.2f%s (%.2f..%.2f)' % (med, unit, lo, hi)
-
-
-def write(name, lines, plot):
-    os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
-    md = os.path.join(HERE, 'results', name + '.md')
-    with open(md, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    print('\n'.join(lines))
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        plot(ax)
-        fig.tight_layout()
-        fig.savefig(os.path.join(HERE, 'results', name + '.png'), dpi=110)
-        plt.close(fig)
-    except ImportError:
-        print('matplotlib is not installed: no plot for %s' % name)
-
-
-def machine():
-    users = sh([USER_PYTHON, '-c', 'import sys, ensurepip; print("%d.%d.%d" % sys.version_info[:3], ensurepip.version())']).stdout.split()
-    return ('Machine: %s, %s, %d cores; users\' Python %s with pip %s (%s); %s. Run %s.'
-            % (platform.node(), platform.machine(), os.cpu_count(), users[0], users[1], USER_PYTHON,
-               platform.platform(), datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()))
+# The time-to-install set (pip and uv): the first INSTALL_TOP projects of bench/hitrate.py's ranking.
+INSTALL_TOP = 50
 
 
 # ---------------------------------------------------------------- 1. time-to-install
 
-def ensure_user():
-    if subprocess.run(['id', USER], capture_output=True, check=False).returncode != 0:
-        sh(['useradd', '-m', '-s', '/bin/bash', USER])
-    pw = sh(['getent', 'passwd', USER]).stdout.split(':')
-    return int(pw[2]), int(pw[3]), pw[5]
+def install_set(work, top=INSTALL_TOP):
+    """(packages, wheelhouse dir, download bytes of one joint install) for the top ``top`` PyPI projects with wheels.
+
+    The wheelhouse holds each package's own download (what the builder's solo
+    resolutions pick) and one joint download of the whole list (what a user's
+    `pip install` of all of them picks), filled from PyPI once and kept under
+    the work dir.
+    """
+    cache_dir = os.path.join(work, 'hitrate-wheelhouse')
+    os.makedirs(cache_dir, exist_ok=True)
+    chosen = hitrate.select(top, cache_dir)[0]
+    key = hitrate.pc.fingerprint(sorted(norm(n) for n in chosen))[:12]
+    joint = hitrate.download(os.path.join(cache_dir, 'joint-' + key), chosen)
+    if not joint['ok']:
+        raise RuntimeError('pip download of the top %d failed: %s' % (top, joint['reason']))
+    joint['dir'] = os.path.join(cache_dir, 'joint-' + key)
+    return chosen, hitrate.wheelhouse(cache_dir, chosen, joint, 'flat-install-%d' % top), joint
 
 
-def as_user(argv, env=None):
-    """Run argv as the bench user inside the namespace; return seconds taken and the output."""
-    e = ['env', '-i', 'HOME=/home/%s' % USER, 'PATH=/usr/bin:/bin', 'PIP_DISABLE_PIP_VERSION_CHECK=1',
-         'PIP_CONFIG_FILE=/dev/null'] + ['%s=%s' % kv for kv in (env or {}).items()]
-    start = time.monotonic()
-    proc = subprocess.run(in_ns(['runuser', '-u', USER, '--'] + e + argv), capture_output=True, text=True, check=False)
-    took = time.monotonic() - start
-    if proc.returncode != 0:
-        raise RuntimeError('%s failed: %s' % (' '.join(argv), proc.stderr[-2000:]))
-    return took, proc.stdout
-
-
-def mount_view(lower, target, scratch, uid, gid):
-    """Mount a fresh overlay view of ``lower`` at ``target`` for the bench user (new upper and work in ``scratch``)."""
-    subprocess.run(['umount', target], capture_output=True, check=False)
-    shutil.rmtree(scratch, ignore_errors=True)
-    for d in ('upper', 'work'):
-        os.makedirs(os.path.join(scratch, d))
-        os.chown(os.path.join(scratch, d), uid, gid)
-    os.makedirs(target, exist_ok=True)
-    os.chown(os.path.dirname(target), uid, gid)
-    os.chown(target, uid, gid)
-    sh(['mount', '-t', 'overlay', 'overlay', '-o', 'lowerdir=%s,upperdir=%s/upper,workdir=%s/work,index=off,xino=off'
-        % (lower, scratch, scratch), target])
-
-
-def install_table(title, env_line, rows, kinds, ratios, labels=None):
-    """Markdown lines of a time-to-install table: rows {link: {kind: [seconds]}}, ratios [(header, num, den)]."""
-    labels = labels or {}
-    lines = ['# ' + title, '', machine(), env_line, '',
-             '| link | ' + ' | '.join(labels.get(k, k) for k in kinds) + ' | ' + ' | '.join(r[0] for r in ratios) + ' |',
-             '| --- |' + ' --- |' * (len(kinds) + len(ratios))]
-    for link, t in rows.items():
-        cells = [fmt(t[k]) for k in kinds]
-        cells += [fmt([x / y for x, y in zip(t[num], t[den])], 'x') for dummy, num, den in ratios]
-        lines.append('| %s | %s |' % (link, ' | '.join(cells)))
-    return lines
-
-
-def install_plot(rows, kinds, title):
-    """A plot function for write(): grouped bars of the median per link and kind, min..max as error bars."""
-    def plot(ax):
-        links = list(rows)
-        width = 0.8 / len(kinds)
-        for i, kind in enumerate(kinds):
-            meds = [stats(rows[l][kind])[0] for l in links]
-            errs = [[m - stats(rows[l][kind])[1] for m, l in zip(meds, links)],
-                    [stats(rows[l][kind])[2] - m for m, l in zip(meds, links)]]
-            ax.bar([x + i * width for x in range(len(links))], meds, width, yerr=errs, label=kind, capsize=3)
-        ax.set_xticks([x + width * (len(kinds) - 1) / 2 for x in range(len(links))])
-        ax.set_xticklabels(links)
-        ax.set_ylabel('seconds (median, min..max)')
-        ax.set_title(title)
-        ax.legend(fontsize=7)
-    return plot
-
-
-def bench_install(env, work, rounds, wheelhouse):
+def bench_install(env, work, rounds, packages, joint):
     uid, gid, home = ensure_user()
-    snap = build(work, 'install', PACKAGES)
+    snap = build(work, 'install', packages)
     host = os.path.join(work, 'host')
     res = sync('file://' + os.path.join(work, 'store-install'), snap['id'], host)
     lower = os.path.join(res['path'], 'pip')
@@ -283,20 +87,17 @@ def bench_install(env, work, rounds, wheelhouse):
     scratch = os.path.join(work, 'scratch')
     venv = os.path.join(home, 'venv-bench')
     install = [os.path.join(venv, 'bin', 'pip'), 'install', '-q', '--index-url', INDEX,
-               '--trusted-host', '127.0.0.1:%d' % PORT] + PACKAGES
+               '--trusted-host', '127.0.0.1:%d' % PORT] + packages
     floor = [os.path.join(venv, 'bin', 'pip'), 'install', '-q', '--no-index', '--find-links',
-             os.path.join(env.index_root, 'files')] + PACKAGES
+             os.path.join(env.index_root, 'files')] + packages
 
     def fresh_venv():
         shutil.rmtree(venv, ignore_errors=True)
         sh(['runuser', '-u', USER, '--', USER_PYTHON, '-m', 'venv', venv])
 
-    def fresh_overlay():
-        mount_view(lower, target, scratch, uid, gid)
-
     os.makedirs(work, exist_ok=True)
     os.chmod(work, 0o755)
-    rows = {}
+    rows, installed = {}, 0
     for rate in ('50mbit', None):
         env.limit(rate)
         times = {'cold': [], 'overlay': [], 'floor': []}
@@ -307,23 +108,29 @@ def bench_install(env, work, rounds, wheelhouse):
             os.makedirs(cold_cache)
             os.chown(cold_cache, uid, gid)
             times['cold'].append(as_user(install, {'PIP_CACHE_DIR': cold_cache})[0])
+            installed = common.du(venv)
             fresh_venv()
-            fresh_overlay()
-            took, out = as_user(install)
-            times['overlay'].append(took)
+            mount_view(lower, target, scratch, uid, gid)
+            times['overlay'].append(as_user(install)[0])
             fresh_venv()
             times['floor'].append(as_user(floor, {'PIP_NO_CACHE_DIR': '1'})[0])
         rows[rate or 'no limit'] = times
     subprocess.run(['umount', target], capture_output=True, check=False)
     env.limit(None)
     kinds = ('cold', 'overlay', 'floor')
-    lines = install_table('Time to install %d packages (with dependencies) in a fresh venv, as a non-root user' % len(PACKAGES),
+    lines = install_table('Time to install the %d most downloaded PyPI packages (with dependencies) in a fresh venv, '
+                          'as a non-root user' % len(packages),
                           'Index: nginx, static PEP 503 tree with PyPI cache headers, in a network namespace; '
-                          'link: tbf qdisc on its loopback. %d rounds; median (min..max).' % rounds,
-                          rows, kinds, [('cold / overlay', 'cold', 'overlay'), ('overlay / floor', 'overlay', 'floor')],
-                          {'cold': 'cold cache', 'overlay': 'snapshot overlay', 'floor': 'floor (--no-index)'})
-    plot = install_plot(rows, kinds, 'pip install of %d packages' % len(PACKAGES))
-    write('time-to-install', lines, plot)
+                          'link: tbf qdisc on its loopback. One `pip install` of all of them: %d files, %.1f MB to '
+                          'download (a joint `pip download`), %.0f MB in the venv. Snapshot: %d packages, %.1f MB. '
+                          '%d rounds; median (min..max).'
+                          % (len(joint['files']), joint['bytes'] / 1e6, installed / 1e6, len(snap['packages']),
+                             snap['bytes'] / 1e6, rounds),
+                          rows, kinds, [('view / cold', 'overlay', 'cold'), ('view / floor', 'overlay', 'floor')],
+                          {'cold': 'cold cache', 'overlay': 'snapshot view', 'floor': 'floor (--no-index)'})
+    lines += ['', 'Packages, in rank order: ' + ', '.join(packages) + '.']
+    write('time-to-install', lines, install_plot(rows, kinds, 'pip install of %d packages' % len(packages)))
+    return rows
 
 
 # ---------------------------------------------------------------- 2 and 4. transfer and growth
@@ -408,8 +215,7 @@ SCALE_JSON = os.path.join(HERE, 'results', 'mounts-at-scale.json')
 
 def bench_scale(work, users_list, rounds):
     """Measure each user count in its own container; sizes measured in earlier runs stay in the table, dated."""
-    sys.path.insert(0, HERE)
-    import scale
+    import scale  # pylint: disable=import-outside-toplevel
     results = {}
     if os.path.exists(SCALE_JSON):
         with open(SCALE_JSON) as f:
@@ -451,58 +257,102 @@ def write_scale(results):
     write('mounts-at-scale', lines, plot)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--rounds', type=int, default=3)
-    ap.add_argument('--only', choices=['install', 'uv', 'npm', 'transfer', 'scale', 'hitrate', 'rebuild'], action='append')
-    ap.add_argument('--hitrate-top', type=int, default=100, help='packages for the hit-rate benchmark (default 100)')
-    ap.add_argument('--users', type=int, action='append', help='user counts for the scale benchmark (default 100 and 500)')
-    ap.add_argument('--scale-rounds', type=int, default=None)
-    ap.add_argument('--work', default='/var/tmp/pkgcache-bench')
-    args = ap.parse_args()
-    only = args.only or ['install', 'uv', 'npm', 'transfer', 'scale']
-    if 'hitrate' in only:
-        import hitrate  # pylint: disable=import-outside-toplevel
-        hitrate.bench(args.work, args.hitrate_top)
-    if 'rebuild' in only:
-        import rebuild  # pylint: disable=import-outside-toplevel
-        rebuild.bench(args.work, args.hitrate_top)
-    only = [o for o in only if o not in ('hitrate', 'rebuild')]
-    if not only:
-        return
+def small_wheelhouse():
+    """The transfer benchmark's wheelhouse (PACKAGES from PyPI, once)."""
     wheelhouse = os.path.join(ROOT, '.cache', 'bench-wheelhouse')
     if not os.path.exists(os.path.join(wheelhouse, '.complete')):
         os.makedirs(wheelhouse, exist_ok=True)
         sh([USER_PYTHON, '-m', 'pip', 'download', '-q', '--disable-pip-version-check', '--only-binary', ':all:',
             '-d', wheelhouse] + PACKAGES)
         open(os.path.join(wheelhouse, '.complete'), 'w').close()
-    pip_wheels = [os.path.join(ROOT, '.cache', 'pypiserver', f) for f in os.listdir(os.path.join(ROOT, '.cache', 'pypiserver'))
-                  if f.startswith('pip-')]
-    import ecosystems  # pylint: disable=import-outside-toplevel
-    if 'npm' in only:
-        ecosystems.ensure_npm_registry()
-    uv = os.path.join(args.work, 'uvtool', 'bin', 'uv')
-    if 'uv' in only and not os.path.exists(uv):
-        sh([USER_PYTHON, '-m', 'venv', os.path.join(args.work, 'uvtool')])
-        sh([os.path.join(args.work, 'uvtool', 'bin', 'pip'), 'install', '-q', '--no-index', '--find-links',
+    return wheelhouse
+
+
+def current_pips():
+    pypiserver = os.path.join(ROOT, '.cache', 'pypiserver')
+    return sorted(os.path.join(pypiserver, f) for f in os.listdir(pypiserver) if f.startswith('pip-'))
+
+
+def ensure_uv(work):
+    uv = os.path.join(work, 'uvtool', 'bin', 'uv')
+    if not os.path.exists(uv):
+        sh([USER_PYTHON, '-m', 'venv', os.path.join(work, 'uvtool')])
+        sh([os.path.join(work, 'uvtool', 'bin', 'pip'), 'install', '-q', '--no-index', '--find-links',
             os.path.join(ROOT, '.cache', 'wheelhouse'), 'uv'])
-    env = Env(args.work)
-    env.start(wheelhouse, pip_wheels)
-    try:
-        if 'install' in only:
-            bench_install(env, args.work, args.rounds, wheelhouse)
-        if 'uv' in only:
-            ecosystems.bench_uv(env, args.work, args.rounds, uv)
-        if 'npm' in only:
-            ecosystems.bench_npm(env, args.work, args.rounds)
-        if 'transfer' in only:
-            current_pip = pip_wheels[0].split('-')[1] if pip_wheels else None
-            # Without reuse (every build fills a fresh cache), and with it for the pip whose entries embed headers.
-            bench_transfer_growth(args.work, args.rounds, [None, (None, True)] + ([current_pip] if current_pip else []))
-    finally:
-        env.stop()
-    if 'scale' in only:
-        bench_scale(args.work, args.users or [100, 500], args.scale_rounds or args.rounds)
+    return uv
+
+
+# ---------------------------------------------------------------- dispatch
+
+def run_install(args, done):
+    packages, wheelhouse, joint = install_set(args.work)
+    with common.serving(args.work, wheelhouse) as env:
+        return bench_install(env, args.work, args.rounds, packages, joint)
+
+
+def run_uv(args, done):
+    uv = ensure_uv(args.work)
+    packages, wheelhouse, dummy = install_set(args.work)
+    with common.serving(args.work, wheelhouse) as env:
+        return ecosystems.bench_uv(env, args.work, args.rounds, uv, packages, done.get('install'))
+
+
+def run_npm(args, dummy):
+    ecosystems.ensure_npm_registry()
+    no_wheels = os.path.join(args.work, 'no-wheels')  # npm needs the server, not a PEP 503 tree
+    os.makedirs(no_wheels, exist_ok=True)
+    with common.serving(args.work, no_wheels) as env:
+        return ecosystems.bench_npm(env, args.work, args.rounds)
+
+
+def run_transfer(args, dummy):
+    pip_wheels = current_pips()
+    with common.serving(args.work, small_wheelhouse(), pip_wheels) as dummy_env:
+        current_pip = pip_wheels[0].split('-')[1] if pip_wheels else None
+        # Without reuse (every build fills a fresh cache), and with it for the pip whose entries embed headers.
+        bench_transfer_growth(args.work, args.rounds, [None, (None, True)] + ([current_pip] if current_pip else []))
+
+
+def run_scale(args, dummy):
+    bench_scale(args.work, args.users or [100, 500], args.scale_rounds or args.rounds)
+
+
+def run_hitrate(args, dummy):
+    hitrate.bench(args.work, args.hitrate_top)
+
+
+def run_rebuild(args, dummy):
+    import rebuild  # pylint: disable=import-outside-toplevel
+    rebuild.bench(args.work, args.hitrate_top)
+
+
+# name: (in the default run, function(args, done)); they run in this order, and ``done`` maps the name of each
+# benchmark run so far to what it returned (uv takes pip's cold installs from it for uv view / pip cold).
+BENCHES = {
+    'hitrate': (False, run_hitrate),
+    'rebuild': (False, run_rebuild),
+    'install': (True, run_install),
+    'uv': (True, run_uv),
+    'npm': (True, run_npm),
+    'transfer': (True, run_transfer),
+    'scale': (True, run_scale),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--rounds', type=int, default=3)
+    ap.add_argument('--only', choices=list(BENCHES), action='append')
+    ap.add_argument('--hitrate-top', type=int, default=100, help='packages for the hit-rate benchmark (default 100)')
+    ap.add_argument('--users', type=int, action='append', help='user counts for the scale benchmark (default 100 and 500)')
+    ap.add_argument('--scale-rounds', type=int, default=None)
+    ap.add_argument('--work', default='/var/tmp/pkgcache-bench')
+    args = ap.parse_args()
+    only = args.only or [name for name, (default, dummy) in BENCHES.items() if default]
+    done = {}
+    for name, (dummy, func) in BENCHES.items():
+        if name in only:
+            done[name] = func(args, done)
 
 
 if __name__ == '__main__':

@@ -161,14 +161,16 @@ def main():
     if args.users <= LOOP_MAX_USERS:
         ap.error('up to %d users the loop runs too: bench/run.py --only scale --users %d' % (LOOP_MAX_USERS, args.users))
     run_at = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    load = os.getloadavg()[0]
     r = run(args.work, [args.users], args.rounds, loop=False)[args.users]
+    load = (load, os.getloadavg()[0])
     path = os.path.join(RESULTS, 'mounts-at-scale-role.json')
     results = {}
     if os.path.exists(path):
         with open(path) as f:
             results = json.load(f)
-    machine = 'Machine: %s, %s, %d cores; %s. Run %s.' % (platform.node(), platform.machine(), os.cpu_count(),
-                                                          platform.platform(), run_at)
+    machine = 'Machine: %s, %s, %d cores; %s. Run %s; load average %.1f at the start, %.1f at the end.' % (
+        platform.node(), platform.machine(), os.cpu_count(), platform.platform(), run_at, load[0], load[1])
     results[str(args.users)] = dict(r, rounds=args.rounds, run=run_at, machine=machine)
     with open(path, 'w') as f:
         json.dump(results, f, indent=1, sort_keys=True)
@@ -176,10 +178,11 @@ def main():
     with open(table) as f:
         lines = f.read().splitlines()
     row = role_row(args.users, r, args.rounds, run_at)
-    lines = [l for l in lines if not l.startswith('| %d |' % args.users)]
+    note = '(%d users: the mount role alone, `python3 bench/scale.py --users %d`)' % (args.users, args.users)
+    lines = [l for l in lines if not l.startswith('| %d |' % args.users) and not l.endswith(note)]
     last = max(i for i, l in enumerate(lines) if l.startswith('|'))
     lines.insert(last + 1, row)
-    lines.append('- %s (%d users: the mount role alone, `python3 bench/scale.py --users %d`)' % (machine, args.users, args.users))
+    lines.append('- %s %s' % (machine, note))
     with open(table, 'w') as f:
         f.write('\n'.join(lines) + '\n')
     print(row)

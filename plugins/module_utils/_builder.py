@@ -40,9 +40,11 @@ def ecosystems(p):
 
 
 def ecosystem_options(p, eco, shard=None):
-    """The options of ecosystem ``eco`` (its filler's ``options``), with this builder's share of its list."""
+    """The options of ecosystem ``eco`` (its filler's ``options``), with this builder's share of its list, the
+    store and ``reuse`` (an incremental build: the fresh cache is seeded from the published snapshot)."""
     filler = FILLERS[eco]
-    o = dict(filler.options(p), workers=p.get('workers') or solo.DEFAULT_WORKERS)
+    o = dict(filler.options(p), workers=p.get('workers') or solo.DEFAULT_WORKERS, store=p['store'],
+             reuse=p.get('reuse', True) is not False)
     if shard:
         o[filler.ITEMS] = shards.mine(o[filler.ITEMS], shard, filler.item_name)
     return o

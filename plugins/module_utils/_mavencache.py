@@ -10,15 +10,23 @@ fresh ``maven.repo.local``. Maven records in ``_remote.repositories`` the id of
 the repository each file came from, and Maven 3's enhanced local repository
 manager hides a file from a build whose repositories do not include that id:
 users' settings must use the same repository (or mirror) ids as the build.
+
+An incremental build (``reuse``) starts from a copy of the published
+snapshot's repository with every file's access time set to 0: Maven finds the
+unchanged artifacts there and reads their POM and ``_remote.repositories``. A
+directory none of whose files Maven read (or wrote) is no longer resolved and
+goes, so the repository holds what a build into an empty one would. Where
+access times are not kept (a noatime mount), the build starts empty.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from xml.sax.saxutils import escape
 
-from ._fill import BuildError, fingerprint, tail as _tail, with_defaults
+from ._fill import BuildError, empty, fingerprint, seeded, tail as _tail, with_defaults
 
 # The suboptions of snapshot_build's maven option.
 OPTIONS = dict(
@@ -130,6 +138,49 @@ def artifact_dir(repo, coords):
     return os.path.join(repo, *(g.split('.') + [a, v]))
 
 
+def _unread(files):
+    """Set the access time of the seeded ``files`` to 0 (keeping mtime); False if this filesystem does not record
+    a read in it (noatime), so what Maven used cannot be told."""
+    for path in files:
+        os.utime(path, (0, os.stat(path).st_mtime))
+    if not files:
+        return True
+    with open(files[0], 'rb') as f:
+        f.read(1)
+    recorded = os.stat(files[0]).st_atime > 1
+    os.utime(files[0], (0, os.stat(files[0]).st_mtime))
+    return recorded
+
+
+def drop_unread(cache, files):
+    """Remove the seeded ``files`` of every directory in which Maven read or wrote no file, and the directories
+    that leaves empty; return how many files went."""
+    used = set()
+    for path in files:
+        if os.path.exists(path) and os.stat(path).st_atime > 1:
+            used.add(os.path.dirname(path))
+    seeded_paths = set(files)
+    for path in set(os.path.dirname(f) for f in files):
+        if os.path.isdir(path) and any(os.path.join(path, n) not in seeded_paths for n in os.listdir(path)
+                                       if os.path.isfile(os.path.join(path, n))):
+            used.add(path)
+    dropped = 0
+    for path in files:
+        if os.path.dirname(path) not in used and os.path.exists(path):
+            os.unlink(path)
+            dropped += 1
+            parent = os.path.dirname(path)
+            while parent != cache and parent.startswith(cache + os.sep) and not os.listdir(parent):
+                os.rmdir(parent)
+                parent = os.path.dirname(parent)
+    return dropped
+
+
+def _settings_digest(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def fill(o, cache, scratch, run, opener=None):
     """Fill ``cache`` (a maven.repo.local); return (packages, misses, metadata, key)."""
     artifacts = check_artifacts(o.get('artifacts') or [])
@@ -151,6 +202,17 @@ def fill(o, cache, scratch, run, opener=None):
         f.write('<?xml version="1.0" encoding="UTF-8"?>\n<settings/>\n')
     env = {'MAVEN_OPTS': '-Djava.awt.headless=true', 'MAVEN_ARGS': '', 'MAVEN_CONFIG': ''}
     vers = versions(o, run, env)
+    settings_sha256 = _settings_digest(o['settings']) if o.get('settings') else None
+    repos_meta = [{'id': r['id'], 'url': r['url'], 'mirror_of': r.get('mirror_of')} for r in repos]
+
+    def same(m):
+        return (m.get('maven_version'), m.get('plugin'), m.get('repositories'), m.get('settings_sha256')) == \
+            (vers['maven'], o['plugin'], repos_meta, settings_sha256)
+
+    prev, reused = seeded(o, 'maven', cache, same)
+    if prev is not None and not _unread(reused):
+        empty(cache)
+        prev, reused = None, []
     misses = []
     requested = []
     for coords in artifacts:
@@ -170,13 +232,16 @@ def fill(o, cache, scratch, run, opener=None):
         for f in files:
             if f.endswith('.lastUpdated'):
                 os.unlink(os.path.join(dirpath, f))
+    if prev is not None:
+        drop_unread(cache, reused)
     packages = repository_artifacts(cache)
     key = fingerprint({
         'maven': vers['maven'], 'plugin': o['plugin'], 'repositories': [(r['id'], r['url']) for r in repos],
         'settings': o.get('settings'), 'requested': sorted(artifacts), 'packages': packages,
         'misses': sorted(m['package'] for m in misses)})
     meta = {'maven_version': vers['maven'], 'java_version': vers['java'], 'plugin': o['plugin'],
-            'repositories': [{'id': r['id'], 'url': r['url'], 'mirror_of': r.get('mirror_of')} for r in repos],
-            'requested': artifacts}
+            'repositories': repos_meta, 'requested': artifacts, 'reused': len(reused)}
+    if settings_sha256:
+        meta['settings_sha256'] = settings_sha256
     meta['packages'] = cached = [{'name': p.rsplit(':', 1)[0], 'version': p.rsplit(':', 1)[1]} for p in packages]
     return cached, misses, meta, key

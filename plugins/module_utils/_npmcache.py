@@ -11,10 +11,21 @@ file goes into the cache with ``npm cache add``. cacache's index is a set of
 append-only bucket files under ``_cacache/index-v5``; each line is
 ``<sha1 of the JSON>\\t<JSON>`` whose ``key`` for a registry response is
 ``make-fetch-happen:request-cache:<url>``.
+
+An incremental build (``reuse``) starts from the published snapshot's
+``_cacache`` (content hardlinked, index buckets copied: npm appends to them),
+so npm revalidates the packuments and finds the unchanged tarballs in the
+cache. Every build then keeps only the index entries of what its lock files
+name (the packuments of their packages, the tarballs of their versions) and
+the content those entries point to (``prune``): a package the build no longer
+takes leaves nothing behind, and the snapshot is the one a build from an empty
+cache gives.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -22,9 +33,10 @@ import re
 import shutil
 import stat
 import tempfile
+from urllib.parse import unquote, urlsplit
 
 from . import _solo as solo
-from ._fill import BuildError, fingerprint, tail as _tail, with_defaults
+from ._fill import BuildError, fingerprint, remove_empty_dirs, seeded, tail as _tail, with_defaults
 
 # The suboptions of snapshot_build's npm option.
 OPTIONS = dict(
@@ -190,6 +202,94 @@ def tarball_package(key):
     return name, stem[len(base) + 1:]
 
 
+PACOTE_PREFIX = 'pacote:tarball:'
+
+
+def packument_name(key):
+    """The package name of a registry packument cache key (``<registry>/<name>``, a scope as ``@s%2fn``), or None."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    path = urlsplit(key[len(KEY_PREFIX):]).path
+    if '/-/' in path:
+        return None
+    segments = [unquote(x) for x in path.strip('/').split('/')]
+    if len(segments) >= 2 and segments[-2].startswith('@') and '/' not in segments[-1]:
+        return segments[-2] + '/' + segments[-1]
+    return segments[-1] or None
+
+
+def key_in_use(key, names, versions):
+    """Whether a build whose lock files name ``versions`` ((name, version)) of packages ``names`` uses cache key
+    ``key``: their packuments, their tarballs (by URL and pacote's ``pacote:tarball:name@version``)."""
+    if key.startswith(PACOTE_PREFIX):
+        name, sep, version = key[len(PACOTE_PREFIX):].rpartition('@')
+        return bool(sep) and (name, version) in versions
+    pkg = tarball_package(key)
+    if pkg:
+        return pkg in versions
+    return packument_name(key) in names
+
+
+def content_paths(integrity):
+    """The paths under ``_cacache`` of the content an integrity string (``sha512-<base64> ...``) names."""
+    out = []
+    for part in (integrity or '').split():
+        algo, sep, digest = part.partition('-')
+        if not sep or not re.match(r'^[a-z0-9]+$', algo):
+            continue
+        try:
+            hexd = binascii.hexlify(base64.b64decode(digest.split('?', 1)[0], validate=True)).decode('ascii')
+        except (binascii.Error, ValueError):
+            continue
+        if len(hexd) > 4:
+            out.append('/'.join(('content-v2', algo, hexd[:2], hexd[2:4], hexd[4:])))
+    return out
+
+
+def prune(cache_dir, keep):
+    """Keep in the cacache of ``cache_dir`` only the index entries whose key ``keep(key)`` accepts and the content
+    they name; return the number of index entries and content files dropped.
+
+    A bucket keeps the newest line of each kept key, in the order npm wrote them; a bucket left as it was is not
+    rewritten (it stays byte-identical), an emptied one goes.
+    """
+    root = os.path.join(cache_dir, '_cacache')
+    wanted, dropped = set(), 0
+    for dirpath, dummy, files in os.walk(os.path.join(root, 'index-v5')):
+        for fname in files:
+            path = os.path.join(dirpath, fname)
+            raw = read_regular_file(path)
+            if raw is None:
+                os.unlink(path)
+                continue
+            latest = {}
+            for n, line in enumerate(raw.split(b'\n')):
+                entry = index_line(line)
+                if entry is not None:
+                    latest[entry['key']] = (n, line, entry)
+            kept = sorted(v for v in latest.values() if v[2].get('integrity') and keep(v[2]['key']))
+            dropped += len(latest) - len(kept)
+            for n, line, entry in kept:
+                wanted.update(content_paths(entry['integrity']))
+            data = b''.join(b'\n' + line for n, line, entry in kept)
+            if not kept:
+                os.unlink(path)
+            elif data != raw:
+                with open(path, 'wb') as f:
+                    f.write(data)
+    content = os.path.join(root, 'content-v2')
+    for dirpath, dummy, files in os.walk(content):
+        for fname in files:
+            path = os.path.join(dirpath, fname)
+            if os.path.relpath(path, root).replace(os.sep, '/') not in wanted:
+                os.unlink(path)
+                dropped += 1
+    for sub in ('index-v5', 'content-v2'):
+        if os.path.isdir(os.path.join(root, sub)):
+            remove_empty_dirs(os.path.join(root, sub))
+    return dropped
+
+
 def cached_tarballs(cache_dir):
     """The set of (name, version) whose registry tarball is in the cache."""
     found = set()
@@ -236,6 +336,11 @@ def fill(o, cache, scratch, run, opener=None):
     if not specs:
         raise BuildError('npm: no packages given')
     vers = versions(o, run, scratch)
+    dummy, files = seeded(o, 'npm', cache, lambda m: (m.get('npm_version'), m.get('registry')) == (vers['npm'], o['registry']),
+                          skip=lambda name: name != '_cacache', link=lambda rel: rel.startswith('_cacache/content-v2/'))
+    tmp = os.path.join(cache, '_cacache', 'tmp')
+    if os.path.isdir(tmp):
+        shutil.rmtree(tmp)
 
     def one(spec):
         rc, lock, err = _resolve(o, [spec], cache, scratch, run)
@@ -252,6 +357,9 @@ def fill(o, cache, scratch, run, opener=None):
         rc, out, err = run(cmd, clean_env(os.environ), cwd=scratch)
         if rc != 0:
             raise BuildError('npm cache add failed: %s' % tail(err or out))
+    names = set(p['name'] for p in packages)
+    versions_used = set((p['name'], p['version']) for p in packages)
+    prune(cache, lambda k: key_in_use(k, names, versions_used))
     have = cached_tarballs(cache)
     cached = []
     for p in packages:
@@ -269,5 +377,5 @@ def fill(o, cache, scratch, run, opener=None):
         shutil.rmtree(tmp)
     meta = {'npm_version': vers['npm'], 'node_version': vers['node'], 'registry': o['registry'],
             'requested': specs, 'packages': [{'name': p['name'], 'version': p['version']} for p in cached],
-            'resolutions': resolutions}
+            'resolutions': resolutions, 'reused': len(files)}
     return cached, misses, meta, key

@@ -235,7 +235,15 @@ options:
         pages again (one GET per project, O(workers) at a time), and a package whose resolution only names
         projects with unchanged pages is not run through pip again; its cache entries come from the previous
         snapshot's objects. The check that every file is cached runs as usual.
-      - V(false) resolves every package again.
+      - npm, uv and Maven start from the published snapshot's cache (C(refs/latest), when it was built with the same
+        tool version and registry, index or repositories). npm's content is hardlinked out of the store objects and
+        the rest copied; the package manager reuses the unchanged files, and what the new build does not use is
+        dropped. npm keeps the index entries of the packages its lock files name and the content they point to.
+        uv fetches the index pages again, and the packages that the snapshot holds at a version no resolution
+        takes go with C(uv cache clean) and C(uv cache prune). Maven drops the directories whose files it did not
+        read (by access time; on a noatime filesystem the build starts empty). The snapshot holds what a build
+        from an empty cache would hold. C(reused) in RV(ecosystems) counts the files seeded.
+      - V(false) resolves every package again, and every ecosystem starts from an empty cache.
     type: bool
     default: true
     version_added: 0.4.0
@@ -343,6 +351,7 @@ ecosystems:
     - Per ecosystem, what the manifest records of it (tool versions, index or registry, requested, packages, misses).
     - For pip also C(resolutions), C(pages) (sha256 of each cached project's index page) and C(reused) (how many
       packages kept the previous build's resolution, see O(reuse)).
+    - For npm, uv and Maven also C(reused), the number of files seeded from the published snapshot (see O(reuse)).
   returned: success
   type: dict
 pip_version:

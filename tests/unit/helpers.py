@@ -283,3 +283,17 @@ def count_reads(monkeypatch, limit):
         m.setattr(os, 'read', counter.wrap(os.read))
         m.setattr(os, 'pread', counter.wrap(os.pread))
         yield counter
+
+
+def build_eco(tmp_path, store, eco, options, run, now, **kw):
+    """A published build of ecosystem ``eco`` alone (its options ``options``) into ``tmp_path/store``."""
+    from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
+    p = dict({'ecosystems': [eco], eco: options, 'store': str(tmp_path / store), 'work_dir': str(tmp_path / 'work'),
+              'publish': True, 'workers': 2}, **kw)
+    return bd.build(p, run, now=now)
+
+
+def snapshot_files(tmp_path, store, snap_id):
+    """{path: sha256 of a file, target of a symlink, None for a dir} of a snapshot in ``tmp_path/store``."""
+    with open(st.manifest_path(str(tmp_path / store), snap_id)) as f:
+        return dict((e['path'], e.get('sha256') or e.get('target')) for e in json.load(f)['entries'])

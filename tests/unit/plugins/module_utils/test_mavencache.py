@@ -7,6 +7,8 @@ import pytest
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _mavencache as mc
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
 
+from helpers import build_eco, snapshot_files
+
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'fixtures')
 
 
@@ -114,3 +116,75 @@ def test_maven_options_take_the_defaults_of_the_spec():
     assert o['mvn'] == 'mvn' and o['plugin'].startswith('org.apache.maven.plugins:maven-dependency-plugin:')
     assert o['repositories'] == [] and o['artifacts'] == ['a:b:1'] and o['settings'] is None
     assert set(mc.OPTIONS['repositories']['options']) == {'id', 'url', 'mirror_of'}
+
+
+class ReadingMvn(FakeMvn):
+    """``dependency:get`` as Maven does it with a local repository: an artifact already there is read (its POM and
+    ``_remote.repositories``), not fetched; ``downloads`` lists what was fetched."""
+
+    def __init__(self, known):
+        FakeMvn.__init__(self, known)
+        self.downloads = []
+
+    def __call__(self, argv, env, data=None, cwd=None):
+        if argv[1:] == ['-B', '-v']:
+            return FakeMvn.__call__(self, argv, env)
+        repo = [a for a in argv if a.startswith('-Dmaven.repo.local=')][0].split('=', 1)[1]
+        coords = [a for a in argv if a.startswith('-Dartifact=')][0].split('=', 1)[1]
+        for dep in self.known.get(coords, []):
+            g, a, v = dep.split(':')
+            d = os.path.join(repo, *(g.split('.') + [a, v]))
+            if os.path.exists(os.path.join(d, '%s-%s.pom' % (a, v))):
+                for name in ('%s-%s.pom' % (a, v), '_remote.repositories'):
+                    with open(os.path.join(d, name)) as f:
+                        f.read()
+            else:
+                self.downloads.append(dep)
+        return FakeMvn.__call__(self, argv, env)
+
+
+def _maven_build(tmp_path, store, mvn, artifacts, now, **kw):
+    return build_eco(tmp_path, store, 'maven', {'artifacts': artifacts, 'repositories': [
+        {'id': 'company', 'url': 'http://127.0.0.1:8372/', 'mirror_of': '*'}]}, mvn, now, **kw)
+
+
+_maven_files = snapshot_files
+
+
+KNOWN = {'org.demo:greeting:1.0': ['org.demo:greeting:1.0', 'org.demo:base:1.0'],
+         'org.demo:greeting:1.1': ['org.demo:greeting:1.1', 'org.demo:base:1.0'],
+         'org.demo:old:1.0': ['org.demo:old:1.0', 'org.gone:gone:1.0'],
+         'org.demo:cli:1.0': ['org.demo:cli:1.0', 'org.demo:base:1.0', 'org.demo:util:2.0'],
+         'org.demo:new:1.0': ['org.demo:new:1.0']}
+
+
+def test_maven_incremental_build_gives_the_repository_of_a_build_from_scratch(tmp_path):
+    _maven_build(tmp_path, 'store', ReadingMvn(KNOWN), ['org.demo:greeting:1.0', 'org.demo:old:1.0', 'org.demo:cli:1.0'], 't1')
+    wanted = ['org.demo:greeting:1.1', 'org.demo:cli:1.0', 'org.demo:new:1.0', 'org.nope:nope:1.0']
+    mvn = ReadingMvn(KNOWN)
+    incremental = _maven_build(tmp_path, 'store', mvn, wanted, 't2')
+    scratch_mvn = ReadingMvn(KNOWN)
+    scratch = _maven_build(tmp_path, 'scratch', scratch_mvn, wanted, 't2')
+    assert sorted(mvn.downloads) == ['org.demo:greeting:1.1', 'org.demo:new:1.0'] and len(scratch_mvn.downloads) == 5
+    assert incremental['ecosystems']['maven']['reused'] > 0 and scratch['ecosystems']['maven']['reused'] == 0
+    inc = _maven_files(tmp_path, 'store', incremental['id'])
+    assert inc == _maven_files(tmp_path, 'scratch', scratch['id']) and incremental['id'] == scratch['id']
+    # What the new build no longer resolves is gone: the old artifact, its dependency and greeting 1.0.
+    assert not [p for p in inc if '/old/' in p or '/gone/' in p or '/greeting/1.0' in p]
+    assert 'maven/org/demo/util/2.0/util-2.0.jar' in inc and incremental['packages'] == scratch['packages']
+
+
+def test_maven_without_reuse_builds_into_an_empty_repository(tmp_path):
+    _maven_build(tmp_path, 'store', ReadingMvn(KNOWN), ['org.demo:greeting:1.0', 'org.demo:old:1.0'], 't1')
+    mvn = ReadingMvn(KNOWN)
+    r = _maven_build(tmp_path, 'store', mvn, ['org.demo:greeting:1.0'], 't2', reuse=False)
+    assert mvn.downloads == ['org.demo:greeting:1.0', 'org.demo:base:1.0'] and r['ecosystems']['maven']['reused'] == 0
+
+
+def test_maven_without_access_times_builds_into_an_empty_repository(tmp_path, monkeypatch):
+    _maven_build(tmp_path, 'store', ReadingMvn(KNOWN), ['org.demo:greeting:1.0', 'org.demo:old:1.0'], 't1')
+    monkeypatch.setattr(mc, '_unread', lambda files: False)  # a noatime mount
+    mvn = ReadingMvn(KNOWN)
+    r = _maven_build(tmp_path, 'store', mvn, ['org.demo:greeting:1.0'], 't2')
+    assert len(mvn.downloads) == 2 and r['ecosystems']['maven']['reused'] == 0
+    assert not [p for p in _maven_files(tmp_path, 'store', r['id']) if '/old/' in p]

@@ -1,5 +1,6 @@
 """npm: input checks, the readers of its real cache format (fixtures made by npm) and the fill."""
 
+import base64
 import hashlib
 import json
 import os
@@ -8,6 +9,8 @@ import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _npmcache as nc
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
+
+from helpers import build_eco, snapshot_files
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'fixtures')
 
@@ -70,6 +73,15 @@ def test_npm_env_drops_host_npm_settings():
     assert env['npm_config_userconfig'] == os.devnull
 
 
+def write_lock(project, tree):
+    """The package-lock.json npm writes for ``tree`` ({name: version})."""
+    lock = {'lockfileVersion': 3, 'packages': dict(
+        ('node_modules/' + n, {'version': v, 'integrity': 'sha512-%s%s' % (n, v)}) for n, v in tree.items())}
+    lock['packages'][''] = {'name': 'pkgcache-snapshot'}
+    with open(os.path.join(project, 'package-lock.json'), 'w') as f:
+        json.dump(lock, f)
+
+
 class FakeNpm(object):
     """npm with a registry where ``app`` alone takes ``lib@2``, ``old`` needs ``lib@1``, and together npm dedupes to ``lib@1``."""
 
@@ -90,11 +102,7 @@ class FakeNpm(object):
             tree = dict(pair for s in specs for pair in self.TREES[s].items())
             if 'app' in specs and 'old' in specs:
                 tree['lib'] = '1.0.0'
-            lock = {'lockfileVersion': 3, 'packages': dict(
-                ('node_modules/' + n, {'version': v, 'integrity': 'sha512-%s%s' % (n, v)}) for n, v in tree.items())}
-            lock['packages'][''] = {'name': 'pkgcache-snapshot'}
-            with open(os.path.join(cwd, 'package-lock.json'), 'w') as f:
-                json.dump(lock, f)
+            write_lock(cwd, tree)
             return 0, '', ''
         if argv[1:3] == ['cache', 'add']:
             bucket = os.path.join(cache, '_cacache', 'index-v5', 'aa', 'bb')
@@ -120,3 +128,150 @@ def test_npm_resolves_every_package_in_its_own_project(tmp_path):
     assert [(p['name'], p['version']) for p in packages] == [('app', '1.0.0'), ('lib', '1.0.0'), ('lib', '2.0.0'), ('old', '1.0.0')]
     assert meta['resolutions'] == {'app': ['app@1.0.0', 'lib@2.0.0'], 'old': ['lib@1.0.0', 'old@1.0.0']}
     assert [(m['package'], m['ecosystem']) for m in misses] == [('nope', 'npm')] and '404' in misses[0]['reason']
+
+
+class CacacheNpm(object):
+    """npm with a real cacache layout: ``install`` fetches (or revalidates) the packument of every package of the
+    tree, ``cache add`` downloads a tarball unless its content and index entry are in the cache. ``trees`` maps
+    a spec to {name: version}; ``downloads`` lists the tarballs fetched."""
+
+    def __init__(self, trees, time=1):
+        self.trees, self.downloads, self.time = trees, [], time
+
+    def _put(self, cache, key, data, write_content):
+        root = os.path.join(cache, '_cacache')
+        digest = hashlib.sha512(data).digest()
+        integrity = 'sha512-' + base64.b64encode(digest).decode()
+        hexd = digest.hex()
+        content = os.path.join(root, 'content-v2', 'sha512', hexd[:2], hexd[2:4], hexd[4:])
+        if write_content and not os.path.exists(content):
+            os.makedirs(os.path.dirname(content), exist_ok=True)
+            with open(content, 'wb') as f:
+                f.write(data)
+        bucket = hashlib.sha256(key.encode()).hexdigest()
+        path = os.path.join(root, 'index-v5', bucket[:2], bucket[2:4], bucket[4:])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        body = json.dumps({'key': key, 'integrity': integrity, 'time': self.time, 'size': len(data)})
+        with open(path, 'a') as f:
+            f.write('\n%s\t%s' % (hashlib.sha1(body.encode()).hexdigest(), body))
+        return content
+
+    def __call__(self, argv, env, data=None, cwd=None):
+        cache = argv[argv.index('--cache') + 1] if '--cache' in argv else None
+        registry = argv[argv.index('--registry') + 1] if '--registry' in argv else None
+        if argv[1] == 'version':
+            return 0, json.dumps({'npm': '10.9.0', 'node': '20.0.0'}), ''
+        if argv[1] == 'install':
+            spec = argv[-1]
+            if spec not in self.trees:
+                return 1, '', 'npm error 404 Not Found - GET %s' % spec
+            tree = self.trees[spec]
+            for name in tree:  # a packument: fetched, or revalidated (a new index line, the same content)
+                versions = sorted(v for t in self.trees.values() for n, v in t.items() if n == name)
+                self._put(cache, nc.KEY_PREFIX + registry + name.replace('/', '%2f'), json.dumps(versions).encode(), True)
+            write_lock(cwd, tree)
+            return 0, '', ''
+        if argv[1:3] == ['cache', 'add']:
+            for spec in argv[argv.index('--registry') + 2:]:
+                name, version = spec.rsplit('@', 1)
+                base = name.rsplit('/', 1)[-1]
+                url = '%s%s/-/%s-%s.tgz' % (registry, name, base, version)
+                tarball = ('tarball of %s' % spec).encode()
+                if (name, version) in nc.cached_tarballs(cache):
+                    continue
+                self.downloads.append(spec)
+                self._put(cache, nc.KEY_PREFIX + url, tarball, True)
+                self._put(cache, nc.PACOTE_PREFIX + spec, tarball, False)
+            return 0, '', ''
+        raise AssertionError(argv)
+
+
+def _npm_build(tmp_path, store, npm, specs, now, **kw):
+    return build_eco(tmp_path, store, 'npm', {'packages': specs, 'registry': 'https://registry.example/'}, npm, now, **kw)
+
+
+_npm_files = snapshot_files
+
+
+def _npm_hits(tmp_path, store, snap_id):
+    """{key: integrity} of the live index entries of a snapshot (what npm finds in it)."""
+    from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
+    with open(st.manifest_path(str(tmp_path / store), snap_id)) as f:
+        tree = st.build_tree(str(tmp_path / store), json.load(f))
+    return dict((e['key'], e['integrity']) for e in nc.index_entries(os.path.join(tree, 'npm')))
+
+
+TREES_1 = {'app': {'app': '1.0.0', 'lib': '2.0.0'}, 'old': {'old': '1.0.0', 'gone': '1.0.0'},
+           '@s/tool': {'@s/tool': '1.0.0', 'lib': '2.0.0'}}
+# A week later: app takes lib 2.1.0, old is no longer asked for, new is.
+TREES_2 = {'app': {'app': '1.0.0', 'lib': '2.1.0'}, 'new': {'new': '1.0.0'}, '@s/tool': {'@s/tool': '1.0.0', 'lib': '2.0.0'}}
+
+
+def test_npm_incremental_build_gives_the_snapshot_of_a_build_from_scratch(tmp_path):
+    _npm_build(tmp_path, 'store', CacacheNpm(TREES_1), ['app', 'old', '@s/tool'], 't1')
+    npm = CacacheNpm(TREES_2, time=2)
+    incremental = _npm_build(tmp_path, 'store', npm, ['app', 'new', '@s/tool', 'nope'], 't2')
+    scratch_npm = CacacheNpm(TREES_2, time=2)
+    scratch = _npm_build(tmp_path, 'scratch', scratch_npm, ['app', 'new', '@s/tool', 'nope'], 't2')
+    # Only the two changed packages were downloaded again; the rest came from the previous snapshot.
+    assert sorted(npm.downloads) == ['lib@2.1.0', 'new@1.0.0'] and len(scratch_npm.downloads) == 5
+    assert incremental['ecosystems']['npm']['reused'] > 0 and scratch['ecosystems']['npm']['reused'] == 0
+    inc, fresh = _npm_files(tmp_path, 'store', incremental['id']), _npm_files(tmp_path, 'scratch', scratch['id'])
+    # The same files; the same content; the same index entries (a reused entry keeps the time it was cached).
+    assert sorted(inc) == sorted(fresh)
+    assert [p for p in inc if inc[p] != fresh[p] and '/index-v5/' not in p] == []
+    assert _npm_hits(tmp_path, 'store', incremental['id']) == _npm_hits(tmp_path, 'scratch', scratch['id'])
+    assert sorted((p['name'], p['version']) for p in incremental['packages']) == \
+        sorted((p['name'], p['version']) for p in scratch['packages'])
+
+
+def test_npm_incremental_build_drops_the_entries_of_packages_it_no_longer_takes(tmp_path):
+    first = _npm_build(tmp_path, 'store', CacacheNpm(TREES_1), ['app', 'old', '@s/tool'], 't1')
+    second = _npm_build(tmp_path, 'store', CacacheNpm(TREES_2, time=2), ['app', 'new', '@s/tool'], 't2')
+    before, after = _npm_files(tmp_path, 'store', first['id']), _npm_files(tmp_path, 'store', second['id'])
+    cache = tmp_path / 'checkout'
+    from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
+    with open(st.manifest_path(str(tmp_path / 'store'), second['id'])) as f:
+        manifest = json.load(f)
+    tree = st.build_tree(str(tmp_path / 'store'), manifest)
+    keys = set(e['key'] for e in nc.index_entries(os.path.join(tree, 'npm')))
+    assert not [k for k in keys if '/old' in k or '/gone' in k or 'old@' in k or 'gone@' in k or 'lib@2.0.0' == k]
+    assert nc.KEY_PREFIX + 'https://registry.example/lib/-/lib-2.0.0.tgz' in keys  # @s/tool still takes it
+    old_tarball = CacacheNpm({})._put(str(cache), 'k', b'tarball of old@1.0.0', False)
+    rel = 'npm/' + os.path.relpath(old_tarball, str(cache)).replace(os.sep, '/')
+    assert rel in before and rel not in after
+    # The reused tarballs and their index buckets are the same objects as before.
+    shared = [p for p in after if '/content-v2/' in p and p in before]
+    assert shared and all(after[p] == before[p] for p in shared)
+    # npm appended to the seeded index buckets: copies, so the previous snapshot's objects did not change.
+    for digest in set(before.values()) - {None}:
+        with open(st.object_path(str(tmp_path / 'store'), digest), 'rb') as f:
+            assert hashlib.sha256(f.read()).hexdigest() == digest
+
+
+def test_npm_without_reuse_builds_from_an_empty_cache(tmp_path):
+    _npm_build(tmp_path, 'store', CacacheNpm(TREES_1), ['app', 'old', '@s/tool'], 't1')
+    npm = CacacheNpm(TREES_2, time=2)
+    r = _npm_build(tmp_path, 'store', npm, ['app', 'new', '@s/tool'], 't2', reuse=False)
+    assert len(npm.downloads) == 5 and r['ecosystems']['npm']['reused'] == 0
+
+
+@pytest.mark.parametrize('key, name', [
+    (nc.KEY_PREFIX + 'https://registry.npmjs.org/chalk', 'chalk'),
+    (nc.KEY_PREFIX + 'https://registry.npmjs.org/@isaacs%2fstring-locale-compare', '@isaacs/string-locale-compare'),
+    (nc.KEY_PREFIX + 'http://127.0.0.1:8373/npm/@s/tool', '@s/tool'),
+    (nc.KEY_PREFIX + 'https://registry.npmjs.org/chalk/-/chalk-4.1.2.tgz', None),
+    ('pacote:tarball:chalk@4.1.2', None),
+])
+def test_npm_packument_keys(key, name):
+    assert nc.packument_name(key) == name
+
+
+def test_npm_prune_keeps_the_entries_in_use_from_a_real_cache(tmp_path):
+    import shutil
+    shutil.copytree(os.path.join(FIXTURES, 'npm', '_cacache'), str(tmp_path / '_cacache'))
+    before = set(e['key'] for e in nc.index_entries(str(tmp_path)))
+    nc.prune(str(tmp_path), lambda k: nc.key_in_use(k, {'chalk'}, {('chalk', '4.1.2')}))
+    after = set(e['key'] for e in nc.index_entries(str(tmp_path)))
+    assert after and after < before and all('chalk' in k for k in after)
+    assert ('chalk', '4.1.2') in nc.cached_tarballs(str(tmp_path))
