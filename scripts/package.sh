@@ -11,7 +11,7 @@ ansible-galaxy collection build "$work/src" --output-path "$work" >/dev/null
 tarball=$(ls "$work"/pkgcache-overlay-*.tar.gz)
 echo "== package: $(basename "$tarball")"
 listing=$(tar -tzf "$tarball")
-bad=$(grep -E '^(molecule|bench|demo|scripts|tests/fleet|\.hypothesis|\.cache|\.ci)(/|$)|__pycache__|\.png$' <<<"$listing" || true)
+bad=$(grep -E '^(molecule|bench|demo|scripts|tests/fleet|\.hypothesis|\.cache|\.ci|\.config)(/|$)|__pycache__|\.png$' <<<"$listing" || true)
 if [ -n "$bad" ]; then
   echo "the tarball ships files it must not:" >&2
   echo "$bad" >&2
