@@ -22,6 +22,8 @@ test: no figure is asserted. Results go to bench/results/<name>.md and .png.
      serves with no download, snapshot resolved jointly (as before) vs package by package (as now).
   6. weekly rebuild (`--only rebuild`, opt-in; bench/rebuild.py): the hit-rate list built again against an
      unchanged index with and without reuse of the previous resolutions, and after one project's release.
+  7. push against pull (`push`, bench/push.py): a refresh of 2 hosts from one store, over HTTP and as archives
+     carried by `ansible -m copy`, time and bytes to each host.
 
 Benchmarks 2 and 4 run with the pip of this machine and with a current pip:
 pip < 23.3 stores response headers inside each HTTP cache entry, >= 23.3
@@ -313,6 +315,21 @@ def run_transfer(args, dummy):
         bench_transfer_growth(args.work, args.rounds, [None, (None, True)] + ([current_pip] if current_pip else []))
 
 
+def run_push(args, dummy):
+    """Push against pull for a refresh of 2 hosts: over a store built with reuse (a weekly refresh) and one without."""
+    import push  # pylint: disable=import-outside-toplevel
+    stores = []
+    with common.serving(args.work, small_wheelhouse(), current_pips()):
+        for label, reuse in (('reuse', True), ('no reuse', False)):
+            name = 'push-' + label.replace(' ', '-')
+            shutil.rmtree(os.path.join(args.work, 'store-' + name), ignore_errors=True)
+            build(args.work, name, V1, None, reuse)
+            time.sleep(1.1)  # a later build, as next week's would be
+            build(args.work, name, PACKAGES, None, reuse)
+            stores.append(('v1 -> v2 (+ pyyaml, wrapt), %s' % label, os.path.join(args.work, 'store-' + name)))
+    push.bench(stores, args.work, args.rounds, write, machine())
+
+
 def run_scale(args, dummy):
     bench_scale(args.work, args.users or [100, 500], args.scale_rounds or args.rounds)
 
@@ -335,6 +352,7 @@ BENCHES = {
     'uv': (True, run_uv),
     'npm': (True, run_npm),
     'transfer': (True, run_transfer),
+    'push': (True, run_push),
     'scale': (True, run_scale),
 }
 

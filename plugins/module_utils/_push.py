@@ -166,7 +166,7 @@ def plan_pack(store, snapshot, sets, part_size):
             'head': {'name': 'head-%s-%s.tar.gz' % (snap_id[:12], head_key.hexdigest()[:16]), 'members': members},
             'sets': {}}
     for wanted in sets:
-        if not isinstance(wanted, list) or not all(isinstance(d, str) and HEX64.match(d) for d in wanted):
+        if not isinstance(wanted, (list, tuple)) or not all(isinstance(d, str) and HEX64.match(d) for d in wanted):
             raise PushError('a set of wanted objects must be a list of sha256s, got %.200r' % (wanted,))
         wanted = sorted(set(wanted))
         for digest in wanted:
