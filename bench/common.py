@@ -21,7 +21,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, '.cache', 'collections'))
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder, _pipcache, _store, _sync  # noqa: E402,F401 (_store: run.py, _pipcache: hitrate.py)
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder, _sync  # noqa: E402
 
 NS = 'pkgbench'
 # Debian's Python, which every user can run; the build uses it too, so the cache matches the users' pip and Python.
@@ -268,4 +268,3 @@ def serving(work, wheelhouse, extra_wheels=()):
 
 def du(path):
     return int(sh(['du', '-sb', path]).stdout.split()[0])
-

@@ -47,8 +47,7 @@ import time
 import zipfile
 
 import common as b
-
-pc = b._pipcache  # pylint: disable=protected-access
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _pipcache as pc  # noqa: E402 (common puts it on sys.path)
 
 FIXTURE = os.path.join(b.ROOT, 'tests', 'unit', 'fixtures', 'popularity', 'top-pypi-packages-30-days.min.json')
 # The popularity fixture has only 16 rows. The list goes on with PyPI's most downloaded projects in rank order

@@ -44,7 +44,7 @@ import time
 import common
 from common import (HERE, INDEX, PORT, ROOT, USER, USER_PYTHON, as_user, build, ensure_user, fmt, install_plot,
                     install_table, machine, mount_view, norm, sh, stats, sync, write)
-from common import _store
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _store  # noqa: E402 (common puts the collection on sys.path)
 import ecosystems
 import hitrate
 
