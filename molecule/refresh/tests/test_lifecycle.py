@@ -37,6 +37,14 @@ def test_1b_the_push_host_reached_no_store_and_a_second_run_moves_nothing():
     assert sync[REPL2]['id'] == STATE['v1'] and not sync[REPL2]['changed'] and sync[REPL2]['fetched_objects'] == 0
     assert pushed(res, REPL2) == (0, 0)
     assert res['Name the objects this host lacks'][REPL2]['wanted'] == []
+    # A dry run plans the head on the builder and reports on that snapshot; nothing is carried.
+    staged = as_root(REPL2).check_output('ls -la --time-style=full-iso /var/lib/pkgcache-push')
+    rc, res = playbook('site.yml', {'build_packages': V1}, args=['--check', '--limit', REPL2])
+    assert rc == 0, res
+    sync = res['Sync and activate the snapshot'][REPL2]
+    assert sync['id'] == STATE['v1'] and not sync['changed'] and not sync.get('warnings')
+    assert res['Send the objects this host lacks'][REPL2].get('skipped')
+    assert as_root(REPL2).check_output('ls -la --time-style=full-iso /var/lib/pkgcache-push') == staged
 
 
 def test_2_users_add_packages():
