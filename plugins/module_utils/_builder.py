@@ -146,9 +146,7 @@ def _result(parts):
 
 def known_result(p, store, snap_id, check_mode, run, now):
     """The result for snapshot ``snap_id`` already in the store: signed if it is not, published if asked."""
-    with open(st.manifest_path(store, snap_id), 'rb') as f:
-        data = f.read()
-    manifest = json.loads(data)
+    data, manifest = st.read_manifest(store, snap_id)
     signed = ensure_signature(p, store, snap_id, run, check_mode)
     result = mf.totals(manifest['entries'])
     result.update({'id': snap_id, 'changed': signed, 'new_objects': 0, 'new_bytes': 0,

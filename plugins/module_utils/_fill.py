@@ -68,13 +68,12 @@ def previous(o, eco, same):
     ``eco`` with metadata that ``same(meta)`` accepts (the same tool and index); else None."""
     if not o.get('reuse') or not o.get('store'):
         return None
+    snap_id = st.read_latest(o['store'])
     try:
-        with open(os.path.join(o['store'], 'refs', 'latest')) as f:
-            snap_id = mf.check_snapshot_id(f.read().strip())
-        with open(st.manifest_path(o['store'], snap_id), 'rb') as f:
-            manifest = json.loads(f.read())
-        mf.validate_entries(manifest.get('entries'))
-    except (OSError, ValueError, TypeError, mf.ManifestError):
+        manifest = st.read_manifest(o['store'], snap_id)[1] if snap_id else None
+    except (OSError, mf.ManifestError):
+        return None
+    if manifest is None:
         return None
     if eco not in (manifest.get('ecosystems') or []) or not same(manifest.get(eco) or {}):
         return None

@@ -13,11 +13,11 @@ every object that no kept manifest lists.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
 from . import _store as st
+from ._manifest import ManifestError
 
 ID_IN_TEXT = re.compile(r'trees/([0-9a-f]{64})')
 
@@ -52,10 +52,9 @@ def _builder_order(store, ids):
     info = {}
     for snap_id in ids:
         try:
-            with open(st.manifest_path(store, snap_id)) as f:
-                m = json.load(f)
+            m = st.read_manifest(store, snap_id)[1]
             info[snap_id] = (bool(m.get('shard')), m.get('created') or '', snap_id)
-        except (OSError, ValueError):
+        except (OSError, ManifestError):
             info[snap_id] = (False, '', snap_id)
     ordered = sorted(ids, key=lambda i: info[i][1:])
     return [[i for i in ordered if not info[i][0]], [i for i in ordered if info[i][0]]]
@@ -68,8 +67,7 @@ def _host_order(store, ids):
 
 
 def _file_shas(store, snap_id):
-    with open(st.manifest_path(store, snap_id)) as f:
-        manifest = json.load(f)
+    manifest = st.read_manifest(store, snap_id)[1]
     return set(e['sha256'] for e in manifest['entries'] if e['type'] == 'file')
 
 
@@ -145,11 +143,7 @@ def plan(store, keep, mountinfo_text, fstab_text, host, held=None, detached_lowe
 
 
 def _latest(store):
-    try:
-        with open(os.path.join(store, 'refs', 'latest')) as f:
-            return f.read().strip()
-    except OSError:
-        return None
+    return st.read_latest(store)
 
 
 def _unshared_tree_bytes(tree):

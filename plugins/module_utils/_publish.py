@@ -148,8 +148,7 @@ def publish(p, store, snap_id, now, run, check_mode, reason='build', hold=True):
     Publishing the snapshot that is already published adds no revision.
     """
     cur = current(store)
-    latest = _read(os.path.join(store, 'refs', 'latest'))
-    same = bool(cur) and cur['id'] == snap_id and latest is not None and latest.decode('ascii', 'replace').strip() == snap_id
+    same = bool(cur) and cur['id'] == snap_id and st.read_latest(store) == snap_id
     held_at = held(store)
     hold_path = os.path.join(store, 'refs', 'hold')
     if reason == 'build' and held_at and not p.get('force'):
@@ -183,11 +182,13 @@ def listing(store):
     out = []
     for r in reversed(records(store)):
         row = dict(r, current=bool(cur and cur['revision'] == r['revision']))
-        data = _read(st.manifest_path(store, r['id']))
-        if data is None:
+        try:
+            m = st.read_manifest(store, r['id'])[1]
+        except (OSError, mf.ManifestError):
+            m = None
+        if m is None:
             row['collected'] = True
         else:
-            m = json.loads(data)
             row.update(mf.totals(m['entries']))
             row['created'] = m.get('created')
             row['packages'] = dict((e, len((m.get(e) or {}).get('packages') or [])) for e in m.get('ecosystems') or [])

@@ -57,8 +57,7 @@ def _remembered(store, versions, index_url):
         if (state.get('pip_version'), state.get('python_version'), state.get('index_url')) != \
                 (versions['pip'], versions['python'], index_url) or not state.get('pages'):
             return None
-        with open(st.manifest_path(store, state['snapshot']), 'rb') as f:
-            entries = json.loads(f.read())['entries']
+        entries = st.read_manifest(store, state['snapshot'])[1]['entries']
     except (OSError, ValueError, KeyError, TypeError, mf.ManifestError):
         return None
     return {'pip': state, 'entries': entries, 'id': state['snapshot']}

@@ -73,7 +73,7 @@ def load_part(store, part, opener, deadline):
             raise BuildError(str(exc))
     else:
         try:
-            with open(st.manifest_path(store, snap_id), 'rb') as f:
+            with open(st.manifest_path(store, snap_id), 'rb') as f:  # checked below against the reported sha256
                 data = f.read()
         except OSError as exc:
             raise BuildError('the manifest of shard %s (%s) is not in the store %s: %s' % (name, snap_id, store, exc))

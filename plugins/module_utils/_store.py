@@ -30,7 +30,7 @@ import threading
 import time
 
 from . import _faults
-from ._manifest import CHUNK, DIR_MODE, FILE_MODE, ManifestError, check_snapshot_id
+from ._manifest import CHUNK, DIR_MODE, FILE_MODE, ManifestError, check_snapshot_id, load_manifest
 
 
 # Seconds within which one download (request, headers and whole body) must end.
@@ -190,6 +190,26 @@ def object_path(store, digest):
 
 def manifest_path(store, snap_id):
     return os.path.join(store, 'snapshots', check_snapshot_id(snap_id) + '.json')
+
+
+def read_manifest(store, snap_id, max_object_size=None, max_snapshot_size=None):
+    """The one reader of a manifest kept in a store: (its bytes, the validated manifest).
+
+    Raises OSError when it cannot be read and ManifestError when it is not a
+    valid manifest of ``snap_id`` (format, entries, id).
+    """
+    with open(manifest_path(store, snap_id), 'rb') as f:
+        data = f.read()
+    return data, load_manifest(data, snap_id, max_object_size, max_snapshot_size)
+
+
+def read_latest(store):
+    """The snapshot id a builder's ``refs/latest`` names, or None (no such file, or not an id)."""
+    try:
+        with open(os.path.join(store, 'refs', 'latest'), 'rb') as f:
+            return check_snapshot_id(f.read(4096).decode('ascii', 'replace').strip())
+    except (OSError, ManifestError):
+        return None
 
 
 def tree_path(store, snap_id):

@@ -17,7 +17,6 @@ once if no mount names its id, else by snapshot_gc once none does.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import time
@@ -77,9 +76,8 @@ def verify(store):
         if snap_id.startswith('.'):
             continue
         try:
-            with open(st.manifest_path(store, snap_id), 'rb') as f:
-                manifest = json.loads(f.read())
-        except (OSError, ValueError, mf.ManifestError):
+            manifest = st.read_manifest(store, snap_id)[1]
+        except (OSError, mf.ManifestError):
             trees[snap_id] = {'missing': [], 'mismatch': [], 'extra': [], 'no_manifest': True}
             continue
         for e in manifest['entries']:
@@ -101,12 +99,15 @@ def repair(store, report, base_url, opener, in_use_ids, workers=8, deadline=None
     for digest in report['bad_objects'] + report['missing_objects']:
         need[digest] = None
     sizes = {}
-    for snap_id in os.listdir(os.path.join(store, 'snapshots')):
-        if snap_id.endswith('.json'):
-            with open(os.path.join(store, 'snapshots', snap_id), 'rb') as f:
-                for e in json.loads(f.read())['entries']:
-                    if e['type'] == 'file' and e['sha256'] in need:
-                        sizes[e['sha256']] = e['size']
+    for name in os.listdir(os.path.join(store, 'snapshots')):
+        if name.endswith('.json') and mf.HEX64.match(name[:-5]):
+            try:
+                entries = st.read_manifest(store, name[:-5])[1]['entries']
+            except (OSError, mf.ManifestError):
+                continue  # not a valid manifest: it names no size to trust
+            for e in entries:
+                if e['type'] == 'file' and e['sha256'] in need:
+                    sizes[e['sha256']] = e['size']
     unknown = [d for d in need if d not in sizes]
     for digest in unknown:  # a bad object that no manifest lists: just drop it
         os.unlink(st.object_path(store, digest))
@@ -118,9 +119,8 @@ def repair(store, report, base_url, opener, in_use_ids, workers=8, deadline=None
         if snap_id not in damaged and not report['bad_objects']:
             continue
         try:
-            with open(st.manifest_path(store, snap_id), 'rb') as f:
-                manifest = json.loads(f.read())
-        except OSError:
+            manifest = st.read_manifest(store, snap_id)[1]
+        except (OSError, mf.ManifestError):
             continue
         if snap_id not in damaged and not any(e.get('sha256') in report['bad_objects'] for e in manifest['entries']):
             continue

@@ -104,3 +104,24 @@ def test_failed_checkout_leaves_no_tree(tmp_path):
     with pytest.raises(st.StoreError, match='no complete checkout'):
         st.activate(host, manifest['id'])
     assert st.active_id(host) is None
+
+
+def test_one_reader_per_store_file_validates_what_it_reads(two_snapshots, tmp_path):
+    served, v1, v2, host = two_snapshots
+    store = served[len('file://'):]
+    data, manifest = st.read_manifest(store, v2)
+    assert manifest['id'] == v2 and hashlib.sha256(data).hexdigest()
+    path = st.manifest_path(store, v2)
+    os.chmod(path, 0o644)
+    with open(path, 'wb') as f:  # one byte of an entry changed: not the snapshot its name says
+        f.write(data.replace(b'"size": ', b'"size": 1', 1))
+    with pytest.raises(mf.ManifestError):
+        st.read_manifest(store, v2)
+    with pytest.raises(OSError):
+        st.read_manifest(store, 'f' * 64)
+    os.makedirs(os.path.join(store, 'refs'), exist_ok=True)
+    for content, expected in ((v1 + '\n', v1), ('../../etc/passwd\n', None), ('', None)):
+        with open(os.path.join(store, 'refs', 'latest'), 'w') as f:
+            f.write(content)
+        assert st.read_latest(store) == expected
+    assert st.read_latest(str(tmp_path / 'nowhere')) is None
