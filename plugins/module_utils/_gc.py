@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 
+from . import _hoststate as hs
 from . import _store as st
 from ._manifest import ManifestError
 
@@ -61,7 +62,7 @@ def _builder_order(store, ids):
 
 
 def _host_order(store, ids):
-    hist = st.history(store)
+    hist = hs.history(store)
     rank = dict((snap_id, n) for n, snap_id in enumerate(hist))  # last activation wins
     return [sorted(ids, key=lambda i: (rank.get(i, -1), i))]
 
@@ -103,7 +104,7 @@ def plan(store, keep, mountinfo_text, fstab_text, host, held=None, detached_lowe
     for ordered in (_host_order if host else _builder_order)(store, all_ids):
         for snap_id in ordered[max(0, len(ordered) - keep):] if keep > 0 else []:
             reasons.setdefault(snap_id, 'newest')
-    active = st.active_id(store) if host else _latest(store)
+    active = hs.active_id(store) if host else _latest(store)
     if active:
         reasons[active] = 'active'
     for snap_id in referenced_ids(mountinfo_text, fstab_text) & all_ids:

@@ -9,17 +9,17 @@ Private to the collection; the API may change without notice.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import re
 
+from . import _hoststate as hs
 from . import _store as st
-from . import _sync
 from . import _views
 from . import _walk
 from ._busy import find_busy
 from ._fstab import block_entries
 from ._fstabfile import read_text
+from ._manifest import ManifestError
 from ._mountinfo import mounted_at, mountinfo_text, parse_mountinfo, split_options
 
 VERSION_KEYS = ('pip_version', 'python_version', 'npm_version', 'node_version', 'maven_version', 'java_version', 'uv_version')
@@ -92,7 +92,7 @@ def _epoch(iso):
 
 def _revision(store, active):
     """The builder's revision of the active snapshot, as the host recorded it when it applied it (or None)."""
-    newest = _sync.newest_applied(store)
+    newest = hs.newest_applied(store)
     return newest['revision'] if newest and newest['id'] == active else None
 
 
@@ -135,12 +135,11 @@ def orphaned_scratch(scratch_root, served):
 
 def collect(store, fstab_text, mountinfo, busy, now, scratch_root=None):
     """Gather the status dict; ``busy`` maps mount targets to pids (see _busy.find_busy)."""
-    active = st.active_id(store)
+    active = hs.active_id(store)
     snap = {'id': active}
     if active:
         try:
-            with open(st.manifest_path(store, active), 'rb') as f:
-                manifest = json.loads(f.read())
+            manifest = st.read_manifest(store, active)[1]
             files = [e for e in manifest['entries'] if e['type'] == 'file']
             versions, cover = {}, {}
             for eco in manifest.get('ecosystems', []):
@@ -151,8 +150,8 @@ def collect(store, fstab_text, mountinfo, busy, now, scratch_root=None):
                          'created_epoch': _epoch(manifest.get('created')), 'revision': _revision(store, active),
                          'files': len(files), 'bytes': sum(e['size'] for e in files), 'versions': versions,
                          'coverage': cover})
-        except (IOError, ValueError):
-            snap['error'] = 'manifest missing or unreadable'
+        except (OSError, ManifestError):
+            snap['error'] = 'manifest missing, unreadable or not valid'
     users = []
     for u in users_from_fstab(fstab_text):
         m = mounted_at(mountinfo, u['target'])
@@ -165,12 +164,7 @@ def collect(store, fstab_text, mountinfo, busy, now, scratch_root=None):
         size, problem = upper_usage(u['upperdir'])
         u.update({'state': state, 'upper_bytes': size, 'upper_truncated': problem})
         users.append(u)
-    last = None
-    try:
-        with open(os.path.join(store, 'last_sync.json'), 'rb') as f:
-            last = json.loads(f.read())
-    except (IOError, ValueError):
-        pass
+    last = hs.read_last_sync(store)
     objects, size = store_usage(store)
     orphaned = orphaned_scratch(scratch_root, set(u['user'] for u in users)) if scratch_root else []
     return {'snapshot': snap, 'users': users, 'last_sync': last, 'store': {'objects': objects, 'bytes': size},

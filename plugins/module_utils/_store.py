@@ -24,7 +24,6 @@ import os
 import queue
 import shutil
 import socket
-import stat
 import tempfile
 import threading
 import time
@@ -503,32 +502,6 @@ def cleanup_leftovers(store):
     return removed
 
 
-def history(store):
-    """Return the ids activated on this host, oldest first (an id may appear more than once)."""
-    try:
-        with open(os.path.join(store, 'history')) as f:
-            lines = f.read().splitlines()
-    except IOError:
-        return []
-    ids = []
-    for line in lines:
-        try:
-            ids.append(check_snapshot_id(line.split(' ')[0]))
-        except ManifestError:
-            continue
-    return ids
-
-
-def record_activation(store, snap_id, when):
-    path = os.path.join(store, 'history')
-    try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except IOError:
-        data = b''
-    write_bytes_atomic(path, data + ('%s %s\n' % (snap_id, when)).encode(), 0o600)
-
-
 def remove_tree(path):
     """Remove a tree that may hold 0555 or 0777 dirs, without following symlinks."""
     def onerror(func, p, exc_info):
@@ -539,41 +512,3 @@ def remove_tree(path):
             pass
     if os.path.lexists(path):
         shutil.rmtree(path, onerror=onerror)
-
-
-def active_id(store):
-    """Return the id the ``current`` pointer names, or None."""
-    link = os.path.join(store, 'current')
-    try:
-        target = os.readlink(link)
-    except OSError:
-        return None
-    name = os.path.basename(target.rstrip('/'))
-    try:
-        return check_snapshot_id(name)
-    except ManifestError:
-        return None
-
-
-def activate(store, snap_id):
-    """Point ``current`` at trees/<id> atomically (symlink to a temp name, then rename)."""
-    if not os.path.isdir(tree_path(store, snap_id)):
-        raise StoreError('snapshot %s has no complete checkout; refusing to activate it' % snap_id)
-    link = os.path.join(store, 'current')
-    tmp = os.path.join(store, '.current-%d' % os.getpid())
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink('trees/' + snap_id, tmp)
-    os.rename(tmp, link)
-    dirfd = os.open(store, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
-
-
-def is_regular_object(store, digest):
-    try:
-        return stat.S_ISREG(os.lstat(object_path(store, digest)).st_mode)
-    except OSError:
-        return False

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import time
 
@@ -21,6 +20,7 @@ from . import _faults
 from . import _manifest as mf
 from . import _publish as publish
 from . import _signing
+from . import _hoststate as hs
 from . import _store as st
 from ._lock import StoreLock
 
@@ -62,8 +62,8 @@ def read_url(opener, url, limit, what, deadline=None):
 
 def previous_id(store):
     """The snapshot that was active before the current one, from the host's history."""
-    current = st.active_id(store)
-    for snap_id in reversed(st.history(store)):
+    current = hs.active_id(store)
+    for snap_id in reversed(hs.history(store)):
         if snap_id != current:
             return snap_id
     raise SyncError('there is no previous snapshot in %s/history to go back to' % store)
@@ -137,18 +137,6 @@ def keep_manifest(store, snap_id, fetched):
     st.write_bytes_atomic(local, data, 0o600)
 
 
-def newest_applied(store):
-    """What this host applied: {created: newest build time, revision: highest revision (or None), id}, or None."""
-    data = _read_local(os.path.join(store, 'newest'))
-    if not data:
-        return None
-    try:
-        d = json.loads(data)
-        return {'created': d['created'], 'id': d['id'], 'revision': d.get('revision')}
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 def check_downgrade(store, manifest, allow, revision=None, latest=False):
     """Refuse a snapshot older than one this host applied, unless ``allow`` (an explicit rollback).
 
@@ -160,7 +148,7 @@ def check_downgrade(store, manifest, allow, revision=None, latest=False):
     named by id, or a host that never saw a revision), build times are
     compared.
     """
-    newest = newest_applied(store)
+    newest = hs.newest_applied(store)
     if not newest or allow or manifest['id'] == newest['id']:
         return
     if revision is not None:
@@ -178,16 +166,6 @@ def check_downgrade(store, manifest, allow, revision=None, latest=False):
         raise SyncError('snapshot %s (built %s) is older than snapshot %s (built %s) that this host already applied; '
                         'refusing a silent downgrade (roll back explicitly to allow it)'
                         % (manifest['id'], created or 'at an unknown time', newest['id'], newest['created']))
-
-
-def record_newest(store, manifest, revision=None):
-    newest = newest_applied(store) or {'created': '', 'id': None, 'revision': None}
-    created = manifest.get('created') or ''
-    revisions = [r for r in (revision, newest['revision']) if r is not None]
-    highest = max(revisions) if revisions else None
-    if created > newest['created'] or highest != newest['revision']:
-        st.write_bytes_atomic(os.path.join(store, 'newest'), json.dumps(
-            {'created': max(created, newest['created']), 'id': manifest['id'], 'revision': highest}).encode(), 0o600)
 
 
 def verify(p, run, data, sig, what, check_mode):
@@ -287,12 +265,12 @@ def _sync(p, opener, check_mode, now, run):
         if not check_mode:
             raise
         # A dry run against a builder that the same run would set up first (a new fleet): say so, change nothing.
-        return {'id': '', 'path': '', 'previous': st.active_id(store), 'changed': True, 'revision': None,
+        return {'id': '', 'path': '', 'previous': hs.active_id(store), 'changed': True, 'revision': None,
                 'missing_objects': 0, 'missing_bytes': 0, 'reused_objects': 0, 'fetched_objects': 0, 'fetched_bytes': 0,
                 'fetch_seconds': 0.0, 'bytes_per_second': 0, 'files': 0, 'bytes': 0, 'ecosystems': [], 'created': None,
                 'warnings': ['check mode: %s; a real run fails here unless the store is served by then' % exc]}
     p = dict(p, revision=record['revision'] if record else None)
-    previous = st.active_id(store)
+    previous = hs.active_id(store)
     limits = {'max_manifest_size': p['max_manifest_size'], 'max_object_size': p.get('max_object_size'),
               'max_snapshot_size': p.get('max_snapshot_size')}
     manifest, manifest_bytes, fetched_manifest = load_manifest(store, opener, base_url, snap_id, limits, check_mode, p, run)
@@ -323,11 +301,7 @@ def _sync(p, opener, check_mode, now, run):
     st.checkout(store, manifest)
     if previous != snap_id:
         _faults.point('activate')
-        st.activate(store, snap_id)
-        st.record_activation(store, snap_id, now or '-')
-    record_newest(store, manifest, p['revision'])
+        hs.activate(store, snap_id)
+        hs.record_activation(store, snap_id, now or '-')
+    hs.record_newest(store, manifest, p['revision'])
     return result
-
-
-def manifest_summary(manifest):
-    return json.dumps({k: v for k, v in manifest.items() if k != 'entries'}, sort_keys=True)

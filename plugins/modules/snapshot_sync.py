@@ -229,7 +229,6 @@ backup_file:
 """
 
 import datetime
-import json
 import os
 import socket
 import time
@@ -237,6 +236,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _hoststate as hs
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _push
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fstab import FstabError, escape
@@ -245,7 +245,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import
 from ansible_collections.pkgcache.overlay.plugins.module_utils._manifest import ManifestError
 from ansible_collections.pkgcache.overlay.plugins.module_utils._mountcmd import MountError, mount_from_fstab, unmount
 from ansible_collections.pkgcache.overlay.plugins.module_utils._overlay import mounted_at, parse_mountinfo
-from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError, write_bytes_atomic
+from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
 
 BLOCK = 'snapshot'
 
@@ -283,7 +283,7 @@ def record_last_sync(module, store, outcome):
     outcome.update({'time': datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
                     'epoch': int(time.time())})
     try:
-        write_bytes_atomic(os.path.join(store, 'last_sync.json'), json.dumps(outcome).encode(), 0o600)
+        hs.write_last_sync(store, outcome)
     except OSError as exc:
         module.warn('cannot record the sync result in %s: %s' % (store, exc))
 

@@ -7,6 +7,7 @@ import subprocess
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _busy
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _gc
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _hoststate as hs
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _views
 
@@ -35,7 +36,7 @@ def test_gc_keeps_active_newest_and_referenced(two_snapshots, tmp_path):
     plan = _gc.plan(host, 1, '', '', host=True)
     assert plan['remove'] == [v1] and len(plan['objects']) == 200
     _gc.apply(host, plan)
-    assert st.active_id(host) == v3 and tree_is_complete(host, v3)
+    assert hs.active_id(host) == v3 and tree_is_complete(host, v3)
     expected = {'keep': {v3: 'active'}, 'remove': [], 'objects': [], 'bytes': 0, 'incomplete': None}
     assert _gc.plan(host, 1, '', '', host=True) == expected
 

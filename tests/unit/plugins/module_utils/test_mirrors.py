@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _hoststate as hs
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 
@@ -43,7 +44,7 @@ def test_a_dead_mirror_and_a_corrupt_one_are_skipped_for_a_good_one(tmp_path, ke
     # A host whose own order is the dead one, then the corrupt one, then the good one.
     name = [k for k in ('repl-%d' % n for n in range(100)) if _sync.mirror_order(mirrors, k) == mirrors][0]
     r = sync(host, mirrors, key[1], name)
-    assert r['id'] == v1['id'] and r['mirror'] == 'file://' + good and st.active_id(host) == v1['id']
+    assert r['id'] == v1['id'] and r['mirror'] == 'file://' + good and hs.active_id(host) == v1['id']
     assert [f['url'] for f in r['failed_mirrors']] == mirrors[:2]
     assert 'does not match its hash' in r['failed_mirrors'][1]['error']
     assert st.missing_objects(host, []) == {}

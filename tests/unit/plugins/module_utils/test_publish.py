@@ -9,7 +9,7 @@ import pytest
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _publish as pub
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _signing
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _hoststate as hs
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 
 from helpers import FakePip, params
@@ -106,7 +106,7 @@ def test_a_host_refuses_a_replayed_older_revision_and_takes_a_rollback(tmp_path,
     open(published, 'w').write('1\n')
     with pytest.raises(_sync.SyncError, match='publishes revision 1 .* already applied revision 2; refusing a replayed'):
         sync()
-    assert st.active_id(host) == v2['id']
+    assert hs.active_id(host) == v2['id']
     # A forged record (not signed by the key) is refused too.
     open(published, 'w').write('2\n')
     path = pub.record_path(served, 2)
@@ -118,7 +118,7 @@ def test_a_host_refuses_a_replayed_older_revision_and_takes_a_rollback(tmp_path,
     # The builder rolls back: v1 as revision 3, taken without allow_downgrade although v1 was built earlier.
     pub.rollback({'store': served, 'snapshot': 'previous', 'signing_key': key[0]}, run, now='t3')
     r = sync()
-    assert r['id'] == v1['id'] and r['revision'] == 3 and st.active_id(host) == v1['id']
+    assert r['id'] == v1['id'] and r['revision'] == 3 and hs.active_id(host) == v1['id']
 
 
 def hide_published(served, latest):
@@ -150,7 +150,7 @@ def test_a_host_that_applied_revisions_refuses_a_store_that_hides_them(tmp_path,
     # v2 (rolled back from; its manifest is validly signed and built later) behind a hidden refs/published:
     with pytest.raises(_sync.SyncError, match='publishes no revision record .* already applied revision 3; refusing'):
         sync_with(host, served, key[1], hide_published(served, v2['id']))
-    assert st.active_id(host) == v1['id']
+    assert hs.active_id(host) == v1['id']
     # An operator who names the snapshot (through Ansible, not the server) still gets it.
     assert sync_with(host, served, key[1], hide_published(served, v2['id']), snapshot=v2['id'])['id'] == v2['id']
 

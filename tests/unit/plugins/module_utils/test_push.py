@@ -8,6 +8,7 @@ import tarfile
 import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _push
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _hoststate as hs
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 
@@ -70,7 +71,7 @@ def test_a_push_activates_the_signed_snapshot_then_a_second_moves_nothing(tmp_pa
     host, staging, carried = places
     v1 = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', key[0])
     result, want, sent = push(store(tmp_path), host, staging, carried, allowed=key[1])
-    assert result['id'] == v1['id'] and st.active_id(host) == v1['id'] and result['revision'] == 1
+    assert result['id'] == v1['id'] and hs.active_id(host) == v1['id'] and result['revision'] == 1
     assert result['fetched_objects'] == want['missing_objects'] == len(want['wanted']) > 0
     assert sent > 0 and not os.path.exists(os.path.join(staging, 'objects'))
     again, want, sent = push(store(tmp_path), host, staging, carried, allowed=key[1])
@@ -135,7 +136,7 @@ def test_a_corrupt_object_is_refused_and_the_active_snapshot_stays(tmp_path, key
     with pytest.raises(st.StoreError, match='does not match its hash'):
         _sync.sync({'mirrors': [_push.source_url(staging)], 'snapshot': 'latest', 'store': host, 'workers': 2,
                     'max_manifest_size': 1 << 20, 'allowed_signers': key[1]}, _push.source_opener(staging), run=run)
-    assert st.active_id(host) == v1['id']
+    assert hs.active_id(host) == v1['id']
 
 
 def test_a_forged_manifest_in_the_head_is_refused_by_its_signature(tmp_path, key, places):
@@ -146,7 +147,7 @@ def test_a_forged_manifest_in_the_head_is_refused_by_its_signature(tmp_path, key
     open(sig, 'w').write('-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----\n')
     with pytest.raises(_sync.SyncError, match='signature'):
         push(store(tmp_path), host, staging, carried, allowed=key[1])
-    assert st.active_id(host) is None
+    assert hs.active_id(host) is None
 
 
 def test_an_interrupted_push_resumes_without_sending_what_arrived(tmp_path, key, places):

@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _signing as sg
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _hoststate as hs
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 
@@ -90,10 +91,10 @@ def test_sync_refuses_unsigned_and_foreign_signed_snapshots(tmp_path, keys):
     with pytest.raises(_sync.SyncError, match='snapshot %s has a bad signature or one by a key not in' % foreign):
         do_sync(params('file://' + served, host, allowed, foreign))
     # Nothing past the manifest was fetched, nothing activated.
-    assert st.active_id(host) is None and not os.path.exists(os.path.join(host, 'trees', foreign))
+    assert hs.active_id(host) is None and not os.path.exists(os.path.join(host, 'trees', foreign))
     assert [n for n in os.listdir(os.path.join(host, 'objects')) if n != 'incoming'] == []
     assert do_sync(params('file://' + served, host, allowed, signed))['id'] == signed
-    assert st.active_id(host) == signed
+    assert hs.active_id(host) == signed
 
 
 def test_no_silent_downgrade(tmp_path, keys):
@@ -104,9 +105,9 @@ def test_no_silent_downgrade(tmp_path, keys):
     do_sync(params('file://' + served, host, allowed, new))
     with pytest.raises(_sync.SyncError, match='older than snapshot %s .* refusing a silent downgrade' % new):
         do_sync(params('file://' + served, host, allowed, old))
-    assert st.active_id(host) == new
+    assert hs.active_id(host) == new
     do_sync(params('file://' + served, host, allowed, old, allow_downgrade=True))
-    assert st.active_id(host) == old
+    assert hs.active_id(host) == old
     # The newest applied is still remembered: going forward is fine, back again is not.
     do_sync(params('file://' + served, host, allowed, new))
     with pytest.raises(_sync.SyncError, match='silent downgrade'):

@@ -6,6 +6,7 @@ import urllib.request
 import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _manifest as mf
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _hoststate as hs
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 
 
@@ -50,8 +51,8 @@ def test_fetch_checkout_activate(tmp_path):
     assert os.stat(os.path.join(tree, 'pip', 'a')).st_ino == os.stat(os.path.join(tree, 'pip', 'c')).st_ino
     assert oct(os.stat(os.path.join(tree, 'pip')).st_mode & 0o7777) == oct(0o777)
     assert st.checkout(host, manifest) == (tree, False)
-    st.activate(host, manifest['id'])
-    assert st.active_id(host) == manifest['id']
+    hs.activate(host, manifest['id'])
+    assert hs.active_id(host) == manifest['id']
     assert os.path.realpath(os.path.join(host, 'current')) == tree
 
 
@@ -102,8 +103,8 @@ def test_failed_checkout_leaves_no_tree(tmp_path):
         st.checkout(host, manifest)
     assert os.listdir(os.path.join(host, 'trees')) == []
     with pytest.raises(st.StoreError, match='no complete checkout'):
-        st.activate(host, manifest['id'])
-    assert st.active_id(host) is None
+        hs.activate(host, manifest['id'])
+    assert hs.active_id(host) is None
 
 
 def test_one_reader_per_store_file_validates_what_it_reads(two_snapshots, tmp_path):

@@ -6,6 +6,7 @@ import signal
 
 import pytest
 
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _hoststate as hs
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import StoreLock
@@ -19,7 +20,7 @@ def test_sigkill_leaves_the_active_snapshot_working_and_the_next_run_converges(t
     res = run_sync(url, v2, host, kill_at=point)
     assert res.returncode == -signal.SIGKILL, (res.returncode, res.stderr)
     # The host still serves v1, whole.
-    assert st.active_id(host) == v1 and tree_is_complete(host, v1)
+    assert hs.active_id(host) == v1 and tree_is_complete(host, v1)
     # What the kill left behind is what we think it is.
     leftovers = {
         'fetch': os.listdir(os.path.join(host, 'objects', 'incoming')),
@@ -30,7 +31,7 @@ def test_sigkill_leaves_the_active_snapshot_working_and_the_next_run_converges(t
     # The next run converges and cleans up.
     res = run_sync(url, v2, host)
     assert res.returncode == 0, res.stderr
-    assert st.active_id(host) == v2 and tree_is_complete(host, v2)
+    assert hs.active_id(host) == v2 and tree_is_complete(host, v2)
     assert os.listdir(os.path.join(host, 'objects', 'incoming')) == []
     assert not [n for n in os.listdir(os.path.join(host, 'trees')) if n.startswith('.')]
 
@@ -42,9 +43,9 @@ def test_previous_and_rollback(two_snapshots):
     assert run_sync(url, v2, host).returncode == 0
     assert _sync.previous_id(host) == v1
     res = run_sync(url, 'previous', host)
-    assert res.returncode == 0 and st.active_id(host) == v1
+    assert res.returncode == 0 and hs.active_id(host) == v1
     assert _sync.previous_id(host) == v2
-    assert st.history(host) == [v1, v2, v1]
+    assert hs.history(host) == [v1, v2, v1]
 
 
 def sync_params(server, snap, host, deadline=1):
@@ -71,7 +72,7 @@ def test_dripped_object_fails_within_the_deadline_and_releases_the_lock(drip, tm
         pass
     assert not os.path.exists(st.object_path(host, digest))
     assert os.listdir(os.path.join(host, 'objects', 'incoming')) == []
-    assert st.active_id(host) is None
+    assert hs.active_id(host) is None
 
 
 def test_dripped_status_line_fails_within_the_deadline(drip, tmp_path):
