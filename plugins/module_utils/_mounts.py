@@ -120,6 +120,7 @@ class Run(object):
         self.state_dir, self.state, self.lazy, self.compact = state_dir, state, lazy, compact
         self.purge_removed = purge_removed
         self.now = time.time() if now is None else now
+        self.live = False  # True when ``info`` is this host's mount table, read again under the lock
 
     def converge(self, mount_fn, check_mode):
         run = _views.Converge(self.mounts, self.info, mount_fn, check_mode, state=self.state, state_dir=self.state_dir,
@@ -160,8 +161,10 @@ def prepare(repls, ecosystems, lower_root, scratch_root, views_root, state_dir, 
             raise ov.OverlayInputError(
                 'ecosystem %s: the snapshot at %s has no %s cache (%s is missing); build it with that ecosystem '
                 'or remove it from ecosystems' % (m['ecosystem'], lower_root, m['ecosystem'], m['lowerdir']))
-    return Run(mounts, paired, unresolved, info, fstab, lower_root, scratch_root, views_root, state_dir, state, lazy,
-               compact, purge_removed)
+    run = Run(mounts, paired, unresolved, info, fstab, lower_root, scratch_root, views_root, state_dir, state, lazy,
+              compact, purge_removed)
+    run.live = mountinfo is None
+    return run
 
 
 def _mount_step(run, planner, m, recorded):
@@ -279,7 +282,10 @@ def execute(run, the_plan, planner, doer, update):
     removed = {}
     for item in the_plan['unmount']:
         cur = mi.mounted_at(run.info, item['target'])
-        outcome = sf.umount(item['target'], cur['mount_id'], lazy=run.lazy)
+        try:
+            outcome = sf.umount(item['target'], cur['mount_id'], lazy=run.lazy) if cur else 'gone'
+        except (OSError, sf.UnsafePathError) as exc:  # one stale mount that will not go: reported, the run goes on
+            outcome = 'failed: %s' % exc
         if outcome != 'gone':
             removed[item['target']] = outcome
     if the_plan['purge']:
@@ -331,6 +337,10 @@ def converge(run, check_mode, update, warn, diff, lock_timeout):
 
     doer = run.converge(mount_fn, False)  # makes the roots: the lock is in the views root
     with StoreLock(run.views_root, lock_timeout):
+        if run.live:  # what another run mounted or switched while this one waited for the lock
+            run.info = doer.info = mi.current()
+            for m in run.mounts:
+                check_filesystems(run.info, m)
         the_plan, planner = plan(run, doer.created)
         doer, fstab, removed, linked = execute(run, the_plan, planner, doer, update)
     return result(run, doer, fstab, removed, linked, the_plan, warn, diff)

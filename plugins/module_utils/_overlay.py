@@ -125,6 +125,13 @@ def resolve_repls(repls, getpwnam):
                 for key, value in (('uid', pw.pw_uid), ('gid', pw.pw_gid), ('home', pw.pw_dir)):
                     if repl.get(key) is None:
                         repl[key] = value
+                if 'home' in missing:
+                    # One user's odd passwd entry leaves that user unserved, not the whole host.
+                    try:
+                        validate_path(pw.pw_dir or '', 'home %r from the passwd database' % pw.pw_dir)
+                    except OverlayInputError as exc:
+                        unresolved[repl['name']] = 'repl user %s: %s' % (repl['name'], exc)
+                        repl['home'] = None
         out.append(repl)
     return out, unresolved
 

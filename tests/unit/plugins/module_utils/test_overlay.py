@@ -114,6 +114,12 @@ def test_users_are_resolved_from_passwd_and_an_unknown_one_is_named():
     assert dave['uid'] is None and dave['link'] is None and dave['target'] == '/var/lib/pkgcache-views/dave/pip'
     with pytest.raises(ov.OverlayInputError, match='repl dave: uid None'):
         ov.plan_mounts(repls, ['pip'], LOWER, '/mnt/scratch')
+    # A home in passwd that overlay or fstab would misread (or none) leaves that user unserved, not everyone.
+    odd = {'bob': Pw(2002, 2002, '/home/Bob Smith'), 'gil': Pw(2007, 2007, ''), 'alice': getpwnam('alice')}
+    repls, unresolved = ov.resolve_repls([{'name': n} for n in ('alice', 'bob', 'gil')], odd.__getitem__)
+    assert sorted(unresolved) == ['bob', 'gil'] and "holds ' '" in unresolved['bob'] and 'absolute' in unresolved['gil']
+    assert [m['user'] for m in ov.plan_mounts(repls, ['pip'], LOWER, '/mnt/scratch', unresolved=unresolved)
+            if m['link']] == ['alice']
     # A name that cannot be one is refused before the passwd database is asked (getpwnam raises on a NUL).
     for bad in ('a\x00b', None, '..'):
         with pytest.raises(ov.OverlayInputError, match='repl name'):
