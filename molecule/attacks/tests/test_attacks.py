@@ -125,7 +125,9 @@ def test_1_mount_target_swap_race_during_switches():
             assert rc == 0, res.get('msg')
             for user in VICTIMS:
                 assert res['users'][user] == {'pip': 'switched', 'npm': 'switched'}, res['users']
-            assert set(res['users']['mallory'].values()) <= {'switched', 'failed'}, res['users']['mallory']
+            # Her own views may fail while she races (her links); a view that failed to switch in one round is
+            # 'already' on the next round's snapshot. Whatever she does, the others switch and nothing lands in /etc.
+            assert set(res['users']['mallory'].values()) <= {'switched', 'failed', 'already'}, res['users']['mallory']
     finally:
         summary = stop('mallory', 'race_home')
         as_user('mallory', HOST).run('cd ~ && for d in .npm .cache; do [ -L $d ] && [ -e $d.real ] && rm $d && mv $d.real $d; done; true')
