@@ -212,11 +212,11 @@ def plan(run, made_roots=None):
         for m in ready:
             action, why = _mount_step(run, planner, m, recorded)
             try:
-                link = _views.place_link(m, True, run.now)
+                link = {'already': 'keep', 'created': 'create', 'replaced': 'replace'}[_views.place_link(m, True, run.now)]
             except (sf.UnsafePathError, OSError) as exc:
-                planner.fail(m, str(exc))
-                continue
-            link = {'already': 'keep', 'created': 'create', 'replaced': 'replace'}[link]
+                # The user's own link place is broken, or changing under us: that costs the link only. The view is
+                # still mounted and kept in fstab; the link is tried (and a failure reported) when the run executes.
+                link, why = 'retry', '%s; link: %s' % (why, exc)
             user_steps.append({'user': user, 'ecosystem': m['ecosystem'], 'target': m['target'], 'action': action,
                                'why': why, 'link': link, 'compact': run.compact and action == 'switch'})
             planner.note(planner.users, m, {'mount': 'mounted', 'switch': 'switched'}.get(

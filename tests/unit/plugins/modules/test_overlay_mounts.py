@@ -84,6 +84,8 @@ def test_a_broken_user_is_reported_and_the_others_served(tmp_path, capsys):
     assert rc == 0 and res['users']['alice'] == {'pip': 'present'}
     assert res['users']['mallory'] == {'pip': 'failed'} and '.cache of repl mallory is a symlink' in res['unserved']['mallory']['pip']
     assert os.path.islink(str(tmp_path / 'home' / 'alice' / '.cache' / 'pip'))
+    # Her broken link costs the link only: her view keeps its fstab line (and stays mounted across a reboot).
+    assert ' %s ' % (tmp_path / 'views' / 'mallory' / 'pip') in (tmp_path / 'fstab').read_text()
     rc, res = run(capsys, dict(a, strict=True))
     assert rc == 1 and res['msg'] == 'repl users not served: mallory' and res['users']['alice'] == {'pip': 'present'}
 
