@@ -17,15 +17,7 @@ import json
 import os
 
 from ._manifest import ManifestError, check_snapshot_id
-from ._store import StoreError, tree_path, write_bytes_atomic
-
-
-def _read_local(path):
-    try:
-        with open(path, 'rb') as f:
-            return f.read()
-    except OSError:
-        return None
+from ._store import StoreError, read_optional, tree_path, write_bytes_atomic
 
 
 def active_id(store):
@@ -87,7 +79,7 @@ def record_activation(store, snap_id, when):
 
 def newest_applied(store):
     """What this host applied: {created: newest build time, revision: highest revision (or None), id}, or None."""
-    data = _read_local(os.path.join(store, 'newest'))
+    data = read_optional(os.path.join(store, 'newest'))
     if not data:
         return None
     try:
@@ -109,7 +101,7 @@ def record_newest(store, manifest, revision=None):
 
 def read_last_sync(store):
     """The last sync's outcome, or None."""
-    data = _read_local(os.path.join(store, 'last_sync.json'))
+    data = read_optional(os.path.join(store, 'last_sync.json'))
     try:
         return json.loads(data) if data else None
     except ValueError:

@@ -44,14 +44,6 @@ MAX_RECORD_BYTES = 4096
 _NUMBER = re.compile(r'^[1-9][0-9]{0,17}$')
 
 
-def _read(path):
-    try:
-        with open(path, 'rb') as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def record_path(store, revision):
     return os.path.join(store, 'refs', 'revisions', '%d.json' % revision)
 
@@ -80,8 +72,8 @@ def parse_record(data, revision, what):
 def current(store):
     """The newest record of the store (a dict), or None if nothing was published with revisions."""
     try:
-        number = parse_number(_read(os.path.join(store, 'refs', 'published')), 'refs/published')
-        return parse_record(_read(record_path(store, number)), number, 'revision %d' % number)
+        number = parse_number(st.read_optional(os.path.join(store, 'refs', 'published')), 'refs/published')
+        return parse_record(st.read_optional(record_path(store, number)), number, 'revision %d' % number)
     except (ValueError, TypeError, mf.ManifestError):
         return None
 
@@ -95,14 +87,14 @@ def records(store):
         if not m:
             continue
         try:
-            out.append(parse_record(_read(os.path.join(directory, name)), int(m.group(1)), name))
+            out.append(parse_record(st.read_optional(os.path.join(directory, name)), int(m.group(1)), name))
         except (ValueError, TypeError, mf.ManifestError):
             continue
     return sorted(out, key=lambda r: r['revision'])
 
 
 def held(store):
-    data = _read(os.path.join(store, 'refs', 'hold'))
+    data = st.read_optional(os.path.join(store, 'refs', 'hold'))
     return data.decode('ascii', 'replace').strip() if data else None
 
 

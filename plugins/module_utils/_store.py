@@ -202,6 +202,15 @@ def read_manifest(store, snap_id, max_object_size=None, max_snapshot_size=None):
     return data, load_manifest(data, snap_id, max_object_size, max_snapshot_size)
 
 
+def read_optional(path):
+    """The bytes of a small store file, or None when it cannot be read (absent, say)."""
+    try:
+        with open(path, 'rb') as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def read_latest(store):
     """The snapshot id a builder's ``refs/latest`` names, or None (no such file, or not an id)."""
     try:

@@ -85,14 +85,6 @@ def resolve_id(opener, base_url, snapshot, store=None, deadline=None):
         raise SyncError(str(exc))
 
 
-def _read_local(path):
-    try:
-        with open(path, 'rb') as f:
-            return f.read()
-    except IOError:
-        return None
-
-
 def load_manifest(store, opener, base_url, snap_id, limits, check_mode, p=None, run=None):
     """Return (manifest, fetched bytes): from the host's store when present, else from the server.
 
@@ -101,7 +93,7 @@ def load_manifest(store, opener, base_url, snap_id, limits, check_mode, p=None, 
     """
     p = p or {}
     local = st.manifest_path(store, snap_id)
-    data, sig = _read_local(local), _read_local(local + '.sig')
+    data, sig = st.read_optional(local), st.read_optional(local + '.sig')
     fetched = 0
     url = '%s/snapshots/%s.json' % (base_url, snap_id)
     if data is None:
