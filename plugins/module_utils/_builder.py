@@ -5,12 +5,14 @@
 
 Private to the collection; the API may change without notice. Commands run
 through the ``run(argv, env) -> (rc, stdout, stderr)`` callable that the
-module passes in, so this file has no Ansible dependency.
+module passes in; only ``run_module()`` and ``run_merge_module()``
+(snapshot_build's and snapshot_merge's main()) touch the Ansible module.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import hashlib
 import json
@@ -18,6 +20,7 @@ import os
 import tempfile
 
 from . import _manifest as mf
+from . import _module
 from . import _publish as publish
 from . import _shards as shards
 from . import _solo as solo
@@ -25,7 +28,58 @@ from . import _store as st
 from . import _sync
 from ._ecosystems import ECOSYSTEMS, FILLERS
 from ._fill import BuildError, fingerprint
-from ._lock import StoreLock
+from ._lock import LockError, StoreLock
+from ._signing import SignatureError
+
+# snapshot_merge's arguments.
+MERGE_ARGUMENT_SPEC = dict(
+    parts=dict(type='list', elements='dict', required=True, options=dict(
+        name=dict(type='str', required=True),
+        id=dict(type='str', default=''),
+        url=dict(type='str'),
+        sha256=dict(type='str'),
+        shard=dict(type='dict'),
+    )),
+    store=dict(type='path', required=True),
+    work_dir=dict(type='path', default='/var/lib/pkgcache-build'),
+    publish=dict(type='bool', default=True),
+    signing_key=dict(type='path', no_log=False),
+    lock_timeout=dict(type='int', default=0),
+    force=dict(type='bool', default=False),
+    workers=dict(type='int', default=8),
+    timeout=dict(type='int', default=30),
+    validate_certs=dict(type='bool', default=True),
+    deadline=dict(type='int', default=900),
+)
+
+
+def argument_spec():
+    """snapshot_build's options: pip's at the top level, every other ecosystem's in a dict option of its name (each
+    filler's OPTIONS), and the build's own."""
+    spec = dict(
+        ecosystems=dict(type='list', elements='str', default=['pip'], aliases=['ecosystem'], choices=list(ECOSYSTEMS)),
+        work_dir=dict(type='path', default='/var/lib/pkgcache-build'),
+        store=dict(type='path', required=True),
+        publish=dict(type='bool', default=True),
+        provenance=dict(type='dict'),
+        signing_key=dict(type='path', no_log=False),
+        lock_timeout=dict(type='int', default=0),
+        workers=dict(type='int', default=4),
+        reuse=dict(type='bool', default=True),
+        max_age=dict(type='int', default=0),
+        force=dict(type='bool', default=False),
+        shard=dict(type='dict', options=dict(index=dict(type='int', required=True),
+                                             count=dict(type='int', required=True))),
+    )
+    spec.update(copy.deepcopy(FILLERS['pip'].OPTIONS))
+    for eco in ECOSYSTEMS:
+        if eco != 'pip':
+            spec[eco] = dict(type='dict', options=copy.deepcopy(FILLERS[eco].OPTIONS))
+    return spec
+
+
+def merge_argument_spec():
+    return copy.deepcopy(MERGE_ARGUMENT_SPEC)
 
 
 def ecosystems(p):
@@ -380,3 +434,37 @@ def merge(p, opener, check_mode=False, now=None, run=None):
         result.update({'id': snap_id, 'changed': True, 'new_objects': new_objects, 'new_bytes': new_bytes,
                        'created': now, 'signed': bool(p.get('signing_key')), 'manifest_sha256': digest})
         return _published(p, store, snap_id, now, run, check_mode, result)
+
+
+def build_runner(module):
+    """``run(argv, env, data=None, cwd=None)`` for the build's tools: run_command with ``env`` added, and without
+    the host's settings for the tools (PIP_*, UV_*, npm_config_*) that ``env`` does not set."""
+    def run(argv, env, data=None, cwd=None):
+        if env is not None:
+            for key in [k for k in os.environ if k.upper().startswith(('PIP_', 'UV_', 'NPM_CONFIG_')) and k not in env]:
+                del os.environ[key]
+        return module.run_command(argv, environ_update=env or {}, data=data, binary_data=True, cwd=cwd)
+    return run
+
+
+def run_module(module):
+    """snapshot_build's main(): build() decides once; check mode runs no tool and writes nothing."""
+    p = module.params
+    try:
+        result = build(p, build_runner(module), check_mode=module.check_mode, now=_module.utc_now(),
+                       opener=_module.opener() if p['reuse'] else None)
+    except (BuildError, st.StoreError, mf.ManifestError, SignatureError, LockError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+def run_merge_module(module):
+    """snapshot_merge's main(): merge() decides once; check mode fetches and writes nothing."""
+    p = module.params
+    _module.require_at_least(module, 'deadline', 1)
+    try:
+        result = merge(p, _module.opener(p['timeout'], p['validate_certs']), check_mode=module.check_mode,
+                       now=_module.utc_now(), run=_module.runner(module))
+    except (BuildError, _sync.SyncError, st.StoreError, mf.ManifestError, SignatureError, LockError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)

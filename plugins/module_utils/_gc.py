@@ -9,18 +9,40 @@ Kept: the N newest snapshots, the active one (``current`` on a host,
 ``refs/latest`` on a builder), and every snapshot whose id a live mount
 (/proc/self/mountinfo) or an fstab line names. Everything else goes, then
 every object that no kept manifest lists.
+
+``run_module()`` is snapshot_gc's main(): one plan, which check mode returns
+and a real run, under the store lock, carries out.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import re
 
 from . import _hoststate as hs
+from . import _module
 from . import _store as st
+from . import _views
+from ._busy import held_files
+from ._fstabfile import mountinfo_text, read_text
+from ._lock import LockError, StoreLock
 from ._manifest import ManifestError
 
 ID_IN_TEXT = re.compile(r'trees/([0-9a-f]{64})')
+
+# snapshot_gc's arguments.
+ARGUMENT_SPEC = dict(
+    store=dict(type='path', default='/var/lib/pkgcache'),
+    keep=dict(type='int', default=3),
+    fstab=dict(type='path', default='/etc/fstab'),
+    lock_timeout=dict(type='int', default=0),
+)
+
+
+def argument_spec():
+    return copy.deepcopy(ARGUMENT_SPEC)
 
 
 def referenced_ids(*texts):
@@ -177,3 +199,34 @@ def apply(store, gc_plan):
         os.unlink(path)
     for path in gc_plan.get('quarantine', []):
         st.remove_tree(path)
+
+
+def module_plan(p, host):
+    """The plan of a run with the module's arguments ``p``, from the live mounts and processes."""
+    return plan(p['store'], p['keep'], mountinfo_text(), read_text(p['fstab']), host, held=held_files(),
+                detached_lowers=_views.live_lowerdirs(p['store']))
+
+
+def run_module(module):
+    """snapshot_gc's main(): check mode returns the plan; a real run removes the leftovers of a killed run, then
+    plans under the store lock and applies that plan."""
+    p = module.params
+    _module.require_at_least(module, 'keep', 0)
+    host = not os.path.isdir(os.path.join(p['store'], 'refs'))
+    leftovers = []
+    try:
+        with contextlib.nullcontext() if module.check_mode else StoreLock(p['store'], p['lock_timeout']):
+            if not module.check_mode:
+                leftovers = st.cleanup_leftovers(p['store'])
+            gc_plan = module_plan(p, host)
+            if not module.check_mode:
+                apply(p['store'], gc_plan)
+    except (LockError, OSError, ValueError) as exc:
+        module.fail_json(msg=str(exc))
+    if any('CAP_SYS_PTRACE' in reason for reason in gc_plan['keep'].values()):
+        module.warn('some processes could not be inspected (root lacks CAP_SYS_PTRACE), so no snapshot could be '
+                    'proven unused; every snapshot was kept')
+    if gc_plan['incomplete']:
+        module.warn('snapshot %s has a tree but no manifest; no object was removed' % gc_plan['incomplete'])
+    module.exit_json(changed=bool(gc_plan['remove'] or gc_plan['objects'] or leftovers), kept=gc_plan['keep'],
+                     removed=gc_plan['remove'], removed_objects=len(gc_plan['objects']), freed_bytes=gc_plan['bytes'])

@@ -10,10 +10,14 @@ to [0, 1] by its largest count, multiplied by the source's weight and summed,
 so a list of a billion downloads and a handful of fleet misses can be mixed.
 Telemetry from uppers is aggregated per host (how many users fetched each
 package) and never names a user.
+
+``run_module()`` is package_popularity's main(); it changes nothing, so
+check mode and a real run rank the same.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -27,6 +31,19 @@ from ._ecosystems import ECOSYSTEMS
 from ._pipcache import normalize_name, requirement_name
 
 SOURCE_TYPES = ('top_pypi_json', 'ranked_list', 'access_log', 'pip_log', 'npm_log', 'counts', 'uppers')
+
+# package_popularity's arguments.
+ARGUMENT_SPEC = dict(
+    ecosystem=dict(type='str', required=True, choices=list(ECOSYSTEMS)),
+    sources=dict(type='list', elements='dict', default=[]),
+    top=dict(type='int', default=100),
+    pins=dict(type='list', elements='str', default=[]),
+    blocks=dict(type='list', elements='str', default=[]),
+)
+
+
+def argument_spec():
+    return copy.deepcopy(ARGUMENT_SPEC)
 
 
 class PopularityError(ValueError):
@@ -530,3 +547,21 @@ def fleet_misses(ecosystem, uppers, lower, limits=None, max_names=MAX_NAMES, rep
     report = report if report is not None else {}
     items = [(_upper_label(u), lambda u=u: _walk.open_dir(u)) for u in uppers]
     return dict(_count(ecosystem, items, _Lower(lower), limits or UPPERS_LIMITS, max_names, report))
+
+
+def read_text(path):
+    """A source file's text (undecodable bytes replaced); raises OSError, whose reason the source's error names."""
+    with open(path, 'rb') as f:
+        return f.read().decode('utf-8', 'replace')
+
+
+def run_module(module):
+    """package_popularity's main(): rank the sources' packages (the same in check mode: nothing is written)."""
+    p = module.params
+    if p['top'] < 0:
+        module.fail_json(msg='top %d is negative' % p['top'])
+    try:
+        result = rank(p['ecosystem'], p['sources'], read_text, p['top'], p['pins'], p['blocks'])
+    except PopularityError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, names=[x['name'] for x in result['packages']], **result)

@@ -23,25 +23,43 @@ is taken like any other update.
 A rollback also sets ``refs/hold``: builds keep storing snapshots but do not
 publish them until one is forced (``force``), so the next ``site.yml`` does
 not put the bad snapshot back.
+
+``run_module()`` is snapshot_publish's main(): rollback() decides once, with
+check mode writing nothing of what it decided.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import re
 import tempfile
 
 from . import _manifest as mf
+from . import _module
 from . import _signing
 from . import _store as st
-from ._lock import StoreLock
+from ._lock import LockError, StoreLock
 from ._fill import BuildError
 
 TYPE = 'pkgcache-revision'
 MAX_RECORD_BYTES = 4096
 _NUMBER = re.compile(r'^[1-9][0-9]{0,17}$')
+
+# snapshot_publish's arguments.
+ARGUMENT_SPEC = dict(
+    store=dict(type='path', required=True),
+    snapshot=dict(type='str'),
+    hold=dict(type='bool', default=True),
+    signing_key=dict(type='path', no_log=False),
+    lock_timeout=dict(type='int', default=0),
+)
+
+
+def argument_spec():
+    return copy.deepcopy(ARGUMENT_SPEC)
 
 
 def record_path(store, revision):
@@ -207,3 +225,12 @@ def rollback(p, run, check_mode=False, now=None):
         result['held'] = held(store)
     result['revisions'] = listing(store)
     return result
+
+
+def run_module(module):
+    """snapshot_publish's main(): roll back to (publish again) ``snapshot``, or list the revisions."""
+    try:
+        result = rollback(module.params, _module.runner(module), check_mode=module.check_mode, now=_module.utc_now())
+    except (BuildError, mf.ManifestError, _signing.SignatureError, LockError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)

@@ -19,10 +19,16 @@ Private to the collection; the API may change without notice.
 - ``source_opener`` serves the staging dir to ``_sync.sync`` as if it were a
   store URL: a pushed snapshot is verified by the same code as a pulled one
   (signature, revision, size and sha256 of every object, atomic activation).
+
+``run_pack_module()`` and ``run_receive_module()`` are snapshot_pack's and
+snapshot_receive's main(). A pack plans once: check mode returns the plan's
+result, a real run writes that plan's archives.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import errno
 import gzip
 import hashlib
@@ -36,9 +42,11 @@ import urllib.error
 import zlib
 
 from . import _manifest as mf
+from . import _module
 from . import _publish as publish
 from . import _store as st
 from . import _sync
+from ._lock import LockError, StoreLock
 
 SCHEME = 'push://'
 HEAD = 'head.tar.gz'
@@ -51,6 +59,29 @@ HEX64 = re.compile(r'[0-9a-f]{64}\Z')
 MAX_MANIFEST = 1 << 28
 MAX_HEAD_MEMBERS = 6
 READ = 1 << 20
+
+# snapshot_pack's arguments.
+PACK_ARGUMENT_SPEC = dict(
+    store=dict(type='path', required=True),
+    snapshot=dict(type='str', default='latest'),
+    dest=dict(type='path', required=True),
+    sets=dict(type='list', elements='list', default=[]),
+    part_size=dict(type='int', default=268435456),
+    lock_timeout=dict(type='int', default=300),
+)
+
+# snapshot_receive's arguments.
+RECEIVE_ARGUMENT_SPEC = dict(
+    staging=dict(type='path', default='/var/lib/pkgcache-push'),
+    store=dict(type='path', default='/var/lib/pkgcache'),
+    check_staged=dict(type='bool', default=True),
+    max_object_size=dict(type='int', default=0),
+    max_snapshot_size=dict(type='int', default=0),
+    max_manifest_size=dict(type='int', default=268435456),
+    allowed_signers=dict(type='path'),
+    signer_identity=dict(type='str', default='pkgcache'),
+    lock_timeout=dict(type='int', default=0),
+)
 
 
 def head_limit(name, max_manifest=MAX_MANIFEST):
@@ -450,3 +481,42 @@ def _members(archive, pattern):
 def clear_staged(staging):
     """After a successful sync the staged objects are in the store: remove them (the head stays)."""
     shutil.rmtree(os.path.join(staging, 'objects'), ignore_errors=True)
+
+
+def pack_argument_spec():
+    return copy.deepcopy(PACK_ARGUMENT_SPEC)
+
+
+def receive_argument_spec():
+    return copy.deepcopy(RECEIVE_ARGUMENT_SPEC)
+
+
+def run_pack_module(module):
+    """snapshot_pack's main(): plan the archives (under the store lock in a real run); check mode returns what the
+    plan would write, a real run writes that plan's archives."""
+    p = module.params
+    _module.require_at_least(module, 'part_size', 1)
+    try:
+        with contextlib.nullcontext() if module.check_mode else StoreLock(p['store'], p['lock_timeout']):
+            pack_plan = plan_pack(p['store'], p['snapshot'], p['sets'], p['part_size'])
+        result = pack_result(pack_plan, p['dest'])
+        if not module.check_mode:
+            result['written'] = pack(p['store'], p['dest'], pack_plan)
+    except (PushError, st.StoreError, LockError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=bool(result['written']), **result)
+
+
+def run_receive_module(module):
+    """snapshot_receive's main(): unpack what arrived and name what the host still lacks (under the host's store
+    lock in a real run; check mode writes nothing)."""
+    p = module.params
+    limits = {k: p[k] or None for k in ('max_object_size', 'max_snapshot_size', 'max_manifest_size')}
+    run = _module.runner(module)
+    try:
+        with _sync.locked(p, module.check_mode):
+            result = receive(p['staging'], p['store'], p['check_staged'], limits, p['allowed_signers'],
+                             lambda argv, data=None: run(argv, None, data), check_mode=module.check_mode)
+    except (PushError, st.StoreError, LockError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=bool(result['received_archives']), **result)

@@ -4,15 +4,21 @@
 """Host status for operators: active snapshot, users' mounts, uppers, last sync, store size.
 
 Private to the collection; the API may change without notice.
+
+``run_module()`` is snapshot_status' main(): one report, which check mode
+returns and a real run also writes for Prometheus.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import os
 import re
+import socket
 
 from . import _hoststate as hs
+from . import _module
 from . import _store as st
 from . import _views
 from . import _walk
@@ -24,6 +30,21 @@ from ._mountinfo import mounted_at, mountinfo_text, parse_mountinfo, split_optio
 
 VERSION_KEYS = ('pip_version', 'python_version', 'npm_version', 'node_version', 'maven_version', 'java_version', 'uv_version')
 UPPER_RE = re.compile(r'^(?P<scratch>.*)/cacache_(?P<eco>[a-z0-9]+)/upper$')
+STATES = ('mounted', 'older', 'busy', 'missing')
+
+# snapshot_status' arguments.
+ARGUMENT_SPEC = dict(
+    store=dict(type='path', default='/var/lib/pkgcache'),
+    fstab=dict(type='path', default='/etc/fstab'),
+    textfile_dir=dict(type='path'),
+    include_user_names=dict(type='bool', default=False),
+    top_users=dict(type='int', default=5),
+    scratch_root=dict(type='path', default='/mnt/scratch'),
+)
+
+
+def argument_spec():
+    return copy.deepcopy(ARGUMENT_SPEC)
 
 
 # Uppers belong to repl users: sizes come from a bounded walk (see _walk) that
@@ -250,3 +271,27 @@ def write_metrics(status, textfile_dir, host, include_user_names=False):
     os.makedirs(textfile_dir, mode=0o755, exist_ok=True)
     st.write_bytes_atomic(path, prometheus(status, host, include_user_names).encode('utf-8'), 0o644)
     return path
+
+
+def module_result(status, top_users):
+    """The module's result from ``status``: the counts per state and the ``top_users`` largest uppers added."""
+    counts = dict((s, sum(1 for u in status['users'] if u['state'] == s)) for s in STATES)
+    largest = sorted(status['users'], key=lambda u: -u['upper_bytes'])[:top_users]
+    return dict(status, counts=counts, changed=False,
+                largest_users=[{'user': u['user'], 'ecosystem': u['ecosystem'], 'upper_bytes': u['upper_bytes']} for u in largest])
+
+
+def run_module(module):
+    """snapshot_status' main(): gather the status; a real run with ``textfile_dir`` also writes the metrics file."""
+    p = module.params
+    try:
+        status = gather(p['store'], p['fstab'], p['scratch_root'], _module.utc_now())
+    except OSError as exc:
+        module.fail_json(msg=str(exc))
+    result = module_result(status, p['top_users'])
+    if p['textfile_dir'] and not module.check_mode:
+        try:
+            result['metrics_file'] = write_metrics(status, p['textfile_dir'], socket.getfqdn(), p['include_user_names'])
+        except OSError as exc:
+            module.fail_json(msg='cannot write %s/pkgcache.prom: %s' % (p['textfile_dir'], exc))
+    module.exit_json(**result)

@@ -13,16 +13,42 @@ trees/.quarantine-<id>-*. Overlays that are mounted on the old tree keep
 their view (a mount holds its lower by reference, not by name) until they are
 remounted; new mounts get the repaired tree. A quarantined tree is deleted at
 once if no mount names its id, else by snapshot_gc once none does.
+
+``run_module()`` is snapshot_verify's main(): one report, which check mode
+returns and a real run with ``repair`` acts on.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import stat
 import time
 
 from . import _manifest as mf
+from . import _module
 from . import _store as st
+from ._fstabfile import mountinfo_text
+from ._gc import referenced_ids
+from ._lock import LockError, StoreLock
+
+# snapshot_verify's arguments.
+ARGUMENT_SPEC = dict(
+    store=dict(type='path', default='/var/lib/pkgcache'),
+    repair=dict(type='bool', default=False),
+    url=dict(type='str'),
+    fail_on_problems=dict(type='bool', default=True),
+    workers=dict(type='int', default=8),
+    timeout=dict(type='int', default=30),
+    validate_certs=dict(type='bool', default=True),
+    lock_timeout=dict(type='int', default=0),
+    deadline=dict(type='int', default=900),
+)
+REQUIRED_IF = [('repair', True, ('url',))]
+
+
+def argument_spec():
+    return copy.deepcopy(ARGUMENT_SPEC)
 
 
 def check_objects(store):
@@ -136,3 +162,27 @@ def repair(store, report, base_url, opener, in_use_ids, workers=8, deadline=None
             st.remove_tree(quarantine)
     return {'fetched_objects': len(sizes), 'fetched_bytes': fetched, 'dropped_objects': unknown,
             'rebuilt_trees': sorted(rebuilt), 'remount_needed': sorted(remount_needed)}
+
+
+def run_module(module):
+    """snapshot_verify's main(): verify; in a real run with ``repair``, repair what the report names, under the
+    store lock, and verify again; fail when problems remain and ``fail_on_problems``."""
+    p = module.params
+    _module.require_at_least(module, 'deadline', 1)
+    result = {'changed': False, 'remount_needed': []}
+    try:
+        report = verify(p['store'])
+        result.update(report)
+        if p['repair'] and not report['ok'] and not module.check_mode:
+            with StoreLock(p['store'], p['lock_timeout']):
+                done = repair(p['store'], report, p['url'].rstrip('/'), _module.opener(p['timeout'], p['validate_certs']),
+                              referenced_ids(mountinfo_text()), p['workers'], p['deadline'])
+            result.update({'changed': True, 'repaired': done, 'remount_needed': done['remount_needed']})
+            result['ok'] = verify(p['store'])['ok']
+    except (st.StoreError, LockError, OSError, ValueError) as exc:
+        module.fail_json(msg=str(exc), **result)
+    if not result['ok'] and p['fail_on_problems']:
+        module.fail_json(msg='the store %s has problems: %d bad objects, %d missing objects, %d damaged trees'
+                         % (p['store'], len(report['bad_objects']), len(report['missing_objects']), len(report['trees'])),
+                         **result)
+    module.exit_json(**result)

@@ -187,34 +187,11 @@ invalid_names:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pkgcache.overlay.plugins.module_utils._ecosystems import ECOSYSTEMS
-from ansible_collections.pkgcache.overlay.plugins.module_utils._popularity import PopularityError, rank
-
-
-def _read(path):
-    with open(path, 'rb') as f:
-        return f.read().decode('utf-8', 'replace')
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _popularity as pop
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            ecosystem=dict(type='str', required=True, choices=list(ECOSYSTEMS)),
-            sources=dict(type='list', elements='dict', default=[]),
-            top=dict(type='int', default=100),
-            pins=dict(type='list', elements='str', default=[]),
-            blocks=dict(type='list', elements='str', default=[]),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    if p['top'] < 0:
-        module.fail_json(msg='top %d is negative' % p['top'])
-    try:
-        result = rank(p['ecosystem'], p['sources'], _read, p['top'], p['pins'], p['blocks'])
-    except PopularityError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, names=[x['name'] for x in result['packages']], **result)
+    pop.run_module(AnsibleModule(argument_spec=pop.argument_spec(), supports_check_mode=True))
 
 
 if __name__ == '__main__':

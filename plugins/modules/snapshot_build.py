@@ -388,69 +388,13 @@ shard:
   type: dict
 """
 
-import datetime
-import os
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
 
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder
-from ansible_collections.pkgcache.overlay.plugins.module_utils._ecosystems import ECOSYSTEMS, FILLERS
-from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._manifest import ManifestError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._signing import SignatureError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
-
-
-def argument_spec():
-    """The options: pip's at the top level, every other ecosystem's in a dict option of its name (each filler's
-    OPTIONS), and the build's own."""
-    spec = dict(
-        ecosystems=dict(type='list', elements='str', default=['pip'], aliases=['ecosystem'], choices=list(ECOSYSTEMS)),
-        work_dir=dict(type='path', default='/var/lib/pkgcache-build'),
-        store=dict(type='path', required=True),
-        publish=dict(type='bool', default=True),
-        provenance=dict(type='dict'),
-        signing_key=dict(type='path', no_log=False),
-        lock_timeout=dict(type='int', default=0),
-        workers=dict(type='int', default=4),
-        reuse=dict(type='bool', default=True),
-        max_age=dict(type='int', default=0),
-        force=dict(type='bool', default=False),
-        shard=dict(type='dict', options=dict(index=dict(type='int', required=True),
-                                             count=dict(type='int', required=True))),
-    )
-    spec.update(FILLERS['pip'].OPTIONS)
-    for eco in ECOSYSTEMS:
-        if eco != 'pip':
-            spec[eco] = dict(type='dict', options=FILLERS[eco].OPTIONS)
-    return spec
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as builder
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
-        supports_check_mode=True,
-    )
-
-    def run(argv, env, data=None, cwd=None):
-        if env is not None:
-            # The build's tools must not see the host's settings for them (PIP_*, UV_*, npm_config_*).
-            for key in [k for k in os.environ if k.upper().startswith(('PIP_', 'UV_', 'NPM_CONFIG_')) and k not in env]:
-                del os.environ[key]
-        return module.run_command(argv, environ_update=env or {}, data=data, binary_data=True, cwd=cwd)
-
-    def opener(url):
-        return open_url(url, timeout=30, follow_redirects='safe')
-
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    try:
-        result = _builder.build(module.params, run, check_mode=module.check_mode, now=now,
-                                opener=opener if module.params['reuse'] else None)
-    except (BuildError, StoreError, ManifestError, SignatureError, LockError, OSError) as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    builder.run_module(AnsibleModule(argument_spec=builder.argument_spec(), supports_check_mode=True))
 
 
 if __name__ == '__main__':

@@ -89,55 +89,13 @@ freed_bytes:
   type: int
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _gc
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _views
-from ansible_collections.pkgcache.overlay.plugins.module_utils._busy import held_files
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
-from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import mountinfo_text, read_text
-from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError, StoreLock
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _gc as gc
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            store=dict(type='path', default='/var/lib/pkgcache'),
-            keep=dict(type='int', default=3),
-            fstab=dict(type='path', default='/etc/fstab'),
-            lock_timeout=dict(type='int', default=0),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    if p['keep'] < 0:
-        module.fail_json(msg='keep must be 0 or more, got %d' % p['keep'])
-    host = not os.path.isdir(os.path.join(p['store'], 'refs'))
-
-    def make_plan():
-        info = mountinfo_text()
-        return _gc.plan(p['store'], p['keep'], info, read_text(p['fstab']), host, held=held_files(),
-                        detached_lowers=_views.live_lowerdirs(p['store']))
-    try:
-        if module.check_mode:
-            plan = make_plan()
-            leftovers = []
-        else:
-            with StoreLock(p['store'], p['lock_timeout']):
-                leftovers = st.cleanup_leftovers(p['store'])
-                plan = make_plan()
-                _gc.apply(p['store'], plan)
-    except (LockError, OSError, ValueError) as exc:
-        module.fail_json(msg=str(exc))
-    if any('CAP_SYS_PTRACE' in reason for reason in plan['keep'].values()):
-        module.warn('some processes could not be inspected (root lacks CAP_SYS_PTRACE), so no snapshot could be '
-                    'proven unused; every snapshot was kept')
-    if plan['incomplete']:
-        module.warn('snapshot %s has a tree but no manifest; no object was removed' % plan['incomplete'])
-    module.exit_json(changed=bool(plan['remove'] or plan['objects'] or leftovers), kept=plan['keep'],
-                     removed=plan['remove'], removed_objects=len(plan['objects']), freed_bytes=plan['bytes'])
+    gc.run_module(AnsibleModule(argument_spec=gc.argument_spec(), supports_check_mode=True))
 
 
 if __name__ == '__main__':

@@ -163,59 +163,13 @@ held:
   type: str
 """
 
-import datetime
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
 
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder
-from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._manifest import ManifestError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._signing import SignatureError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._sync import SyncError
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as builder
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            parts=dict(type='list', elements='dict', required=True, options=dict(
-                name=dict(type='str', required=True),
-                id=dict(type='str', default=''),
-                url=dict(type='str'),
-                sha256=dict(type='str'),
-                shard=dict(type='dict'),
-            )),
-            store=dict(type='path', required=True),
-            work_dir=dict(type='path', default='/var/lib/pkgcache-build'),
-            publish=dict(type='bool', default=True),
-            signing_key=dict(type='path', no_log=False),
-            lock_timeout=dict(type='int', default=0),
-            force=dict(type='bool', default=False),
-            workers=dict(type='int', default=8),
-            timeout=dict(type='int', default=30),
-            validate_certs=dict(type='bool', default=True),
-            deadline=dict(type='int', default=900),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    if p['deadline'] < 1:
-        module.fail_json(msg='deadline must be 1 or more, got %d' % p['deadline'])
-
-    def opener(url):
-        return open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'], follow_redirects='safe')
-
-    def run(argv, env, data=None):
-        return module.run_command(argv, data=data, binary_data=True)
-
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    try:
-        result = _builder.merge(p, opener, check_mode=module.check_mode, now=now, run=run)
-    except (BuildError, SyncError, StoreError, ManifestError, SignatureError, LockError, OSError) as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    builder.run_merge_module(AnsibleModule(argument_spec=builder.merge_argument_spec(), supports_check_mode=True))
 
 
 if __name__ == '__main__':

@@ -104,40 +104,13 @@ written:
   elements: str
 """
 
-
-import contextlib
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _push
-from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError, StoreLock
-from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _push as push
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            store=dict(type='path', required=True),
-            snapshot=dict(type='str', default='latest'),
-            dest=dict(type='path', required=True),
-            sets=dict(type='list', elements='list', default=[]),
-            part_size=dict(type='int', default=268435456),
-            lock_timeout=dict(type='int', default=300),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    if p['part_size'] < 1:
-        module.fail_json(msg='part_size must be 1 or more, got %d' % p['part_size'])
-    try:
-        with contextlib.nullcontext() if module.check_mode else StoreLock(p['store'], p['lock_timeout']):
-            plan = _push.plan_pack(p['store'], p['snapshot'], p['sets'], p['part_size'])
-        result = _push.pack_result(plan, p['dest'])
-        if not module.check_mode:
-            result['written'] = _push.pack(p['store'], p['dest'], plan)
-    except (_push.PushError, StoreError, LockError, OSError) as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=bool(result['written']), **result)
+    push.run_pack_module(AnsibleModule(argument_spec=push.pack_argument_spec(), supports_check_mode=True))
 
 
 if __name__ == '__main__':

@@ -93,38 +93,13 @@ revisions:
   elements: dict
 """
 
-import datetime
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _publish
-from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._manifest import ManifestError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._signing import SignatureError
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _publish as publish
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            store=dict(type='path', required=True),
-            snapshot=dict(type='str'),
-            hold=dict(type='bool', default=True),
-            signing_key=dict(type='path', no_log=False),
-            lock_timeout=dict(type='int', default=0),
-        ),
-        supports_check_mode=True,
-    )
-
-    def run(argv, env, data=None):
-        return module.run_command(argv, data=data, binary_data=True)
-
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    try:
-        result = _publish.rollback(module.params, run, check_mode=module.check_mode, now=now)
-    except (BuildError, ManifestError, SignatureError, LockError, OSError) as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    publish.run_module(AnsibleModule(argument_spec=publish.argument_spec(), supports_check_mode=True))
 
 
 if __name__ == '__main__':

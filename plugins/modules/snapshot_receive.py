@@ -123,40 +123,11 @@ received_bytes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _push
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
-from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _push as push
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            staging=dict(type='path', default='/var/lib/pkgcache-push'),
-            store=dict(type='path', default='/var/lib/pkgcache'),
-            check_staged=dict(type='bool', default=True),
-            max_object_size=dict(type='int', default=0),
-            max_snapshot_size=dict(type='int', default=0),
-            max_manifest_size=dict(type='int', default=268435456),
-            allowed_signers=dict(type='path'),
-            signer_identity=dict(type='str', default='pkgcache'),
-            lock_timeout=dict(type='int', default=0),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    limits = {k: p[k] or None for k in ('max_object_size', 'max_snapshot_size', 'max_manifest_size')}
-
-    def run(argv, data=None):
-        return module.run_command(argv, data=data, binary_data=True)
-
-    try:
-        with _sync.locked(p, module.check_mode):
-            result = _push.receive(p['staging'], p['store'], p['check_staged'], limits, p['allowed_signers'], run,
-                                   check_mode=module.check_mode)
-    except (_push.PushError, StoreError, LockError, OSError) as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=bool(result['received_archives']), **result)
+    push.run_receive_module(AnsibleModule(argument_spec=push.receive_argument_spec(), supports_check_mode=True))
 
 
 if __name__ == '__main__':

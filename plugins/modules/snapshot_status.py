@@ -150,42 +150,13 @@ metrics_file:
   type: str
 """
 
-import datetime
-import socket
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _status
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _status as status
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            store=dict(type='path', default='/var/lib/pkgcache'),
-            fstab=dict(type='path', default='/etc/fstab'),
-            textfile_dir=dict(type='path'),
-            include_user_names=dict(type='bool', default=False),
-            top_users=dict(type='int', default=5),
-            scratch_root=dict(type='path', default='/mnt/scratch'),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    try:
-        status = _status.gather(p['store'], p['fstab'], p['scratch_root'], now)
-    except OSError as exc:
-        module.fail_json(msg=str(exc))
-    counts = dict((s, sum(1 for u in status['users'] if u['state'] == s)) for s in ('mounted', 'older', 'busy', 'missing'))
-    largest = sorted(status['users'], key=lambda u: -u['upper_bytes'])[:p['top_users']]
-    result = dict(status, counts=counts, changed=False,
-                  largest_users=[{'user': u['user'], 'ecosystem': u['ecosystem'], 'upper_bytes': u['upper_bytes']} for u in largest])
-    if p['textfile_dir'] and not module.check_mode:
-        try:
-            result['metrics_file'] = _status.write_metrics(status, p['textfile_dir'], socket.getfqdn(), p['include_user_names'])
-        except OSError as exc:
-            module.fail_json(msg='cannot write %s/pkgcache.prom: %s' % (p['textfile_dir'], exc))
-    module.exit_json(**result)
+    status.run_module(AnsibleModule(argument_spec=status.argument_spec(), supports_check_mode=True))
 
 
 if __name__ == '__main__':

@@ -102,55 +102,12 @@ remount_needed:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
 
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _verify
-from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import mountinfo_text
-from ansible_collections.pkgcache.overlay.plugins.module_utils._gc import referenced_ids
-from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError, StoreLock
-from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _verify as vf
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            store=dict(type='path', default='/var/lib/pkgcache'),
-            repair=dict(type='bool', default=False),
-            url=dict(type='str'),
-            fail_on_problems=dict(type='bool', default=True),
-            workers=dict(type='int', default=8),
-            timeout=dict(type='int', default=30),
-            validate_certs=dict(type='bool', default=True),
-            lock_timeout=dict(type='int', default=0),
-            deadline=dict(type='int', default=900),
-        ),
-        required_if=[('repair', True, ('url',))],
-        supports_check_mode=True,
-    )
-    p = module.params
-    if p['deadline'] < 1:
-        module.fail_json(msg='deadline must be 1 or more, got %d' % p['deadline'])
-
-    def opener(url):
-        return open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'], follow_redirects='safe')
-
-    result = {'changed': False, 'remount_needed': []}
-    try:
-        report = _verify.verify(p['store'])
-        result.update(report)
-        if p['repair'] and not report['ok'] and not module.check_mode:
-            with StoreLock(p['store'], p['lock_timeout']):
-                done = _verify.repair(p['store'], report, p['url'].rstrip('/'), opener,
-                                      referenced_ids(mountinfo_text()), p['workers'], p['deadline'])
-            result.update({'changed': True, 'repaired': done, 'remount_needed': done['remount_needed']})
-            result['ok'] = _verify.verify(p['store'])['ok']
-    except (StoreError, LockError, OSError, ValueError) as exc:
-        module.fail_json(msg=str(exc), **result)
-    if not result['ok'] and p['fail_on_problems']:
-        module.fail_json(msg='the store %s has problems: %d bad objects, %d missing objects, %d damaged trees'
-                         % (p['store'], len(report['bad_objects']), len(report['missing_objects']), len(report['trees'])),
-                         **result)
-    module.exit_json(**result)
+    vf.run_module(AnsibleModule(argument_spec=vf.argument_spec(), required_if=vf.REQUIRED_IF, supports_check_mode=True))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,39 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pkgcache.overlay contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the modules' ``run_module(module)`` share: the time of a run, an option check, a command runner and an
+HTTP opener.
+
+Private to the collection; the API may change without notice.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from ansible.module_utils.urls import open_url
+
+
+def utc_now():
+    """The time of a run, as recorded in manifests and revision records (UTC, whole seconds, ISO 8601)."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def require_at_least(module, name, minimum):
+    """Fail the module unless its integer option ``name`` is ``minimum`` or more."""
+    if module.params[name] < minimum:
+        module.fail_json(msg='%s must be %d or more, got %d' % (name, minimum, module.params[name]))
+
+
+def runner(module):
+    """``run(argv, env, data=None) -> (rc, out, err)`` through the module's run_command, bytes in and out."""
+    def run(argv, env, data=None):
+        return module.run_command(argv, data=data, binary_data=True)
+    return run
+
+
+def opener(timeout=30, validate_certs=True):
+    """``open(url)``: open_url with the module's timeout and certificate check, following safe redirects only."""
+    def open_(url):
+        return open_url(url, timeout=timeout, validate_certs=validate_certs, follow_redirects='safe')
+    return open_
