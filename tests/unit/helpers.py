@@ -4,7 +4,9 @@
 - stores and hosts: ``publish`` (a builder-side snapshot), ``run_sync`` (a sync in its own process, killable),
   ``tree_is_complete``, and ``DripServer`` (an HTTP server that sends some paths a byte at a time);
 - the walkers: ``write``, ``deep_chain`` (made and removed without long paths or recursion) and
-  ``count_reads`` (the bytes read through os.read and os.pread).
+  ``count_reads`` (the bytes read through os.read and os.pread);
+- the modules: ``run_module`` (a module_utils ``run_module(module)`` on a real AnsibleModule, check mode or not)
+  and ``disk`` (what a directory holds, to show that check mode changed nothing).
 """
 
 import contextlib
@@ -17,6 +19,10 @@ import sys
 import textwrap
 import threading
 import urllib.request
+
+import pytest
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _manifest as mf
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _pipcache as pc
@@ -297,3 +303,24 @@ def snapshot_files(tmp_path, store, snap_id):
     """{path: sha256 of a file, target of a symlink, None for a dir} of a snapshot in ``tmp_path/store``."""
     with open(st.manifest_path(str(tmp_path / store), snap_id)) as f:
         return dict((e['path'], e.get('sha256') or e.get('target')) for e in json.load(f)['entries'])
+
+
+def run_module(capsys, run, spec, args, check_mode=False, **module_kw):
+    """Call ``run(module)`` (a module_utils run_module) on an AnsibleModule of ``spec`` given ``args``, as the
+    module's main() does; return (exit code, the result it printed)."""
+    with patch_module_args(dict(args, _ansible_check_mode=check_mode)):
+        with pytest.raises(SystemExit) as exc:
+            run(AnsibleModule(argument_spec=spec, supports_check_mode=True, **module_kw))
+    return exc.value.code, json.loads(capsys.readouterr().out)
+
+
+def disk(root):
+    """{relative path: (mode, size or link target, mtime_ns)} of everything under ``root``, symlinks not followed."""
+    out = {}
+    for top, dirs, files in os.walk(str(root)):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            s = os.lstat(path)
+            what = os.readlink(path) if os.path.islink(path) else (None if os.path.isdir(path) else s.st_size)
+            out[os.path.relpath(path, str(root))] = (s.st_mode, what, s.st_mtime_ns)
+    return out

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _module
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _pipcache as pc
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _gc
@@ -18,7 +19,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import Buil
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError, StoreLock
 
 from conftest import COLLECTIONS
-from helpers import INDEX, FakePip, ResolverPip, params
+from helpers import INDEX, FakePip, ResolverPip, disk, params, run_module
 
 
 def latest(tmp_path):
@@ -220,3 +221,43 @@ def test_build_keeps_a_new_store_readable_for_the_web_server(tmp_path):
         os.umask(old)
     assert os.stat(str(tmp_path / 'store')).st_mode & 0o777 == 0o755
     assert os.stat(str(tmp_path / 'store' / '.lock')).st_mode & 0o777 == 0o600
+
+
+def test_module_check_mode_returns_the_build_and_a_real_run_builds_that_one(tmp_path, capsys, monkeypatch):
+    pip = FakePip({'six': ('1', 'a'), 'idna': ('2', 'b')})
+    monkeypatch.setattr(bd, 'build_runner', lambda module: pip)
+    monkeypatch.setattr(_module, 'utc_now', lambda: '2026-01-01T00:00:00+00:00')
+    args = dict(params(tmp_path, ['six', 'idna']), max_age=86400)
+    rc, check = run_module(capsys, bd.run_module, bd.argument_spec(), args, check_mode=True)
+    assert rc == 0 and check['changed'] and check['would_build'] and check['ecosystems'] == {'pip': {'requested': ['six', 'idna']}}
+    assert pip.calls == [] and not os.path.exists(str(tmp_path / 'store')) and not os.path.exists(str(tmp_path / 'work'))
+    rc, real = run_module(capsys, bd.run_module, bd.argument_spec(), args)
+    assert rc == 0 and real['changed'] and real['files'] == 2 and latest(tmp_path) == real['id']
+    assert real['ecosystems']['pip']['requested'] == check['ecosystems']['pip']['requested']
+    # Built: check mode reports that snapshot as a real run does, and neither runs pip again.
+    calls, before = len(pip.calls), disk(tmp_path / 'store')
+    rc, check = run_module(capsys, bd.run_module, bd.argument_spec(), args, check_mode=True)
+    assert rc == 0 and not check['changed'] and check['id'] == real['id'] and disk(tmp_path / 'store') == before
+    rc, again = run_module(capsys, bd.run_module, bd.argument_spec(), args)
+    assert rc == 0 and again == check and len(pip.calls) == calls
+    rc, bad = run_module(capsys, bd.run_module, bd.argument_spec(), dict(args, packages=['nope'], max_age=0))
+    assert rc == 1 and bad['msg'].startswith('none of the 1 packages could be resolved')
+
+
+def test_build_runner_hides_the_hosts_tool_settings_from_the_tools(monkeypatch):
+    seen = []
+
+    class Module(object):
+        def run_command(self, argv, **kw):
+            seen.append((argv, kw, sorted(k for k in os.environ if k.startswith(('PIP_', 'UV_', 'npm_config_')))))
+            return 0, b'', b''
+    for key in [k for k in os.environ if k.upper().startswith(('PIP_', 'UV_', 'NPM_CONFIG_'))]:
+        monkeypatch.delenv(key)  # restored after the test, as the ones set here are
+    monkeypatch.setenv('PIP_INDEX_URL', 'http://elsewhere/')
+    monkeypatch.setenv('npm_config_cache', '/tmp/x')
+    monkeypatch.setenv('UV_CACHE_DIR', '/tmp/y')
+    run = bd.build_runner(Module())
+    assert run(['true'], None) == (0, b'', b'') and seen[-1][2] == ['PIP_INDEX_URL', 'UV_CACHE_DIR', 'npm_config_cache']
+    run(['pip'], {'UV_CACHE_DIR': '/c'}, data=b'd', cwd='/w')
+    assert seen[-1] == (['pip'], {'environ_update': {'UV_CACHE_DIR': '/c'}, 'data': b'd', 'binary_data': True, 'cwd': '/w'},
+                        ['UV_CACHE_DIR'])

@@ -11,7 +11,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _hoststate
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _views
 
-from helpers import publish, run_sync, tree_is_complete
+from helpers import disk, publish, run_module, run_sync, tree_is_complete
 
 
 def test_gc_keeps_active_newest_and_referenced(two_snapshots, tmp_path):
@@ -83,3 +83,22 @@ def test_gc_keeps_every_tree_when_some_process_cannot_be_inspected(two_snapshots
     held.denied = [4242]
     plan = _gc.plan(host, 1, '', '', host=True, held=held)
     assert plan['remove'] == [] and 'CAP_SYS_PTRACE' in plan['keep'][v1]
+
+
+def test_module_check_mode_returns_the_plan_and_a_real_run_applies_that_plan(two_snapshots, tmp_path, capsys):
+    url, v1, v2, host = two_snapshots
+    assert run_sync(url, v2, host).returncode == 0
+    args = {'store': host, 'keep': 1, 'fstab': str(tmp_path / 'fstab')}
+    before = disk(host)
+    rc, check = run_module(capsys, _gc.run_module, _gc.argument_spec(), args, check_mode=True)
+    assert rc == 0 and check['changed'] and check['removed'] == [v1] and check['kept'] == {v2: 'active'}
+    assert check['removed_objects'] == 200 and check['freed_bytes'] > 0
+    assert disk(host) == before
+    rc, real = run_module(capsys, _gc.run_module, _gc.argument_spec(), args)
+    assert rc == 0 and real == check
+    assert not os.path.exists(st.tree_path(host, v1)) and not os.path.exists(st.manifest_path(host, v1))
+    assert tree_is_complete(host, v2)
+    rc, again = run_module(capsys, _gc.run_module, _gc.argument_spec(), args, check_mode=True)
+    assert rc == 0 and not again['changed'] and again['removed'] == [] and again['removed_objects'] == 0
+    rc, bad = run_module(capsys, _gc.run_module, _gc.argument_spec(), dict(args, keep=-1))
+    assert rc == 1 and bad['msg'] == 'keep must be 0 or more, got -1'

@@ -15,7 +15,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _popularit
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _pipcache as pc
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
 
-from helpers import count_reads, deep_chain
+from helpers import count_reads, deep_chain, run_module
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'fixtures')
 POP = os.path.join(FIXTURES, 'popularity')
@@ -342,3 +342,21 @@ def test_names_that_are_not_plain_package_names_never_reach_the_build():
     assert [p['name'] for p in npm['packages']] == ['@scope/ok']
     with pytest.raises(BuildError, match='direct reference'):
         pc.check_specs(['x @ http://2130706433:8765/x'])
+
+
+def test_module_ranks_the_same_in_check_mode_and_names_a_source_it_cannot_read(tmp_path, capsys):
+    log = tmp_path / 'pip.log'
+    log.write_bytes(b'Downloading six-1.17.0-py2.py3-none-any.whl\nUsing cached idna-3.10.tar.gz\n'
+                    b'Downloading six-1.16.0-py2.py3-none-any.whl\n\xff\n')
+    args = {'ecosystem': 'pip', 'top': 2, 'blocks': ['boto3'],
+            'sources': [{'type': 'pip_log', 'paths': [str(log)]}, {'type': 'counts', 'counts': {'boto3': 9, 'Six': 1}}]}
+    rc, check = run_module(capsys, pop.run_module, pop.argument_spec(), args, check_mode=True)
+    assert rc == 0 and not check['changed'] and check['names'] == ['six', 'idna'] and check['blocked'] == ['boto3']
+    rc, real = run_module(capsys, pop.run_module, pop.argument_spec(), args)
+    assert rc == 0 and real == check
+    rc, bad = run_module(capsys, pop.run_module, pop.argument_spec(),
+                         dict(args, sources=[{'type': 'pip_log', 'paths': [str(tmp_path / 'gone.log')]}]))
+    assert rc == 1 and bad['msg'] == "pip_log source %s cannot be read: [Errno 2] No such file or directory: '%s'" % (
+        tmp_path / 'gone.log', tmp_path / 'gone.log')
+    rc, bad = run_module(capsys, pop.run_module, pop.argument_spec(), dict(args, top=-1))
+    assert rc == 1 and bad['msg'] == 'top -1 is negative'

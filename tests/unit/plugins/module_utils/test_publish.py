@@ -7,12 +7,13 @@ import subprocess
 import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _module
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _publish as pub
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _signing
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _hoststate as hs
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 
-from helpers import FakePip, params
+from helpers import FakePip, disk, params, run_module
 
 
 def run(argv, *rest):
@@ -187,3 +188,23 @@ def test_rolling_back_twice_goes_further_back_not_forth(tmp_path):
     assert second['id'] == v1['id'] and second['revision'] == 5
     with pytest.raises(pub.BuildError, match='no snapshot published before'):
         pub.rollback({'store': store(tmp_path), 'snapshot': 'previous'}, run, now='t6')
+
+
+def test_module_check_mode_returns_the_rollback_and_a_real_run_publishes_that_one(tmp_path, capsys, monkeypatch):
+    v1 = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')
+    v2 = build(tmp_path, '2.0', '2026-01-08T00:00:00+00:00')
+    monkeypatch.setattr(_module, 'utc_now', lambda: '2026-01-09T00:00:00+00:00')
+    args = {'store': store(tmp_path), 'snapshot': 'previous'}
+    before = disk(store(tmp_path))
+    rc, check = run_module(capsys, pub.run_module, pub.argument_spec(), args, check_mode=True)
+    assert rc == 0 and (check['changed'], check['id'], check['revision'], check['held']) == (True, v1['id'], 3, v1['id'])
+    assert [r['revision'] for r in check['revisions']] == [2, 1] and disk(store(tmp_path)) == before
+    rc, real = run_module(capsys, pub.run_module, pub.argument_spec(), args)
+    assert rc == 0 and dict(real, revisions=None) == dict(check, revisions=None)
+    assert [(r['revision'], r['id'], r['current']) for r in real['revisions']] == [
+        (3, v1['id'], True), (2, v2['id'], False), (1, v1['id'], False)]
+    assert real['revisions'][0]['published'] == '2026-01-09T00:00:00+00:00' and pub.held(store(tmp_path)) == v1['id']
+    rc, listed = run_module(capsys, pub.run_module, pub.argument_spec(), {'store': store(tmp_path)})
+    assert rc == 0 and not listed['changed'] and (listed['id'], listed['revision'], listed['held']) == (v1['id'], 3, v1['id'])
+    rc, bad = run_module(capsys, pub.run_module, pub.argument_spec(), dict(args, snapshot='e' * 64))
+    assert rc == 1 and bad['msg'].startswith('snapshot %s is not in the store' % ('e' * 64))

@@ -14,6 +14,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
 
+from helpers import disk, run_module
 from test_builder import FakePip, params
 from test_publish import build, key, run, store  # noqa: F401 pylint: disable=unused-import
 
@@ -277,3 +278,48 @@ def test_pack_takes_only_lists_of_sha256s(tmp_path):
     build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')
     with pytest.raises(_push.PushError, match='must be a list of sha256s'):
         _push.plan_pack(store(tmp_path), 'latest', [[['nested']]], 1 << 20)
+
+
+def test_pack_module_check_mode_returns_the_plan_and_a_real_run_writes_those_archives(tmp_path, places, capsys):
+    host, staging, carried = places
+    built = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')
+    args = {'store': store(tmp_path), 'dest': carried, 'part_size': 1 << 20}
+    rc, check = run_module(capsys, _push.run_pack_module, _push.pack_argument_spec(), args, check_mode=True)
+    assert rc == 0 and check['changed'] and check['id'] == built['id'] and check['written'] == [check['head']]
+    assert not os.path.exists(carried)
+    rc, real = run_module(capsys, _push.run_pack_module, _push.pack_argument_spec(), args)
+    assert rc == 0 and real == check and sorted(os.listdir(carried)) == check['written']
+    rc, again = run_module(capsys, _push.run_pack_module, _push.pack_argument_spec(), args)
+    assert rc == 0 and not again['changed'] and again['written'] == [] and again['files'] == check['files']
+    rc, bad = run_module(capsys, _push.run_pack_module, _push.pack_argument_spec(), dict(args, part_size=0))
+    assert rc == 1 and bad['msg'] == 'part_size must be 1 or more, got 0'
+
+
+def test_receive_module_check_mode_names_what_a_real_run_receives(tmp_path, places, capsys):
+    host, staging, carried = places
+    build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00')
+    plan = _push.plan_pack(store(tmp_path), 'latest', [], 1 << 20)
+    _push.pack(store(tmp_path), carried, plan)
+    os.makedirs(os.path.join(staging, _push.INCOMING), 0o700)
+    os.chmod(staging, 0o700)
+    _carry(carried, plan['head']['name'], os.path.join(staging, _push.HEAD))
+    args = {'staging': staging, 'store': host}
+    before = disk(tmp_path)
+    rc, check = run_module(capsys, _push.run_receive_module, _push.receive_argument_spec(), args, check_mode=True)
+    assert rc == 0 and not check['changed'] and check['wanted'] and check['received_archives'] == []
+    assert disk(tmp_path) == before
+    rc, real = run_module(capsys, _push.run_receive_module, _push.receive_argument_spec(), args)
+    assert rc == 0 and real == check and os.path.isdir(os.path.join(staging, 'head'))
+    # The objects arrive: check mode names the archive and unpacks nothing; the real run unpacks that archive.
+    plan = _push.plan_pack(store(tmp_path), 'latest', [real['wanted']], 1 << 20)
+    _push.pack(store(tmp_path), carried, plan)
+    (part,) = plan['sets'][real['wanted_key']]
+    _carry(carried, part['name'], os.path.join(staging, _push.INCOMING, part['name']))
+    before = disk(tmp_path)
+    rc, check = run_module(capsys, _push.run_receive_module, _push.receive_argument_spec(), args, check_mode=True)
+    assert rc == 0 and check['changed'] and check['received_archives'] == [part['name']] and check['wanted'] == real['wanted']
+    assert disk(tmp_path) == before
+    rc, got = run_module(capsys, _push.run_receive_module, _push.receive_argument_spec(), args)
+    assert rc == 0 and got['wanted'] == [] and got['wanted_bytes'] == 0
+    assert dict(got, wanted=None, wanted_key=None, wanted_bytes=None) == dict(check, wanted=None, wanted_key=None, wanted_bytes=None)
+    assert os.listdir(os.path.join(staging, _push.INCOMING)) == []

@@ -8,12 +8,13 @@ import urllib.request
 import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _module
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _pipcache as pc
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _shards as sh
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import BuildError
 
-from helpers import FakePip, params
+from helpers import FakePip, disk, params, run_module
 
 INDEX = dict(('pkg%02d' % n, ('1.%d' % n, 'body of pkg%02d' % n)) for n in range(12))
 
@@ -203,3 +204,25 @@ def test_a_shard_that_kept_an_earlier_whole_builds_manifest_joins_by_the_shard_a
     parts = [{'name': 'a', 'id': a['id'], 'shard': {'index': 0, 'count': 2}}, {'name': 'b', 'id': ''}]
     merged = bd.merge(merge_params(tmp_path, parts), opener, now='m')
     assert merged['shards'] == [{'name': 'a', 'id': a['id'], 'index': 0, 'packages': len(names)}]
+
+
+def test_merge_module_check_mode_returns_the_join_and_a_real_run_stores_that_one(tmp_path, capsys, monkeypatch):
+    a = shard_build(tmp_path, 'a', 0, 2)
+    b = shard_build(tmp_path, 'b', 1, 2)
+    store_a, store_b = str(tmp_path / 'a' / 'store'), str(tmp_path / 'b' / 'store')
+    opened = []
+    monkeypatch.setattr(_module, 'opener', lambda timeout, validate_certs: lambda u: opened.append(timeout) or opener(u))
+    monkeypatch.setattr(_module, 'utc_now', lambda: 'm')
+    args = dict(merge_params(tmp_path, [{'name': 'a', 'id': a['id']},
+                                        {'name': 'b', 'id': b['id'], 'url': 'file://' + store_b, 'sha256': b['manifest_sha256']}]),
+                timeout=7)
+    before = disk(store_a)
+    rc, check = run_module(capsys, bd.run_merge_module, bd.merge_argument_spec(), args, check_mode=True)
+    assert rc == 0 and check['changed'] and check['new_objects'] == len(b['packages']) and disk(store_a) == before
+    rc, real = run_module(capsys, bd.run_merge_module, bd.merge_argument_spec(), args)
+    assert rc == 0 and real['changed'] and real['id'] == check['id'] and real['new_objects'] == check['new_objects']
+    assert open(os.path.join(store_a, 'refs', 'latest')).read().strip() == real['id'] and set(opened) == {7}
+    rc, again = run_module(capsys, bd.run_merge_module, bd.merge_argument_spec(), args, check_mode=True)
+    assert rc == 0 and not again['changed'] and again['id'] == real['id']
+    rc, bad = run_module(capsys, bd.run_merge_module, bd.merge_argument_spec(), dict(args, deadline=0))
+    assert rc == 1 and bad['msg'] == 'deadline must be 1 or more, got 0'

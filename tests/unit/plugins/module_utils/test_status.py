@@ -3,10 +3,11 @@ import os
 import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _fstab as fs
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _module
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _status
 
-from helpers import deep_chain, publish, run_sync, write
+from helpers import deep_chain, publish, run_module, run_sync, write
 
 
 def test_collect_and_prometheus(tmp_path):
@@ -129,3 +130,29 @@ def test_orphaned_scratch_lists_only_the_collections_dirs_of_users_no_overlay_se
     status = {'snapshot': {}, 'users': [], 'upper_bytes_total': 0, 'store': {'objects': 0, 'bytes': 0}, 'orphaned': out}
     text = _status.prometheus(status, 'h1')
     assert 'pkgcache_orphaned_scratch_bytes{host="h1"} 700' in text and 'dave' not in text
+
+
+def test_module_check_mode_reports_and_a_real_run_also_writes_that_report(tmp_path, capsys, monkeypatch):
+    served = str(tmp_path / 'served')
+    snap = publish(served, {'a': b'alpha'})
+    host = str(tmp_path / 'host')
+    assert run_sync('file://' + served, snap, host).returncode == 0
+    uppers, fstab = _hosts_uppers(tmp_path, ['alice', 'bob', 'carol'])
+    write(os.path.join(uppers['bob'], 'x'), b'1234567')
+    write(os.path.join(uppers['alice'], 'y'), b'12')
+    write(str(tmp_path / 'fstab'), fstab.encode())
+    monkeypatch.setattr(_module, 'utc_now', lambda: '2026-01-01T00:00:00+00:00')
+    metrics = tmp_path / 'textfiles'
+    args = {'store': host, 'fstab': str(tmp_path / 'fstab'), 'scratch_root': str(tmp_path / 'scratch'),
+            'textfile_dir': str(metrics), 'top_users': 2}
+    rc, check = run_module(capsys, _status.run_module, _status.argument_spec(), args, check_mode=True)
+    assert rc == 0 and not check['changed'] and check['snapshot']['id'] == snap and 'metrics_file' not in check
+    assert check['time'] == '2026-01-01T00:00:00+00:00'
+    assert check['counts'] == {'mounted': 0, 'older': 0, 'busy': 0, 'missing': 3}
+    assert check['largest_users'] == [{'user': 'bob', 'ecosystem': 'pip', 'upper_bytes': 7},
+                                      {'user': 'alice', 'ecosystem': 'pip', 'upper_bytes': 2}]
+    assert not metrics.exists()
+    rc, real = run_module(capsys, _status.run_module, _status.argument_spec(), args)
+    assert rc == 0 and real.pop('metrics_file') == str(metrics / 'pkgcache.prom') and real == check
+    text = (metrics / 'pkgcache.prom').read_text()
+    assert 'pkgcache_uppers_truncated' in text and 'bob' not in text

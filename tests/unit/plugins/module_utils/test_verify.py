@@ -4,10 +4,11 @@ import urllib.request
 import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _gc
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _module
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _verify
 
-from helpers import DripServer, http_opener, publish, run_sync
+from helpers import DripServer, disk, http_opener, publish, run_module, run_sync
 
 
 def setup(tmp_path):
@@ -84,3 +85,37 @@ def test_repair_downloads_end_within_the_deadline(tmp_path):
         assert len([r for r in server.requests if r.startswith('/objects/')]) == 1
     finally:
         server.close()
+
+
+def test_module_check_mode_reports_and_a_real_run_repairs_what_that_report_names(tmp_path, capsys, monkeypatch):
+    url, snap, host = setup(tmp_path)
+    os.unlink(os.path.join(st.tree_path(host, snap), 'pip', 'a'))
+    shard = [d for d in os.listdir(os.path.join(host, 'objects')) if len(d) == 2][0]
+    digest = shard + os.listdir(os.path.join(host, 'objects', shard))[0]
+    with open(st.object_path(host, digest), 'r+b') as f:
+        f.write(b'X')
+    opened = []
+    monkeypatch.setattr(_module, 'opener', lambda timeout, validate_certs: lambda u: opened.append(u) or urllib.request.urlopen(u))
+    args = {'store': host, 'repair': True, 'url': url + '/', 'fail_on_problems': False}
+    before = disk(host)
+    rc, check = run_module(capsys, _verify.run_module, _verify.argument_spec(), args, check_mode=True)
+    assert rc == 0 and not check['changed'] and not check['ok'] and check['bad_objects'] == [digest]
+    assert list(check['trees']) == [snap] and check['remount_needed'] == [] and 'repaired' not in check
+    assert disk(host) == before and opened == []
+    rc, real = run_module(capsys, _verify.run_module, _verify.argument_spec(), args)
+    assert rc == 0 and real['changed'] and real['ok'] and real['repaired']['fetched_objects'] == 1
+    assert dict((k, real[k]) for k in check if k not in ('ok', 'changed', 'invocation')) == \
+        dict((k, check[k]) for k in check if k not in ('ok', 'changed', 'invocation'))
+    assert opened and all(u.startswith(url + '/') for u in opened) and _verify.verify(host)['ok']
+    rc, again = run_module(capsys, _verify.run_module, _verify.argument_spec(), dict(args, fail_on_problems=True))
+    assert rc == 0 and again['ok'] and not again['changed']
+
+
+def test_module_fails_on_problems_with_the_report(tmp_path, capsys):
+    url, snap, host = setup(tmp_path)
+    os.unlink(os.path.join(st.tree_path(host, snap), 'pip', 'a'))
+    rc, res = run_module(capsys, _verify.run_module, _verify.argument_spec(), {'store': host})
+    assert rc == 1 and not res['ok'] and list(res['trees']) == [snap]
+    assert res['msg'] == 'the store %s has problems: 0 bad objects, 0 missing objects, 1 damaged trees' % host
+    rc, res = run_module(capsys, _verify.run_module, _verify.argument_spec(), {'store': host, 'deadline': 0})
+    assert rc == 1 and res['msg'] == 'deadline must be 1 or more, got 0'
