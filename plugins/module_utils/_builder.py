@@ -46,10 +46,7 @@ MERGE_ARGUMENT_SPEC = dict(
     signing_key=dict(type='path', no_log=False),
     lock_timeout=dict(type='int', default=0),
     force=dict(type='bool', default=False),
-    workers=dict(type='int', default=8),
-    timeout=dict(type='int', default=30),
-    validate_certs=dict(type='bool', default=True),
-    deadline=dict(type='int', default=900),
+    **_module.store_http_options()
 )
 
 

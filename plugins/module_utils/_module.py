@@ -1,17 +1,31 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) pkgcache.overlay contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What the modules' ``run_module(module)`` share: the time of a run, an option check, a command runner and an
-HTTP opener.
+"""What the modules' ``run_module(module)`` share: the options of a download from a store, the time of a run, an
+option check, a command runner and an HTTP opener.
 
 Private to the collection; the API may change without notice.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 
 from ansible.module_utils.urls import open_url
+
+# The options of a module that downloads from a store over HTTP, as the doc fragment pkgcache.overlay.store_http
+# documents them.
+STORE_HTTP_OPTIONS = dict(
+    workers=dict(type='int', default=8),
+    timeout=dict(type='int', default=30),
+    validate_certs=dict(type='bool', default=True),
+    deadline=dict(type='int', default=900),
+)
+
+
+def store_http_options():
+    return copy.deepcopy(STORE_HTTP_OPTIONS)
 
 
 def utc_now():

@@ -38,11 +38,8 @@ ARGUMENT_SPEC = dict(
     repair=dict(type='bool', default=False),
     url=dict(type='str'),
     fail_on_problems=dict(type='bool', default=True),
-    workers=dict(type='int', default=8),
-    timeout=dict(type='int', default=30),
-    validate_certs=dict(type='bool', default=True),
     lock_timeout=dict(type='int', default=0),
-    deadline=dict(type='int', default=900),
+    **_module.store_http_options()
 )
 REQUIRED_IF = [('repair', True, ('url',))]
 
