@@ -43,6 +43,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pkgcache.overlay.attributes
   - ansible.builtin.action_common_attributes.actiongroups
+  - pkgcache.overlay.store_lock
 attributes:
   check_mode:
     support: full
@@ -202,9 +203,6 @@ options:
     type: path
     version_added: 0.2.0
   lock_timeout:
-    description: Seconds to wait for another run on this host to release the store lock (V(0) fails at once).
-    type: int
-    default: 0
     version_added: 0.3.0
   workers:
     description: How many packages are resolved and installed at once (each on its own), per ecosystem.

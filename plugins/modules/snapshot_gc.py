@@ -26,6 +26,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pkgcache.overlay.attributes
   - ansible.builtin.action_common_attributes.actiongroups
+  - pkgcache.overlay.store_lock
 attributes:
   check_mode:
     support: full
@@ -45,10 +46,6 @@ options:
     description: The fstab file whose lines count as references.
     type: path
     default: /etc/fstab
-  lock_timeout:
-    description: Seconds to wait for another run on this host to release the store lock (V(0) fails at once).
-    type: int
-    default: 0
 notes:
   - A process of a detached overlay is found by its working directory, root and open files; one that only has a
     file of the overlay mapped into memory is not seen.

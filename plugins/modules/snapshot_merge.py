@@ -29,6 +29,7 @@ extends_documentation_fragment:
   - pkgcache.overlay.attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.store_http
+  - pkgcache.overlay.store_lock
 attributes:
   check_mode:
     support: full
@@ -77,10 +78,6 @@ options:
   signing_key:
     description: OpenSSH private key that signs the manifest (its C(.pub) beside it); omit to leave it unsigned.
     type: path
-  lock_timeout:
-    description: Seconds to wait for another run on this host to release the store lock (V(0) fails at once).
-    type: int
-    default: 0
   force:
     description: Publish even while a rollback's hold is on, lifting it (as O(pkgcache.overlay.snapshot_build#module:force)).
     type: bool

@@ -26,6 +26,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pkgcache.overlay.attributes
   - ansible.builtin.action_common_attributes.actiongroups
+  - pkgcache.overlay.store_lock
 attributes:
   check_mode:
     support: full
@@ -49,10 +50,6 @@ options:
   signing_key:
     description: OpenSSH private key that signs the record (its C(.pub) beside it); omit to leave it unsigned.
     type: path
-  lock_timeout:
-    description: Seconds to wait for another run on this host to release the store lock (V(0) fails at once).
-    type: int
-    default: 0
 seealso:
   - module: pkgcache.overlay.snapshot_build
 """

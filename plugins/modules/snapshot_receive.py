@@ -32,6 +32,8 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pkgcache.overlay.attributes
   - ansible.builtin.action_common_attributes.actiongroups
+  - pkgcache.overlay.store_lock
+  - pkgcache.overlay.host_store
 attributes:
   check_mode:
     support: full
@@ -43,10 +45,6 @@ options:
     description: The root-owned staging directory.
     type: path
     default: /var/lib/pkgcache-push
-  store:
-    description: The host's store.
-    type: path
-    default: /var/lib/pkgcache
   check_staged:
     description: Hash staged objects before counting them as arrived.
     type: bool
@@ -72,10 +70,6 @@ options:
     description: The principal that must have signed the manifest.
     type: str
     default: pkgcache
-  lock_timeout:
-    description: Seconds to wait for another run on this host to release the store lock (V(0) fails at once).
-    type: int
-    default: 0
 seealso:
   - module: pkgcache.overlay.snapshot_pack
   - module: pkgcache.overlay.snapshot_sync

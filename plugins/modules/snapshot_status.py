@@ -27,6 +27,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pkgcache.overlay.attributes
   - ansible.builtin.action_common_attributes.actiongroups
+  - pkgcache.overlay.host_store
 attributes:
   check_mode:
     support: full
@@ -34,10 +35,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  store:
-    description: The host's store.
-    type: path
-    default: /var/lib/pkgcache
   fstab:
     description: The fstab file that holds the managed block of overlays.
     type: path

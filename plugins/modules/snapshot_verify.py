@@ -27,6 +27,8 @@ extends_documentation_fragment:
   - pkgcache.overlay.attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.store_http
+  - pkgcache.overlay.store_lock
+  - pkgcache.overlay.host_store
 attributes:
   check_mode:
     support: full
@@ -34,10 +36,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  store:
-    description: The host's store.
-    type: path
-    default: /var/lib/pkgcache
   repair:
     description: Fetch bad and missing objects again and rebuild damaged trees.
     type: bool
@@ -49,10 +47,6 @@ options:
     description: Fail when problems remain after the run, so that cron or a timer reports them.
     type: bool
     default: true
-  lock_timeout:
-    description: Seconds to wait for another run on this host to release the store lock (V(0) fails at once).
-    type: int
-    default: 0
 seealso:
   - module: pkgcache.overlay.snapshot_sync
 """
