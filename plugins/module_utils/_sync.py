@@ -214,21 +214,23 @@ def locked(p, check_mode):
 def sync(p, opener, check_mode=False, now=None, run=None):
     """Fetch, verify, check out and activate a snapshot; return the result dict.
 
-    Call it while holding locked(). Any failure raises SyncError (or
-    StoreError) before ``current`` moves, so the active snapshot stays as it
-    was. Leftovers of a killed run are removed first, so a run after a crash
-    converges.
+    Call it while holding locked(). For each mirror, plan() decides what the run does (which snapshot, which
+    objects to fetch, whether to check out and switch); check mode returns that plan's result, a real run executes
+    the same plan with apply(). Any failure raises SyncError (or StoreError) before ``current`` moves, so the
+    active snapshot stays as it was. Leftovers of a killed run are removed first, so a run after a crash converges.
     """
     if not check_mode:
         st.cleanup_leftovers(p['store'])
     mirrors = mirror_order(p.get('mirrors') or [p['url']], p.get('mirror_key') or '')
-    if len(mirrors) == 1:
-        return dict(_sync(dict(p, url=mirrors[0]), opener, check_mode, now, run), mirror=mirrors[0], failed_mirrors=[])
     failed = []
     for url in mirrors:
+        q = dict(p, url=url)
         try:
-            result = _sync(dict(p, url=url), opener, check_mode, now, run)
+            steps = plan(q, opener, check_mode, run)
+            result = steps['result'] if check_mode else apply(q, steps, opener, now)
         except (SyncError, st.StoreError, mf.ManifestError) as exc:
+            if len(mirrors) == 1:
+                raise
             # Unreachable, an HTTP error, a bad signature, an old revision, an object that fails its hash: the
             # next mirror. Objects that did arrive were verified, so they stay for the next try.
             failed.append({'url': url, 'error': str(exc)})
@@ -247,7 +249,14 @@ def mirror_order(urls, key):
     return urls[start:] + urls[:start]
 
 
-def _sync(p, opener, check_mode, now, run):
+def plan(p, opener, check_mode=False, run=None):
+    """What a sync from the store at ``p['url']`` does, decided once for check mode and the real run.
+
+    Resolves the snapshot id, loads and verifies its manifest (kept in memory, not stored) and lists the objects the
+    host lacks. Writes nothing. Returns a dict: ``result`` (what the module reports), ``manifest``, ``missing``
+    ({object: size} to fetch), ``new_manifest`` (the fetched manifest and signature to store, or None), ``checkout``
+    (the tree is not there yet) and ``switch`` (``current`` moves to this snapshot).
+    """
     store = p['store']
     base_url = p['url'].rstrip('/')
     try:
@@ -257,15 +266,16 @@ def _sync(p, opener, check_mode, now, run):
         if not check_mode:
             raise
         # A dry run against a builder that the same run would set up first (a new fleet): say so, change nothing.
-        return {'id': '', 'path': '', 'previous': hs.active_id(store), 'changed': True, 'revision': None,
-                'missing_objects': 0, 'missing_bytes': 0, 'reused_objects': 0, 'fetched_objects': 0, 'fetched_bytes': 0,
-                'fetch_seconds': 0.0, 'bytes_per_second': 0, 'files': 0, 'bytes': 0, 'ecosystems': [], 'created': None,
-                'warnings': ['check mode: %s; a real run fails here unless the store is served by then' % exc]}
+        return {'result': {
+            'id': '', 'path': '', 'previous': hs.active_id(store), 'changed': True, 'revision': None,
+            'missing_objects': 0, 'missing_bytes': 0, 'reused_objects': 0, 'fetched_objects': 0, 'fetched_bytes': 0,
+            'fetch_seconds': 0.0, 'bytes_per_second': 0, 'files': 0, 'bytes': 0, 'ecosystems': [], 'created': None,
+            'warnings': ['check mode: %s; a real run fails here unless the store is served by then' % exc]}}
     p = dict(p, revision=record['revision'] if record else None)
     previous = hs.active_id(store)
     limits = {'max_manifest_size': p['max_manifest_size'], 'max_object_size': p.get('max_object_size'),
               'max_snapshot_size': p.get('max_snapshot_size')}
-    manifest, manifest_bytes, fetched_manifest = load_manifest(store, opener, base_url, snap_id, limits, check_mode, p, run)
+    manifest, manifest_bytes, new_manifest = load_manifest(store, opener, base_url, snap_id, limits, check_mode, p, run)
     have_tree = os.path.isdir(st.tree_path(store, snap_id))
     missing = {} if have_tree else st.missing_objects(store, manifest['entries'])
     totals = mf.totals(manifest['entries'])
@@ -280,20 +290,27 @@ def _sync(p, opener, check_mode, now, run):
     }
     if p.get('warnings'):
         result['warnings'] = p['warnings']
-    if check_mode:
-        return result
-    if missing:
+    return {'result': result, 'manifest': manifest, 'missing': missing, 'new_manifest': new_manifest,
+            'checkout': not have_tree, 'switch': previous != snap_id}
+
+
+def apply(p, steps, opener, now=None):
+    """Execute a plan() of the real run (under locked()); return its result with what the fetch took."""
+    store, result, manifest = p['store'], dict(steps['result']), steps['manifest']
+    snap_id = manifest['id']
+    if steps['missing']:
         started = time.monotonic()
-        fetched = st.fetch_objects(store, base_url, missing, opener, p['workers'], p.get('deadline'))
+        fetched = st.fetch_objects(store, p['url'].rstrip('/'), steps['missing'], opener, p['workers'], p.get('deadline'))
         seconds = max(time.monotonic() - started, 1e-6)
         result['fetched_bytes'] += fetched
-        result['fetched_objects'] = len(missing)
+        result['fetched_objects'] = len(steps['missing'])
         result.update({'fetch_seconds': round(seconds, 3), 'bytes_per_second': int(fetched / seconds)})
-    keep_manifest(store, snap_id, fetched_manifest)
-    st.checkout(store, manifest)
-    if previous != snap_id:
+    keep_manifest(store, snap_id, steps['new_manifest'])
+    if steps['checkout']:
+        st.checkout(store, manifest)
+    if steps['switch']:
         _faults.point('activate')
         hs.activate(store, snap_id)
         hs.record_activation(store, snap_id, now or '-')
-    hs.record_newest(store, manifest, p['revision'])
+    hs.record_newest(store, manifest, result['revision'])
     return result

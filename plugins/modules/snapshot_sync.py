@@ -228,136 +228,13 @@ backup_file:
   type: str
 """
 
-import datetime
-import os
-import socket
-import time
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
 
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _hoststate as hs
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _push
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
-from ansible_collections.pkgcache.overlay.plugins.module_utils._fstab import FstabError, escape
-from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import mountinfo_text, update_block
-from ansible_collections.pkgcache.overlay.plugins.module_utils._manifest import ManifestError
-from ansible_collections.pkgcache.overlay.plugins.module_utils._mountcmd import MountError, mount_from_fstab, unmount
-from ansible_collections.pkgcache.overlay.plugins.module_utils._overlay import mounted_at, parse_mountinfo
-from ansible_collections.pkgcache.overlay.plugins.module_utils._store import StoreError
-
-BLOCK = 'snapshot'
-
-
-def bind_line(store, mount_point):
-    return '%s %s none bind,ro,nosuid,nodev 0 0' % (escape(os.path.join(store, 'current')), escape(mount_point))
-
-
-def ensure_mount(module, result):
-    p = module.params
-    run = module.run_command
-    want = '/trees/' + result['id']
-    current = mounted_at(parse_mountinfo(mountinfo_text()), p['mount_point'])
-    if current is not None and current['root'].endswith(want):
-        return 'unchanged'
-    if module.check_mode:
-        return 'remounted' if current else 'mounted'
-    if not os.path.isdir(p['mount_point']):
-        os.makedirs(p['mount_point'], 0o755)
-    state = 'mounted'
-    if current is not None:
-        # Nobody's overlay uses this mount as a lower, so a lazy detach is
-        # safe: open files keep the old snapshot until they are closed.
-        if unmount(run, p['mount_point']) == 'busy':
-            unmount(run, p['mount_point'], lazy=True)
-        state = 'remounted'
-    mount_from_fstab(run, p['fstab'], p['mount_point'])
-    return state
-
-
-def record_last_sync(module, store, outcome):
-    """Remember the outcome for snapshot_status (not in check mode; never fails the run)."""
-    if module.check_mode or not os.path.isdir(store):
-        return
-    outcome.update({'time': datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
-                    'epoch': int(time.time())})
-    try:
-        hs.write_last_sync(store, outcome)
-    except OSError as exc:
-        module.warn('cannot record the sync result in %s: %s' % (store, exc))
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _hostsync
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            url=dict(type='str'),
-            mirrors=dict(type='list', elements='str'),
-            mirror_key=dict(type='str', no_log=False),
-            source=dict(type='path'),
-            snapshot=dict(type='str', default='latest'),
-            store=dict(type='path', default='/var/lib/pkgcache'),
-            mount_point=dict(type='path', default='/mnt/cacache'),
-            fstab=dict(type='path', default='/etc/fstab'),
-            backup=dict(type='bool', default=False),
-            workers=dict(type='int', default=8),
-            timeout=dict(type='int', default=30),
-            validate_certs=dict(type='bool', default=True),
-            max_manifest_size=dict(type='int', default=268435456),
-            max_object_size=dict(type='int', default=0),
-            max_snapshot_size=dict(type='int', default=0),
-            lock_timeout=dict(type='int', default=0),
-            allowed_signers=dict(type='path'),
-            signer_identity=dict(type='str', default='pkgcache'),
-            allow_downgrade=dict(type='bool', default=False),
-            deadline=dict(type='int', default=900),
-        ),
-        required_one_of=[('url', 'mirrors', 'source')],
-        mutually_exclusive=[('url', 'source'), ('mirrors', 'source')],
-        supports_check_mode=True,
-    )
-    p = dict(module.params)
-    p['mirror_key'] = p['mirror_key'] or socket.getfqdn()
-    if p['deadline'] < 1:
-        module.fail_json(msg='deadline must be 1 or more, got %d' % p['deadline'])
-    p['max_object_size'] = p['max_object_size'] or None
-    p['max_snapshot_size'] = p['max_snapshot_size'] or None
-
-    def opener(url):
-        return open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'], follow_redirects='safe')
-
-    if p['source']:
-        try:
-            if os.path.lexists(p['source']) or not module.check_mode:  # a dry run on a new host has none yet
-                _push.check_staging(p['source'])
-        except (_push.PushError, OSError) as exc:
-            module.fail_json(msg=str(exc))
-        p['mirrors'], opener = [_push.source_url(p['source'])], _push.source_opener(p['source'])
-
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    if not p['allowed_signers']:
-        module.warn('allowed_signers is not set: the snapshot signature is not checked')
-
-    def run(argv, data=None):
-        return module.run_command(argv, data=data, binary_data=True)
-
-    try:
-        with _sync.locked(p, module.check_mode):
-            result = _sync.sync(p, opener, check_mode=module.check_mode, now=now, run=run)
-            fstab = update_block(module, p['fstab'], BLOCK, [bind_line(p['store'], p['mount_point'])], p['backup'])
-            result['mount'] = ensure_mount(module, result)
-            if p['source'] and not module.check_mode:
-                _push.clear_staged(p['source'])
-    except (_sync.SyncError, StoreError, ManifestError, FstabError, MountError, LockError, OSError) as exc:
-        record_last_sync(module, p['store'], {'ok': False, 'error': str(exc)})
-        module.fail_json(msg=str(exc))
-    record_last_sync(module, p['store'], {'ok': True, 'id': result['id']})
-    result['changed'] = result['changed'] or fstab['changed'] or result['mount'] != 'unchanged'
-    if fstab['backup_file']:
-        result['backup_file'] = fstab['backup_file']
-    if module._diff and fstab['changed']:
-        result['diff'] = fstab['diff']
-    module.exit_json(**result)
+    _hostsync.run_module(AnsibleModule(**_hostsync.module_args()))
 
 
 if __name__ == '__main__':

@@ -40,7 +40,7 @@ def test_parse_mountinfo_and_states():
 
 
 def test_mountinfo_names_stay_importable_where_modules_import_them():
-    # snapshot_sync imports mounted_at and parse_mountinfo from _overlay, and mountinfo_text from _fstabfile.
+    # Older callers import mounted_at and parse_mountinfo from _overlay, and mountinfo_text from _fstabfile.
     assert ov.parse_mountinfo is mi.parse_mountinfo and ov.mounted_at is mi.mounted_at
     assert _fstabfile.mountinfo_text is mi.mountinfo_text
     assert mi.mounted_at(mi.current(), '/') is not None
