@@ -13,14 +13,12 @@ executes them.
 
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 import time
 
-from ansible.module_utils.urls import open_url
-
 from . import _hoststate as hs
+from . import _module
 from . import _push
 from . import _sync
 from ._fstab import FstabError, escape
@@ -48,9 +46,6 @@ def module_args():
             mount_point=dict(type='path', default='/mnt/cacache'),
             fstab=dict(type='path', default='/etc/fstab'),
             backup=dict(type='bool', default=False),
-            workers=dict(type='int', default=8),
-            timeout=dict(type='int', default=30),
-            validate_certs=dict(type='bool', default=True),
             max_manifest_size=dict(type='int', default=268435456),
             max_object_size=dict(type='int', default=0),
             max_snapshot_size=dict(type='int', default=0),
@@ -58,7 +53,7 @@ def module_args():
             allowed_signers=dict(type='path'),
             signer_identity=dict(type='str', default='pkgcache'),
             allow_downgrade=dict(type='bool', default=False),
-            deadline=dict(type='int', default=900),
+            **_module.store_http_options()
         ),
         required_one_of=[('url', 'mirrors', 'source')],
         mutually_exclusive=[('url', 'source'), ('mirrors', 'source')],
@@ -102,8 +97,7 @@ def params(p, check_mode):
     p['max_object_size'] = p['max_object_size'] or None
     p['max_snapshot_size'] = p['max_snapshot_size'] or None
     if not p['source']:
-        return p, lambda url: open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'],
-                                       follow_redirects='safe')
+        return p, _module.opener(p['timeout'], p['validate_certs'])
     try:
         if os.path.lexists(p['source']) or not check_mode:  # a dry run on a new host has none yet
             _push.check_staging(p['source'])
@@ -117,8 +111,7 @@ def record_last_sync(module, store, outcome):
     """Remember the outcome for snapshot_status (not in check mode; never fails the run)."""
     if module.check_mode or not os.path.isdir(store):
         return
-    outcome.update({'time': datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
-                    'epoch': int(time.time())})
+    outcome.update({'time': _module.utc_now(), 'epoch': int(time.time())})
     try:
         hs.write_last_sync(store, outcome)
     except OSError as exc:
@@ -128,7 +121,7 @@ def record_last_sync(module, store, outcome):
 def converge(module, p, opener):
     """One run under the store lock: sync, the fstab block, the mount; return the result and the fstab change."""
     check = module.check_mode
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    now = _module.utc_now()
 
     def run(argv, data=None):
         return module.run_command(argv, data=data, binary_data=True)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import copy
 import datetime
 
-from ansible.module_utils.urls import open_url
-
 # The options of a module that downloads from a store over HTTP, as the doc fragment pkgcache.overlay.store_http
 # documents them.
 STORE_HTTP_OPTIONS = dict(
@@ -48,6 +46,9 @@ def runner(module):
 
 def opener(timeout=30, validate_certs=True):
     """``open(url)``: open_url with the module's timeout and certificate check, following safe redirects only."""
+    # Imported here: the metrics timer runs _status (which imports this file) on hosts without Ansible.
+    from ansible.module_utils.urls import open_url
+
     def open_(url):
         return open_url(url, timeout=timeout, validate_certs=validate_certs, follow_redirects='safe')
     return open_

@@ -338,7 +338,8 @@ def check_staging(staging, create=False):
     return staging
 
 
-def receive(staging, store, check_staged=True, limits=None, allowed_signers=None, run=None, check_mode=False):
+def receive(staging, store, check_staged=True, limits=None, allowed_signers=None, run=None, check_mode=False,
+            signer_identity=None):
     """Unpack what arrived in ``staging`` and name what the host still lacks.
 
     The head (``staging/head.tar.gz``, kept so that Ansible's copy sends it
@@ -366,7 +367,7 @@ def receive(staging, store, check_staged=True, limits=None, allowed_signers=None
     data = files['snapshots/%s.json' % snap_id]
     if allowed_signers:
         try:
-            _sync.verify({'allowed_signers': allowed_signers}, run, data, files.get('snapshots/%s.json.sig' % snap_id),
+            _sync.verify({'allowed_signers': allowed_signers, 'signer_identity': signer_identity}, run, data, files.get('snapshots/%s.json.sig' % snap_id),
                          'pushed snapshot %s' % snap_id, check_mode)
         except _sync.SyncError as exc:
             raise PushError(str(exc))
@@ -516,7 +517,8 @@ def run_receive_module(module):
     try:
         with _sync.locked(p, module.check_mode):
             result = receive(p['staging'], p['store'], p['check_staged'], limits, p['allowed_signers'],
-                             lambda argv, data=None: run(argv, None, data), check_mode=module.check_mode)
+                             lambda argv, data=None: run(argv, None, data), check_mode=module.check_mode,
+                             signer_identity=p['signer_identity'])
     except (PushError, st.StoreError, LockError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=bool(result['received_archives']), **result)

@@ -35,7 +35,7 @@ def test_runner_runs_bytes_in_and_out_and_ignores_env():
 
 def test_opener_passes_the_timeout_and_certificate_check(monkeypatch):
     seen = []
-    monkeypatch.setattr(_module, 'open_url', lambda url, **kw: seen.append((url, kw)) or 'response')
+    monkeypatch.setattr('ansible.module_utils.urls.open_url', lambda url, **kw: seen.append((url, kw)) or 'response')
     assert _module.opener(7, False)('https://store/x') == 'response'
     assert seen == [('https://store/x', {'timeout': 7, 'validate_certs': False, 'follow_redirects': 'safe'})]
     _module.opener()('https://store/y')

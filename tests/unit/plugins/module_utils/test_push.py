@@ -218,6 +218,10 @@ def test_receive_reads_the_head_within_a_pulls_limits_and_checks_its_signature(t
     v1 = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', key[0])
     push(store(tmp_path), host, staging, carried, sync=False)
     head = os.path.join(staging, _push.HEAD)
+    # The signature is checked for the principal asked for: the key is trusted as pkgcache only.
+    assert _push.receive(staging, host, allowed_signers=key[1], run=run, check_mode=True)['id'] == v1['id']
+    with pytest.raises(_push.PushError, match='pushed snapshot'):
+        _push.receive(staging, host, allowed_signers=key[1], run=run, check_mode=True, signer_identity='someone-else')
     with tarfile.open(head, 'w:gz') as tar:  # a ref of 1 GiB that costs a few bytes on the wire
         info = tarfile.TarInfo('refs/latest')
         info.size = 1 << 30
