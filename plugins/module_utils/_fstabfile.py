@@ -12,10 +12,6 @@ import os
 import tempfile
 
 from ._fstab import replace_block
-# mountinfo lives in _mountinfo; mountinfo_text stays importable from here for the modules that read it.
-from ._mountinfo import mountinfo_text
-
-__all__ = ['mountinfo_text', 'read_text', 'update_block']
 
 
 def read_text(path):

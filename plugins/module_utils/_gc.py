@@ -26,7 +26,8 @@ from . import _module
 from . import _store as st
 from . import _views
 from ._busy import held_files
-from ._fstabfile import mountinfo_text, read_text
+from ._fstabfile import read_text
+from ._mountinfo import mountinfo_text
 from ._lock import LockError, StoreLock
 from ._manifest import ManifestError
 

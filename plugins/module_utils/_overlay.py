@@ -12,10 +12,7 @@ import posixpath
 import re
 
 from ._fstab import escape, parse_line
-# mountinfo lives in _mountinfo; these two stay importable from here for snapshot_sync.
-from ._mountinfo import mounted_at, parse_mountinfo, split_options
-
-__all__ = ['mounted_at', 'parse_mountinfo']
+from ._mountinfo import split_options
 
 # Where each ecosystem's package manager looks, relative to the user's home,
 # and the directory of the snapshot that holds its cache.

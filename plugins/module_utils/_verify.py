@@ -28,7 +28,7 @@ import time
 from . import _manifest as mf
 from . import _module
 from . import _store as st
-from ._fstabfile import mountinfo_text
+from ._mountinfo import mountinfo_text
 from ._gc import referenced_ids
 from ._lock import LockError, StoreLock
 

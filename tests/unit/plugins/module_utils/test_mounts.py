@@ -4,6 +4,7 @@ import subprocess
 import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _mounts as mt
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _mountinfo as mi
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _safefs as sf
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _views
@@ -178,14 +179,14 @@ def test_safe_umount_never_follows_a_swapped_parent(tmp_path):
     for d in (home / '.cache' / 'pip', root_mount):
         subprocess.check_call(['mount', '-t', 'tmpfs', 'tmpfs', str(d)])
     try:
-        info = ov.parse_mountinfo(open('/proc/self/mountinfo').read())
-        users = ov.mounted_at(info, str(home / '.cache' / 'pip'))
-        roots = ov.mounted_at(info, str(root_mount))
+        info = mi.parse_mountinfo(open('/proc/self/mountinfo').read())
+        users = mi.mounted_at(info, str(home / '.cache' / 'pip'))
+        roots = mi.mounted_at(info, str(root_mount))
         os.rename(str(home / '.cache'), str(home / '.cache-moved'))
         os.symlink(str(tmp_path / 'root-owned'), str(home / '.cache'))
         assert sf.umount(str(home / '.cache' / 'pip'), users['mount_id']) == 'gone'
         assert sf.umount(str(home / '.cache' / 'pip'), roots['mount_id']) == 'gone'
-        assert ov.mounted_at(ov.parse_mountinfo(open('/proc/self/mountinfo').read()), str(root_mount)) is not None
+        assert mi.mounted_at(mi.parse_mountinfo(open('/proc/self/mountinfo').read()), str(root_mount)) is not None
         assert sf.umount(str(home / '.cache-moved' / 'pip'), users['mount_id']) == 'unmounted'
         keep = os.open(str(root_mount), os.O_RDONLY)
         try:
@@ -210,7 +211,7 @@ def test_render_lines_checks_the_template_output():
 
 
 def test_check_filesystems():
-    info = ov.parse_mountinfo('1 0 0:1 / / rw - overlay overlay rw\n2 1 0:2 / /mnt/scratch rw - ext4 /dev/x rw\n'
+    info = mi.parse_mountinfo('1 0 0:1 / / rw - overlay overlay rw\n2 1 0:2 / /mnt/scratch rw - ext4 /dev/x rw\n'
                               '3 2 0:3 / /mnt/scratch/b/cacache_pip/work rw - tmpfs tmpfs rw\n')
     a, b = ov.plan_mounts([{'name': 'a', 'uid': 1, 'gid': 1}, {'name': 'b', 'uid': 2, 'gid': 2}], ['pip'], '/l', '/mnt/scratch')
     mt.check_filesystems(info, a)
@@ -343,12 +344,12 @@ def test_purge_keeps_a_user_whose_view_is_still_mounted(tmp_path):
     m, victim = removed_layout(tmp_path)
     run = converge(tmp_path, [m], state='mounted')
     view = str(tmp_path / 'views' / 'dave' / 'pip')
-    info = ov.parse_mountinfo('90 30 0:70 / %s rw,nosuid,nodev - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w\n' % view)
+    info = mi.parse_mountinfo('90 30 0:70 / %s rw,nosuid,nodev - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w\n' % view)
     run.purge('dave', info)
     assert run.purged['dave'] == 'kept: %s is still mounted' % view
     # A mount elsewhere that uses one of his layers keeps him too.
     layers = str(tmp_path / 'scratch' / 'dave' / 'cacache_pip')
-    info = ov.parse_mountinfo('91 30 0:71 / /elsewhere rw - overlay overlay rw,lowerdir=/l,upperdir=%s/upper,workdir=%s/work\n'
+    info = mi.parse_mountinfo('91 30 0:71 / /elsewhere rw - overlay overlay rw,lowerdir=/l,upperdir=%s/upper,workdir=%s/work\n'
                               % (layers, layers))
     run.purge('dave', info)
     assert run.purged['dave'] == 'kept: /elsewhere is still mounted'

@@ -4,6 +4,7 @@ import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _fstab as fs
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _module
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _mountinfo as mi
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay as ov
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _status
 
@@ -24,7 +25,7 @@ def test_collect_and_prometheus(tmp_path):
     os.symlink('/etc/passwd', os.path.join(mounts[0]['upperdir'], 'link'))  # not followed, not counted
     fstab = fs.replace_block('', 'mounts', [ov.default_line(m) for m in mounts])
     old = host + '/trees/' + 'e' * 64 + '/pip'
-    info = ov.parse_mountinfo(''.join(
+    info = mi.parse_mountinfo(''.join(
         '%d 1 0:%d / %s rw - overlay overlay rw,lowerdir=%s,upperdir=%s,workdir=%s\n'
         % (10 + i, 50 + i, m['target'], lower, m['upperdir'], m['workdir'])
         for i, (m, lower) in enumerate([(mounts[0], mounts[0]['lowerdir']), (mounts[1], old), (mounts[2], old)])))
@@ -50,7 +51,7 @@ def _hosts_uppers(tmp_path, names):
 
 
 def _status_of(tmp_path, fstab):
-    status = _status.collect(str(tmp_path / 'store'), fstab, ov.parse_mountinfo(''), {}, 'now')
+    status = _status.collect(str(tmp_path / 'store'), fstab, mi.parse_mountinfo(''), {}, 'now')
     return status, dict((u['user'], u) for u in status['users'])
 
 
