@@ -44,6 +44,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pkgcache.overlay.attributes
   - ansible.builtin.action_common_attributes.actiongroups
+  - pkgcache.overlay.fstab_block
   - ansible.builtin.action_common_attributes.flow
 attributes:
   check_mode:
@@ -131,14 +132,6 @@ options:
     type: int
     default: 60
     version_added: 0.3.0
-  fstab:
-    description: The fstab file that holds the managed block.
-    type: path
-    default: /etc/fstab
-  backup:
-    description: Keep a timestamped copy of fstab before changing it.
-    type: bool
-    default: false
   state:
     description: V(mounted) writes fstab and mounts; V(present) only writes fstab and creates the directories.
     type: str

@@ -29,6 +29,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pkgcache.overlay.attributes
   - ansible.builtin.action_common_attributes.actiongroups
+  - pkgcache.overlay.fstab_block
   - pkgcache.overlay.store_http
 attributes:
   check_mode:
@@ -81,14 +82,6 @@ options:
     description: Where the active snapshot is mounted read-only.
     type: path
     default: /mnt/cacache
-  fstab:
-    description: The fstab file that holds the managed block.
-    type: path
-    default: /etc/fstab
-  backup:
-    description: Keep a timestamped copy of fstab before changing it.
-    type: bool
-    default: false
   max_manifest_size:
     description: Largest manifest accepted, in bytes.
     type: int
