@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import subprocess
 
 import testinfra
@@ -56,11 +57,35 @@ def playbook(name, extra=None, args=()):
     return proc.returncode, results
 
 
+def solo_installs(user_host, packages, parallel=4):
+    """``pip install <package>`` of each package on its own, as the user; return {package: pip's output}.
+
+    Each goes into an empty ``--target`` dir (pip then resolves and installs every dependency, as in a fresh venv),
+    ``parallel`` at a time, from one venv's pip and in one command on the host.
+    """
+    names = ' '.join(shlex.quote(p) for p in packages)
+    script = """set -e
+d=$(mktemp -d /tmp/hitrate.XXXXXX)
+python3 -m venv "$d/venv"
+for p in %s; do echo "$p"; done | xargs -P %d -I{} sh -c \
+  '"$1/venv/bin/pip" install --no-color --target "$1/t-$2" "$2" >"$1/$2.log" 2>&1; echo $? >"$1/$2.rc"' sh "$d" {}
+for p in %s; do echo "=== $p $(cat "$d/$p.rc")"; cat "$d/$p.log"; done
+rm -rf "$d"
+""" % (names, parallel, names)
+    out = user_host.check_output('sh -c %s' % shlex.quote(script))
+    results = {}
+    for part in out.split('=== ')[1:]:
+        head, dummy, log = part.partition('\n')
+        package, rc = head.rsplit(' ', 1)
+        assert rc == '0', 'pip install %s failed:\n%s' % (package, log)
+        results[package] = log
+    assert sorted(results) == sorted(packages), out
+    return results
+
+
 def solo_install(user_host, package):
-    """``pip install <package>`` as the user into a fresh venv; return pip's output."""
-    venv = '/tmp/hitrate-venv'
-    user_host.check_output('rm -rf %s && python3 -m venv %s' % (venv, venv))
-    return user_host.check_output('%s/bin/pip install --no-color %s 2>&1' % (venv, package))
+    """``pip install <package>`` alone, as the user; return pip's output."""
+    return solo_installs(user_host, [package])[package]
 
 
 def downloads(out):

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from conftest import as_root, as_user, downloads, solo_install
+from conftest import as_root, as_user, downloads, solo_installs
 
 PRIMARY, SECOND, REPL = 'pkgcache-s-builder1', 'pkgcache-s-builder2', 'pkgcache-s-repl1'
 
@@ -52,6 +52,6 @@ def test_every_listed_package_installs_alone_with_no_download(published):
     missed = set(m['package'] for m in published['pip']['misses'])
     listed = [p for p in published['pip']['requested'] if p not in missed]
     assert {'six', 'python-dateutil', 'hitrate-web', 'hitrate-legacy'} <= set(listed)
-    fetched = dict((p, downloads(solo_install(carol, p))) for p in listed)
+    fetched = dict((p, downloads(out)) for p, out in solo_installs(carol, listed).items())
     print('pip hit rate through the joined snapshot: %d/%d' % (sum(1 for f in fetched.values() if not f), len(listed)))
     assert fetched == dict((p, []) for p in listed)
