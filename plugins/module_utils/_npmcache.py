@@ -445,7 +445,7 @@ class RegistryClient(object):
         self.port = parts.port or (443 if self.scheme == 'https' else 80)
         self.netloc = parts.netloc
         self.context = ssl.create_default_context(cafile=cafile) if self.scheme == 'https' else None
-        self.local, self.lock, self.addresses = threading.local(), threading.Lock(), None
+        self.local, self.lock, self.addresses, self.connections = threading.local(), threading.Lock(), None, []
         proxies = urllib.request.getproxies()
         self.proxied = self.scheme in proxies and not urllib.request.proxy_bypass(self.host or '')
         if self.proxied:
@@ -476,7 +476,16 @@ class RegistryClient(object):
                 conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             conn._create_connection = self._connect  # pylint: disable=protected-access
             self.local.conn = conn
+            with self.lock:
+                self.connections.append(conn)
         return conn
+
+    def close(self):
+        """Close the connections of every thread."""
+        with self.lock:
+            connections, self.connections = self.connections, []
+        for conn in connections:
+            conn.close()
 
     def get(self, url):
         parts = urlsplit(url)
@@ -512,8 +521,9 @@ class RegistryClient(object):
 
 
 def packument_fetcher(o):
-    """``fetch(url) -> bytes`` for the packuments of the registry of npm's options ``o``."""
-    return RegistryClient(o['registry'], o.get('cafile')).get
+    """(``fetch(url) -> bytes``, ``close()``) for the packuments of the registry of npm's options ``o``."""
+    client = RegistryClient(o['registry'], o.get('cafile'))
+    return client.get, client.close
 
 
 def _previous_resolutions(o, vers, manifest, specs, cache, opener):
@@ -532,7 +542,11 @@ def _previous_resolutions(o, vers, manifest, specs, cache, opener):
     names = set(p['name'] for pk in candidates.values() for p in pk)
     if not names:
         return {}, seeded_packuments
-    unchanged = unchanged_packuments(seeded_packuments, names, packument_fetcher(o), o.get('workers'), o['registry'])
+    fetch, close = packument_fetcher(o)
+    try:
+        unchanged = unchanged_packuments(seeded_packuments, names, fetch, o.get('workers'), o['registry'])
+    finally:
+        close()
     return kept_resolutions(candidates, unchanged), seeded_packuments
 
 

@@ -385,7 +385,7 @@ def bd_build(tmp_path, store, npm, specs, now, opener=None):
          'reuse': True}
     fetcher = nc.packument_fetcher
     if opener is not None:  # the registry's packuments come from ``opener`` (a Registry) instead of the network
-        nc.packument_fetcher = lambda o: lambda url: opener(url).read()
+        nc.packument_fetcher = lambda o: (lambda url: opener(url).read(), lambda: None)
     try:
         return bd.build(p, npm, now=now, opener=opener)
     finally:
@@ -434,6 +434,9 @@ def test_npm_registry_client_gets_packuments_over_one_connection():
         with pytest.raises(ValueError):
             client.get('http://elsewhere.example/a')
         assert paths == ['/a', '/@s%2fb', '/gone'] and len(connections) == 1
+        client.close()
+        assert json.loads(client.get(registry + 'c')) == {'name': '/c'} and len(connections) == 2
+        client.close()
         with pytest.raises(OSError, match='larger'):
             nc.RegistryClient(registry, limit=5).get(registry + 'a')
     finally:
