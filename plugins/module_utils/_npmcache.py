@@ -20,6 +20,18 @@ name (the packuments of their packages, the tarballs of their versions) and
 the content those entries point to (``prune``): a package the build no longer
 takes leaves nothing behind, and the snapshot is the one a build from an empty
 cache gives.
+
+Most of an incremental build's time would go to npm itself (a resolution is
+a second or more of npm per spec, and ``npm cache add`` fetches every
+packument again), so the build runs npm only where something changed: a spec
+whose previous resolution names only packages whose packuments the registry
+still serves byte for byte as the seeded cache holds them (each fetched once
+more and compared by sha512 with the entry's integrity; npm 11 keeps no ETag
+to revalidate with) would resolve the same way, so its lock is the previous
+one; and ``npm cache add`` skips the packages whose tarball is cached under
+both its keys with the integrity the lock names (content-addressed, it cannot
+be stale). A packument that npm fetches anew after that check (a release in
+between) puts the specs naming its package back to npm.
 """
 
 from __future__ import annotations
@@ -27,12 +39,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import http.client
 import json
 import os
 import re
 import shutil
+import socket
+import ssl
 import stat
 import tempfile
+import threading
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote, urlsplit
 
 from . import _solo as solo
@@ -300,6 +318,93 @@ def cached_tarballs(cache_dir):
     return found
 
 
+def tarball_integrities(cache_dir):
+    """{(name, version): integrity} of the registry tarballs that npm finds in the cache under both keys that
+    ``npm cache add`` writes (the tarball's URL and pacote's ``pacote:tarball:<name>@<version>``) with the same
+    integrity."""
+    urls, pacote = {}, {}
+    for entry in index_entries(cache_dir):
+        key = entry['key']
+        if key.startswith(PACOTE_PREFIX):
+            name, sep, version = key[len(PACOTE_PREFIX):].rpartition('@')
+            if sep:
+                pacote[(name, version)] = entry['integrity']
+            continue
+        pkg = tarball_package(key)
+        if pkg:
+            urls[pkg] = entry['integrity']
+    return dict((k, v) for k, v in urls.items() if pacote.get(k) == v)
+
+
+def to_add(packages, tarballs):
+    """The packages of the lock files that ``npm cache add`` must fetch: all but those whose tarball is in the
+    cache (``tarball_integrities``) with the integrity the lock file names. A tarball is stored by its content,
+    so such an entry is the one ``npm cache add`` would write."""
+    return [p for p in packages if not p.get('integrity') or tarballs.get((p['name'], p['version'])) != p['integrity']]
+
+
+def packuments(cache_dir):
+    """{package name: (cache key, integrity)} of the registry packuments in the cache."""
+    out = {}
+    for entry in index_entries(cache_dir):
+        name = packument_name(entry['key'])
+        if name:
+            out[name] = (entry['key'], entry['integrity'])
+    return out
+
+
+def same_body(integrity, body):
+    """Whether ``body`` (bytes) is the content that cacache's ``integrity`` names (by its sha512)."""
+    digest = 'sha512-' + base64.b64encode(hashlib.sha512(body).digest()).decode('ascii')
+    return digest in (integrity or '').split()
+
+
+def reusable(specs, meta, tarballs):
+    """{spec: [package dicts]} of the specs whose previous resolution (``meta`` of the previous build) could be
+    kept: the previous build resolved the spec and every tarball it names is in the seeded cache
+    (``tarball_integrities``; the integrity ``npm cache add`` stored is the one its lock file named)."""
+    out = {}
+    for spec in specs:
+        res = (meta.get('resolutions') or {}).get(spec)
+        if not res or not isinstance(res, list):
+            continue
+        pk = []
+        for ref in res:
+            name, sep, version = ref.rpartition('@') if isinstance(ref, str) else ('', '', '')
+            if not sep or not name or not tarballs.get((name, version)):
+                pk = None
+                break
+            pk.append({'name': name, 'version': version, 'integrity': tarballs[(name, version)]})
+        if pk:
+            out[spec] = pk
+    return out
+
+
+def unchanged_packuments(seeded_packuments, names, fetch, workers, registry):
+    """The names among ``names`` whose packument, fetched again from the registry (``fetch(url) -> bytes``),
+    is byte for byte the one in the seeded cache; any failure counts as changed."""
+    todo = sorted(n for n in set(names) if n in seeded_packuments
+                  and seeded_packuments[n][0][len(KEY_PREFIX):].startswith(registry))
+
+    def one(name):
+        key, integrity = seeded_packuments[name]
+        try:
+            return same_body(integrity, fetch(key[len(KEY_PREFIX):]))
+        except Exception:  # any failure only means: resolve it again
+            return False
+
+    if not todo:
+        return set()
+    with ThreadPoolExecutor(max_workers=max(1, min(16, 4 * int(workers or 4), len(todo)))) as pool:
+        return set(n for n, same in zip(todo, pool.map(one, todo)) if same)
+
+
+def kept_resolutions(candidates, unchanged):
+    """The candidates (``reusable``) every package of which has an unchanged packument: npm would resolve each
+    of them the way it did, so it is not run for them."""
+    return dict((spec, pk) for spec, pk in candidates.items() if all(p['name'] in unchanged for p in pk))
+
+
 def versions(o, run, scratch):
     rc, out, err = run([o['npm'], 'version', '--json'], clean_env(os.environ), cwd=scratch)
     if rc != 0:
@@ -325,38 +430,181 @@ def _resolve(o, specs, cache, scratch, run):
     return rc, lock, tail(err or out, 3)
 
 
+PACKUMENT_LIMIT = 256 << 20
+
+
+class RegistryClient(object):
+    """GETs of packuments from one registry, over keep-alive connections (one per thread) to the address its host
+    name resolved to once: a request costs a round trip, not a name lookup, a TCP and a TLS handshake and a load
+    of the CA bundle (what a urllib request per URL costs). Proxies from the environment are honoured through
+    urllib instead (a request each). ``get(url)`` returns the body of a 200, or raises."""
+
+    def __init__(self, registry, cafile=None, timeout=30, limit=PACKUMENT_LIMIT):
+        parts = urlsplit(registry)
+        self.scheme, self.host, self.timeout, self.limit = parts.scheme, parts.hostname, timeout, limit
+        self.port = parts.port or (443 if self.scheme == 'https' else 80)
+        self.netloc = parts.netloc
+        self.context = ssl.create_default_context(cafile=cafile) if self.scheme == 'https' else None
+        self.local, self.lock, self.addresses, self.connections = threading.local(), threading.Lock(), None, []
+        proxies = urllib.request.getproxies()
+        self.proxied = self.scheme in proxies and not urllib.request.proxy_bypass(self.host or '')
+        if self.proxied:
+            handlers = [urllib.request.ProxyHandler()]
+            if self.context:
+                handlers.append(urllib.request.HTTPSHandler(context=self.context))
+            self.opener = urllib.request.build_opener(*handlers)
+
+    def _connect(self, address, timeout, source_address=None):
+        with self.lock:
+            if self.addresses is None:
+                self.addresses = [a[4][:2] for a in socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)]
+            addresses = list(self.addresses)
+        error = None
+        for addr in addresses:  # as socket.create_connection tries them, without a name lookup each time
+            try:
+                return socket.create_connection(addr, timeout, source_address)
+            except OSError as exc:
+                error = exc
+        raise error or OSError('%s has no address' % self.host)
+
+    def _connection(self):
+        conn = getattr(self.local, 'conn', None)
+        if conn is None:
+            if self.context:
+                conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            conn._create_connection = self._connect  # pylint: disable=protected-access
+            self.local.conn = conn
+            with self.lock:
+                self.connections.append(conn)
+        return conn
+
+    def close(self):
+        """Close the connections of every thread."""
+        with self.lock:
+            connections, self.connections = self.connections, []
+        for conn in connections:
+            conn.close()
+
+    def get(self, url):
+        parts = urlsplit(url)
+        if (parts.scheme, parts.netloc) != (self.scheme, self.netloc):
+            raise ValueError('%s is not on the registry %s://%s' % (url, self.scheme, self.netloc))
+        if self.proxied:
+            with self.opener.open(urllib.request.Request(url, headers={'Accept': 'application/json'}),
+                                  timeout=self.timeout) as resp:
+                body = resp.read(self.limit + 1)
+        else:
+            path = parts.path + ('?' + parts.query if parts.query else '')
+            for attempt in (1, 2):  # a kept-alive connection the server closed in between: once more, anew
+                conn = self._connection()
+                try:
+                    conn.request('GET', path, headers={'Accept': 'application/json', 'Accept-Encoding': 'identity'})
+                    resp = conn.getresponse()
+                    body = resp.read(self.limit + 1)
+                    status = resp.status
+                    if resp.will_close:
+                        conn.close()
+                        self.local.conn = None
+                    break
+                except (http.client.HTTPException, OSError):
+                    conn.close()
+                    self.local.conn = None
+                    if attempt == 2:
+                        raise
+            if status != 200:
+                raise OSError('GET %s: HTTP %d' % (url, status))
+        if len(body) > self.limit:
+            raise OSError('%s is larger than %d bytes' % (url, self.limit))
+        return body
+
+
+def packument_fetcher(o):
+    """(``fetch(url) -> bytes``, ``close()``) for the packuments of the registry of npm's options ``o``."""
+    client = RegistryClient(o['registry'], o.get('cafile'))
+    return client.get, client.close
+
+
+def _previous_resolutions(o, vers, manifest, specs, cache, opener):
+    """Of ``specs``, those whose previous resolution still holds (see ``kept_resolutions``): {spec: packages};
+    and the packuments of the seeded cache.
+
+    Needs the previous build (``manifest``, seeded into ``cache``) of the same npm, node and registry, and
+    ``opener`` (the builder's: the build may go online to reuse), to ask the registry again for the packument
+    of every package of those resolutions.
+    """
+    meta = (manifest or {}).get('npm') or {}
+    if not opener or not manifest or meta.get('node_version') != vers['node']:
+        return {}, {}
+    candidates = reusable(specs, meta, tarball_integrities(cache))
+    seeded_packuments = packuments(cache)
+    names = set(p['name'] for pk in candidates.values() for p in pk)
+    if not names:
+        return {}, seeded_packuments
+    fetch, close = packument_fetcher(o)
+    try:
+        unchanged = unchanged_packuments(seeded_packuments, names, fetch, o.get('workers'), o['registry'])
+    finally:
+        close()
+    return kept_resolutions(candidates, unchanged), seeded_packuments
+
+
 def fill(o, cache, scratch, run, opener=None):
     """Fill ``cache`` (npm's --cache dir); return (packages, misses, metadata, key).
 
     Every spec is resolved on its own in a fresh project (``npm install
     --package-lock-only``), as ``npm install <spec>`` in a new project would
     resolve it; the union of the lock files goes into the cache.
+
+    Incremental (a seeded cache): with ``opener``, a spec whose previous
+    resolution only names packages whose packuments the registry still
+    serves byte for byte as cached (fetched again, compared by sha512) would
+    resolve the same way, so npm is not run for it; and ``npm cache add``
+    only fetches the packages whose tarball is not in the cache with the
+    integrity the lock file names.
     """
     specs = check_specs(o.get('packages') or [])
     if not specs:
         raise BuildError('npm: no packages given')
     vers = versions(o, run, scratch)
-    dummy, files = seeded(o, 'npm', cache, lambda m: (m.get('npm_version'), m.get('registry')) == (vers['npm'], o['registry']),
-                          skip=lambda name: name != '_cacache', link=lambda rel: rel.startswith('_cacache/content-v2/'))
+    manifest, files = seeded(o, 'npm', cache, lambda m: (m.get('npm_version'), m.get('registry')) == (vers['npm'], o['registry']),
+                             skip=lambda name: name != '_cacache', link=lambda rel: rel.startswith('_cacache/content-v2/'))
     tmp = os.path.join(cache, '_cacache', 'tmp')
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
+    reused, seeded_packuments = _previous_resolutions(o, vers, manifest, specs, cache, opener)
 
     def one(spec):
         rc, lock, err = _resolve(o, [spec], cache, scratch, run)
         return rc == 0, lock, err
 
-    results, failures = solo.resolve_each(specs, one, o.get('workers'))
-    solo.require_some(specs, results, failures, o['registry'], 'npm')
+    results, failures, todo = [], [], [s for s in specs if s not in reused]
+    while True:
+        if todo:
+            more, more_failures = solo.resolve_each(todo, one, o.get('workers'))
+            results, failures = results + more, failures + more_failures
+        resolved = dict((spec, lock_packages(lock)) for spec, lock in results)
+        resolved.update(reused)
+        locks = [(spec, resolved[spec]) for spec in specs if spec in resolved]
+        packages = solo.union([pk for spec, pk in locks], key=lambda x: (x['name'], x['version']))
+        fetch = to_add(packages, tarball_integrities(cache))
+        if fetch:
+            cmd = [o['npm'], 'cache', 'add'] + npm_args(o, cache) + ['%s@%s' % (p['name'], p['version']) for p in fetch]
+            rc, out, err = run(cmd, clean_env(os.environ), cwd=scratch)
+            if rc != 0:
+                raise BuildError('npm cache add failed: %s' % tail(err or out))
+        # A packument that npm fetched anew after the check (a release in between) takes back the reuse of the
+        # specs that name its package: they are resolved again, against what the cache holds now.
+        now = packuments(cache) if reused and (todo or fetch) else seeded_packuments
+        todo = [s for s, pk in reused.items() if any(now.get(p['name']) != seeded_packuments.get(p['name']) for p in pk)]
+        if not todo:
+            break
+        for spec in todo:
+            del reused[spec]
+    solo.require_some(specs, results + list(reused.items()), failures, o['registry'], 'npm')
     misses = solo.misses(failures, o['registry'], 'npm', name=spec_name)
-    locks = [(spec, lock_packages(lock)) for spec, lock in results]
-    packages = solo.union([pk for spec, pk in locks], key=lambda x: (x['name'], x['version']))
     resolutions = dict((spec, ['%s@%s' % (x['name'], x['version']) for x in pk]) for spec, pk in locks)
-    if packages:
-        cmd = [o['npm'], 'cache', 'add'] + npm_args(o, cache) + ['%s@%s' % (p['name'], p['version']) for p in packages]
-        rc, out, err = run(cmd, clean_env(os.environ), cwd=scratch)
-        if rc != 0:
-            raise BuildError('npm cache add failed: %s' % tail(err or out))
     names = set(p['name'] for p in packages)
     versions_used = set((p['name'], p['version']) for p in packages)
     prune(cache, lambda k: key_in_use(k, names, versions_used))

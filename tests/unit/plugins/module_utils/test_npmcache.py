@@ -74,9 +74,11 @@ def test_npm_env_drops_host_npm_settings():
 
 
 def write_lock(project, tree):
-    """The package-lock.json npm writes for ``tree`` ({name: version})."""
+    """The package-lock.json npm writes for ``tree`` ({name: version}); a tarball's content is
+    ``tarball of <name>@<version>`` (as CacacheNpm caches it)."""
     lock = {'lockfileVersion': 3, 'packages': dict(
-        ('node_modules/' + n, {'version': v, 'integrity': 'sha512-%s%s' % (n, v)}) for n, v in tree.items())}
+        ('node_modules/' + n, {'version': v, 'integrity': 'sha512-' + base64.b64encode(
+            hashlib.sha512(('tarball of %s@%s' % (n, v)).encode()).digest()).decode()}) for n, v in tree.items())}
     lock['packages'][''] = {'name': 'pkgcache-snapshot'}
     with open(os.path.join(project, 'package-lock.json'), 'w') as f:
         json.dump(lock, f)
@@ -136,7 +138,11 @@ class CacacheNpm(object):
     a spec to {name: version}; ``downloads`` lists the tarballs fetched."""
 
     def __init__(self, trees, time=1):
-        self.trees, self.downloads, self.time = trees, [], time
+        self.trees, self.downloads, self.time, self.calls = trees, [], time, []
+
+    def packument(self, name):
+        """The packument of ``name`` the registry serves: the versions the trees take."""
+        return json.dumps(sorted(v for t in self.trees.values() for n, v in t.items() if n == name)).encode()
 
     def _put(self, cache, key, data, write_content):
         root = os.path.join(cache, '_cacache')
@@ -157,6 +163,7 @@ class CacacheNpm(object):
         return content
 
     def __call__(self, argv, env, data=None, cwd=None):
+        self.calls.append(argv)
         cache = argv[argv.index('--cache') + 1] if '--cache' in argv else None
         registry = argv[argv.index('--registry') + 1] if '--registry' in argv else None
         if argv[1] == 'version':
@@ -167,8 +174,7 @@ class CacacheNpm(object):
                 return 1, '', 'npm error 404 Not Found - GET %s' % spec
             tree = self.trees[spec]
             for name in tree:  # a packument: fetched, or revalidated (a new index line, the same content)
-                versions = sorted(v for t in self.trees.values() for n, v in t.items() if n == name)
-                self._put(cache, nc.KEY_PREFIX + registry + name.replace('/', '%2f'), json.dumps(versions).encode(), True)
+                self._put(cache, nc.KEY_PREFIX + registry + name.replace('/', '%2f'), self.packument(name), True)
             write_lock(cwd, tree)
             return 0, '', ''
         if argv[1:3] == ['cache', 'add']:
@@ -275,3 +281,164 @@ def test_npm_prune_keeps_the_entries_in_use_from_a_real_cache(tmp_path):
     after = set(e['key'] for e in nc.index_entries(str(tmp_path)))
     assert after and after < before and all('chalk' in k for k in after)
     assert ('chalk', '4.1.2') in nc.cached_tarballs(str(tmp_path))
+
+
+class Registry(object):
+    """The packuments a CacacheNpm serves, for the builder's ``opener``; ``fetched`` lists the URLs asked for."""
+
+    def __init__(self, npm, fail=()):
+        self.npm, self.fail, self.fetched = npm, fail, []
+
+    def __call__(self, url):
+        import io
+        self.fetched.append(url)
+        name = url[len('https://registry.example/'):].replace('%2f', '/')
+        if name in self.fail:
+            raise IOError('connection reset')
+        return io.BytesIO(self.npm.packument(name))
+
+
+# Keeps @s/tool and its dependency; app takes lib 2.1.0 (a release of lib), new is new.
+TREES_3 = {'app': {'app': '1.0.0', 'lib': '2.0.0'}, '@s/tool': {'@s/tool': '1.0.0', 'dep': '1.0.0'}}
+TREES_4 = {'app': {'app': '1.0.0', 'lib': '2.1.0'}, '@s/tool': {'@s/tool': '1.0.0', 'dep': '1.0.0'},
+           'new': {'new': '1.0.0'}}
+
+
+def _installs(npm):
+    return sorted(argv[-1] for argv in npm.calls if argv[1] == 'install')
+
+
+def test_npm_keeps_the_resolutions_whose_packuments_did_not_change_and_matches_a_build_from_scratch(tmp_path):
+    _npm_build(tmp_path, 'store', CacacheNpm(TREES_3), ['app', '@s/tool'], 't1')
+    npm = CacacheNpm(TREES_4, time=2)
+    registry = Registry(npm)
+    incremental = bd_build(tmp_path, 'store', npm, ['app', '@s/tool', 'new'], 't2', opener=registry)
+    scratch_npm = CacacheNpm(TREES_4, time=2)
+    scratch = bd_build(tmp_path, 'scratch', scratch_npm, ['app', '@s/tool', 'new'], 't2', opener=Registry(scratch_npm))
+    # @s/tool's packuments (its own and dep's) are what the cache holds: npm resolves only app (lib changed) and new.
+    assert _installs(npm) == ['app', 'new'] and _installs(scratch_npm) == ['@s/tool', 'app', 'new']
+    assert sorted(u.rsplit('/', 1)[-1] for u in registry.fetched) == ['@s%2ftool', 'app', 'dep', 'lib']
+    # npm cache add fetches only the tarballs that are not in the cache.
+    adds = [argv for argv in npm.calls if argv[1:3] == ['cache', 'add']]
+    assert [a[a.index('--registry') + 2:] for a in adds] == [['lib@2.1.0', 'new@1.0.0']]
+    assert incremental['ecosystems']['npm']['resolutions'] == scratch['ecosystems']['npm']['resolutions']
+    inc, fresh = _npm_files(tmp_path, 'store', incremental['id']), _npm_files(tmp_path, 'scratch', scratch['id'])
+    assert sorted(inc) == sorted(fresh)
+    assert [p for p in inc if inc[p] != fresh[p] and '/index-v5/' not in p] == []
+    assert _npm_hits(tmp_path, 'store', incremental['id']) == _npm_hits(tmp_path, 'scratch', scratch['id'])
+    assert _build_key(tmp_path, 'store', incremental['id']) == _build_key(tmp_path, 'scratch', scratch['id'])
+
+
+@pytest.mark.parametrize('change', ['release', 'unreachable', 'no opener'])
+def test_npm_resolves_again_when_a_packument_changed_or_cannot_be_checked(tmp_path, change):
+    _npm_build(tmp_path, 'store', CacacheNpm(TREES_3), ['app', '@s/tool'], 't1')
+    trees = dict(TREES_4, other={'dep': '2.0.0'}) if change == 'release' else TREES_4  # dep 2.0.0 is released
+    npm = CacacheNpm(trees, time=2)
+    opener = None if change == 'no opener' else Registry(npm, fail=('dep',) if change == 'unreachable' else ())
+    r = bd_build(tmp_path, 'store', npm, ['app', '@s/tool', 'new'], 't2', opener=opener)
+    assert _installs(npm) == ['@s/tool', 'app', 'new']
+    assert r['ecosystems']['npm']['resolutions']['@s/tool'] == ['@s/tool@1.0.0', 'dep@1.0.0']
+
+
+def test_npm_resolves_again_a_kept_resolution_whose_packument_npm_fetched_anew(tmp_path):
+    """A release between the check and npm's own fetch (here: while app is resolved): @s/tool is resolved too."""
+    _npm_build(tmp_path, 'store', CacacheNpm(TREES_3), ['app', '@s/tool'], 't1')
+    npm = CacacheNpm(dict(TREES_4, app={'app': '1.0.0', 'lib': '2.1.0', 'dep': '1.0.0'}), time=2)
+    registry = Registry(CacacheNpm(TREES_4))  # what the registry served at the check: dep 1.0.0 only
+    npm.trees['later'] = {'dep': '1.1.0'}  # npm then sees dep 1.1.0 published
+    r = bd_build(tmp_path, 'store', npm, ['app', '@s/tool'], 't2', opener=registry)
+    assert sorted(argv[-1] for argv in npm.calls if argv[1] == 'install') == ['@s/tool', 'app']
+    assert r['ecosystems']['npm']['resolutions']['@s/tool'] == ['@s/tool@1.0.0', 'dep@1.0.0']
+
+
+@pytest.mark.parametrize('have, expected', [
+    ({('a', '1.0.0'): 'sha512-a1'}, ['b@1.0.0']),
+    ({('a', '1.0.0'): 'sha512-other', ('b', '1.0.0'): 'sha512-b1'}, ['a@1.0.0']),
+    ({}, ['a@1.0.0', 'b@1.0.0']),
+])
+def test_npm_cache_add_skips_only_tarballs_cached_with_the_lock_files_integrity(have, expected):
+    packages = [{'name': 'a', 'version': '1.0.0', 'integrity': 'sha512-a1'},
+                {'name': 'b', 'version': '1.0.0', 'integrity': 'sha512-b1'}]
+    assert ['%s@%s' % (p['name'], p['version']) for p in nc.to_add(packages, have)] == expected
+
+
+def test_npm_tarball_integrities_need_both_keys_npm_cache_add_writes(tmp_path):
+    npm = CacacheNpm({})
+    npm._put(str(tmp_path), nc.KEY_PREFIX + 'https://r/a/-/a-1.0.0.tgz', b'a', True)
+    npm._put(str(tmp_path), nc.PACOTE_PREFIX + 'a@1.0.0', b'a', False)
+    npm._put(str(tmp_path), nc.KEY_PREFIX + 'https://r/b/-/b-1.0.0.tgz', b'b', True)  # no pacote entry
+    npm._put(str(tmp_path), nc.KEY_PREFIX + 'https://r/c/-/c-1.0.0.tgz', b'c', True)
+    npm._put(str(tmp_path), nc.PACOTE_PREFIX + 'c@1.0.0', b'other', False)  # another integrity
+    assert sorted(nc.tarball_integrities(str(tmp_path))) == [('a', '1.0.0')]
+
+
+def test_npm_same_body_compares_the_sha512_of_the_integrity():
+    integrity = 'sha512-' + base64.b64encode(hashlib.sha512(b'{"x": 1}').digest()).decode()
+    assert nc.same_body(integrity, b'{"x": 1}') and nc.same_body('sha1-abc ' + integrity, b'{"x": 1}')
+    assert not nc.same_body(integrity, b'{"x": 2}') and not nc.same_body('', b'')
+
+
+def bd_build(tmp_path, store, npm, specs, now, opener=None):
+    from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
+    p = {'ecosystems': ['npm'], 'npm': {'packages': specs, 'registry': 'https://registry.example/'},
+         'store': str(tmp_path / store), 'work_dir': str(tmp_path / 'work'), 'publish': True, 'workers': 2,
+         'reuse': True}
+    fetcher = nc.packument_fetcher
+    if opener is not None:  # the registry's packuments come from ``opener`` (a Registry) instead of the network
+        nc.packument_fetcher = lambda o: (lambda url: opener(url).read(), lambda: None)
+    try:
+        return bd.build(p, npm, now=now, opener=opener)
+    finally:
+        nc.packument_fetcher = fetcher
+
+
+def _build_key(tmp_path, store, snap_id):
+    from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
+    with open(st.manifest_path(str(tmp_path / store), snap_id)) as f:
+        return json.load(f)['build_key']
+
+
+def test_npm_registry_client_gets_packuments_over_one_connection():
+    import http.server
+    import threading
+    connections, paths = [], []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = 'HTTP/1.1'
+
+        def setup(self):
+            connections.append(self.client_address)
+            http.server.BaseHTTPRequestHandler.setup(self)
+
+        def do_GET(self):
+            paths.append(self.path)
+            body = json.dumps({'name': self.path}).encode() if self.path != '/gone' else b'not found'
+            self.send_response(200 if self.path != '/gone' else 404)
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        registry = 'http://127.0.0.1:%d/' % server.server_port
+        client = nc.RegistryClient(registry, limit=100)
+        assert json.loads(client.get(registry + 'a')) == {'name': '/a'}
+        assert json.loads(client.get(registry + '@s%2fb')) == {'name': '/@s%2fb'}
+        with pytest.raises(OSError, match='404'):
+            client.get(registry + 'gone')
+        with pytest.raises(ValueError):
+            client.get('http://elsewhere.example/a')
+        assert paths == ['/a', '/@s%2fb', '/gone'] and len(connections) == 1
+        client.close()
+        assert json.loads(client.get(registry + 'c')) == {'name': '/c'} and len(connections) == 2
+        client.close()
+        with pytest.raises(OSError, match='larger'):
+            nc.RegistryClient(registry, limit=5).get(registry + 'a')
+    finally:
+        server.shutdown()
+        server.server_close()
