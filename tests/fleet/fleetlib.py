@@ -20,7 +20,7 @@ def as_root(container):
 
 def _env():
     project = os.environ['MOLECULE_PROJECT_DIRECTORY']
-    return dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS='1', ANSIBLE_STDOUT_CALLBACK='json',
+    return dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS='1', ANSIBLE_STDOUT_CALLBACK='json', ANSIBLE_PIPELINING='true',
                 ANSIBLE_COLLECTIONS_PATH=os.path.join(project, '.cache', 'collections') + ':/usr/share/ansible/collections')
 
 
