@@ -218,6 +218,18 @@ def mount_view(lower, target, scratch, uid, gid):
         % (lower, scratch, scratch), target])
 
 
+def grouped_bars(ax, labels, series, ylabel, title):
+    """Bars of each series ({name: [median per label]}) side by side for each label."""
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([x + i * width for x in range(len(labels))], values, width, label=name)
+    ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(labels))])
+    ax.set_xticklabels(labels)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+
+
 def install_table(title, env_line, rows, kinds, ratios, labels=None):
     """Markdown lines of a time-to-install table: rows {link: {kind: [seconds]}}, ratios [(header, num, den)]."""
     labels = labels or {}

@@ -42,7 +42,7 @@ import subprocess
 import time
 
 import common
-from common import (HERE, INDEX, PORT, ROOT, USER, USER_PYTHON, as_user, build, ensure_user, fmt, install_plot,
+from common import (HERE, INDEX, PORT, ROOT, USER, USER_PYTHON, as_user, build, ensure_user, fmt, grouped_bars, install_plot,
                     install_table, machine, mount_view, norm, sh, stats, sync, write)
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store  # noqa: E402 (common puts the collection on sys.path)
 import ecosystems
@@ -181,14 +181,9 @@ def bench_transfer_growth(work, rounds, pip_versions):
 
     def plot_t(ax):
         labels = list(transfer)
-        for i, (key, idx) in enumerate((('downloaded', 0), ('new objects', 1), ('whole snapshot', 2))):
-            ax.bar([x + i * 0.25 for x in range(len(labels))], [stats([r[idx] / 1e6 for r in transfer[l]])[0] for l in labels],
-                   0.25, label=key)
-        ax.set_xticks([x + 0.25 for x in range(len(labels))])
-        ax.set_xticklabels(labels)
-        ax.set_ylabel('MB')
-        ax.set_title('Refresh transfer, v1 -> v2')
-        ax.legend()
+        series = dict((key, [stats([r[idx] / 1e6 for r in transfer[l]])[0] for l in labels])
+                      for key, idx in (('downloaded', 0), ('new objects', 1), ('whole snapshot', 2)))
+        grouped_bars(ax, labels, series, 'MB', 'Refresh transfer, v1 -> v2')
     write('refresh-transfer', lines, plot_t)
     lines = ['# Store growth: bytes the second build adds to the store', '', machine(),
              '%d rounds; median (min..max).' % rounds, '',
@@ -199,14 +194,9 @@ def bench_transfer_growth(work, rounds, pip_versions):
 
     def plot_g(ax):
         labels = list(growth)
-        ax.bar(list(range(len(labels))), [stats([r[0] / 1e6 for r in growth[l]])[0] for l in labels], 0.35, label='growth')
-        ax.bar([x + 0.35 for x in range(len(labels))], [stats([r[1] / 1e6 for r in growth[l]])[0] for l in labels], 0.35,
-               label='changed content')
-        ax.set_xticks([x + 0.17 for x in range(len(labels))])
-        ax.set_xticklabels(labels)
-        ax.set_ylabel('MB')
-        ax.set_title('Store growth of the second build')
-        ax.legend()
+        series = dict((key, [stats([r[idx] / 1e6 for r in growth[l]])[0] for l in labels])
+                      for key, idx in (('growth', 0), ('changed content', 1)))
+        grouped_bars(ax, labels, series, 'MB', 'Store growth of the second build')
     write('store-growth', lines, plot_g)
 
 

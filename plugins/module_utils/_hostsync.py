@@ -46,14 +46,8 @@ def module_args():
             mount_point=dict(type='path', default='/mnt/cacache'),
             fstab=dict(type='path', default='/etc/fstab'),
             backup=dict(type='bool', default=False),
-            max_manifest_size=dict(type='int', default=268435456),
-            max_object_size=dict(type='int', default=0),
-            max_snapshot_size=dict(type='int', default=0),
-            lock_timeout=dict(type='int', default=0),
-            allowed_signers=dict(type='path'),
-            signer_identity=dict(type='str', default='pkgcache'),
             allow_downgrade=dict(type='bool', default=False),
-            **_module.store_http_options()
+            **dict(_module.store_http_options(), **_module.snapshot_intake_options())
         ),
         required_one_of=[('url', 'mirrors', 'source')],
         mutually_exclusive=[('url', 'source'), ('mirrors', 'source')],

@@ -26,6 +26,22 @@ def store_http_options():
     return copy.deepcopy(STORE_HTTP_OPTIONS)
 
 
+# The options of a module that takes a snapshot into a repl host's store (snapshot_sync, snapshot_receive): the limits
+# of what it accepts, the signature check and the store lock.
+SNAPSHOT_INTAKE_OPTIONS = dict(
+    max_manifest_size=dict(type='int', default=268435456),
+    max_object_size=dict(type='int', default=0),
+    max_snapshot_size=dict(type='int', default=0),
+    allowed_signers=dict(type='path'),
+    signer_identity=dict(type='str', default='pkgcache'),
+    lock_timeout=dict(type='int', default=0),
+)
+
+
+def snapshot_intake_options():
+    return copy.deepcopy(SNAPSHOT_INTAKE_OPTIONS)
+
+
 def utc_now():
     """The time of a run, as recorded in manifests and revision records (UTC, whole seconds, ISO 8601)."""
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()

@@ -75,12 +75,7 @@ RECEIVE_ARGUMENT_SPEC = dict(
     staging=dict(type='path', default='/var/lib/pkgcache-push'),
     store=dict(type='path', default='/var/lib/pkgcache'),
     check_staged=dict(type='bool', default=True),
-    max_object_size=dict(type='int', default=0),
-    max_snapshot_size=dict(type='int', default=0),
-    max_manifest_size=dict(type='int', default=268435456),
-    allowed_signers=dict(type='path'),
-    signer_identity=dict(type='str', default='pkgcache'),
-    lock_timeout=dict(type='int', default=0),
+    **_module.SNAPSHOT_INTAKE_OPTIONS
 )
 
 

@@ -223,19 +223,22 @@ def write(path, data):
         f.write(data)
 
 
+def mkdir_chain(fd, depth, name='d'):
+    """Make ``name/name/...`` (``depth`` levels) under the dir open at ``fd``, through fds (no long paths); return an
+    fd of the innermost dir (``fd`` itself is closed unless ``depth`` is 0)."""
+    for dummy in range(depth):
+        os.mkdir(name, dir_fd=fd)
+        child = os.open(name, DIR, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    return fd
+
+
 @contextlib.contextmanager
 def deep_chain(base, depth=DEPTH, name='d'):
     """``base/d/d/.../d``, ``depth`` levels, made with mkdir on an fd chain; removed on exit, one level at a time."""
     os.makedirs(base, exist_ok=True)
-    fd = os.open(base, DIR)
-    try:
-        for dummy in range(depth):
-            os.mkdir(name, dir_fd=fd)
-            child = os.open(name, DIR, dir_fd=fd)
-            os.close(fd)
-            fd = child
-    finally:
-        os.close(fd)
+    os.close(mkdir_chain(os.open(base, DIR), depth, name))
     try:
         yield os.path.join(base, name)
     finally:

@@ -9,6 +9,8 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _overlay a
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _safefs as sf
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _views
 
+from helpers import mkdir_chain
+
 
 def make_home(tmp_path, name='alice'):
     home = tmp_path / 'home' / name
@@ -133,12 +135,7 @@ def test_one_broken_user_does_not_stop_the_others(tmp_path):
 def test_remove_tree_and_merge_need_no_recursion(tmp_path):
     fd = os.open(str(tmp_path), os.O_RDONLY)
     os.mkdir('deep', dir_fd=fd)
-    cur = os.open('deep', os.O_RDONLY, dir_fd=fd)
-    for dummy in range(1500):
-        os.mkdir('d', dir_fd=cur)
-        nxt = os.open('d', os.O_RDONLY, dir_fd=cur)
-        os.close(cur)
-        cur = nxt
+    cur = mkdir_chain(os.open('deep', os.O_RDONLY, dir_fd=fd), 1500)
     os.symlink('/etc', 'evil', dir_fd=cur)
     os.close(cur)
     assert sf.remove_tree(fd, 'deep') == 1502
