@@ -31,7 +31,15 @@ to revalidate with) would resolve the same way, so its lock is the previous
 one; and ``npm cache add`` skips the packages whose tarball is cached under
 both its keys with the integrity the lock names (content-addressed, it cannot
 be stale). A packument that npm fetches anew after that check (a release in
-between) puts the specs naming its package back to npm.
+between) puts the specs naming its package back to npm. The check sends the
+Accept header npm sent for the cached response, reads no more than the cached
+size and a margin (hashing as it reads) and has deadlines (per request and in
+all); past them a packument counts as changed.
+
+A packument that npm stored twice with different content during one build
+(a release while the build ran) may have served some of its locks in the
+older version: the specs naming that package are left out of the recorded
+resolutions, so the next build runs npm for them.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ import ssl
 import stat
 import tempfile
 import threading
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote, urlsplit
@@ -343,20 +352,83 @@ def to_add(packages, tarballs):
     return [p for p in packages if not p.get('integrity') or tarballs.get((p['name'], p['version'])) != p['integrity']]
 
 
-def packuments(cache_dir):
-    """{package name: (cache key, integrity)} of the registry packuments in the cache."""
+def packument_entries(cache_dir):
+    """{package name: live index entry} of the registry packuments in the cache."""
     out = {}
     for entry in index_entries(cache_dir):
         name = packument_name(entry['key'])
         if name:
-            out[name] = (entry['key'], entry['integrity'])
+            out[name] = entry
     return out
+
+
+def packuments(cache_dir):
+    """{package name: (cache key, integrity)} of the registry packuments in the cache."""
+    return dict((name, (e['key'], e['integrity'])) for name, e in packument_entries(cache_dir).items())
+
+
+def changed_during(cache_dir, since_ms):
+    """The names of the packages whose packument got index lines with two or more different integrities written
+    at or after ``since_ms`` (cacache's ``time``, ms since the epoch): their packument changed while the build
+    ran, so a lock resolved in it may have been resolved against the older one. The buckets are append-only, so
+    this reads every line, not only the live ones (call it before ``prune``)."""
+    seen = {}
+    for dirpath, dummy, files in os.walk(os.path.join(cache_dir, '_cacache', 'index-v5')):
+        for fname in files:
+            raw = read_regular_file(os.path.join(dirpath, fname))
+            for line in (raw or b'').split(b'\n'):
+                entry = index_line(line)
+                if entry is None or not entry.get('integrity') or not isinstance(entry.get('time'), (int, float)) \
+                        or isinstance(entry.get('time'), bool) or entry['time'] < since_ms:
+                    continue
+                name = packument_name(entry['key'])
+                if name:
+                    seen.setdefault(name, set()).add(entry['integrity'])
+    return set(name for name, integrities in seen.items() if len(integrities) > 1)
+
+
+def sha512_integrity(digest):
+    """cacache's integrity string of a sha512 ``digest`` (bytes)."""
+    return 'sha512-' + base64.b64encode(digest).decode('ascii')
+
+
+def same_digest(integrity, digest):
+    """Whether the sha512 ``digest`` (bytes) is the one cacache's ``integrity`` names."""
+    return sha512_integrity(digest) in (integrity or '').split()
 
 
 def same_body(integrity, body):
     """Whether ``body`` (bytes) is the content that cacache's ``integrity`` names (by its sha512)."""
-    digest = 'sha512-' + base64.b64encode(hashlib.sha512(body).digest()).decode('ascii')
-    return digest in (integrity or '').split()
+    return same_digest(integrity, hashlib.sha512(body).digest())
+
+
+# The most of a packument the check reads.
+PACKUMENT_LIMIT = 256 << 20
+# What npm 11's ``npm install`` sends for a packument (the reqHeaders.accept of the entries it writes).
+PACKUMENT_ACCEPT = 'application/json'
+# A body this much larger than the cached one (its index entry's ``size``) is not read on: it is another one.
+SIZE_MARGIN = 4096
+# Deadlines of the packument check: one request, and all of them; past them a packument counts as changed.
+REQUEST_DEADLINE = 60
+CHECK_BUDGET = 300
+
+
+def stored_accept(entry):
+    """The Accept header npm sent for a cached response (``metadata.reqHeaders.accept``), else npm's default:
+    a registry that varies by Accept serves the same document to the same header."""
+    meta = entry.get('metadata')
+    headers = meta.get('reqHeaders') if isinstance(meta, dict) else None
+    accept = headers.get('accept') if isinstance(headers, dict) else None
+    return accept if isinstance(accept, str) and accept and '\r' not in accept and '\n' not in accept \
+        else PACKUMENT_ACCEPT
+
+
+def size_limit(entry):
+    """How many bytes of a packument to read at most: the cached one's size and a margin."""
+    size = entry.get('size')
+    if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+        return min(size + SIZE_MARGIN, PACKUMENT_LIMIT)
+    return PACKUMENT_LIMIT
 
 
 def reusable(specs, meta, tarballs):
@@ -380,16 +452,23 @@ def reusable(specs, meta, tarballs):
     return out
 
 
-def unchanged_packuments(seeded_packuments, names, fetch, workers, registry):
-    """The names among ``names`` whose packument, fetched again from the registry (``fetch(url) -> bytes``),
-    is byte for byte the one in the seeded cache; any failure counts as changed."""
-    todo = sorted(n for n in set(names) if n in seeded_packuments
-                  and seeded_packuments[n][0][len(KEY_PREFIX):].startswith(registry))
+def unchanged_packuments(seeded_entries, names, fetch, workers, registry, budget=CHECK_BUDGET):
+    """The names among ``names`` whose packument, fetched again from the registry, is byte for byte the one in
+    the seeded cache (``seeded_entries``: ``packument_entries``). ``fetch(url, accept, limit, deadline)`` returns
+    the sha512 digest of the body, sent with the Accept header npm sent (``stored_accept``), read up to the cached
+    size and a margin (``size_limit``), by the monotonic ``deadline``. Any failure, and whatever is not done
+    within ``budget`` seconds in all, counts as changed (npm resolves it then)."""
+    todo = sorted(n for n in set(names) if n in seeded_entries
+                  and seeded_entries[n]['key'][len(KEY_PREFIX):].startswith(registry))
+    deadline = time.monotonic() + budget
 
     def one(name):
-        key, integrity = seeded_packuments[name]
+        entry = seeded_entries[name]
+        if time.monotonic() >= deadline:
+            return False
         try:
-            return same_body(integrity, fetch(key[len(KEY_PREFIX):]))
+            digest = fetch(entry['key'][len(KEY_PREFIX):], stored_accept(entry), size_limit(entry), deadline)
+            return same_digest(entry['integrity'], digest) and time.monotonic() < deadline
         except Exception:  # any failure only means: resolve it again
             return False
 
@@ -430,16 +509,15 @@ def _resolve(o, specs, cache, scratch, run):
     return rc, lock, tail(err or out, 3)
 
 
-PACKUMENT_LIMIT = 256 << 20
-
-
 class RegistryClient(object):
     """GETs of packuments from one registry, over keep-alive connections (one per thread) to the address its host
     name resolved to once: a request costs a round trip, not a name lookup, a TCP and a TLS handshake and a load
     of the CA bundle (what a urllib request per URL costs). Proxies from the environment are honoured through
-    urllib instead (a request each). ``get(url)`` returns the body of a 200, or raises."""
+    urllib instead (a request each). ``digest(url, ...)`` returns the sha512 digest of the body of a 200, which it
+    streams without keeping it, or raises: on another status, a body larger than ``limit``, or past a deadline
+    (``timeout`` seconds for the request, or the caller's monotonic ``deadline`` if earlier)."""
 
-    def __init__(self, registry, cafile=None, timeout=30, limit=PACKUMENT_LIMIT):
+    def __init__(self, registry, cafile=None, timeout=REQUEST_DEADLINE, limit=PACKUMENT_LIMIT):
         parts = urlsplit(registry)
         self.scheme, self.host, self.timeout, self.limit = parts.scheme, parts.hostname, timeout, limit
         self.port = parts.port or (443 if self.scheme == 'https' else 80)
@@ -480,6 +558,10 @@ class RegistryClient(object):
                 self.connections.append(conn)
         return conn
 
+    def _drop(self, conn):
+        conn.close()
+        self.local.conn = None
+
     def close(self):
         """Close the connections of every thread."""
         with self.lock:
@@ -487,43 +569,95 @@ class RegistryClient(object):
         for conn in connections:
             conn.close()
 
-    def get(self, url):
+    @staticmethod
+    def _hash(url, resp, limit, deadline):
+        """The sha512 digest of the body of ``resp``, read in chunks by ``deadline`` and up to ``limit`` bytes."""
+        length = resp.getheader('Content-Length')
+        if length and length.strip().isdigit() and int(length) > limit:
+            raise OSError('%s is larger than %d bytes' % (url, limit))
+        h, size = hashlib.sha512(), 0
+        while True:
+            if time.monotonic() >= deadline:
+                raise OSError('%s: deadline passed' % url)
+            chunk = resp.read1(1 << 16)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise OSError('%s is larger than %d bytes' % (url, limit))
+            h.update(chunk)
+        if time.monotonic() >= deadline:
+            raise OSError('%s: deadline passed' % url)
+        if resp.length:  # the connection ended before the Content-Length
+            raise OSError('%s: %d bytes missing' % (url, resp.length))
+        resp.close()  # read1 leaves it open at the end of a Content-Length: the connection is free again
+        return h.digest()
+
+    def digest(self, url, accept=PACKUMENT_ACCEPT, limit=None, deadline=None):
+        """The sha512 digest of the body of a GET of ``url`` (a 200) with ``Accept: accept``; see the class."""
         parts = urlsplit(url)
         if (parts.scheme, parts.netloc) != (self.scheme, self.netloc):
             raise ValueError('%s is not on the registry %s://%s' % (url, self.scheme, self.netloc))
+        limit = self.limit if limit is None else min(limit, self.limit)
+        own = time.monotonic() + self.timeout
+        deadline = own if deadline is None else min(own, deadline)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise OSError('%s: deadline passed' % url)
+        headers = {'Accept': accept, 'Accept-Encoding': 'identity'}
         if self.proxied:
-            with self.opener.open(urllib.request.Request(url, headers={'Accept': 'application/json'}),
-                                  timeout=self.timeout) as resp:
-                body = resp.read(self.limit + 1)
-        else:
-            path = parts.path + ('?' + parts.query if parts.query else '')
-            for attempt in (1, 2):  # a kept-alive connection the server closed in between: once more, anew
-                conn = self._connection()
+            with self.opener.open(urllib.request.Request(url, headers=headers), timeout=remaining) as resp:
+                return self._hash(url, resp, limit, deadline)
+        path = parts.path + ('?' + parts.query if parts.query else '')
+        for attempt in (1, 2):  # a kept-alive connection the server closed in between: once more, anew
+            conn = self._connection()
+            reused = conn.sock is not None
+            # Past the deadline a watchdog shuts the socket down: a server that drips its headers or body cannot
+            # hold a request longer (the socket's own timeout only bounds each read).
+            watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), self._shutdown, (conn,))
+            watchdog.daemon = True
+            watchdog.start()
+            try:
                 try:
-                    conn.request('GET', path, headers={'Accept': 'application/json', 'Accept-Encoding': 'identity'})
+                    conn.timeout = max(0.001, deadline - time.monotonic())
+                    if conn.sock is not None:
+                        conn.sock.settimeout(conn.timeout)
+                    conn.request('GET', path, headers=headers)
                     resp = conn.getresponse()
-                    body = resp.read(self.limit + 1)
-                    status = resp.status
-                    if resp.will_close:
-                        conn.close()
-                        self.local.conn = None
-                    break
                 except (http.client.HTTPException, OSError):
-                    conn.close()
-                    self.local.conn = None
-                    if attempt == 2:
+                    self._drop(conn)
+                    if attempt == 2 or not reused or time.monotonic() >= deadline:
                         raise
-            if status != 200:
-                raise OSError('GET %s: HTTP %d' % (url, status))
-        if len(body) > self.limit:
-            raise OSError('%s is larger than %d bytes' % (url, self.limit))
-        return body
+                    continue
+                try:
+                    if resp.status != 200:
+                        raise OSError('GET %s: HTTP %d' % (url, resp.status))
+                    body = self._hash(url, resp, limit, deadline)
+                except BaseException:
+                    self._drop(conn)
+                    raise
+                if resp.will_close:
+                    self._drop(conn)
+                return body
+            finally:
+                watchdog.cancel()
+        raise AssertionError('unreachable')
+
+    @staticmethod
+    def _shutdown(conn):
+        sock = conn.sock
+        if sock is not None:
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def packument_fetcher(o):
-    """(``fetch(url) -> bytes``, ``close()``) for the packuments of the registry of npm's options ``o``."""
+    """(``fetch(url, accept, limit, deadline) -> sha512 digest``, ``close()``) for the packuments of the registry
+    of npm's options ``o``."""
     client = RegistryClient(o['registry'], o.get('cafile'))
-    return client.get, client.close
+    return client.digest, client.close
 
 
 def _previous_resolutions(o, vers, manifest, specs, cache, opener):
@@ -538,13 +672,14 @@ def _previous_resolutions(o, vers, manifest, specs, cache, opener):
     if not opener or not manifest or meta.get('node_version') != vers['node']:
         return {}, {}
     candidates = reusable(specs, meta, tarball_integrities(cache))
-    seeded_packuments = packuments(cache)
+    entries = packument_entries(cache)
+    seeded_packuments = dict((name, (e['key'], e['integrity'])) for name, e in entries.items())
     names = set(p['name'] for pk in candidates.values() for p in pk)
     if not names:
         return {}, seeded_packuments
     fetch, close = packument_fetcher(o)
     try:
-        unchanged = unchanged_packuments(seeded_packuments, names, fetch, o.get('workers'), o['registry'])
+        unchanged = unchanged_packuments(entries, names, fetch, o.get('workers'), o['registry'])
     finally:
         close()
     return kept_resolutions(candidates, unchanged), seeded_packuments
@@ -567,6 +702,8 @@ def fill(o, cache, scratch, run, opener=None):
     specs = check_specs(o.get('packages') or [])
     if not specs:
         raise BuildError('npm: no packages given')
+    # cacache's index times are ms since the epoch; npm writes lines of this build from here on.
+    start_ms = int(time.time() * 1000)
     vers = versions(o, run, scratch)
     manifest, files = seeded(o, 'npm', cache, lambda m: (m.get('npm_version'), m.get('registry')) == (vers['npm'], o['registry']),
                              skip=lambda name: name != '_cacache', link=lambda rel: rel.startswith('_cacache/content-v2/'))
@@ -604,7 +741,12 @@ def fill(o, cache, scratch, run, opener=None):
             del reused[spec]
     solo.require_some(specs, results + list(reused.items()), failures, o['registry'], 'npm')
     misses = solo.misses(failures, o['registry'], 'npm', name=spec_name)
-    resolutions = dict((spec, ['%s@%s' % (x['name'], x['version']) for x in pk]) for spec, pk in locks)
+    # A packument that changed while the build ran (npm stored two different ones, a release in between): a lock
+    # may have been resolved against the older one, the snapshot holds the newer one. The snapshot stays as it is,
+    # but the resolutions naming that package are not recorded, so the next build runs npm for those specs.
+    changed = changed_during(cache, start_ms)
+    resolutions = dict((spec, ['%s@%s' % (x['name'], x['version']) for x in pk]) for spec, pk in locks
+                       if not any(x['name'] in changed for x in pk))
     names = set(p['name'] for p in packages)
     versions_used = set((p['name'], p['version']) for p in packages)
     prune(cache, lambda k: key_in_use(k, names, versions_used))

@@ -385,7 +385,8 @@ def bd_build(tmp_path, store, npm, specs, now, opener=None):
          'reuse': True}
     fetcher = nc.packument_fetcher
     if opener is not None:  # the registry's packuments come from ``opener`` (a Registry) instead of the network
-        nc.packument_fetcher = lambda o: (lambda url: opener(url).read(), lambda: None)
+        nc.packument_fetcher = lambda o: (lambda url, accept, limit, deadline: hashlib.sha512(opener(url).read()).digest(),
+                                          lambda: None)
     try:
         return bd.build(p, npm, now=now, opener=opener)
     finally:
@@ -398,47 +399,221 @@ def _build_key(tmp_path, store, snap_id):
         return json.load(f)['build_key']
 
 
-def test_npm_registry_client_gets_packuments_over_one_connection():
-    import http.server
-    import threading
-    connections, paths = [], []
+def _sha(body):
+    return hashlib.sha512(body).digest()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = 'HTTP/1.1'
 
-        def setup(self):
-            connections.append(self.client_address)
-            http.server.BaseHTTPRequestHandler.setup(self)
+class _Server(object):
+    """A registry on 127.0.0.1 (port 0): ``/drip`` sends its body a byte every 50 ms, ``/gone`` is a 404,
+    anything else is ``{"name": <path>}``; ``connections``, ``paths`` and ``accepts`` record the requests."""
 
-        def do_GET(self):
-            paths.append(self.path)
-            body = json.dumps({'name': self.path}).encode() if self.path != '/gone' else b'not found'
-            self.send_response(200 if self.path != '/gone' else 404)
-            self.send_header('Content-Length', str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def __init__(self, chunked=False):
+        import http.server
+        import threading
+        import time
+        self.connections, self.paths, self.accepts = [], [], []
+        outer = self
 
-        def log_message(self, *args):
-            pass
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
 
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+            def setup(self):
+                outer.connections.append(self.client_address)
+                http.server.BaseHTTPRequestHandler.setup(self)
+
+            def do_GET(self):
+                outer.paths.append(self.path)
+                outer.accepts.append(self.headers.get('Accept'))
+                if self.path == '/drip':
+                    self.send_response(200)
+                    self.send_header('Content-Length', '100')
+                    self.end_headers()
+                    try:
+                        for dummy in range(100):
+                            self.wfile.write(b'x')
+                            self.wfile.flush()
+                            time.sleep(0.05)
+                    except OSError:
+                        pass
+                    return
+                body = json.dumps({'name': self.path}).encode() if self.path != '/gone' else b'not found'
+                self.send_response(200 if self.path != '/gone' else 404)
+                if chunked:
+                    self.send_header('Transfer-Encoding', 'chunked')
+                    self.end_headers()
+                    self.wfile.write(b'%x\r\n%s\r\n0\r\n\r\n' % (len(body), body))
+                else:
+                    self.send_header('Content-Length', str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = 'http://127.0.0.1:%d/' % self.server.server_port
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize('chunked', [False, True])
+def test_npm_registry_client_gets_packuments_over_one_connection(chunked):
+    server = _Server(chunked)
+    registry = server.url
     try:
-        registry = 'http://127.0.0.1:%d/' % server.server_port
         client = nc.RegistryClient(registry, limit=100)
-        assert json.loads(client.get(registry + 'a')) == {'name': '/a'}
-        assert json.loads(client.get(registry + '@s%2fb')) == {'name': '/@s%2fb'}
+        assert client.digest(registry + 'a') == _sha(json.dumps({'name': '/a'}).encode())
+        assert client.digest(registry + '@s%2fb') == _sha(json.dumps({'name': '/@s%2fb'}).encode())
         with pytest.raises(OSError, match='404'):
-            client.get(registry + 'gone')
+            client.digest(registry + 'gone')
         with pytest.raises(ValueError):
-            client.get('http://elsewhere.example/a')
-        assert paths == ['/a', '/@s%2fb', '/gone'] and len(connections) == 1
+            client.digest('http://elsewhere.example/a')
+        assert server.paths == ['/a', '/@s%2fb', '/gone'] and len(server.connections) == 1
         client.close()
-        assert json.loads(client.get(registry + 'c')) == {'name': '/c'} and len(connections) == 2
+        assert client.digest(registry + 'c') == _sha(json.dumps({'name': '/c'}).encode()) and len(server.connections) == 2
         client.close()
+        # A body larger than the limit (the client's, or the cached size and a margin) is not read on.
         with pytest.raises(OSError, match='larger'):
-            nc.RegistryClient(registry, limit=5).get(registry + 'a')
+            nc.RegistryClient(registry, limit=5).digest(registry + 'a')
+        with pytest.raises(OSError, match='larger'):
+            client.digest(registry + 'a', limit=5)
+        assert client.digest(registry + 'a', limit=len(json.dumps({'name': '/a'}))) == _sha(json.dumps({'name': '/a'}).encode())
+        client.close()
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
+
+
+def test_npm_registry_client_gives_up_on_a_dripping_body_at_its_deadline():
+    import time
+    server = _Server()
+    try:
+        # The socket's timeout (0.5 s) never passes between two bytes (50 ms): only the deadline ends it.
+        client = nc.RegistryClient(server.url, timeout=0.5)
+        t0 = time.monotonic()
+        with pytest.raises(OSError):
+            client.digest(server.url + 'drip')
+        assert time.monotonic() - t0 < 2
+        # The caller's deadline, if earlier, ends it too; the connection is usable again afterwards.
+        client = nc.RegistryClient(server.url, timeout=30)
+        t0 = time.monotonic()
+        with pytest.raises(OSError):
+            client.digest(server.url + 'drip', deadline=time.monotonic() + 0.3)
+        assert time.monotonic() - t0 < 2
+        assert client.digest(server.url + 'a') == _sha(json.dumps({'name': '/a'}).encode())
+        with pytest.raises(OSError, match='deadline'):
+            client.digest(server.url + 'a', deadline=time.monotonic() - 1)
+        client.close()
+    finally:
+        server.close()
+
+
+def test_npm_packument_check_has_a_total_budget_past_which_packuments_count_as_changed():
+    import time
+    server = _Server()
+    try:
+        client = nc.RegistryClient(server.url, timeout=30)
+        entries = dict((n, {'key': nc.KEY_PREFIX + server.url + n, 'size': 100,
+                            'integrity': nc.sha512_integrity(_sha(json.dumps({'name': '/' + n}).encode()))})
+                       for n in ('a', 'b', 'drip'))
+        t0 = time.monotonic()
+        unchanged = nc.unchanged_packuments(entries, ['a', 'b', 'drip'], client.digest, 1, server.url, budget=0.5)
+        assert unchanged == {'a', 'b'} and time.monotonic() - t0 < 2
+        # Nothing is fetched once the budget is spent.
+        fetched = []
+        assert nc.unchanged_packuments(entries, ['a'], lambda *a: fetched.append(a), 1, server.url, budget=0) == set()
+        assert fetched == []
+        client.close()
+    finally:
+        server.close()
+
+
+def test_npm_packument_check_sends_the_stored_accept_header_and_reads_up_to_the_cached_size():
+    server = _Server()
+    corgi = 'application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*'
+    try:
+        client = nc.RegistryClient(server.url)
+        body = json.dumps({'name': '/a'}).encode()
+        entries = {'a': {'key': nc.KEY_PREFIX + server.url + 'a', 'integrity': nc.sha512_integrity(_sha(body)),
+                         'size': len(body), 'metadata': {'reqHeaders': {'accept': corgi}}},
+                   'b': {'key': nc.KEY_PREFIX + server.url + 'b', 'integrity': 'sha512-other', 'size': 10}}
+        assert nc.unchanged_packuments(entries, ['a', 'b'], client.digest, 1, server.url) == {'a'}
+        assert sorted(zip(server.paths, server.accepts)) == [('/a', corgi), ('/b', nc.PACKUMENT_ACCEPT)]
+        client.close()
+    finally:
+        server.close()
+    # A packument of the cache npm filled: the Accept header of its live entry, its size and a margin.
+    entries = nc.packument_entries(os.path.join(FIXTURES, 'npm'))
+    assert nc.stored_accept(entries['chalk']) == 'application/json'
+    assert nc.size_limit(entries['chalk']) == 63663 + nc.SIZE_MARGIN
+    assert nc.stored_accept({'metadata': {'reqHeaders': {'accept': corgi}}}) == corgi
+    assert nc.stored_accept({'metadata': None}) == nc.PACKUMENT_ACCEPT
+    assert nc.size_limit({}) == nc.PACKUMENT_LIMIT
+
+
+class ReleasingNpm(CacacheNpm):
+    """A CacacheNpm whose index lines carry the real time (ms), where ``lib`` 1.0.1 is released right after npm
+    first fetched lib's packument: the first fetch stores one packument, every later one another."""
+
+    def __init__(self, trees):
+        import threading
+        CacacheNpm.__init__(self, trees)
+        self.lib_fetches, self.lock = 0, threading.Lock()
+
+    def packument(self, name):
+        if name != 'lib':
+            return CacacheNpm.packument(self, name)
+        return b'["1.0.0"]' if self.lib_fetches <= 1 else b'["1.0.0", "1.0.1"]'
+
+    def __call__(self, argv, env, data=None, cwd=None):
+        import time
+        with self.lock:  # one npm at a time: the later fetch of lib is the later line of its bucket
+            self.time = int(time.time() * 1000)
+            if argv[1] == 'install' and 'lib' in self.trees.get(argv[-1], {}):
+                self.lib_fetches += 1
+            return CacacheNpm.__call__(self, argv, env, data, cwd)
+
+
+TREES_5 = {'app': {'app': '1.0.0', 'lib': '1.0.0'}, 'other': {'other': '1.0.0', 'lib': '1.0.0'},
+           'solo': {'solo': '1.0.0'}}
+
+
+def test_npm_does_not_record_resolutions_naming_a_packument_that_changed_during_the_build(tmp_path):
+    """Build N stores two different packuments of lib (a release while it ran): app and other may have been
+    resolved against the older one, so build N+1 runs npm for them although the registry serves what it cached."""
+    npm = ReleasingNpm(TREES_5)
+    first = bd_build(tmp_path, 'store', npm, ['app', 'other', 'solo'], 't1')
+    assert npm.lib_fetches == 2
+    assert first['ecosystems']['npm']['resolutions'] == {'solo': ['solo@1.0.0']}
+    # The snapshot itself is the one it was: lib's newest packument, both tarballs.
+    hits = _npm_hits(tmp_path, 'store', first['id'])
+    assert hits[nc.KEY_PREFIX + 'https://registry.example/lib'] == \
+        nc.sha512_integrity(hashlib.sha512(b'["1.0.0", "1.0.1"]').digest())
+    assert sorted((p['name'], p['version']) for p in first['packages']) == \
+        [('app', '1.0.0'), ('lib', '1.0.0'), ('other', '1.0.0'), ('solo', '1.0.0')]
+    # Build N+1: the registry serves lib's packument as cached; only solo's resolution is kept.
+    later = CacacheNpm(TREES_5, time=1)
+    later.packument = npm.packument
+    second = bd_build(tmp_path, 'store', later, ['app', 'other', 'solo'], 't2', opener=Registry(later))
+    assert _installs(later) == ['app', 'other']
+    assert sorted(second['ecosystems']['npm']['resolutions']) == ['app', 'other', 'solo']
+
+
+def test_npm_changed_during_reads_every_line_of_the_build(tmp_path):
+    npm = CacacheNpm({})
+    key = nc.KEY_PREFIX + 'https://r/lib'
+    for t, body in ((5, b'old'), (10, b'p1'), (11, b'p1'), (12, b'p2')):
+        npm.time = t
+        npm._put(str(tmp_path), key, body, True)
+    npm.time = 12
+    npm._put(str(tmp_path), nc.KEY_PREFIX + 'https://r/same', b's', True)
+    npm._put(str(tmp_path), nc.KEY_PREFIX + 'https://r/same', b's', True)
+    npm._put(str(tmp_path), nc.KEY_PREFIX + 'https://r/lib/-/lib-1.0.0.tgz', b't1', True)
+    npm._put(str(tmp_path), nc.KEY_PREFIX + 'https://r/lib/-/lib-1.0.0.tgz', b't2', True)
+    assert nc.changed_during(str(tmp_path), 10) == {'lib'}
+    assert nc.changed_during(str(tmp_path), 11) == {'lib'}
+    assert nc.changed_during(str(tmp_path), 12) == set()  # one packument of lib written since 12
+    assert nc.changed_during(str(tmp_path), 5) == {'lib'}
