@@ -176,9 +176,23 @@ def pip_args(index_url, trusted_host, cache_dir):
 
 
 def install_command(python, index_url, trusted_host, cache_dir, target, report, reqfile):
-    """The pip command that fills the cache: resolve, download, build wheels once, install to a throwaway target."""
+    """The pip command that fills the cache when a resolution takes an sdist: resolve, download, build its wheel
+    once (pip caches it), install to a throwaway target."""
     return [python, '-m', 'pip', 'install', '--ignore-installed', '--use-pep517',
             '--report', report, '-r', reqfile] + pip_args(index_url, trusted_host, cache_dir) + ['--target', target]
+
+
+def resolve_command(python, index_url, trusted_host, cache_dir, report, reqfile):
+    """The pip command that resolves as ``pip install`` in a fresh venv would and installs nothing: it fetches the
+    index pages and, for each file, its metadata (PEP 658) or, where the index serves none, the whole file."""
+    return [python, '-m', 'pip', 'install', '--dry-run', '--ignore-installed', '--use-pep517',
+            '--report', report, '-r', reqfile] + pip_args(index_url, trusted_host, cache_dir)
+
+
+def download_command(python, index_url, trusted_host, cache_dir, dest, urls):
+    """The pip command that fetches files by URL through the cache (as ``pip install`` fetches them)."""
+    return [python, '-m', 'pip', 'download', '--no-deps', '--dest', dest] + \
+        pip_args(index_url, trusted_host, cache_dir) + list(urls)
 
 
 def build_key(ecosystem, index_url, pip_version, python_version, packages, misses, requested):
@@ -234,18 +248,41 @@ def ensure_venv(python, venv_dir, pip_version, index_url, trusted_host, run, scr
     return vpy, versions, changed
 
 
+def _read_report(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return f.read()
+
+
 def _install(vpy, o, specs, cache, scratch, run):
+    """Resolve ``specs`` with pip and leave in ``cache`` every file that a user's ``pip install`` of them fetches;
+    return (rc, the report's text or None, the tail of pip's output).
+
+    The resolution installs nothing (``--dry-run``). If it takes only wheels, the ones it did not fetch whole (an
+    index that serves PEP 658 metadata) are fetched by URL; if it takes an sdist, the specs are installed for real
+    into a throwaway target, so that pip builds the wheel and caches it as a user's install would find it.
+    """
     tmp = tempfile.mkdtemp(dir=scratch, prefix='pip-')
     reqfile = os.path.join(tmp, 'requirements.txt')
     report = os.path.join(tmp, 'report.json')
     with open(reqfile, 'w') as f:
         f.write('\n'.join(specs) + '\n')
-    cmd = install_command(vpy, o['index_url'], o['trusted_host'], cache, os.path.join(tmp, 'target'), report, reqfile)
-    rc, out, err = run(cmd, clean_env(os.environ, cache))
-    data = None
-    if rc == 0 and os.path.exists(report):
-        with open(report) as f:
-            data = f.read()
+    index = (o['index_url'], o['trusted_host'], cache)
+    env = clean_env(os.environ, cache)
+    rc, out, err = run(resolve_command(vpy, *(index + (report, reqfile))), env)
+    data = _read_report(report) if rc == 0 else None
+    if data is not None:
+        packages = parse_report(data)
+        if not all(p['is_wheel'] for p in packages):
+            os.unlink(report)
+            rc, out, err = run(install_command(vpy, *(index + (os.path.join(tmp, 'target'), report, reqfile))), env)
+            data = _read_report(report) if rc == 0 else None
+        else:
+            urls = [p['url'] for p in packages if p['url'].startswith(('http://', 'https://')) and not url_cached(cache, p['url'])]
+            if urls:
+                rc, out, err = run(download_command(vpy, *(index + (os.path.join(tmp, 'download'), urls))), env)
+                data = data if rc == 0 else None
     st.remove_tree(tmp)
     return rc, data, tail(err or out, 3)
 

@@ -43,6 +43,8 @@ class FakePip(object):
 
     def __call__(self, argv, env):
         self.calls.append(argv)
+        if argv[3:4] == ['download']:
+            return self.download(argv)
         if argv[1:3] == ['-m', 'venv']:
             os.makedirs(os.path.join(argv[3], 'bin'))
             open(os.path.join(argv[3], 'bin', 'python'), 'w').close()
@@ -67,6 +69,20 @@ class FakePip(object):
         with open(argv[argv.index('--report') + 1], 'w') as f:
             json.dump({'install': items}, f)
         os.makedirs(os.path.join(cache, 'selfcheck'), exist_ok=True)
+        return 0, '', ''
+
+    def download(self, argv):
+        """``pip download --no-deps URL...``: the wheels go through the cache (unless ``cache`` is False)."""
+        cache = argv[argv.index('--cache-dir') + 1]
+        for url in [a for a in argv if a.endswith('.whl')]:
+            name, version = url.rsplit('/', 1)[1].split('-')[:2]
+            if self.index.get(name, (None,))[0] != version:
+                return 1, '', 'ERROR: 404 Client Error: Not Found for url: %s' % url
+            if self.cache:
+                path = pc.http_cache_paths(cache, url)[1]
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, 'w') as f:
+                    f.write(self.index[name][1])
         return 0, '', ''
 
 
