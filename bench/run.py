@@ -330,7 +330,7 @@ def run_hitrate(args, dummy):
 
 def run_rebuild(args, dummy):
     import rebuild  # pylint: disable=import-outside-toplevel
-    rebuild.bench(args.work, args.hitrate_top)
+    rebuild.bench(args.work, args.hitrate_top, current_pips())
 
 
 # name: (in the default run, function(args, done)); they run in this order, and ``done`` maps the name of each
