@@ -203,6 +203,7 @@ def bench_transfer_growth(work, rounds, pip_versions):
 # ---------------------------------------------------------------- 3. mounts at scale
 
 SCALE_JSON = os.path.join(HERE, 'results', 'mounts-at-scale.json')
+SCALE_ROLE_JSON = os.path.join(HERE, 'results', 'mounts-at-scale-role.json')
 
 
 def bench_scale(work, users_list, rounds):
@@ -233,7 +234,16 @@ def write_scale(results):
             n, fmt(r['role'][0]), fmt(r['role'][1]), fmt(r['loop'][0]), fmt(r['loop'][1]),
             fmt([a / b for a, b in zip(r['loop'][0], r['role'][0])], 'x'),
             fmt([a / b for a, b in zip(r['loop'][1], r['role'][1])], 'x'), r['rounds'], r['run']))
+    # Sizes that ran the role alone (bench/scale.py --users N) keep their rows, after the ones measured here.
+    import scale  # pylint: disable=import-outside-toplevel
+    role_only = {}
+    if os.path.exists(SCALE_ROLE_JSON):
+        with open(SCALE_ROLE_JSON) as f:
+            role_only = dict((int(n), r) for n, r in json.load(f).items() if int(n) not in results)
+    lines += [scale.role_row(n, r, r['rounds'], r['run']) for n, r in sorted(role_only.items())]
     lines += [''] + sorted(set('- %s' % r['machine'] for r in results.values()))
+    lines += ['- %s (%d users: the mount role alone, `python3 bench/scale.py --users %d`)' % (r['machine'], n, n)
+              for n, r in sorted(role_only.items())]
 
     def plot(ax):
         ns = sorted(results)
