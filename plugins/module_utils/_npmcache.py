@@ -188,26 +188,33 @@ def index_line(line):
     return entry if isinstance(entry, dict) and isinstance(entry.get('key'), str) else None
 
 
+def index_buckets(cache_dir):
+    """Yield (path, bytes or None) of each bucket file of a cacache index (None: not a regular file, or too big)."""
+    for dirpath, dummy, files in os.walk(os.path.join(cache_dir, '_cacache', 'index-v5')):
+        for fname in files:
+            path = os.path.join(dirpath, fname)
+            yield path, read_regular_file(path)
+
+
+def bucket_lines(raw):
+    """Yield (line number, line, entry) of the lines of a bucket that cacache reads (see ``index_line``)."""
+    for n, line in enumerate(raw.split(b'\n')):
+        entry = index_line(line)
+        if entry is not None:
+            yield n, line, entry
+
+
 def index_entries(cache_dir):
     """Yield the live entries of a cacache index: dicts with key, integrity, size, time.
 
     Lines whose hash does not match their JSON (torn appends) are skipped, and
     a later line with a null integrity deletes a key, the way cacache reads it.
     """
-    root = os.path.join(cache_dir, '_cacache', 'index-v5')
-    for dirpath, dummy, files in os.walk(root):
-        for fname in files:
-            latest = {}
-            raw = read_regular_file(os.path.join(dirpath, fname))
-            if raw is None:
-                continue
-            for line in raw.split(b'\n'):
-                entry = index_line(line)
-                if entry is not None:
-                    latest[entry['key']] = entry
-            for entry in latest.values():
-                if entry.get('integrity'):
-                    yield entry
+    for dummy, raw in index_buckets(cache_dir):
+        latest = dict((entry['key'], entry) for n, line, entry in bucket_lines(raw or b''))
+        for entry in latest.values():
+            if entry.get('integrity'):
+                yield entry
 
 
 _TARBALL = re.compile(r'/((?:@[^/]+/)?[^/]+)/-/(?:[^/]+/)?([^/]+)\.tgz$')
@@ -282,28 +289,21 @@ def prune(cache_dir, keep):
     """
     root = os.path.join(cache_dir, '_cacache')
     wanted, dropped = set(), 0
-    for dirpath, dummy, files in os.walk(os.path.join(root, 'index-v5')):
-        for fname in files:
-            path = os.path.join(dirpath, fname)
-            raw = read_regular_file(path)
-            if raw is None:
-                os.unlink(path)
-                continue
-            latest = {}
-            for n, line in enumerate(raw.split(b'\n')):
-                entry = index_line(line)
-                if entry is not None:
-                    latest[entry['key']] = (n, line, entry)
-            kept = sorted(v for v in latest.values() if v[2].get('integrity') and keep(v[2]['key']))
-            dropped += len(latest) - len(kept)
-            for n, line, entry in kept:
-                wanted.update(content_paths(entry['integrity']))
-            data = b''.join(b'\n' + line for n, line, entry in kept)
-            if not kept:
-                os.unlink(path)
-            elif data != raw:
-                with open(path, 'wb') as f:
-                    f.write(data)
+    for path, raw in index_buckets(cache_dir):
+        if raw is None:
+            os.unlink(path)
+            continue
+        latest = dict((entry['key'], (n, line, entry)) for n, line, entry in bucket_lines(raw))
+        kept = sorted(v for v in latest.values() if v[2].get('integrity') and keep(v[2]['key']))
+        dropped += len(latest) - len(kept)
+        for n, line, entry in kept:
+            wanted.update(content_paths(entry['integrity']))
+        data = b''.join(b'\n' + line for n, line, entry in kept)
+        if not kept:
+            os.unlink(path)
+        elif data != raw:
+            with open(path, 'wb') as f:
+                f.write(data)
     content = os.path.join(root, 'content-v2')
     for dirpath, dummy, files in os.walk(content):
         for fname in files:
@@ -362,9 +362,9 @@ def packument_entries(cache_dir):
     return out
 
 
-def packuments(cache_dir):
-    """{package name: (cache key, integrity)} of the registry packuments in the cache."""
-    return dict((name, (e['key'], e['integrity'])) for name, e in packument_entries(cache_dir).items())
+def packuments(entries):
+    """{package name: (cache key, integrity)} of packument entries (``packument_entries``): what identifies each."""
+    return dict((name, (e['key'], e['integrity'])) for name, e in entries.items())
 
 
 def changed_during(cache_dir, since_ms):
@@ -373,17 +373,14 @@ def changed_during(cache_dir, since_ms):
     ran, so a lock resolved in it may have been resolved against the older one. The buckets are append-only, so
     this reads every line, not only the live ones (call it before ``prune``)."""
     seen = {}
-    for dirpath, dummy, files in os.walk(os.path.join(cache_dir, '_cacache', 'index-v5')):
-        for fname in files:
-            raw = read_regular_file(os.path.join(dirpath, fname))
-            for line in (raw or b'').split(b'\n'):
-                entry = index_line(line)
-                if entry is None or not entry.get('integrity') or not isinstance(entry.get('time'), (int, float)) \
-                        or isinstance(entry.get('time'), bool) or entry['time'] < since_ms:
-                    continue
-                name = packument_name(entry['key'])
-                if name:
-                    seen.setdefault(name, set()).add(entry['integrity'])
+    for dummy, raw in index_buckets(cache_dir):
+        for n, line, entry in bucket_lines(raw or b''):
+            when = entry.get('time')
+            if not entry.get('integrity') or not isinstance(when, (int, float)) or isinstance(when, bool) or when < since_ms:
+                continue
+            name = packument_name(entry['key'])
+            if name:
+                seen.setdefault(name, set()).add(entry['integrity'])
     return set(name for name, integrities in seen.items() if len(integrities) > 1)
 
 
@@ -395,11 +392,6 @@ def sha512_integrity(digest):
 def same_digest(integrity, digest):
     """Whether the sha512 ``digest`` (bytes) is the one cacache's ``integrity`` names."""
     return sha512_integrity(digest) in (integrity or '').split()
-
-
-def same_body(integrity, body):
-    """Whether ``body`` (bytes) is the content that cacache's ``integrity`` names (by its sha512)."""
-    return same_digest(integrity, hashlib.sha512(body).digest())
 
 
 # The most of a packument the check reads.
@@ -673,7 +665,7 @@ def _previous_resolutions(o, vers, manifest, specs, cache, opener):
         return {}, {}
     candidates = reusable(specs, meta, tarball_integrities(cache))
     entries = packument_entries(cache)
-    seeded_packuments = dict((name, (e['key'], e['integrity'])) for name, e in entries.items())
+    seeded_packuments = packuments(entries)
     names = set(p['name'] for pk in candidates.values() for p in pk)
     if not names:
         return {}, seeded_packuments
@@ -733,7 +725,7 @@ def fill(o, cache, scratch, run, opener=None):
                 raise BuildError('npm cache add failed: %s' % tail(err or out))
         # A packument that npm fetched anew after the check (a release in between) takes back the reuse of the
         # specs that name its package: they are resolved again, against what the cache holds now.
-        now = packuments(cache) if reused and (todo or fetch) else seeded_packuments
+        now = packuments(packument_entries(cache)) if reused and (todo or fetch) else seeded_packuments
         todo = [s for s, pk in reused.items() if any(now.get(p['name']) != seeded_packuments.get(p['name']) for p in pk)]
         if not todo:
             break

@@ -2,8 +2,11 @@
 
 import base64
 import hashlib
+import http.server
 import json
 import os
+import threading
+import time
 
 import pytest
 
@@ -372,10 +375,10 @@ def test_npm_tarball_integrities_need_both_keys_npm_cache_add_writes(tmp_path):
     assert sorted(nc.tarball_integrities(str(tmp_path))) == [('a', '1.0.0')]
 
 
-def test_npm_same_body_compares_the_sha512_of_the_integrity():
+def test_npm_same_digest_compares_the_sha512_of_the_integrity():
     integrity = 'sha512-' + base64.b64encode(hashlib.sha512(b'{"x": 1}').digest()).decode()
-    assert nc.same_body(integrity, b'{"x": 1}') and nc.same_body('sha1-abc ' + integrity, b'{"x": 1}')
-    assert not nc.same_body(integrity, b'{"x": 2}') and not nc.same_body('', b'')
+    assert nc.same_digest(integrity, _sha(b'{"x": 1}')) and nc.same_digest('sha1-abc ' + integrity, _sha(b'{"x": 1}'))
+    assert not nc.same_digest(integrity, _sha(b'{"x": 2}')) and not nc.same_digest('', _sha(b''))
 
 
 def bd_build(tmp_path, store, npm, specs, now, opener=None):
@@ -408,9 +411,6 @@ class _Server(object):
     anything else is ``{"name": <path>}``; ``connections``, ``paths`` and ``accepts`` record the requests."""
 
     def __init__(self, chunked=False):
-        import http.server
-        import threading
-        import time
         self.connections, self.paths, self.accepts = [], [], []
         outer = self
 
@@ -455,16 +455,18 @@ class _Server(object):
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = 'http://127.0.0.1:%d/' % self.server.server_port
 
-    def close(self):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
 
 
 @pytest.mark.parametrize('chunked', [False, True])
 def test_npm_registry_client_gets_packuments_over_one_connection(chunked):
-    server = _Server(chunked)
-    registry = server.url
-    try:
+    with _Server(chunked) as server:
+        registry = server.url
         client = nc.RegistryClient(registry, limit=100)
         assert client.digest(registry + 'a') == _sha(json.dumps({'name': '/a'}).encode())
         assert client.digest(registry + '@s%2fb') == _sha(json.dumps({'name': '/@s%2fb'}).encode())
@@ -483,14 +485,10 @@ def test_npm_registry_client_gets_packuments_over_one_connection(chunked):
             client.digest(registry + 'a', limit=5)
         assert client.digest(registry + 'a', limit=len(json.dumps({'name': '/a'}))) == _sha(json.dumps({'name': '/a'}).encode())
         client.close()
-    finally:
-        server.close()
 
 
 def test_npm_registry_client_gives_up_on_a_dripping_body_at_its_deadline():
-    import time
-    server = _Server()
-    try:
+    with _Server() as server:
         # The socket's timeout (0.5 s) never passes between two bytes (50 ms): only the deadline ends it.
         client = nc.RegistryClient(server.url, timeout=0.5)
         t0 = time.monotonic()
@@ -507,14 +505,10 @@ def test_npm_registry_client_gives_up_on_a_dripping_body_at_its_deadline():
         with pytest.raises(OSError, match='deadline'):
             client.digest(server.url + 'a', deadline=time.monotonic() - 1)
         client.close()
-    finally:
-        server.close()
 
 
 def test_npm_packument_check_has_a_total_budget_past_which_packuments_count_as_changed():
-    import time
-    server = _Server()
-    try:
+    with _Server() as server:
         client = nc.RegistryClient(server.url, timeout=30)
         entries = dict((n, {'key': nc.KEY_PREFIX + server.url + n, 'size': 100,
                             'integrity': nc.sha512_integrity(_sha(json.dumps({'name': '/' + n}).encode()))})
@@ -527,14 +521,11 @@ def test_npm_packument_check_has_a_total_budget_past_which_packuments_count_as_c
         assert nc.unchanged_packuments(entries, ['a'], lambda *a: fetched.append(a), 1, server.url, budget=0) == set()
         assert fetched == []
         client.close()
-    finally:
-        server.close()
 
 
 def test_npm_packument_check_sends_the_stored_accept_header_and_reads_up_to_the_cached_size():
-    server = _Server()
-    corgi = 'application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*'
-    try:
+    with _Server() as server:
+        corgi = 'application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*'
         client = nc.RegistryClient(server.url)
         body = json.dumps({'name': '/a'}).encode()
         entries = {'a': {'key': nc.KEY_PREFIX + server.url + 'a', 'integrity': nc.sha512_integrity(_sha(body)),
@@ -543,8 +534,6 @@ def test_npm_packument_check_sends_the_stored_accept_header_and_reads_up_to_the_
         assert nc.unchanged_packuments(entries, ['a', 'b'], client.digest, 1, server.url) == {'a'}
         assert sorted(zip(server.paths, server.accepts)) == [('/a', corgi), ('/b', nc.PACKUMENT_ACCEPT)]
         client.close()
-    finally:
-        server.close()
     # A packument of the cache npm filled: the Accept header of its live entry, its size and a margin.
     entries = nc.packument_entries(os.path.join(FIXTURES, 'npm'))
     assert nc.stored_accept(entries['chalk']) == 'application/json'
@@ -569,7 +558,6 @@ class ReleasingNpm(CacacheNpm):
         return b'["1.0.0"]' if self.lib_fetches <= 1 else b'["1.0.0", "1.0.1"]'
 
     def __call__(self, argv, env, data=None, cwd=None):
-        import time
         with self.lock:  # one npm at a time: the later fetch of lib is the later line of its bucket
             self.time = int(time.time() * 1000)
             if argv[1] == 'install' and 'lib' in self.trees.get(argv[-1], {}):
