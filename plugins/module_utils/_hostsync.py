@@ -83,11 +83,10 @@ def apply_mount(run, action, mount_point, fstab):
 
 
 def params(p, check_mode):
-    """The run's parameters (defaults filled in, zero limits as None) and its opener; SyncError on bad input."""
+    """The run's parameters (defaults filled in, zero limits as None) and its opener; SyncError on a staging dir
+    that is not safe."""
     p = dict(p)
     p['mirror_key'] = p['mirror_key'] or socket.getfqdn()
-    if p['deadline'] < 1:
-        raise _sync.SyncError('deadline must be 1 or more, got %d' % p['deadline'])
     p['max_object_size'] = p['max_object_size'] or None
     p['max_snapshot_size'] = p['max_snapshot_size'] or None
     if not p['source']:
@@ -133,6 +132,7 @@ def converge(module, p, opener):
 
 def run_module(module):
     """snapshot_sync's main()."""
+    _module.require_at_least(module, 'deadline', 1)
     try:
         p, opener = params(module.params, module.check_mode)
     except (_sync.SyncError, OSError) as exc:
