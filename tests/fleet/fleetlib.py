@@ -5,8 +5,12 @@ import os
 import re
 import shlex
 import subprocess
+import time
 
 import testinfra
+
+# Where the role mounts each user's views (root's); a user's cache dir is a link to hers.
+VIEWS = '/var/lib/pkgcache-views'
 
 
 def as_user(user, container):
@@ -16,6 +20,36 @@ def as_user(user, container):
 
 def as_root(container):
     return testinfra.get_host('docker://root@%s' % container)
+
+
+def docker_restart(container, timeout=300):
+    """Restart ``container`` like a reboot and wait until systemd has finished booting it (fstab replayed).
+
+    ``systemctl is-system-running --wait`` fails at once while systemd's bus is not up yet, so it is asked again until
+    it answers running or degraded; raises AssertionError naming the state after ``timeout`` seconds.
+    """
+    subprocess.run(['docker', 'restart', container], check=True, capture_output=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = subprocess.run(['docker', 'exec', container, 'systemctl', 'is-system-running', '--wait'],
+                              capture_output=True, text=True, check=False)
+        state = proc.stdout.strip()
+        if state in ('running', 'degraded'):
+            return state
+        if time.monotonic() > deadline:
+            raise AssertionError('%s did not finish booting within %d s: %r %s' % (container, timeout, state, proc.stderr))
+        time.sleep(1)
+
+
+def mounted_at(user_host, path):
+    """(mount point, fs type) of the mount that holds ``path``, as the user resolves it (links followed)."""
+    target, fstype = user_host.check_output('findmnt -n -o TARGET,FSTYPE --target %s' % path).rsplit(None, 1)
+    return target, fstype
+
+
+def view_of(user, eco):
+    """What mounted_at gives for a user's cache dir when her view is mounted: her view, an overlay."""
+    return '%s/%s/%s' % (VIEWS, user, eco), 'overlay'
 
 
 def _env():

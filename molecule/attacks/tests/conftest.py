@@ -2,16 +2,14 @@
 
 import json
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.environ['MOLECULE_PROJECT_DIRECTORY'], 'tests', 'fleet'))
-from fleetlib import as_root, as_user, run_module  # noqa: E402,F401 pylint: disable=unused-import
+from fleetlib import VIEWS, as_root, as_user, docker_restart, mounted_at, run_module, view_of  # noqa: E402,F401 pylint: disable=unused-import
 
 HOST = 'pkgcache-attack'
 USERS = {'alice': 2001, 'bob': 2002, 'mallory': 2003, 'j.doe': 2004}
 VICTIMS = ['alice', 'bob', 'j.doe']
-VIEWS = '/var/lib/pkgcache-views'
 
 
 def ids():
@@ -33,11 +31,6 @@ def switch(snap_id, **kw):
 def lower_of(user, eco='pip'):
     opts = as_root(HOST).check_output('findmnt -n -o OPTIONS %s/%s/%s' % (VIEWS, user, eco))
     return [o.split('=', 1)[1] for o in opts.split(',') if o.startswith('lowerdir=')][0]
-
-
-def docker_restart():
-    subprocess.run(['docker', 'restart', HOST], check=True, capture_output=True)
-    as_root(HOST).run('systemctl is-system-running --wait')
 
 
 def start_as(user, script, name, *args):

@@ -8,7 +8,8 @@ writable upper would let her run code in root's login shell).
 
 import json
 
-from conftest import HOST, USERS, VICTIMS, VIEWS, as_root, as_user, docker_restart, ids, lower_of, run_module, start_as, stop, switch, tree
+from conftest import (HOST, USERS, VICTIMS, VIEWS, as_root, as_user, docker_restart, ids, lower_of, mounted_at, run_module,
+                      start_as, stop, switch, tree, view_of)
 
 PROFILE_D = '/etc/attack-target'
 APP = '/opt/attack-app'
@@ -94,7 +95,7 @@ def test_0_migration_kept_every_users_data_and_left_no_mount_in_a_home():
         h = as_user(user, HOST)
         for eco, link in (('pip', '~/.cache/pip'), ('npm', '~/.npm')):
             assert h.check_output('readlink %s' % link) == '%s/%s/%s' % (VIEWS, user, eco)
-            assert h.check_output('findmnt -n -o FSTYPE --target %s' % link) == 'overlay'
+            assert mounted_at(h, link) == view_of(user, eco)
             if user != 'j.doe':  # j.doe is new: no earlier layout
                 assert h.check_output('cat %s/users-own-%s.txt' % (link, eco)) == '%s kept this %s file' % (user, eco)
             assert h.check_output('cat %s/%s' % (link, 'http/0/0/changes' if eco == 'pip' else '_cacache/index-v5/00/bucket'))
@@ -145,10 +146,10 @@ def test_2_reboot_with_a_planted_parent_mounts_nothing_on_it_and_one_broken_user
     mallory.check_output('mv ~/.cache ~/.cache.real && ln -s %s ~/.cache && mv ~/.npm ~/.npm.real && ln -s /nonexistent ~/.npm'
                          % PROFILE_D)
     try:
-        docker_restart()
+        docker_restart(HOST)
         assert no_mount_under(PROFILE_D) and snapshot_of_dir(PROFILE_D) == before
         for user in VICTIMS:
-            assert as_user(user, HOST).check_output('findmnt -n -o FSTYPE --target ~/.cache/pip') == 'overlay'
+            assert mounted_at(as_user(user, HOST), '~/.cache/pip') == view_of(user, 'pip')
         # Her views are still mounted, at root's place; only her links are broken, by her.
         assert root.check_output('findmnt -n -o FSTYPE %s/mallory/pip' % VIEWS) == 'overlay'
         v1, v2 = ids()['v1'], ids()['v2']
@@ -187,10 +188,10 @@ def test_3_workdir_and_upper_swap_race_never_reaches_a_root_dir():
     assert summary['tries'] > 100 and summary['won'] == 0 and summary['denied'] == summary['tries'], summary
     assert snapshot_of_dir(APP) == before
     # Reboot: the fstab lines name root's paths only, and they all come back.
-    docker_restart()
+    docker_restart(HOST)
     assert snapshot_of_dir(APP) == before
     for user in USERS:
-        assert as_user(user, HOST).check_output('findmnt -n -o FSTYPE --target ~/.npm') == 'overlay', user
+        assert mounted_at(as_user(user, HOST), '~/.npm') == view_of(user, 'npm'), user
 
 
 def test_4_lazy_switch_gives_fresh_layers_and_gc_keeps_what_a_reader_still_uses():

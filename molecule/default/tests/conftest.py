@@ -2,24 +2,18 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.environ['MOLECULE_PROJECT_DIRECTORY'], 'tests', 'fleet'))
-from fleetlib import as_root, as_user, playbook, run_module  # noqa: E402,F401 pylint: disable=unused-import
+from fleetlib import as_root, as_user, docker_restart, mounted_at, playbook, run_module, view_of  # noqa: E402,F401 pylint: disable=unused-import
 
 BUILDER = 'pkgcache-builder'
 REPL_HOSTS = ['pkgcache-repl1', 'pkgcache-repl2']
 USERS = ['alice', 'bob', 'carol']
 INDEX = 'http://127.0.0.1:8371'
 STORE_URL = 'http://127.0.0.1:8370'
-
-
-def docker_restart(container):
-    subprocess.run(['docker', 'restart', container], check=True, capture_output=True)
-    as_root(container).run('systemctl is-system-running --wait')
 
 
 @pytest.fixture(scope='session')

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import BUILDER, REPL_HOSTS, STORE_URL, as_root, as_user, run_module
+from conftest import BUILDER, REPL_HOSTS, STORE_URL, as_root, as_user, mounted_at, run_module, view_of
 
 sys.path.insert(0, os.path.join(os.environ['MOLECULE_PROJECT_DIRECTORY'], '.cache', 'collections'))
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _manifest as mf  # noqa: E402
@@ -120,7 +120,7 @@ def refused(args, *fragments):
     r = as_root(HOST)
     assert r.check_output('find /var/lib/pkgcache/objects/incoming -type f | wc -l') == '0'
     # The users still work on the snapshot they had.
-    assert as_user('alice', HOST).check_output('findmnt -n -o FSTYPE --target ~/.cache/pip') == 'overlay'
+    assert mounted_at(as_user('alice', HOST), '~/.cache/pip') == view_of('alice', 'pip')
     return res
 
 

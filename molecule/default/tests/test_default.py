@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import INDEX, REPL_HOSTS, USERS, as_root, as_user, docker_restart
+from conftest import INDEX, REPL_HOSTS, USERS, as_root, as_user, docker_restart, mounted_at, view_of
 
 PIP = 'pip'
 NOT_IN_SNAPSHOT = 'iniconfig'
@@ -49,7 +49,7 @@ def fresh_venv(user_host, name):
 @pytest.mark.parametrize('user', USERS)
 def test_overlay_is_mounted_and_every_snapshot_file_is_readable(container, user, manifest):
     h = as_user(user, container)
-    assert h.check_output('findmnt -n -o FSTYPE --target ~/.cache/pip') == 'overlay'
+    assert mounted_at(h, '~/.cache/pip') == view_of(user, 'pip')
     files = [e['path'] for e in manifest['entries'] if e['type'] == 'file']
     assert len(files) > 10
     # Read every snapshot file through the user's own view, as the user.
@@ -202,6 +202,6 @@ def test_overlays_come_back_after_a_reboot():
     docker_restart(container)
     for user in USERS:
         h = as_user(user, container)
-        assert h.check_output('findmnt -n -o FSTYPE --target ~/.cache/pip') == 'overlay', user
+        assert mounted_at(h, '~/.cache/pip') == view_of(user, 'pip'), user
     assert as_user('alice', container).file('/home/alice/.cache/pip/' + rel).exists
     assert as_root(container).check_output('findmnt -n -o FSTYPE /mnt/cacache') != ''

@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.environ['MOLECULE_PROJECT_DIRECTORY'], 'tests', 'fleet'))
-from fleetlib import as_root, as_user, playbook  # noqa: E402,F401 pylint: disable=unused-import
+from fleetlib import as_root, as_user, mounted_at, playbook, view_of  # noqa: E402,F401 pylint: disable=unused-import
 
 BUILDER = 'pkgcache-e-builder'
 REPL1, REPL2 = 'pkgcache-e-repl1', 'pkgcache-e-repl2'

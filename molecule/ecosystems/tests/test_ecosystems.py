@@ -2,8 +2,8 @@
 
 import re
 
-from conftest import (BUILDER, REPL1, REPL2, as_root, as_user, manifest, mvn_get, npm_install, pip_install,
-                      playbook, uv_install)
+from conftest import (BUILDER, REPL1, REPL2, as_root, as_user, manifest, mvn_get, mounted_at, npm_install,
+                      pip_install, playbook, uv_install, view_of)
 
 STATE = {}
 
@@ -31,8 +31,8 @@ def test_2_every_user_has_every_cache_mounted():
     for host in (REPL1, REPL2):
         for user in ('alice', 'bob', 'carol'):
             h = as_user(user, host)
-            for target in ('~/.cache/pip', '~/.npm', '~/.m2/repository', '~/.cache/uv'):
-                assert h.check_output('findmnt -n -o FSTYPE --target %s' % target) == 'overlay'
+            for eco, target in (('pip', '~/.cache/pip'), ('npm', '~/.npm'), ('maven', '~/.m2/repository'), ('uv', '~/.cache/uv')):
+                assert mounted_at(h, target) == view_of(user, eco)
 
 
 def test_3_npm_installs_from_the_snapshot_with_no_network():
