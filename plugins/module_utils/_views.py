@@ -544,8 +544,8 @@ def _layer_pairs(scratch):
     try:
         for layers in _root_dirs(sfd, ('cacache_',)):
             lfd = os.open(layers, sf.DIR_FLAGS, dir_fd=sfd)
+            gens = [(lfd, None)]
             try:
-                gens = [(lfd, None)]
                 for gen in _root_dirs(lfd, ('detached-', 'stuck-')):
                     gens.append((os.open(gen, sf.DIR_FLAGS, dir_fd=lfd), gen))
                 for gfd, gen in gens:
@@ -554,10 +554,9 @@ def _layer_pairs(scratch):
                             and stat.S_ISDIR(work.st_mode) and work.st_uid == 0:
                         base = os.path.join(scratch, layers, *([gen] if gen else []))
                         out.append((os.path.join(base, 'upper'), os.path.join(base, 'work')))
-                    if gen:
-                        os.close(gfd)
             finally:
-                os.close(lfd)
+                for gfd, dummy in gens:
+                    os.close(gfd)
     finally:
         os.close(sfd)
     return out

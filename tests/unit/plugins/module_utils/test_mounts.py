@@ -386,6 +386,27 @@ def test_purge_never_probes_or_follows_what_a_user_planted_in_a_migrated_scratch
     assert sorted(os.listdir(str(victim))) == ['keep', 'work'] and (victim / 'work' / 'work' / 'keep').exists()
 
 
+def test_listing_a_removed_users_layers_closes_every_fd_when_a_generation_vanishes(tmp_path, monkeypatch):
+    """A generation dir removed between the listing and its open fails the purge, not the module's fd table."""
+    removed_layout(tmp_path)
+    layers = tmp_path / 'scratch' / 'dave' / 'cacache_pip'
+    for gen in ('detached-1', 'detached-2'):
+        (layers / gen / 'upper').mkdir(parents=True)
+    real_open = os.open
+
+    def vanishing(path, flags, *args, **kw):
+        if path == 'detached-2':
+            raise FileNotFoundError(2, 'gone', path)
+        return real_open(path, flags, *args, **kw)
+
+    before = sorted(os.listdir('/proc/self/fd'))
+    monkeypatch.setattr(_views.os, 'open', vanishing)
+    with pytest.raises(FileNotFoundError):
+        _views._layer_pairs(str(tmp_path / 'scratch' / 'dave'))
+    monkeypatch.undo()
+    assert sorted(os.listdir('/proc/self/fd')) == before
+
+
 def test_a_served_users_scratch_dir_of_another_name_is_never_taken_for_a_removed_user(tmp_path):
     m = plan(tmp_path, scratch=str(tmp_path / 'scratch' / 'u1001'))[0]
     run = converge(tmp_path, [m], state='mounted')
