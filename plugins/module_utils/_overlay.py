@@ -106,29 +106,39 @@ def resolve_repls(repls, getpwnam):
     ``getpwnam`` is pwd.getpwnam (raises KeyError for an unknown user). A user
     the host does not know must be given uid, gid and home; else it is named
     in the second value and left unresolved (uid, gid, home as given), so that
-    the run can plan its place, skip it and serve everyone else.
+    the run can plan its place, skip it and serve everyone else. So is a user
+    whose given uid is not the one the host knows her by: her view and upper
+    would belong to another account.
     """
     out, unresolved = [], {}
     for repl in repls:
         repl = dict(repl)
+        name = validate_name(repl.get('name'))
         missing = [k for k in ('uid', 'gid', 'home') if repl.get(k) is None]
-        if missing:
+        try:
+            pw = getpwnam(name)
+        except KeyError:
+            if missing:
+                unresolved[name] = ('repl user %s does not exist on this host (no passwd entry), and %s '
+                                    'not given' % (name, ', '.join(missing)))
+            out.append(repl)
+            continue
+        if repl.get('uid') is not None and repl['uid'] != pw.pw_uid:
+            unresolved[name] = ('repl user %s: uid %s is given, but this host knows %s as uid %d; refused, since her '
+                                'view and upper would belong to another account (give her uid, or none to take it from '
+                                'the passwd database)' % (name, repl['uid'], name, pw.pw_uid))
+            out.append(repl)
+            continue
+        for key, value in (('uid', pw.pw_uid), ('gid', pw.pw_gid), ('home', pw.pw_dir)):
+            if repl.get(key) is None:
+                repl[key] = value
+        if 'home' in missing:
+            # One user's odd passwd entry leaves that user unserved, not the whole host.
             try:
-                pw = getpwnam(validate_name(repl.get('name')))
-            except KeyError:
-                unresolved[repl.get('name')] = ('repl user %s does not exist on this host (no passwd entry), and %s '
-                                                'not given' % (repl.get('name'), ', '.join(missing)))
-            else:
-                for key, value in (('uid', pw.pw_uid), ('gid', pw.pw_gid), ('home', pw.pw_dir)):
-                    if repl.get(key) is None:
-                        repl[key] = value
-                if 'home' in missing:
-                    # One user's odd passwd entry leaves that user unserved, not the whole host.
-                    try:
-                        validate_path(pw.pw_dir or '', 'home %r from the passwd database' % pw.pw_dir)
-                    except OverlayInputError as exc:
-                        unresolved[repl['name']] = 'repl user %s: %s' % (repl['name'], exc)
-                        repl['home'] = None
+                validate_path(pw.pw_dir or '', 'home %r from the passwd database' % pw.pw_dir)
+            except OverlayInputError as exc:
+                unresolved[name] = 'repl user %s: %s' % (name, exc)
+                repl['home'] = None
         out.append(repl)
     return out, unresolved
 

@@ -77,6 +77,8 @@ options:
           - The user's uid (not 0). Read from the host's passwd database when absent.
           - A user the host does not know must be given O(repls[].uid), O(repls[].gid) and O(repls[].home); else it
             is reported in RV(unserved), naming the user, and everyone else is served.
+          - A uid given for a user the host knows must be the one in its passwd database; else that user is reported
+            in RV(unserved), since her view and upper would belong to another account.
         type: int
       gid:
         description: The user's primary gid (not 0). Read from the host's passwd database when absent.

@@ -120,6 +120,13 @@ def test_users_are_resolved_from_passwd_and_an_unknown_one_is_named():
     assert sorted(unresolved) == ['bob', 'gil'] and "holds ' '" in unresolved['bob'] and 'absolute' in unresolved['gil']
     assert [m['user'] for m in ov.plan_mounts(repls, ['pip'], LOWER, '/mnt/scratch', unresolved=unresolved)
             if m['link']] == ['alice']
+    # A uid that is not the one the host knows the user by would hand her view to another account: she is not served.
+    repls, unresolved = ov.resolve_repls([{'name': 'alice', 'uid': 2003, 'gid': 2001, 'home': '/home/alice'},
+                                          {'name': 'carol', 'uid': 2003}], getpwnam)
+    assert sorted(unresolved) == ['alice'] and 'uid 2003 is given, but this host knows alice as uid 2001' in unresolved['alice']
+    assert repls[1] == {'name': 'carol', 'uid': 2003, 'gid': 2003, 'home': '/srv/carol'}
+    assert [m['user'] for m in ov.plan_mounts(repls, ['pip'], LOWER, '/mnt/scratch', unresolved=unresolved)
+            if m['user'] not in unresolved] == ['carol']
     # A name that cannot be one is refused before the passwd database is asked (getpwnam raises on a NUL).
     for bad in ('a\x00b', None, '..'):
         with pytest.raises(ov.OverlayInputError, match='repl name'):

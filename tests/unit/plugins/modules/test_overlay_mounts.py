@@ -110,6 +110,25 @@ def test_users_are_read_from_passwd_and_an_unknown_one_is_named_while_the_others
     assert '/views/bob/pip' in text and 'ghost' not in text and not (tmp_path / 'scratch' / 'ghost').exists()
     rc, res = run(capsys, dict(a, strict=True))
     assert rc == 1 and res['msg'] == 'repl users not served: ghost'
+    # A uid that is not the one passwd gives would hand her view to another account: only she is not served.
+    (tmp_path / 'home' / 'carl').mkdir(parents=True)
+    known['carl'] = Pw(UID + 1, GID, str(tmp_path / 'home' / 'carl'))
+    a['repls'] = [r for r in a['repls'] if r['name'] != 'ghost'] + [{'name': 'carl', 'uid': UID, 'gid': GID}]
+    rc, res = run(capsys, a)
+    assert rc == 0 and res['users']['bob'] == {'pip': 'present'} and list(res['unserved']) == ['carl'], res
+    assert 'uid %d is given, but this host knows carl as uid %d' % (UID, UID + 1) in res['unserved']['carl']['pip']
+    assert not (tmp_path / 'scratch' / 'carl').exists() and not (tmp_path / 'home' / 'carl' / '.cache').exists()
+
+
+def test_the_passwd_database_is_read_once_for_all_users(monkeypatch):
+    calls = []
+    real = mt.pwd.getpwall
+    monkeypatch.setattr(mt.pwd, 'getpwall', lambda: calls.append(1) or real())
+    lookup = mt.passwd_lookup()
+    assert lookup('root').pw_uid == 0 and lookup('root').pw_dir == mt.pwd.getpwnam('root').pw_dir
+    with pytest.raises(KeyError):
+        lookup('no-such-user-pkgcache')
+    assert calls == [1]
 
 
 def test_check_mode_returns_the_plan_and_the_real_run_executes_it(tmp_path, capsys):
