@@ -71,8 +71,11 @@ OPTIONS = dict(
     registry=dict(type='str', default='https://registry.npmjs.org/'),
     npm=dict(type='str', default='npm'),
     cafile=dict(type='path'),
+    platforms=dict(type='list', elements='str', default=[]),
 )
 ITEMS = 'packages'
+# os-cpu[-libc] as node names them (process.platform, process.arch): linux-x64, darwin-arm64, linux-x64-musl.
+PLATFORM_RE = re.compile(r'^([a-z0-9]+)-([a-z0-9]+)(?:-(glibc|musl))?$')
 SPEC_RE = re.compile(r'^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*(@[A-Za-z0-9.^~<>=*|+ -]+)?$')
 KEY_PREFIX = 'make-fetch-happen:request-cache:'
 # Top-level names in npm's cache dir that never go into a snapshot.
@@ -99,6 +102,48 @@ def check_specs(specs):
                              'URLs, git and file specs are refused)' % (spec,))
         out.append(s)
     return out
+
+
+def check_platforms(platforms):
+    """Return [(os, cpu, libc or None)] of the platforms; refuse anything but ``os-cpu`` or ``os-cpu-libc``."""
+    out = []
+    for platform in platforms:
+        m = PLATFORM_RE.match(platform) if isinstance(platform, str) else None
+        if not m:
+            raise BuildError('npm platform %r is not os-cpu or os-cpu-libc as node names them (for example linux-x64, '
+                             'darwin-arm64, linux-x64-musl)' % (platform,))
+        out.append(m.groups())
+    return out
+
+
+def _allows(values, value):
+    """npm's test of a package's ``os``, ``cpu`` or ``libc`` list: no list allows all; ``!x`` refuses x; else the
+    value must be listed."""
+    if not values or not isinstance(values, list):
+        return True
+    if '!' + value in values:
+        return False
+    wanted = [v for v in values if isinstance(v, str) and not v.startswith('!')]
+    return not wanted or value in wanted
+
+
+def installs_on(package, platform):
+    """Would npm install ``package`` (a lock entry, with its ``os``, ``cpu`` and ``libc``) on ``platform``?
+    A platform without libc takes packages for either libc."""
+    os_name, cpu, libc = platform
+    if not (_allows(package.get('os'), os_name) and _allows(package.get('cpu'), cpu)):
+        return False
+    return libc is None or os_name != 'linux' or _allows(package.get('libc'), libc)
+
+
+def for_platforms(packages, platforms):
+    """(packages that install on one of ``platforms`` at least, the others); all of them with no platforms."""
+    if not platforms:
+        return list(packages), []
+    keep, other = [], []
+    for p in packages:
+        (keep if not p.get('other_platform') and any(installs_on(p, pf) for pf in platforms) else other).append(p)
+    return keep, other
 
 
 def spec_name(spec):
@@ -141,6 +186,9 @@ def lock_packages(lock):
         if not version:
             continue
         out[(name, version)] = {'name': name, 'version': version, 'integrity': meta.get('integrity', '')}
+        for key in ('os', 'cpu', 'libc'):
+            if meta.get(key):
+                out[(name, version)][key] = meta[key]
     return [out[k] for k in sorted(out)]
 
 
@@ -426,8 +474,10 @@ def size_limit(entry):
 def reusable(specs, meta, tarballs):
     """{spec: [package dicts]} of the specs whose previous resolution (``meta`` of the previous build) could be
     kept: the previous build resolved the spec and every tarball it names is in the seeded cache
-    (``tarball_integrities``; the integrity ``npm cache add`` stored is the one its lock file named)."""
+    (``tarball_integrities``; the integrity ``npm cache add`` stored is the one its lock file named), but those
+    it left out as other platforms' (marked ``other_platform``)."""
     out = {}
+    others = set(x for x in meta.get('other_platforms') or [] if isinstance(x, str))
     for spec in specs:
         res = (meta.get('resolutions') or {}).get(spec)
         if not res or not isinstance(res, list):
@@ -435,6 +485,9 @@ def reusable(specs, meta, tarballs):
         pk = []
         for ref in res:
             name, sep, version = ref.rpartition('@') if isinstance(ref, str) else ('', '', '')
+            if sep and name and ref in others:
+                pk.append({'name': name, 'version': version, 'integrity': '', 'other_platform': True})
+                continue
             if not sep or not name or not tarballs.get((name, version)):
                 pk = None
                 break
@@ -661,7 +714,8 @@ def _previous_resolutions(o, vers, manifest, specs, cache, opener):
     of every package of those resolutions.
     """
     meta = (manifest or {}).get('npm') or {}
-    if not opener or not manifest or meta.get('node_version') != vers['node']:
+    if not opener or not manifest or meta.get('node_version') != vers['node'] \
+            or (meta.get('platforms') or []) != (o.get('platforms') or []):
         return {}, {}
     candidates = reusable(specs, meta, tarball_integrities(cache))
     entries = packument_entries(cache)
@@ -694,6 +748,7 @@ def fill(o, cache, scratch, run, opener=None):
     specs = check_specs(o.get('packages') or [])
     if not specs:
         raise BuildError('npm: no packages given')
+    platforms = check_platforms(o.get('platforms') or [])
     # cacache's index times are ms since the epoch; npm writes lines of this build from here on.
     start_ms = int(time.time() * 1000)
     vers = versions(o, run, scratch)
@@ -717,7 +772,8 @@ def fill(o, cache, scratch, run, opener=None):
         resolved.update(reused)
         locks = [(spec, resolved[spec]) for spec in specs if spec in resolved]
         packages = solo.union([pk for spec, pk in locks], key=lambda x: (x['name'], x['version']))
-        fetch = to_add(packages, tarball_integrities(cache))
+        wanted, other = for_platforms(packages, platforms)
+        fetch = to_add(wanted, tarball_integrities(cache))
         if fetch:
             cmd = [o['npm'], 'cache', 'add'] + npm_args(o, cache) + ['%s@%s' % (p['name'], p['version']) for p in fetch]
             rc, out, err = run(cmd, clean_env(os.environ), cwd=scratch)
@@ -739,25 +795,31 @@ def fill(o, cache, scratch, run, opener=None):
     changed = changed_during(cache, start_ms)
     resolutions = dict((spec, ['%s@%s' % (x['name'], x['version']) for x in pk]) for spec, pk in locks
                        if not any(x['name'] in changed for x in pk))
+    # Other platforms' packages keep their packuments (npm reads them to resolve), not their tarballs.
     names = set(p['name'] for p in packages)
-    versions_used = set((p['name'], p['version']) for p in packages)
+    versions_used = set((p['name'], p['version']) for p in wanted)
     prune(cache, lambda k: key_in_use(k, names, versions_used))
     have = cached_tarballs(cache)
     cached = []
-    for p in packages:
+    for p in wanted:
         if (p['name'], p['version']) in have:
             cached.append(p)
         else:
             misses.append({'package': p['name'], 'version': p['version'], 'ecosystem': 'npm',
                            'reason': 'npm cache add did not leave its tarball in the cache'})
-    key = fingerprint({
+    identity = {
         'npm': vers['npm'], 'registry': o['registry'], 'requested': sorted(specs),
         'packages': sorted((p['name'], p['version'], p['integrity']) for p in cached),
-        'misses': sorted(m['package'] for m in misses)})
+        'misses': sorted(m['package'] for m in misses)}
+    if platforms:
+        identity['platforms'] = sorted(o['platforms'])
+    key = fingerprint(identity)
     tmp = os.path.join(cache, '_cacache', 'tmp')
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
     meta = {'npm_version': vers['npm'], 'node_version': vers['node'], 'registry': o['registry'],
             'requested': specs, 'packages': [{'name': p['name'], 'version': p['version']} for p in cached],
             'resolutions': resolutions, 'reused': len(files)}
+    if platforms:
+        meta.update(platforms=list(o['platforms']), other_platforms=sorted('%s@%s' % (p['name'], p['version']) for p in other))
     return cached, misses, meta, key

@@ -121,6 +121,19 @@ options:
       cafile:
         description: A CA bundle for the registry's TLS certificate.
         type: path
+      platforms:
+        description:
+          - The platforms of the repl hosts, each V(os-cpu) or V(os-cpu-libc) as node names them, for example
+            V(linux-x64) or V(linux-arm64-musl).
+          - A package that npm installs on none of them (a prebuilt binary for another platform, by the C(os),
+            C(cpu) and C(libc) of its lock entry) keeps its packument in the snapshot, which npm reads to resolve,
+            but not its tarball, which npm never fetches there. This keeps other platforms' binaries (esbuild's,
+            typescript's, ...) out of every host's download.
+          - Empty takes every package, for hosts of any platform.
+        type: list
+        elements: str
+        default: []
+        version_added: 0.4.0
     version_added: 0.2.0
   maven:
     description:

@@ -42,6 +42,27 @@ def test_3_npm_installs_from_the_snapshot_with_no_network():
         assert 'chalk' in res.stdout.split() and 'has-flag' in res.stdout.split()
 
 
+def test_3_npm_keeps_other_platforms_binaries_out_and_their_packuments_in():
+    """build_npm_platforms [linux-x64]: esbuild's binary for this platform is cached, the other 25 are not, and npm
+    installs esbuild with no network from what is left (it reads every platform's packument to resolve)."""
+    assert as_user('carol', REPL2).check_output('node -p "process.platform + \'-\' + process.arch"') == 'linux-x64'
+    dummy, m = manifest()
+    meta = m['npm']
+    cached = set(p['name'] for p in meta['packages'])
+    assert meta['platforms'] == ['linux-x64'] and '@esbuild/linux-x64' in cached and 'esbuild' in cached
+    other = set(ref.rsplit('@', 1)[0] for ref in meta['other_platforms'])
+    assert '@esbuild/darwin-arm64' in other and '@esbuild/win32-x64' in other and len(other) >= 20
+    assert not other & cached
+    index = '/mnt/cacache/npm/_cacache/index-v5'
+    root = as_root(REPL2)
+    assert root.run('grep -rqF "@esbuild/darwin-arm64/-/darwin-arm64-" %s' % index).rc == 1  # no tarball
+    assert root.run('grep -rqF "request-cache:https://" %s' % index).rc == 0
+    assert root.run('grep -rqiF "@esbuild%%2fdarwin-arm64\"" %s' % index).rc == 0  # its packument
+    res = as_user('carol', REPL2).run('d=$(mktemp -d) && cd $d && npm init -y >/dev/null && npm install --offline '
+                                      'esbuild@0.28 2>&1 && ./node_modules/.bin/esbuild --version')
+    assert res.rc == 0 and res.stdout.strip().splitlines()[-1].startswith('0.28.'), res.stdout
+
+
 def test_4_npm_user_adds_to_its_own_cache_only():
     res = npm_install('alice', REPL1, 'kleur@4')
     assert res.rc == 0, res.stdout

@@ -5,6 +5,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import threading
 import time
 
@@ -76,12 +77,18 @@ def test_npm_env_drops_host_npm_settings():
     assert env['npm_config_userconfig'] == os.devnull
 
 
+# The os, cpu and libc that npm records in a lock file for a package with a prebuilt binary (as esbuild's are).
+PLATFORM_META = {'bin-darwin': {'os': ['darwin'], 'cpu': ['arm64']}, 'bin-linux': {'os': ['linux'], 'cpu': ['x64']},
+                 'bin-musl': {'os': ['linux'], 'cpu': ['x64'], 'libc': ['musl']}, 'not-win': {'os': ['!win32']}}
+
+
 def write_lock(project, tree):
     """The package-lock.json npm writes for ``tree`` ({name: version}); a tarball's content is
     ``tarball of <name>@<version>`` (as CacacheNpm caches it)."""
     lock = {'lockfileVersion': 3, 'packages': dict(
-        ('node_modules/' + n, {'version': v, 'integrity': 'sha512-' + base64.b64encode(
-            hashlib.sha512(('tarball of %s@%s' % (n, v)).encode()).digest()).decode()}) for n, v in tree.items())}
+        ('node_modules/' + n, dict({'version': v, 'integrity': 'sha512-' + base64.b64encode(
+            hashlib.sha512(('tarball of %s@%s' % (n, v)).encode()).digest()).decode()}, **PLATFORM_META.get(n, {})))
+        for n, v in tree.items())}
     lock['packages'][''] = {'name': 'pkgcache-snapshot'}
     with open(os.path.join(project, 'package-lock.json'), 'w') as f:
         json.dump(lock, f)
@@ -381,9 +388,9 @@ def test_npm_same_digest_compares_the_sha512_of_the_integrity():
     assert not nc.same_digest(integrity, _sha(b'{"x": 2}')) and not nc.same_digest('', _sha(b''))
 
 
-def bd_build(tmp_path, store, npm, specs, now, opener=None):
+def bd_build(tmp_path, store, npm, specs, now, opener=None, platforms=None):
     from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
-    p = {'ecosystems': ['npm'], 'npm': {'packages': specs, 'registry': 'https://registry.example/'},
+    p = {'ecosystems': ['npm'], 'npm': {'packages': specs, 'registry': 'https://registry.example/', 'platforms': platforms},
          'store': str(tmp_path / store), 'work_dir': str(tmp_path / 'work'), 'publish': True, 'workers': 2,
          'reuse': True}
     fetcher = nc.packument_fetcher
@@ -605,3 +612,57 @@ def test_npm_changed_during_reads_every_line_of_the_build(tmp_path):
     assert nc.changed_during(str(tmp_path), 11) == {'lib'}
     assert nc.changed_during(str(tmp_path), 12) == set()  # one packument of lib written since 12
     assert nc.changed_during(str(tmp_path), 5) == {'lib'}
+
+
+@pytest.mark.parametrize('platform', ['linux-x64', 'darwin-arm64', 'linux-arm64-musl', 'win32-ia32', 'linux-x64-glibc'])
+def test_npm_platforms_accepted(platform):
+    assert len(nc.check_platforms([platform])) == 1
+
+
+@pytest.mark.parametrize('platform', ['linux', 'Linux-x64', 'linux-x64-uclibc', 'linux_x64', '', None, 'linux-x64 '])
+def test_npm_platforms_refused_naming_the_platform(platform):
+    with pytest.raises(nc.BuildError, match=re.escape(repr(platform))):
+        nc.check_platforms([platform])
+
+
+@pytest.mark.parametrize('name, platform, installs', [
+    ('lib', 'linux-x64', True), ('bin-darwin', 'linux-x64', False), ('bin-darwin', 'darwin-arm64', True),
+    ('bin-linux', 'linux-x64', True), ('bin-linux', 'linux-arm64', False),
+    ('bin-musl', 'linux-x64', True), ('bin-musl', 'linux-x64-glibc', False), ('bin-musl', 'linux-x64-musl', True),
+    ('not-win', 'linux-x64', True), ('not-win', 'win32-x64', False)])
+def test_npm_a_lock_entry_installs_on_the_platforms_npm_would_install_it_on(name, platform, installs):
+    entry = dict({'name': name, 'version': '1.0.0'}, **PLATFORM_META.get(name, {}))
+    assert nc.installs_on(entry, nc.check_platforms([platform])[0]) is installs
+
+
+TREES_BIN_1 = {'tool': {'tool': '1.0.0', 'bin-darwin': '1.0.0', 'bin-linux': '1.0.0', 'not-win': '1.0.0'},
+           'app': {'app': '1.0.0', 'lib': '2.0.0'}}
+TREES_BIN_2 = dict(TREES_BIN_1, app={'app': '1.0.0', 'lib': '2.1.0'})
+
+
+def test_npm_platforms_leave_out_other_platforms_tarballs_but_keep_their_packuments_and_reuse(tmp_path):
+    first_npm = CacacheNpm(TREES_BIN_1)
+    first = bd_build(tmp_path, 'store', first_npm, ['tool', 'app'], 't1', platforms=['linux-x64'])
+    assert sorted(first_npm.downloads) == ['app@1.0.0', 'bin-linux@1.0.0', 'lib@2.0.0', 'not-win@1.0.0', 'tool@1.0.0']
+    meta = first['ecosystems']['npm']
+    assert meta['platforms'] == ['linux-x64'] and meta['other_platforms'] == ['bin-darwin@1.0.0']
+    assert meta['resolutions']['tool'] == ['bin-darwin@1.0.0', 'bin-linux@1.0.0', 'not-win@1.0.0', 'tool@1.0.0']
+    hits = _npm_hits(tmp_path, 'store', first['id'])
+    assert nc.KEY_PREFIX + 'https://registry.example/bin-darwin' in hits  # npm reads it to resolve tool
+    assert not [k for k in hits if 'bin-darwin-1.0.0.tgz' in k or 'bin-darwin@' in k]
+    assert [m for m in first['misses'] if m['ecosystem'] == 'npm'] == []
+    # A week later (lib 2.1.0): tool's resolution is kept although bin-darwin's tarball is not in the cache, and the
+    # snapshot is the one a build from scratch makes.
+    npm = CacacheNpm(TREES_BIN_2, time=2)
+    incremental = bd_build(tmp_path, 'store', npm, ['tool', 'app'], 't2', opener=Registry(npm), platforms=['linux-x64'])
+    assert _installs(npm) == ['app'] and npm.downloads == ['lib@2.1.0']
+    scratch_npm = CacacheNpm(TREES_BIN_2, time=2)
+    scratch = bd_build(tmp_path, 'scratch', scratch_npm, ['tool', 'app'], 't2', platforms=['linux-x64'])
+    assert _npm_hits(tmp_path, 'store', incremental['id']) == _npm_hits(tmp_path, 'scratch', scratch['id'])
+    assert _build_key(tmp_path, 'store', incremental['id']) == _build_key(tmp_path, 'scratch', scratch['id'])
+    # Other platforms asked for: the previous resolutions were made for one platform, so npm resolves them again.
+    npm = CacacheNpm(TREES_BIN_2, time=3)
+    both = bd_build(tmp_path, 'store', npm, ['tool', 'app'], 't3', opener=Registry(npm),
+                    platforms=['linux-x64', 'darwin-arm64'])
+    assert _installs(npm) == ['app', 'tool'] and npm.downloads == ['bin-darwin@1.0.0']
+    assert 'other_platforms' in both['ecosystems']['npm'] and both['ecosystems']['npm']['other_platforms'] == []
