@@ -70,21 +70,6 @@ def given_unresolved(repls):
     return set(r.get('name') for r in repls if any(r.get(k) is None for k in ('uid', 'gid', 'home')))
 
 
-def passwd_lookup():
-    """pwd.getpwnam over one read of the passwd database; a name it does not list is asked of NSS on its own.
-
-    One getpwnam per user rereads /etc/passwd each time: quadratic for a host with a thousand users.
-    """
-    known = {}
-    for pw in pwd.getpwall():
-        known.setdefault(pw.pw_name, pw)
-
-    def lookup(name):
-        pw = known.get(name)
-        return pw if pw is not None else pwd.getpwnam(name)
-    return lookup
-
-
 def check_filesystems(mountinfo, mount):
     """Refuse an upper on overlayfs, and upper and work on different filesystems."""
     upper = mi.mount_of(mountinfo, mount['upperdir'])
@@ -161,7 +146,7 @@ def prepare(repls, ecosystems, lower_root, scratch_root, views_root, state_dir, 
     Raises OverlayInputError for input that cannot be planned at all; a user
     the host does not know is only left unserved.
     """
-    repls, unresolved = ov.resolve_repls(repls, getpwnam or passwd_lookup())
+    repls, unresolved = ov.resolve_repls(repls, getpwnam or pwd.getpwnam)
     mounts = ov.plan_mounts(repls, ecosystems, lower_root, scratch_root, views_root, unresolved=unresolved)
     paired = render_lines(mounts, fstab_lines)
     info = mi.current() if mountinfo is None else mountinfo

@@ -74,8 +74,12 @@ OPTIONS = dict(
     platforms=dict(type='list', elements='str', default=[]),
 )
 ITEMS = 'packages'
-# os-cpu[-libc] as node names them (process.platform, process.arch): linux-x64, darwin-arm64, linux-x64-musl.
-PLATFORM_RE = re.compile(r'^([a-z0-9]+)-([a-z0-9]+)(?:-(glibc|musl))?$')
+# The values of node's process.platform and process.arch, which npm compares with a package's os and cpu.
+NODE_PLATFORMS = ('aix', 'android', 'cygwin', 'darwin', 'freebsd', 'haiku', 'linux', 'netbsd', 'openbsd', 'os390',
+                  'sunos', 'win32')
+NODE_ARCHS = ('arm', 'arm64', 'ia32', 'loong64', 'mips', 'mipsel', 'ppc', 'ppc64', 'riscv64', 's390', 's390x', 'x64')
+# How the build decides which packages are other platforms'; a resolution recorded under another rule is not reused.
+PLATFORM_RULE = 1
 SPEC_RE = re.compile(r'^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*(@[A-Za-z0-9.^~<>=*|+ -]+)?$')
 KEY_PREFIX = 'make-fetch-happen:request-cache:'
 # Top-level names in npm's cache dir that never go into a snapshot.
@@ -105,21 +109,28 @@ def check_specs(specs):
 
 
 def check_platforms(platforms):
-    """Return [(os, cpu, libc or None)] of the platforms; refuse anything but ``os-cpu`` or ``os-cpu-libc``."""
-    out = []
+    """Return the platforms, sorted and each once, as [(os, cpu)]; refuse anything but ``os-cpu`` with node's names.
+
+    A package's libc is not looked at: npm writes it into lock files only from 11.11 on and older npm ignores it,
+    so a host's npm may take either libc's binary.
+    """
+    out = set()
     for platform in platforms:
-        m = PLATFORM_RE.match(platform) if isinstance(platform, str) else None
-        if not m:
-            raise BuildError('npm platform %r is not os-cpu or os-cpu-libc as node names them (for example linux-x64, '
-                             'darwin-arm64, linux-x64-musl)' % (platform,))
-        out.append(m.groups())
-    return out
+        parts = platform.split('-') if isinstance(platform, str) else []
+        if len(parts) != 2 or parts[0] not in NODE_PLATFORMS or parts[1] not in NODE_ARCHS:
+            raise BuildError('npm platform %r is not os-cpu as node names them (process.platform-process.arch, for '
+                             'example linux-x64 or darwin-arm64; os one of %s; cpu one of %s)'
+                             % (platform, ', '.join(NODE_PLATFORMS), ', '.join(NODE_ARCHS)))
+        out.add(tuple(parts))
+    return sorted(out)
 
 
 def _allows(values, value):
-    """npm's test of a package's ``os``, ``cpu`` or ``libc`` list: no list allows all; ``!x`` refuses x; else the
-    value must be listed."""
-    if not values or not isinstance(values, list):
+    """npm's test of a package's ``os`` or ``cpu`` (npm-install-checks): none or ``any`` allows all; ``!x`` refuses
+    x; else the value must be listed."""
+    if isinstance(values, str):
+        values = [values]
+    if not values or not isinstance(values, list) or values == ['any']:
         return True
     if '!' + value in values:
         return False
@@ -128,12 +139,8 @@ def _allows(values, value):
 
 
 def installs_on(package, platform):
-    """Would npm install ``package`` (a lock entry, with its ``os``, ``cpu`` and ``libc``) on ``platform``?
-    A platform without libc takes packages for either libc."""
-    os_name, cpu, libc = platform
-    if not (_allows(package.get('os'), os_name) and _allows(package.get('cpu'), cpu)):
-        return False
-    return libc is None or os_name != 'linux' or _allows(package.get('libc'), libc)
+    """Would npm install ``package`` (a lock entry, with its ``os`` and ``cpu``) on ``platform`` (os, cpu)?"""
+    return _allows(package.get('os'), platform[0]) and _allows(package.get('cpu'), platform[1])
 
 
 def for_platforms(packages, platforms):
@@ -186,7 +193,7 @@ def lock_packages(lock):
         if not version:
             continue
         out[(name, version)] = {'name': name, 'version': version, 'integrity': meta.get('integrity', '')}
-        for key in ('os', 'cpu', 'libc'):
+        for key in ('os', 'cpu'):
             if meta.get(key):
                 out[(name, version)][key] = meta[key]
     return [out[k] for k in sorted(out)]
@@ -705,6 +712,19 @@ def packument_fetcher(o):
     return client.digest, client.close
 
 
+def platform_names(platforms):
+    """``check_platforms``'s value as the build records it: ['linux-x64', ...]."""
+    return ['-'.join(p) for p in platforms]
+
+
+def same_platforms(meta, o):
+    """Did the previous build (its npm ``meta``) take the packages of the platforms ``o`` asks for, by this rule?"""
+    platforms = platform_names(check_platforms(o.get('platforms') or []))
+    if not platforms:
+        return not meta.get('platforms')
+    return meta.get('platforms') == platforms and meta.get('platform_rule') == PLATFORM_RULE
+
+
 def _previous_resolutions(o, vers, manifest, specs, cache, opener):
     """Of ``specs``, those whose previous resolution still holds (see ``kept_resolutions``): {spec: packages};
     and the packuments of the seeded cache.
@@ -714,8 +734,7 @@ def _previous_resolutions(o, vers, manifest, specs, cache, opener):
     of every package of those resolutions.
     """
     meta = (manifest or {}).get('npm') or {}
-    if not opener or not manifest or meta.get('node_version') != vers['node'] \
-            or (meta.get('platforms') or []) != (o.get('platforms') or []):
+    if not opener or not manifest or meta.get('node_version') != vers['node'] or not same_platforms(meta, o):
         return {}, {}
     candidates = reusable(specs, meta, tarball_integrities(cache))
     entries = packument_entries(cache)
@@ -812,7 +831,7 @@ def fill(o, cache, scratch, run, opener=None):
         'packages': sorted((p['name'], p['version'], p['integrity']) for p in cached),
         'misses': sorted(m['package'] for m in misses)}
     if platforms:
-        identity['platforms'] = sorted(o['platforms'])
+        identity['platforms'] = platform_names(platforms)
     key = fingerprint(identity)
     tmp = os.path.join(cache, '_cacache', 'tmp')
     if os.path.isdir(tmp):
@@ -821,5 +840,6 @@ def fill(o, cache, scratch, run, opener=None):
             'requested': specs, 'packages': [{'name': p['name'], 'version': p['version']} for p in cached],
             'resolutions': resolutions, 'reused': len(files)}
     if platforms:
-        meta.update(platforms=list(o['platforms']), other_platforms=sorted('%s@%s' % (p['name'], p['version']) for p in other))
+        meta.update(platforms=platform_names(platforms), platform_rule=PLATFORM_RULE,
+                    other_platforms=sorted('%s@%s' % (p['name'], p['version']) for p in other))
     return cached, misses, meta, key

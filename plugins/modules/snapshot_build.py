@@ -123,11 +123,12 @@ options:
         type: path
       platforms:
         description:
-          - The platforms of the repl hosts, each V(os-cpu) or V(os-cpu-libc) as node names them, for example
-            V(linux-x64) or V(linux-arm64-musl).
-          - A package that npm installs on none of them (a prebuilt binary for another platform, by the C(os),
-            C(cpu) and C(libc) of its lock entry) keeps its packument in the snapshot, which npm reads to resolve,
-            but not its tarball, which npm never fetches there. This keeps other platforms' binaries (esbuild's,
+          - The platforms of the repl hosts, each V(os-cpu) as node names them (C(process.platform) and
+            C(process.arch)), for example V(linux-x64) or V(darwin-arm64).
+          - A package that npm installs on none of them (a prebuilt binary for another platform, by the C(os) and
+            C(cpu) of its lock entry) keeps its packument in the snapshot, which npm reads to resolve, but not its
+            tarball, which npm never fetches there. A package's C(libc) is not looked at, so both the glibc and the
+            musl binaries of a platform stay. This keeps other platforms' binaries (esbuild's,
             typescript's, ...) out of every host's download.
           - Empty takes every package, for hosts of any platform.
         type: list

@@ -30,15 +30,18 @@ def docker_restart(container, timeout=300):
     """
     subprocess.run(['docker', 'restart', container], check=True, capture_output=True)
     deadline = time.monotonic() + timeout
-    while True:
-        proc = subprocess.run(['docker', 'exec', container, 'systemctl', 'is-system-running', '--wait'],
-                              capture_output=True, text=True, check=False)
-        state = proc.stdout.strip()
+    state, err = 'no answer', ''
+    while time.monotonic() < deadline:
+        try:
+            proc = subprocess.run(['docker', 'exec', container, 'systemctl', 'is-system-running', '--wait'],
+                                  capture_output=True, text=True, check=False, timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            break
+        state, err = proc.stdout.strip(), proc.stderr.strip()
         if state in ('running', 'degraded'):
             return state
-        if time.monotonic() > deadline:
-            raise AssertionError('%s did not finish booting within %d s: %r %s' % (container, timeout, state, proc.stderr))
         time.sleep(1)
+    raise AssertionError('%s did not finish booting within %d s: %r %s' % (container, timeout, state, err))
 
 
 def mounted_at(user_host, path):

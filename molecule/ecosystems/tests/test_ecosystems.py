@@ -55,9 +55,10 @@ def test_3_npm_keeps_other_platforms_binaries_out_and_their_packuments_in():
     assert not other & cached
     index = '/mnt/cacache/npm/_cacache/index-v5'
     root = as_root(REPL2)
-    assert root.run('grep -rqF "@esbuild/darwin-arm64/-/darwin-arm64-" %s' % index).rc == 1  # no tarball
+    assert root.run('grep -rqF "@esbuild/linux-x64/-/linux-x64-" %s' % index).rc == 0  # this platform's tarball
+    assert root.run('grep -rqF "@esbuild/darwin-arm64/-/darwin-arm64-" %s' % index).rc == 1  # not the others'
     assert root.run('grep -rqF "request-cache:https://" %s' % index).rc == 0
-    assert root.run('grep -rqiF "@esbuild%%2fdarwin-arm64\"" %s' % index).rc == 0  # its packument
+    assert root.run("""grep -rqiF '@esbuild%%2fdarwin-arm64"' %s""" % index).rc == 0  # its packument
     res = as_user('carol', REPL2).run('d=$(mktemp -d) && cd $d && npm init -y >/dev/null && npm install --offline '
                                       'esbuild@0.28 2>&1 && ./node_modules/.bin/esbuild --version')
     assert res.rc == 0 and res.stdout.strip().splitlines()[-1].startswith('0.28.'), res.stdout

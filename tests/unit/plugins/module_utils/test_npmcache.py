@@ -79,7 +79,8 @@ def test_npm_env_drops_host_npm_settings():
 
 # The os, cpu and libc that npm records in a lock file for a package with a prebuilt binary (as esbuild's are).
 PLATFORM_META = {'bin-darwin': {'os': ['darwin'], 'cpu': ['arm64']}, 'bin-linux': {'os': ['linux'], 'cpu': ['x64']},
-                 'bin-musl': {'os': ['linux'], 'cpu': ['x64'], 'libc': ['musl']}, 'not-win': {'os': ['!win32']}}
+                 'bin-musl': {'os': ['linux'], 'cpu': ['x64'], 'libc': ['musl']}, 'not-win': {'os': ['!win32']},
+                 'any-os': {'os': ['any'], 'cpu': 'x64'}, 'not-arm': {'cpu': ['!arm', '!arm64']}}
 
 
 def write_lock(project, tree):
@@ -614,12 +615,17 @@ def test_npm_changed_during_reads_every_line_of_the_build(tmp_path):
     assert nc.changed_during(str(tmp_path), 5) == {'lib'}
 
 
-@pytest.mark.parametrize('platform', ['linux-x64', 'darwin-arm64', 'linux-arm64-musl', 'win32-ia32', 'linux-x64-glibc'])
+@pytest.mark.parametrize('platform', ['linux-x64', 'darwin-arm64', 'linux-arm64', 'win32-ia32', 'linux-s390x'])
 def test_npm_platforms_accepted(platform):
-    assert len(nc.check_platforms([platform])) == 1
+    assert nc.check_platforms([platform]) == [tuple(platform.split('-'))]
 
 
-@pytest.mark.parametrize('platform', ['linux', 'Linux-x64', 'linux-x64-uclibc', 'linux_x64', '', None, 'linux-x64 '])
+def test_npm_platforms_are_sorted_and_taken_once():
+    assert nc.check_platforms(['linux-x64', 'darwin-arm64', 'linux-x64']) == [('darwin', 'arm64'), ('linux', 'x64')]
+
+
+@pytest.mark.parametrize('platform', ['linux', 'Linux-x64', 'linux-amd64', 'linux-aarch64', 'macos-arm64', 'x64-linux',
+                                      'linux-x64-musl', 'linux_x64', '', None, 'linux-x64 '])
 def test_npm_platforms_refused_naming_the_platform(platform):
     with pytest.raises(nc.BuildError, match=re.escape(repr(platform))):
         nc.check_platforms([platform])
@@ -628,8 +634,9 @@ def test_npm_platforms_refused_naming_the_platform(platform):
 @pytest.mark.parametrize('name, platform, installs', [
     ('lib', 'linux-x64', True), ('bin-darwin', 'linux-x64', False), ('bin-darwin', 'darwin-arm64', True),
     ('bin-linux', 'linux-x64', True), ('bin-linux', 'linux-arm64', False),
-    ('bin-musl', 'linux-x64', True), ('bin-musl', 'linux-x64-glibc', False), ('bin-musl', 'linux-x64-musl', True),
-    ('not-win', 'linux-x64', True), ('not-win', 'win32-x64', False)])
+    ('bin-musl', 'linux-x64', True), ('bin-musl', 'linux-arm64', False),
+    ('not-win', 'linux-x64', True), ('not-win', 'win32-x64', False), ('any-os', 'darwin-x64', True),
+    ('any-os', 'darwin-arm64', False), ('not-arm', 'linux-x64', True), ('not-arm', 'linux-arm64', False)])
 def test_npm_a_lock_entry_installs_on_the_platforms_npm_would_install_it_on(name, platform, installs):
     entry = dict({'name': name, 'version': '1.0.0'}, **PLATFORM_META.get(name, {}))
     assert nc.installs_on(entry, nc.check_platforms([platform])[0]) is installs
@@ -645,7 +652,7 @@ def test_npm_platforms_leave_out_other_platforms_tarballs_but_keep_their_packume
     first = bd_build(tmp_path, 'store', first_npm, ['tool', 'app'], 't1', platforms=['linux-x64'])
     assert sorted(first_npm.downloads) == ['app@1.0.0', 'bin-linux@1.0.0', 'lib@2.0.0', 'not-win@1.0.0', 'tool@1.0.0']
     meta = first['ecosystems']['npm']
-    assert meta['platforms'] == ['linux-x64'] and meta['other_platforms'] == ['bin-darwin@1.0.0']
+    assert meta['platforms'] == ['linux-x64'] and meta['other_platforms'] == ['bin-darwin@1.0.0'] and meta['platform_rule'] == 1
     assert meta['resolutions']['tool'] == ['bin-darwin@1.0.0', 'bin-linux@1.0.0', 'not-win@1.0.0', 'tool@1.0.0']
     hits = _npm_hits(tmp_path, 'store', first['id'])
     assert nc.KEY_PREFIX + 'https://registry.example/bin-darwin' in hits  # npm reads it to resolve tool
@@ -654,7 +661,8 @@ def test_npm_platforms_leave_out_other_platforms_tarballs_but_keep_their_packume
     # A week later (lib 2.1.0): tool's resolution is kept although bin-darwin's tarball is not in the cache, and the
     # snapshot is the one a build from scratch makes.
     npm = CacacheNpm(TREES_BIN_2, time=2)
-    incremental = bd_build(tmp_path, 'store', npm, ['tool', 'app'], 't2', opener=Registry(npm), platforms=['linux-x64'])
+    incremental = bd_build(tmp_path, 'store', npm, ['tool', 'app'], 't2', opener=Registry(npm),
+                           platforms=['linux-x64', 'linux-x64'])
     assert _installs(npm) == ['app'] and npm.downloads == ['lib@2.1.0']
     scratch_npm = CacacheNpm(TREES_BIN_2, time=2)
     scratch = bd_build(tmp_path, 'scratch', scratch_npm, ['tool', 'app'], 't2', platforms=['linux-x64'])
@@ -666,3 +674,13 @@ def test_npm_platforms_leave_out_other_platforms_tarballs_but_keep_their_packume
                     platforms=['linux-x64', 'darwin-arm64'])
     assert _installs(npm) == ['app', 'tool'] and npm.downloads == ['bin-darwin@1.0.0']
     assert 'other_platforms' in both['ecosystems']['npm'] and both['ecosystems']['npm']['other_platforms'] == []
+
+
+@pytest.mark.parametrize('meta, platforms, same', [
+    ({}, [], True), ({'platforms': ['linux-x64']}, [], False), ({}, ['linux-x64'], False),
+    ({'platforms': ['linux-x64'], 'platform_rule': nc.PLATFORM_RULE}, ['linux-x64'], True),
+    ({'platforms': ['darwin-arm64', 'linux-x64'], 'platform_rule': nc.PLATFORM_RULE}, ['linux-x64', 'darwin-arm64'], True),
+    ({'platforms': ['linux-x64'], 'platform_rule': nc.PLATFORM_RULE - 1}, ['linux-x64'], False),
+    ({'platforms': ['linux-x64']}, ['linux-x64'], False)])
+def test_npm_reuses_a_previous_resolution_only_for_the_same_platforms_by_the_same_rule(meta, platforms, same):
+    assert nc.same_platforms(meta, {'platforms': platforms}) is same

@@ -120,17 +120,6 @@ def test_users_are_read_from_passwd_and_an_unknown_one_is_named_while_the_others
     assert not (tmp_path / 'scratch' / 'carl').exists() and not (tmp_path / 'home' / 'carl' / '.cache').exists()
 
 
-def test_the_passwd_database_is_read_once_for_all_users(monkeypatch):
-    calls = []
-    real = mt.pwd.getpwall
-    monkeypatch.setattr(mt.pwd, 'getpwall', lambda: calls.append(1) or real())
-    lookup = mt.passwd_lookup()
-    assert lookup('root').pw_uid == 0 and lookup('root').pw_dir == mt.pwd.getpwnam('root').pw_dir
-    with pytest.raises(KeyError):
-        lookup('no-such-user-pkgcache')
-    assert calls == [1]
-
-
 def test_check_mode_returns_the_plan_and_the_real_run_executes_it(tmp_path, capsys):
     """Real overlays through mount(2): the plan of check mode is the plan the real run carries out."""
     scratch = tmp_path / 'scratch'
