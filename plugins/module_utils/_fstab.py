@@ -64,13 +64,16 @@ def find_block(lines, name):
     return starts[0], ends[0]
 
 
-def block_entries(text, name):
-    """Return the parsed entries inside the managed block (empty if there is none)."""
+def block_lines(text, name):
+    """Return the lines inside the managed block, without their line ends (empty if there is none)."""
     lines = split_lines(text)
     span = find_block(lines, name)
-    if span is None:
-        return []
-    return [f for f in (parse_line(l) for l in lines[span[0] + 1:span[1]]) if f]
+    return [] if span is None else [l.rstrip('\r\n') for l in lines[span[0] + 1:span[1]]]
+
+
+def block_entries(text, name):
+    """Return the parsed entries inside the managed block (empty if there is none)."""
+    return [f for f in (parse_line(l) for l in block_lines(text, name)) if f]
 
 
 def replace_block(text, name, new_lines):

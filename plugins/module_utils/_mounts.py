@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
+import posixpath
 import pwd
 import time
 
@@ -25,7 +26,7 @@ from . import _mountinfo as mi
 from . import _overlay as ov
 from . import _safefs as sf
 from . import _views
-from ._fstab import FstabError, block_entries, parse_line, replace_block
+from ._fstab import FstabError, block_entries, block_lines, parse_line, replace_block
 from ._fstabfile import read_text, update_block
 from ._lock import LockError, StoreLock
 from ._mountcmd import MountError, mount_overlay
@@ -82,6 +83,31 @@ def check_filesystems(mountinfo, mount):
                                    % (mount['user'], mount['upperdir'], mount['workdir'], upper['mount_point'], work['mount_point']))
 
 
+def kept_line(block, mount, lower_root):
+    """The line of the managed block (``block``: its lines) that mounts ``mount`` as planned but for an earlier
+    snapshot's tree beside ``lower_root``, or None.
+
+    A user whose mount fails this run (not resolved, a broken area, a failed switch) keeps the view she has, and
+    such a line brings it back after a reboot. It names root's paths only: the planned view, upper and work dirs,
+    and a snapshot tree. A line of an earlier layout (a mount in a home) is never kept.
+    """
+    for line in block:
+        fields = parse_line(line)
+        if not fields or fields[1] != mount['target']:
+            continue
+        lower = (mi.split_options(fields[3]).get('lowerdir') or '') if len(fields) > 3 else ''
+        try:
+            ov.validate_path(lower, 'lowerdir')
+            if posixpath.dirname(posixpath.dirname(lower)) != posixpath.dirname(lower_root) \
+                    or posixpath.basename(lower) != posixpath.basename(mount['lowerdir']):
+                return None
+            ov.check_line(line, dict(mount, lowerdir=lower))
+        except ov.OverlayInputError:
+            return None
+        return line
+    return None
+
+
 def render_lines(mounts, lines):
     """Pair fstab lines (given, or the default format) with planned mounts: [(line, mount or None)], checking each."""
     if lines is None:
@@ -136,7 +162,17 @@ class Run(object):
         return run
 
     def lines(self, failed):
-        return [line for line, m in self.paired if m is None or m['ecosystem'] not in failed.get(m['user'], {})]
+        """The managed block's lines: the planned ones, but for a user's mount that failed, its line of the block
+        as it is (``kept_line``), or none."""
+        out, block = [], None
+        for line, m in self.paired:
+            if m is not None and m['ecosystem'] in failed.get(m['user'], {}):
+                if block is None:
+                    block = block_lines(read_text(self.fstab), BLOCK)
+                line = kept_line(block, m, self.lower_root)
+            if line is not None:
+                out.append(line)
+        return out
 
 
 def prepare(repls, ecosystems, lower_root, scratch_root, views_root, state_dir, fstab, fstab_lines, state, lazy,

@@ -23,6 +23,8 @@ description:
   - Migrates the earlier layout (overlays mounted in the homes, user-owned scratch dirs) in place. The old mounts
     are unmounted, the scratch chain becomes root's, and the users' uppers are kept and show up in the new views.
   - A user whose home or scratch dir cannot be used is skipped and reported in RV(unserved); everyone else is served.
+    A view she already has stays mounted, and keeps its line in the managed block if that line names only the
+    planned view, upper and work dirs and a snapshot tree beside O(lower_root), so it comes back after a reboot.
     With O(strict) the task then fails, after serving the others.
   - Refuses, with an error that names the input and before changing anything, an upper dir on overlayfs, upper
     and work on different filesystems, paths holding C(,), C(:), C(#), C(\\) or whitespace, user names that

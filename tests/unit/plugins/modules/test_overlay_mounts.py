@@ -120,6 +120,33 @@ def test_users_are_read_from_passwd_and_an_unknown_one_is_named_while_the_others
     assert not (tmp_path / 'scratch' / 'carl').exists() and not (tmp_path / 'home' / 'carl' / '.cache').exists()
 
 
+def test_a_user_who_cannot_be_served_keeps_the_fstab_line_of_the_view_she_has(tmp_path, capsys, monkeypatch):
+    known = {}
+    monkeypatch.setattr(mt.pwd, 'getpwnam', lambda name: known[name])
+    (tmp_path / 'home' / 'carl').mkdir(parents=True)
+    (tmp_path / 'tree2' / 'pip').mkdir(parents=True)
+    a = args(tmp_path)
+    a['repls'].append({'name': 'carl', 'uid': UID, 'gid': GID, 'home': str(tmp_path / 'home' / 'carl')})
+    rc, res = run(capsys, a)
+    assert rc == 0 and res['users']['carl'] == {'pip': 'present'}
+    carl_line = [l for l in (tmp_path / 'fstab').read_text().splitlines() if '/views/carl/pip ' in l]
+    assert len(carl_line) == 1 and 'lowerdir=%s/pip,' % (tmp_path / 'tree') in carl_line[0]
+    # The next snapshot, and now the host knows carl by another uid: he is not served, and keeps his line.
+    known['carl'] = Pw(UID + 1, GID, str(tmp_path / 'home' / 'carl'))
+    rc, res = run(capsys, dict(a, lower_root=str(tmp_path / 'tree2')))
+    assert rc == 0 and list(res['unserved']) == ['carl'] and res['users']['alice'] == {'pip': 'present'}
+    text = (tmp_path / 'fstab').read_text()
+    assert carl_line[0] in text.splitlines() and 'lowerdir=%s/pip,' % (tmp_path / 'tree2') in text  # alice's
+    # A line that names anything but a snapshot tree beside lower_root is not kept.
+    (tmp_path / 'fstab').write_text(text.replace('lowerdir=%s/pip,' % (tmp_path / 'tree'), 'lowerdir=/etc,'))
+    rc, res = run(capsys, dict(a, lower_root=str(tmp_path / 'tree2')))
+    assert rc == 0 and list(res['unserved']) == ['carl'] and '/views/carl/' not in (tmp_path / 'fstab').read_text()
+    # Nor a line of a user who was never served.
+    a['repls'].append({'name': 'ghost'})
+    rc, res = run(capsys, dict(a, lower_root=str(tmp_path / 'tree2')))
+    assert sorted(res['unserved']) == ['carl', 'ghost'] and 'ghost' not in (tmp_path / 'fstab').read_text()
+
+
 def test_check_mode_returns_the_plan_and_the_real_run_executes_it(tmp_path, capsys):
     """Real overlays through mount(2): the plan of check mode is the plan the real run carries out."""
     scratch = tmp_path / 'scratch'
