@@ -13,11 +13,21 @@ export ANSIBLE_CONFIG="$here/ansible.cfg"
 bash scripts/bootstrap.sh
 
 created=0
+booted() {  # name: wait until systemd has booted it (fstab replayed); it fails at once while its bus is not up
+  local state=""
+  for _ in $(seq 120); do
+    state=$(docker exec "$1" systemctl is-system-running --wait 2>/dev/null || true)
+    case "$state" in running|degraded) return ;; esac
+    sleep 1
+  done
+  echo "demo: $1 did not finish booting (systemd says '$state')" >&2
+  return 1
+}
 start() {  # name, group volume args...
   local name=$1; shift
   case "$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" in
     true) return ;;
-    false) docker start "$name" >/dev/null; docker exec "$name" systemctl is-system-running --wait >/dev/null || true; return ;;
+    false) docker start "$name" >/dev/null; booted "$name"; return ;;
   esac
   docker run -d --name "$name" --hostname "$name" --network host \
     --cap-add SYS_ADMIN --cap-add SYS_PTRACE --security-opt apparmor=unconfined \
