@@ -643,7 +643,7 @@ def test_npm_a_lock_entry_installs_on_the_platforms_npm_would_install_it_on(name
 
 
 TREES_BIN_1 = {'tool': {'tool': '1.0.0', 'bin-darwin': '1.0.0', 'bin-linux': '1.0.0', 'not-win': '1.0.0'},
-           'app': {'app': '1.0.0', 'lib': '2.0.0'}}
+               'app': {'app': '1.0.0', 'lib': '2.0.0'}}
 TREES_BIN_2 = dict(TREES_BIN_1, app={'app': '1.0.0', 'lib': '2.1.0'})
 
 
