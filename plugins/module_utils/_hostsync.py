@@ -114,13 +114,8 @@ def record_last_sync(module, store, outcome):
 def converge(module, p, opener):
     """One run under the store lock: sync, the fstab block, the mount; return the result and the fstab change."""
     check = module.check_mode
-    now = _module.utc_now()
-
-    def run(argv, data=None):
-        return module.run_command(argv, data=data, binary_data=True)
-
     with _sync.locked(p, check):
-        result = _sync.sync(p, opener, check_mode=check, now=now, run=run)
+        result = _sync.sync(p, opener, check_mode=check, now=_module.utc_now(), run=_module.runner(module))
         fstab = update_block(module, p['fstab'], BLOCK, [bind_line(p['store'], p['mount_point'])], p['backup'])
         result['mount'] = mount_action(mountinfo_text(), p['mount_point'], result['id'])
         if not check:

@@ -143,8 +143,7 @@ def ensure_signed(p, path, run, check_mode, what):
         return False
     scratch = p.get('work_dir') if p.get('work_dir') and os.path.isdir(p['work_dir']) else tempfile.gettempdir()
     try:
-        return _signing.ensure(lambda argv, data=None: run(argv, None, data), p['signing_key'], path, scratch,
-                               check_mode, what)
+        return _signing.ensure(run, p['signing_key'], path, scratch, check_mode, what)
     except _signing.SignatureError as exc:
         raise BuildError(str(exc))
 

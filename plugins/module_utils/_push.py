@@ -508,11 +508,10 @@ def run_receive_module(module):
     lock in a real run; check mode writes nothing)."""
     p = module.params
     limits = {k: p[k] or None for k in ('max_object_size', 'max_snapshot_size', 'max_manifest_size')}
-    run = _module.runner(module)
     try:
         with _sync.locked(p, module.check_mode):
             result = receive(p['staging'], p['store'], p['check_staged'], limits, p['allowed_signers'],
-                             lambda argv, data=None: run(argv, None, data), check_mode=module.check_mode,
+                             _module.runner(module), check_mode=module.check_mode,
                              signer_identity=p['signer_identity'])
     except (PushError, st.StoreError, LockError, OSError) as exc:
         module.fail_json(msg=str(exc))

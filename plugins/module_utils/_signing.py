@@ -4,7 +4,8 @@
 """Manifest signatures with ``ssh-keygen -Y sign`` / ``-Y verify`` (OpenSSH >= 8.1).
 
 Private to the collection; the API may change without notice. Commands run
-through the ``run(argv, data=None) -> (rc, out, err)`` callable the module passes in.
+through the ``run(argv, env, data=None) -> (rc, out, err)`` callable the module passes in (the collection's one
+runner shape, _module.runner; ssh-keygen needs no environment, so ``env`` is None).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def sign(run, key, path, namespace=NAMESPACE):
     sig = path + '.sig'
     if os.path.exists(sig):
         os.unlink(sig)
-    rc, out, err = run(['ssh-keygen', '-Y', 'sign', '-q', '-f', key, '-n', namespace, path])
+    rc, out, err = run(['ssh-keygen', '-Y', 'sign', '-q', '-f', key, '-n', namespace, path], None)
     if rc != 0 or not os.path.exists(sig):
         raise SignatureError('ssh-keygen could not sign %s with %s: %s' % (path, key, (err or out).strip()))
     os.chmod(sig, 0o644)
@@ -43,7 +44,7 @@ def verify(run, allowed_signers, data, signature, what, identity=IDENTITY, names
         with os.fdopen(fd, 'wb') as f:
             f.write(signature)
         rc, out, err = run(['ssh-keygen', '-Y', 'verify', '-f', allowed_signers, '-I', identity, '-n', namespace,
-                            '-s', sig_path], data)
+                            '-s', sig_path], None, data)
     finally:
         os.unlink(sig_path)
     if rc != 0:

@@ -16,9 +16,9 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 from helpers import FakePip, disk, params, run_module
 
 
-def run(argv, *rest):
-    """ssh-keygen for the builder (argv, env, data) and the sync (argv, data) alike."""
-    proc = subprocess.run(argv, input=rest[-1] if rest else None, capture_output=True, check=False)
+def run(argv, env=None, data=None):
+    """ssh-keygen, with the collection's runner shape."""
+    proc = subprocess.run(argv, input=data, capture_output=True, check=False)
     return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 

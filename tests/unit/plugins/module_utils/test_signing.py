@@ -15,7 +15,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 from helpers import publish
 
 
-def run(argv, data=None):
+def run(argv, env=None, data=None):
     proc = subprocess.run(argv, input=data, capture_output=True, check=False)
     return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
