@@ -717,24 +717,25 @@ def platform_names(platforms):
     return ['-'.join(p) for p in platforms]
 
 
-def same_platforms(meta, o):
-    """Did the previous build (its npm ``meta``) take the packages of the platforms ``o`` asks for, by this rule?"""
-    platforms = platform_names(check_platforms(o.get('platforms') or []))
+def same_platforms(meta, platforms):
+    """Did the previous build (its npm ``meta``) take the packages of ``platforms`` (``platform_names``), by this
+    rule?"""
     if not platforms:
         return not meta.get('platforms')
     return meta.get('platforms') == platforms and meta.get('platform_rule') == PLATFORM_RULE
 
 
-def _previous_resolutions(o, vers, manifest, specs, cache, opener):
+def _previous_resolutions(o, vers, platforms, manifest, specs, cache, opener):
     """Of ``specs``, those whose previous resolution still holds (see ``kept_resolutions``): {spec: packages};
     and the packuments of the seeded cache.
 
-    Needs the previous build (``manifest``, seeded into ``cache``) of the same npm, node and registry, and
+    Needs the previous build (``manifest``, seeded into ``cache``) of the same npm, node, registry and platforms
+    (``platforms``: ``platform_names``), and
     ``opener`` (the builder's: the build may go online to reuse), to ask the registry again for the packument
     of every package of those resolutions.
     """
     meta = (manifest or {}).get('npm') or {}
-    if not opener or not manifest or meta.get('node_version') != vers['node'] or not same_platforms(meta, o):
+    if not opener or not manifest or meta.get('node_version') != vers['node'] or not same_platforms(meta, platforms):
         return {}, {}
     candidates = reusable(specs, meta, tarball_integrities(cache))
     entries = packument_entries(cache)
@@ -768,6 +769,7 @@ def fill(o, cache, scratch, run, opener=None):
     if not specs:
         raise BuildError('npm: no packages given')
     platforms = check_platforms(o.get('platforms') or [])
+    platform_ids = platform_names(platforms)
     # cacache's index times are ms since the epoch; npm writes lines of this build from here on.
     start_ms = int(time.time() * 1000)
     vers = versions(o, run, scratch)
@@ -776,7 +778,7 @@ def fill(o, cache, scratch, run, opener=None):
     tmp = os.path.join(cache, '_cacache', 'tmp')
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
-    reused, seeded_packuments = _previous_resolutions(o, vers, manifest, specs, cache, opener)
+    reused, seeded_packuments = _previous_resolutions(o, vers, platform_ids, manifest, specs, cache, opener)
 
     def one(spec):
         rc, lock, err = _resolve(o, [spec], cache, scratch, run)
@@ -831,7 +833,7 @@ def fill(o, cache, scratch, run, opener=None):
         'packages': sorted((p['name'], p['version'], p['integrity']) for p in cached),
         'misses': sorted(m['package'] for m in misses)}
     if platforms:
-        identity['platforms'] = platform_names(platforms)
+        identity['platforms'] = platform_ids
     key = fingerprint(identity)
     tmp = os.path.join(cache, '_cacache', 'tmp')
     if os.path.isdir(tmp):
@@ -840,6 +842,6 @@ def fill(o, cache, scratch, run, opener=None):
             'requested': specs, 'packages': [{'name': p['name'], 'version': p['version']} for p in cached],
             'resolutions': resolutions, 'reused': len(files)}
     if platforms:
-        meta.update(platforms=platform_names(platforms), platform_rule=PLATFORM_RULE,
+        meta.update(platforms=platform_ids, platform_rule=PLATFORM_RULE,
                     other_platforms=sorted('%s@%s' % (p['name'], p['version']) for p in other))
     return cached, misses, meta, key

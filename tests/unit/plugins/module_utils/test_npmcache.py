@@ -683,4 +683,4 @@ def test_npm_platforms_leave_out_other_platforms_tarballs_but_keep_their_packume
     ({'platforms': ['linux-x64'], 'platform_rule': nc.PLATFORM_RULE - 1}, ['linux-x64'], False),
     ({'platforms': ['linux-x64']}, ['linux-x64'], False)])
 def test_npm_reuses_a_previous_resolution_only_for_the_same_platforms_by_the_same_rule(meta, platforms, same):
-    assert nc.same_platforms(meta, {'platforms': platforms}) is same
+    assert nc.same_platforms(meta, nc.platform_names(nc.check_platforms(platforms))) is same
