@@ -120,11 +120,6 @@ rm -rf "$d"
     return results
 
 
-def solo_install(user_host, package):
-    """``pip install <package>`` alone, as the user; return pip's output."""
-    return solo_installs(user_host, [package])[package]
-
-
 def downloads(out):
     """Package files pip fetched from the index (it prints 'Downloading <file>' for each, 'Using cached' otherwise)."""
     return re.findall(r'^\s*Downloading (\S+)', out, re.M)
