@@ -98,6 +98,8 @@ def ecosystem_options(p, eco, shard=None):
              reuse=p.get('reuse', True) is not False)
     if shard:
         o[filler.ITEMS] = shards.mine(o[filler.ITEMS], shard, filler.item_name)
+        if o.get('max_bytes'):
+            o['max_bytes'] //= shard['count']  # each builder holds its share of the budget
     return o
 
 
@@ -183,12 +185,20 @@ def _read_ref(store, name):
         return None
 
 
+def budget_left_out(metas):
+    """What the budget left out, from every ecosystem's metadata ({eco: meta}), each entry with its ecosystem."""
+    return [dict(x, ecosystem=eco) for eco, meta in metas.items() for x in (meta.get('budget') or {}).get('left_out') or []]
+
+
 def _result(parts):
     result = {'misses': [], 'packages': [], 'ecosystems': {}}
     for eco, part in parts.items():
         result['misses'] += part['misses']
         result['packages'] += [{'name': x['name'], 'version': x['version'], 'ecosystem': eco} for x in part['packages']]
         result['ecosystems'][eco] = dict(part['meta'], misses=part['misses'])
+    left_out = budget_left_out(dict((eco, part['meta']) for eco, part in parts.items()))
+    if left_out:
+        result['left_out'] = left_out
     if 'pip' in parts:
         result['pip_version'] = parts['pip']['meta']['pip_version']
         result['python_version'] = parts['pip']['meta']['python_version']
@@ -272,7 +282,8 @@ def inputs_key(p, specs):
     """Fingerprint of what a build is asked to build (lists, indexes, tools), not of what the index holds."""
     keys = ('ecosystems', 'index_url', 'trusted_host', 'python', 'pip_version', 'shard', 'reuse') + \
         tuple(e for e in ECOSYSTEMS if e != 'pip')
-    return fingerprint(dict([(k, p.get(k)) for k in keys] + [('pip', specs)]))
+    budget = [(k, p[k]) for k in ('max_bytes', 'max_project_bytes', 'scores') if p.get(k)]  # only when set: keys stay
+    return fingerprint(dict([(k, p.get(k)) for k in keys] + [('pip', specs)] + budget))
 
 
 def _age(then, now):
@@ -312,6 +323,9 @@ def result_from_manifest(manifest):
         result['misses'] += meta.get('misses') or []
         result['packages'] += [{'name': x['name'], 'version': x['version'], 'ecosystem': eco}
                                for x in meta.get('packages') or []]
+    left_out = budget_left_out(result['ecosystems'])
+    if left_out:
+        result['left_out'] = left_out
     return result
 
 
@@ -341,6 +355,11 @@ def _store_snapshot(p, store, cache_root, parts, key, now, run):
         metadata[eco] = meta
     if p.get('provenance'):
         metadata['provenance'] = p['provenance']
+    if result.get('left_out'):
+        # What the budget left out and why: names of the requested (public) list and sizes, nothing per user.
+        metadata['provenance'] = dict(metadata.get('provenance') or {}, left_out=[
+            {'ecosystem': x['ecosystem'], 'package': x['package'], 'reason': x['reason'], 'why': x['why']}
+            for x in result['left_out']])
     if p.get('shard'):
         metadata['shard'] = shards.check_shard(p['shard'])
     snap_id, digest = write_snapshot(p, store, entries, metadata, key, False, run)
@@ -449,7 +468,7 @@ def run_module(module):
     p = module.params
     try:
         result = build(p, build_runner(module), check_mode=module.check_mode, now=_module.utc_now(),
-                       opener=_module.opener() if p['reuse'] else None)
+                       opener=_module.opener())
     except (BuildError, st.StoreError, mf.ManifestError, SignatureError, LockError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
