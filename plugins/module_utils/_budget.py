@@ -44,13 +44,17 @@ def rank_scores(specs, scores=None):
 
 
 def human(size):
-    """``size`` bytes as people read it: 4.18 GB, 512 MB, 12 kB (powers of 1000, as PyPI and pip print them)."""
+    """``size`` bytes as people read it, to three digits: 4.18 GB, 348 kB, 81.8 kB, 12 B (powers of 1000)."""
     size = float(size)
     for unit in ('B', 'kB', 'MB', 'GB'):
-        if size < 1000 or unit == 'GB':
-            return ('%d %s' % (size, unit)) if unit == 'B' else ('%.2f %s' % (size, unit)).replace('.00 ', ' ')
+        if size < 999.5 or unit == 'GB':
+            break
         size /= 1000.0
-    return '%d B' % size  # not reached
+    if size >= 99.95 or unit == 'B':
+        text = '%d' % round(size)
+    else:
+        text = ('%.1f' % size if size >= 9.995 else '%.2f' % size).rstrip('0').rstrip('.')
+    return '%s %s' % (text, unit)
 
 
 def choose(candidates, max_bytes=0, max_project_bytes=0):
