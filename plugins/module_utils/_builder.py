@@ -137,6 +137,8 @@ def build(p, run, check_mode=False, now=None, opener=None):
                 continue
             cache = os.path.join(scratch, 'cache', eco)
             os.makedirs(cache)
+            if 'pip' in parts:  # what pip's budget left out (uv leaves the same specs out)
+                o = dict(o, left_out=(parts['pip']['meta'].get('budget') or {}).get('left_out') or [])
             packages, misses, meta, key = filler.fill(o, cache, scratch, run, opener=opener)
             parts[eco] = {'packages': packages, 'misses': misses, 'meta': meta, 'key': key,
                           'exclude': filler.exclude(cache)}

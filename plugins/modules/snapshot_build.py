@@ -104,6 +104,8 @@ options:
         resolving.
       - What is left out and why is in RV(left_out) and in the manifest's C(provenance). A shard build takes its
         share (O(max_bytes) divided by O(shard.count)).
+      - The budget counts pip's part only. The specs of O(uv.packages) that it left out from O(packages) stay out of
+        uv's part too, but uv's part (unpacked, about 2.5 times the wheels' bytes) is not counted.
     type: int
     default: 0
     version_added: 0.4.0

@@ -1,6 +1,7 @@
 """Stand-ins and helpers the unit tests share (pytest fixtures built on them are in conftest.py).
 
-- the build: ``FakePip`` and ``ResolverPip`` (a pip that writes a real cache layout and report), ``params``;
+- the build: ``FakePip`` and ``ResolverPip`` (a pip that writes a real cache layout and report), ``params``,
+  ``Heads`` (an index that answers HEAD requests);
 - stores and hosts: ``publish`` (a builder-side snapshot), ``run_sync`` (a sync in its own process, killable),
   ``tree_is_complete``, and ``DripServer`` (an HTTP server that sends some paths a byte at a time);
 - the walkers: ``write``, ``deep_chain`` (made and removed without long paths or recursion) and
@@ -122,6 +123,28 @@ class ResolverPip(FakePip):
         with open(argv[argv.index('--report') + 1], 'w') as f:
             json.dump({'install': items}, f)
         return 0, '', ''
+
+
+class Heads(object):
+    """The index's answers to HEAD requests: every file with cache headers and its size ({name: size}); pages
+    (GET) fail, so nothing is reused."""
+
+    def __init__(self, sizes):
+        self.sizes, self.heads = sizes, []
+
+    def __call__(self, url, method=None):
+        if method != 'HEAD':
+            raise IOError('HTTP Error 503: %s' % url)
+        self.heads.append(url)
+        name = url.rsplit('/', 1)[1].split('-')[0]
+
+        class Response(object):
+            headers = {'Content-Length': str(self.sizes[name]), 'Cache-Control': 'max-age=600',
+                       'Date': 'Mon, 07 Dec 2026 22:00:00 GMT'}
+
+            def close(self):
+                pass
+        return Response()
 
 
 SYNC_SCRIPT = textwrap.dedent("""

@@ -19,7 +19,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import Buil
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError, StoreLock
 
 from conftest import COLLECTIONS
-from helpers import INDEX, FakePip, ResolverPip, disk, params, run_module
+from helpers import INDEX, FakePip, Heads, ResolverPip, disk, params, run_module
 
 
 def latest(tmp_path):
@@ -261,28 +261,6 @@ def test_build_runner_hides_the_hosts_tool_settings_from_the_tools(monkeypatch):
     run(['pip'], {'UV_CACHE_DIR': '/c'}, data=b'd', cwd='/w')
     assert seen[-1] == (['pip'], {'environ_update': {'UV_CACHE_DIR': '/c'}, 'data': b'd', 'binary_data': True, 'cwd': '/w'},
                         ['UV_CACHE_DIR'])
-
-
-class Heads(object):
-    """The index's answers to HEAD requests: every file with cache headers and its size ({name: size}); pages
-    (GET) fail, so nothing is reused."""
-
-    def __init__(self, sizes):
-        self.sizes, self.heads = sizes, []
-
-    def __call__(self, url, method=None):
-        if method != 'HEAD':
-            raise IOError('HTTP Error 503: %s' % url)
-        self.heads.append(url)
-        name = url.rsplit('/', 1)[1].split('-')[0]
-
-        class Response(object):
-            headers = {'Content-Length': str(self.sizes[name]), 'Cache-Control': 'max-age=600',
-                       'Date': 'Mon, 07 Dec 2026 22:00:00 GMT'}
-
-            def close(self):
-                pass
-        return Response()
 
 
 def test_a_budget_leaves_out_the_giant_never_fetches_it_and_says_why_in_the_result_and_the_provenance(tmp_path):
