@@ -284,7 +284,9 @@ def inputs_key(p, specs):
     """Fingerprint of what a build is asked to build (lists, indexes, tools), not of what the index holds."""
     keys = ('ecosystems', 'index_url', 'trusted_host', 'python', 'pip_version', 'shard', 'reuse') + \
         tuple(e for e in ECOSYSTEMS if e != 'pip')
-    budget = [(k, p[k]) for k in ('max_bytes', 'max_project_bytes', 'scores') if p.get(k)]  # only when set: keys stay
+    # Only when a budget is set (the scores only matter then): the keys of builds without one stay as they were.
+    budget = [(k, p[k]) for k in ('max_bytes', 'max_project_bytes', 'scores')
+              if p.get(k) and (p.get('max_bytes') or p.get('max_project_bytes'))]
     return fingerprint(dict([(k, p.get(k)) for k in keys] + [('pip', specs)] + budget))
 
 

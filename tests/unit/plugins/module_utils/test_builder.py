@@ -295,3 +295,12 @@ def test_budget_options_are_checked(tmp_path):
         bd.build(dict(params(tmp_path, ['six']), max_bytes=-1), FakePip({}), now='t')
     with pytest.raises(BuildError, match="scores: the score of 'six' must be a number"):
         bd.build(dict(params(tmp_path, ['six']), scores={'six': 'many'}), FakePip({}), now='t')
+
+
+def test_the_budget_enters_the_inputs_key_only_when_set(tmp_path):
+    p = params(tmp_path, ['six'])
+    plain = bd.inputs_key(p, ['six'])
+    assert bd.inputs_key(dict(p, max_bytes=0, max_project_bytes=0, scores={'six': 1}), ['six']) == plain
+    with_budget = bd.inputs_key(dict(p, max_bytes=10), ['six'])
+    assert with_budget != plain
+    assert bd.inputs_key(dict(p, max_bytes=10, scores={'six': 1}), ['six']) != with_budget
