@@ -6,7 +6,9 @@ export PATH := $(CURDIR)/.cache/venv/bin:$(PATH)
 
 .PHONY: test demo demo-clean bootstrap venv-check unit lint sanity package molecule bench
 
-test: bootstrap venv-check unit lint sanity package molecule
+# The checks and the scenarios in two lanes side by side (scripts/test.sh; PKGCACHE_LANES=serial for one lane).
+test: bootstrap
+	bash scripts/test.sh
 
 bootstrap:
 	bash scripts/bootstrap.sh
