@@ -118,8 +118,8 @@ def epoch_of(now):
 def parse_record(data, revision, what):
     """The record dict from its bytes; it must be record ``revision`` (if given) and name a valid id.
 
-    ``serial`` (a positive integer), ``issued`` and ``expires`` are checked when present: records published before
-    0.6 have none of them (see expires_epoch()).
+    ``serial`` (a whole number), ``issued`` and ``expires`` are checked when present: records that an earlier
+    release published have none of them (see expires_epoch()).
     """
     try:
         record = json.loads(data)
@@ -140,12 +140,12 @@ def parse_record(data, revision, what):
 
 
 def serial(record):
-    """The record's serial: 0 for a record of a release before 0.6, which had none."""
+    """The record's serial: 0 for a record of an earlier release, which had none."""
     return record.get('serial', 0)
 
 
 def expires_epoch(record):
-    """The Unix time the record expires, or None for a record of a release before 0.6 (no ``expires``)."""
+    """The Unix time the record expires, or None for a record of an earlier release (no ``expires``)."""
     return parse_time(record['expires'], 'expires') if 'expires' in record else None
 
 

@@ -207,8 +207,8 @@ def published_record(opener, base_url, p, run, check_mode=False):
 def check_record(store, record, url, now_epoch, allow=False, warnings=None):
     """Refuse a revision record that expired, or an earlier signing of the revision this host already took.
 
-    ``url`` names the record in the errors, ``now_epoch`` is this host's clock. A record from a builder of a release
-    before 0.6 (no ``expires``) is taken with a warning, unless this host already took records that expire (a
+    ``url`` names the record in the errors, ``now_epoch`` is this host's clock. A record from a builder of an earlier
+    release (no ``expires``) is taken with a warning, unless this host already took records that expire (a
     downgrade of the protocol). Lower revisions are check_downgrade()'s (``allow``: an explicit rollback).
     """
     newest = hs.newest_applied(store)
@@ -221,7 +221,7 @@ def check_record(store, record, url, now_epoch, allow=False, warnings=None):
             raise SyncError('revision record %d at %s carries no expiry, but this host already took records that '
                             'expire (the newest expires %s); refused' % (record['revision'], url, newest['expires']))
         if warnings is not None:
-            warnings.append('revision record %d at %s carries no expiry (a builder of a release before 0.6): a frozen '
+            warnings.append('revision record %d at %s carries no expiry (a builder of an earlier release): a frozen '
                             'mirror cannot be noticed until the builder publishes records that expire'
                             % (record['revision'], url))
     elif now_epoch > expires + ALLOWED_SKEW:
