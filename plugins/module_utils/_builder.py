@@ -46,6 +46,7 @@ MERGE_ARGUMENT_SPEC = dict(
     signing_key=dict(type='path', no_log=False),
     lock_timeout=dict(type='int', default=0),
     force=dict(type='bool', default=False),
+    revision_ttl=dict(type='int', default=publish.DEFAULT_TTL),
     **_module.store_http_options()
 )
 
@@ -65,6 +66,7 @@ def argument_spec():
         reuse=dict(type='bool', default=True),
         max_age=dict(type='int', default=0),
         force=dict(type='bool', default=False),
+        revision_ttl=dict(type='int', default=publish.DEFAULT_TTL),
         shard=dict(type='dict', options=dict(index=dict(type='int', required=True),
                                              count=dict(type='int', required=True))),
     )
@@ -470,6 +472,7 @@ def build_runner(module):
 def run_module(module):
     """snapshot_build's main(): build() decides once; check mode runs no tool and writes nothing."""
     p = module.params
+    _module.require_at_least(module, 'revision_ttl', publish.MIN_TTL)
     try:
         result = build(p, build_runner(module), check_mode=module.check_mode, now=_module.utc_now(),
                        opener=_module.opener())
@@ -482,6 +485,7 @@ def run_merge_module(module):
     """snapshot_merge's main(): merge() decides once; check mode fetches and writes nothing."""
     p = module.params
     _module.require_at_least(module, 'deadline', 1)
+    _module.require_at_least(module, 'revision_ttl', publish.MIN_TTL)
     try:
         result = merge(p, _module.opener(p['timeout'], p['validate_certs']), check_mode=module.check_mode,
                        now=_module.utc_now(), run=_module.runner(module))

@@ -46,6 +46,7 @@ extends_documentation_fragment:
   - pkgcache.overlay.attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.store_lock
+  - pkgcache.overlay.revision_ttl
 attributes:
   check_mode:
     support: full

@@ -32,6 +32,9 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as 
 from conftest import COLLECTIONS
 
 INDEX = 'http://127.0.0.1:8371/simple/'
+# A host's clock (``now_epoch`` of a sync) for stores the tests build with dates from 2026-01-01 on: no record
+# they publish has expired by then (a record is valid 7 days from its build).
+HOST_CLOCK = 1767268800  # 2026-01-01T12:00:00Z
 DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 DEPTH = 1500
 

@@ -14,7 +14,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
 
-from helpers import disk, run_module
+from helpers import HOST_CLOCK, disk, run_module
 from test_builder import FakePip, params
 from test_publish import build, key, run, store  # noqa: F401 pylint: disable=unused-import
 
@@ -45,7 +45,7 @@ def push(builder_store, host, staging, carried, snapshot='latest', allowed=None,
     if not sync:
         return None, want, sent
     result = _sync.sync({'source': staging, 'mirrors': [_push.source_url(staging)], 'snapshot': snapshot, 'store': host,
-                         'workers': 2, 'max_manifest_size': 1 << 20, 'allowed_signers': allowed},
+                         'workers': 2, 'max_manifest_size': 1 << 20, 'allowed_signers': allowed, 'now_epoch': HOST_CLOCK},
                         _push.source_opener(staging), run=run)
     _push.clear_staged(staging)
     return result, want, sent
@@ -136,7 +136,8 @@ def test_a_corrupt_object_is_refused_and_the_active_snapshot_stays(tmp_path, key
         open(target, 'wb').write(b'e' * s.st_size)
     with pytest.raises(st.StoreError, match='does not match its hash'):
         _sync.sync({'mirrors': [_push.source_url(staging)], 'snapshot': 'latest', 'store': host, 'workers': 2,
-                    'max_manifest_size': 1 << 20, 'allowed_signers': key[1]}, _push.source_opener(staging), run=run)
+                    'max_manifest_size': 1 << 20, 'allowed_signers': key[1], 'now_epoch': HOST_CLOCK},
+                   _push.source_opener(staging), run=run)
     assert hs.active_id(host) == v1['id']
 
 
