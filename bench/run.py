@@ -73,10 +73,16 @@ def install_set(work, top=INSTALL_TOP):
     os.makedirs(cache_dir, exist_ok=True)
     chosen = hitrate.select(top, cache_dir)[0]
     key = hitrate.pc.fingerprint(sorted(norm(n) for n in chosen))[:12]
-    joint = hitrate.download(os.path.join(cache_dir, 'joint-' + key), chosen)
+    # The joint download only fills the bench's index with what one install of the whole list takes; the installs
+    # measured use Debian's pip. That pip (23.0.1) backtracked for more than 15 minutes over the boto3 and
+    # aiobotocore pins of 2026-12 and gave up; a current pip's resolver finds them in half a minute.
+    pip = current_pip_python(work)
+    name = 'joint-%s%s' % ('current-pip-' if pip else '', key)
+    joint = hitrate.download(os.path.join(cache_dir, name), chosen, pip)
     if not joint['ok']:
         raise RuntimeError('pip download of the top %d failed: %s' % (top, joint['reason']))
-    joint['dir'] = os.path.join(cache_dir, 'joint-' + key)
+    joint['dir'] = os.path.join(cache_dir, name)
+    joint['pip'] = sh([pip or USER_PYTHON, '-m', 'pip', '--version']).stdout.split()[1]
     return chosen, hitrate.wheelhouse(cache_dir, chosen, joint, 'flat-install-%d' % top), joint
 
 
@@ -113,6 +119,19 @@ def traffic_lines(seen, kinds, labels):
     for label, files in sorted(names.items()):
         lines += ['', 'Files the %s fetched (any round, any link): %s.' % (label, ', '.join(sorted(files)))]
     return lines
+
+
+def current_pip_python(work):
+    """A venv of the users' Python with the newest pip of .cache/pypiserver (None if there is none): its python."""
+    wheels = current_pips()
+    if not wheels:
+        return None
+    venv = os.path.join(work, 'joint-pip')
+    python = os.path.join(venv, 'bin', 'python')
+    if not os.path.exists(python):
+        sh([USER_PYTHON, '-m', 'venv', venv])
+        sh([python, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '--no-index', wheels[-1]])
+    return python
 
 
 def bench_install(env, work, rounds, packages, joint):
@@ -181,11 +200,11 @@ def bench_install(env, work, rounds, packages, joint):
                           'as a non-root user' % len(packages),
                           'Index: nginx, static PEP 503 tree with PyPI cache headers, in a network namespace; '
                           'link: tbf qdisc on its loopback. One `pip install` of all of them: %d files, %.1f MB to '
-                          'download (a joint `pip download`), %.0f MB in the venv. Snapshot: %d packages, %.1f MB. '
+                          'download (a joint `pip download`, pip %s), %.0f MB in the venv. Snapshot: %d packages, %.1f MB. '
                           'Warm plain cache: the cache the round\'s cold install filled, no overlay. '
                           '%d rounds, arms interleaved (cold first, then the other three in an order that rotates); '
                           'median (min..max), each ratio taken round by round.'
-                          % (len(joint['files']), joint['bytes'] / 1e6, installed / 1e6, len(snap['packages']),
+                          % (len(joint['files']), joint['bytes'] / 1e6, joint['pip'], installed / 1e6, len(snap['packages']),
                              snap['bytes'] / 1e6, rounds),
                           rows, kinds, [('view / cold', 'overlay', 'cold'), ('view / floor', 'overlay', 'floor'),
                                         ('view / warm', 'overlay', 'warm'), ('warm / floor', 'warm', 'floor')],
