@@ -294,8 +294,8 @@ plan:
       whether the upper is compacted, C(view_before) and C(view_after) (what is mounted at the target), C(link_path)
       and C(link_before) (what stands there now, null for nothing), and C(link_from) for a moved home (the old
       link's C(path) and C(home), and its C(fate) and C(why) as in RV(links)); C(unchanged) how many views need
-      nothing (left out, and not walked again); C(unmount) targets that left the block, with C(why); C(purge) per removed user what happens to its data; C(unserved) who is
-      skipped and why.
+      nothing (left out, and not walked again); C(unmount) targets that left the block, with C(why); C(purge) per
+      removed user what happens to its data; C(unserved) who is skipped and why.
   returned: success
   type: dict
   sample:
