@@ -487,11 +487,13 @@ class _StoreMember(tarfile.TarInfo):
     header is refused as soon as it is parsed, before any of its data is read.
     """
 
-    def _proc_member(self, tarfile_):
-        if self.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+    @classmethod
+    def frombuf(cls, buf, encoding, errors):
+        member = super(_StoreMember, cls).frombuf(buf, encoding, errors)
+        if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
             raise _RefusedHeader('member %r is not a file of a store (a header of type %r that announces %d bytes); '
-                                 'refused' % (self.name, self.type.decode('ascii', 'replace'), self.size))
-        return super(_StoreMember, self)._proc_member(tarfile_)
+                                 'refused' % (member.name, member.type.decode('ascii', 'replace'), member.size))
+        return member
 
 
 def _members(archive, pattern):
