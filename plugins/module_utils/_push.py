@@ -493,6 +493,8 @@ class _StoreMember(tarfile.TarInfo):
         if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
             raise _RefusedHeader('member %r is not a file of a store (a header of type %r that announces %d bytes); '
                                  'refused' % (member.name, member.type.decode('ascii', 'replace'), member.size))
+        if member.size < 0:  # base-256 lets a header say -1: tarfile then yields it with no data, as an empty file
+            raise _RefusedHeader('member %r announces a negative size (%d bytes); refused' % (member.name, member.size))
         return member
 
 

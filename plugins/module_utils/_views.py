@@ -707,6 +707,16 @@ def _open_home(user, uid, home):
     return fd
 
 
+SHOWN_CHARS = 200
+
+
+def shown(text):
+    """``text`` that a repl user chose (a symlink's target), fit for the module's result: her undecodable bytes as
+    backslash escapes (a lone surrogate makes the controller refuse the whole result), at most SHOWN_CHARS chars."""
+    text = text.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + '...'
+
+
 def describe_entry(fd, name, target):
     """What stands at ``name`` in ``fd``, in words (for the plan and the diff); None when nothing does."""
     st = sf.entry(fd, name)
@@ -714,7 +724,7 @@ def describe_entry(fd, name, target):
         return None
     if stat.S_ISLNK(st.st_mode):
         to = os.readlink(name, dir_fd=fd)
-        return 'symlink to the view %s' % to if to == target else 'symlink to %s' % to
+        return 'symlink to the view %s' % to if to == target else 'symlink to %s' % shown(to)
     return 'directory' if stat.S_ISDIR(st.st_mode) else 'file'
 
 

@@ -458,3 +458,21 @@ def test_a_removed_user_whose_name_begins_with_a_dot_is_found_and_purged(tmp_pat
     assert run.purged == {'.dave': 'purged'}
     assert sorted(os.listdir(str(tmp_path / 'views'))) == ['#lock', 'alice']
     assert sorted(os.listdir(str(tmp_path / 'scratch'))) == ['alice']
+
+
+def test_a_planted_link_target_is_shown_as_valid_utf8(tmp_path):
+    """Her symlink to undecodable bytes must not reach the result as a lone surrogate: ansible-core refuses such a
+    result ('Refusing to deserialize an invalid UTF8 string value'), which fails the run for every user."""
+    home = make_home(tmp_path)
+    m = plan(tmp_path)[0]
+    (home / '.cache').mkdir()
+    os.symlink(b'/x\xff' + b'y' * 3000, os.path.join(str(home / '.cache').encode(), b'pip'))
+    seen = {}
+    assert _views.place_link(m, True, 0, seen) == 'replaced'
+    seen['before'].encode('utf-8')  # raises UnicodeEncodeError on a surrogate
+    assert seen['before'].startswith('symlink to /x\\xffyyy') and len(seen['before']) < 300
+    old = {'home': str(home), 'link': str(home / '.cache' / 'pip')}
+    moved = dict(m, home=str(tmp_path / 'home' / 'alice2'), link=str(tmp_path / 'home' / 'alice2' / '.cache' / 'pip'))
+    fate, why = _views.retire_link(old, moved, True)
+    assert fate == 'left' and '\\xff' in why
+    why.encode('utf-8')

@@ -1,5 +1,6 @@
 """Push mode: pack on the builder, carry archives, receive on the host, verify as a pull does."""
 
+import gzip
 import io
 import os
 import shutil
@@ -388,3 +389,17 @@ def test_a_member_that_claims_a_huge_size_is_refused_before_it_is_read(tmp_path,
     assert os.listdir(os.path.join(staging, _push.INCOMING)) == []
     assert not os.path.exists(os.path.join(staging, 'objects'))
     assert hs.active_id(host) == v1['id'] and set(o[0] for o in st.iter_objects(host)) == had
+
+
+def test_a_member_with_a_negative_size_is_refused(tmp_path):
+    """A ustar header's size in base-256 may be negative; tarfile yields such a member as an empty file."""
+    info = tarfile.TarInfo('refs/published')
+    block = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
+    block[124:136] = b'\xff' * 12  # -1
+    block[148:156] = b' ' * 8
+    block[148:156] = b'%06o\0 ' % sum(block)
+    archive = str(tmp_path / 'head.tar.gz')
+    with gzip.open(archive, 'wb') as f:
+        f.write(bytes(block) + b'\0' * 1024)
+    with pytest.raises(_push.PushError, match=r"'refs/published' announces a negative size \(-1 bytes\); refused"):
+        list(_push._members(archive, _push.HEAD_MEMBER))
