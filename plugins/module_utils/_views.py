@@ -440,7 +440,7 @@ class Converge(object):
         planned = set(m['user'] for m in self.mounts)
         paths = self._planned_paths()
         found = set()
-        for root, ours in ((self.views_root, lambda fd, name, st: True), (self.scratch_root, is_our_scratch)):
+        for root, ours in ((self.views_root, is_our_view_dir), (self.scratch_root, is_our_scratch)):
             for name in our_dirs(root, ours) - planned:
                 path = os.path.join(root, name)
                 if not any(path == q or q.startswith(path + '/') or path.startswith(q + '/') for q in paths):
@@ -461,7 +461,7 @@ class Converge(object):
             if any(u == d or u.startswith(d + '/') for u in used for d in (scratch, views)):
                 self.purged[user] = 'kept: %s is still mounted' % mi['mount_point']
                 return
-        roots = ((self.scratch_root, is_our_scratch), (self.views_root, lambda fd, name, st: True))
+        roots = ((self.scratch_root, is_our_scratch), (self.views_root, is_our_view_dir))
         targets = [(root, user) for root, ours in roots if user in our_dirs(root, ours)]
         if self.check_mode:
             self.purged[user] = 'purged'
@@ -509,6 +509,14 @@ def our_dirs(root, ours):
         return found
     finally:
         os.close(rfd)
+
+
+def is_our_view_dir(rfd, name, st):  # pylint: disable=unused-argument
+    """A user's views dir this collection made: root's, 0710, group the user's (never root's).
+
+    An operator's dir in the views root (lost+found when it is a filesystem of its own, a snapshot dir) is none.
+    """
+    return stat.S_IMODE(st.st_mode) == 0o710 and st.st_gid != 0
 
 
 def is_our_scratch(rfd, name, st):

@@ -434,6 +434,7 @@ def test_remove_tree_reads_a_wide_dir_once_and_keeps_to_its_deadline(tmp_path):
 def test_a_name_found_under_the_views_root_removes_only_what_passes_each_roots_test(tmp_path):
     m, victim = removed_layout(tmp_path)
     (tmp_path / 'views' / 'eve').mkdir(mode=0o710)
+    os.chown(str(tmp_path / 'views' / 'eve'), 0, 3)  # root:eve, as the module makes a views dir
     (tmp_path / 'scratch' / 'eve').mkdir()
     (tmp_path / 'scratch' / 'eve' / 'data').write_text('not ours')
     os.chown(str(tmp_path / 'scratch' / 'eve'), 3, 3)
@@ -458,6 +459,23 @@ def test_a_removed_user_whose_name_begins_with_a_dot_is_found_and_purged(tmp_pat
     assert run.purged == {'.dave': 'purged'}
     assert sorted(os.listdir(str(tmp_path / 'views'))) == ['#lock', 'alice']
     assert sorted(os.listdir(str(tmp_path / 'scratch'))) == ['alice']
+
+
+def test_an_operators_dirs_in_the_views_root_are_never_taken_for_removed_users(tmp_path):
+    """lost+found (the views root on a filesystem of its own) and other root dirs are not users' views dirs."""
+    m = plan(tmp_path)[0]
+    assert converge(tmp_path, [m], state='mounted').prepare_user([m]) == [m]
+    for name, mode in (('lost+found', 0o700), ('.snapshot', 0o755), ('.alice', 0o710)):
+        d = tmp_path / 'views' / name
+        d.mkdir()
+        os.chmod(str(d), mode)  # root:root, as an operator's tool makes them
+        (d / 'x').write_text('keep')
+    (tmp_path / 'state').mkdir()
+    run = converge(tmp_path, [m], state='mounted')
+    assert run.removed_users() == []
+    for name in ('lost+found', '.snapshot', '.alice'):
+        run.purge(name, [])
+        assert (tmp_path / 'views' / name / 'x').read_text() == 'keep'
 
 
 def test_a_planted_link_target_is_shown_as_valid_utf8(tmp_path):
