@@ -846,7 +846,8 @@ def load_links(state_dir):
         for user, ecos in table.items():
             for eco, rec in (ecos.items() if isinstance(ecos, dict) else ()):
                 if isinstance(rec, dict) and isinstance(rec.get('home'), str) and isinstance(rec.get('link'), str) \
-                        and rec['link'].startswith(rec['home'].rstrip('/') + '/') and rec['home'].startswith('/'):
+                        and rec['link'].startswith(rec['home'].rstrip('/') + '/') and rec['home'].startswith('/') \
+                        and '..' not in rec['link'].split('/'):
                     out.setdefault(user, {})[eco] = {'home': rec['home'], 'link': rec['link']}
     return out
 

@@ -494,3 +494,11 @@ def test_a_planted_link_target_is_shown_as_valid_utf8(tmp_path):
     fate, why = _views.retire_link(old, moved, True)
     assert fate == 'left' and '\\xff' in why
     why.encode('utf-8')
+
+
+def test_a_recorded_link_that_climbs_with_dotdot_is_dropped(tmp_path):
+    """Only root writes links.json, but a record is walked by retire_link: one with '..' is not taken."""
+    state = tmp_path / 'state'
+    _views.save_links(str(state), {'alice': {'pip': {'home': '/home/alice', 'link': '/home/alice/../bob/.cache/pip'}},
+                                   'bob': {'pip': {'home': '/home/bob', 'link': '/home/bob/.cache/pip'}}})
+    assert _views.load_links(str(state)) == {'bob': {'pip': {'home': '/home/bob', 'link': '/home/bob/.cache/pip'}}}
