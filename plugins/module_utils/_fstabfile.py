@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from ._fstab import replace_block
+from ._fstab import block_lines, replace_block
 
 
 def read_text(path):
@@ -30,8 +30,19 @@ def update_block(module, path, name, lines, backup=False):
     The file is written through a temp file in its own directory and
     module.atomic_move(), which keeps its owner, mode and SELinux context.
     """
+    return update_blocks(module, path, [(name, lines)], backup)
+
+
+def update_blocks(module, path, blocks, backup=False):
+    """Replace several managed blocks (``[(name, lines or a function of the text's lines in that block)]``, in
+    that order) in one atomic write; see update_block. A function gets the block's current lines and returns its
+    new ones, so that one block can be edited from the text read here, under the caller's lock."""
     before = read_text(path)
-    after = replace_block(before, name, lines)
+    after = before
+    for name, lines in blocks:
+        if callable(lines):
+            lines = lines(block_lines(after, name))
+        after = replace_block(after, name, lines)
     result = {'changed': before != after, 'backup_file': None,
               'diff': {'before': before, 'after': after, 'before_header': path, 'after_header': path}}
     if not result['changed'] or module.check_mode:

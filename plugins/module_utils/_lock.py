@@ -19,15 +19,17 @@ class LockError(RuntimeError):
 
 
 class StoreLock(object):
-    """flock(2) on ``<store>/.lock``; waits up to ``timeout`` seconds (0: fail at once).
+    """flock(2) on ``<store>/.lock``; waits up to ``timeout`` seconds (0: fail at once), trying again every
+    ``poll`` seconds (a login hook polls often, so that a short wait stays short).
 
     The kernel drops the lock when the holder dies, even by SIGKILL, so a
     crashed run never leaves a stale lock behind.
     """
 
-    def __init__(self, store, timeout=0):
+    def __init__(self, store, timeout=0, poll=0.2):
         self.path = os.path.join(store, '.lock')
         self.timeout = timeout
+        self.poll = poll
         self.fd = None
 
     def __enter__(self):
@@ -45,9 +47,9 @@ class StoreLock(object):
                     holder = os.pread(self.fd, 64, 0).decode('ascii', 'replace').strip() or 'unknown'
                     os.close(self.fd)
                     self.fd = None
-                    raise LockError('another pkgcache run (pid %s) holds the lock %s; waited %ds. '
+                    raise LockError('another pkgcache run (pid %s) holds the lock %s; waited %ss. '
                                     'Try again later or raise lock_timeout' % (holder, self.path, self.timeout))
-                time.sleep(0.2)
+                time.sleep(max(0.001, min(self.poll, deadline - time.monotonic())))
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, ('%d\n' % os.getpid()).encode(), 0)
         return self
