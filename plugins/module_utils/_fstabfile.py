@@ -33,16 +33,21 @@ def update_block(module, path, name, lines, backup=False):
     return update_blocks(module, path, [(name, lines)], backup)
 
 
+def apply_blocks(text, blocks):
+    """``text`` with the blocks replaced as update_blocks() does (pure)."""
+    for name, lines in blocks:
+        if callable(lines):
+            lines = lines(block_lines(text, name))
+        text = replace_block(text, name, lines)
+    return text
+
+
 def update_blocks(module, path, blocks, backup=False):
     """Replace several managed blocks (``[(name, lines or a function of the text's lines in that block)]``, in
     that order) in one atomic write; see update_block. A function gets the block's current lines and returns its
     new ones, so that one block can be edited from the text read here, under the caller's lock."""
     before = read_text(path)
-    after = before
-    for name, lines in blocks:
-        if callable(lines):
-            lines = lines(block_lines(after, name))
-        after = replace_block(after, name, lines)
+    after = apply_blocks(before, blocks)
     result = {'changed': before != after, 'backup_file': None,
               'diff': {'before': before, 'after': after, 'before_header': path, 'after_header': path}}
     if not result['changed'] or module.check_mode:

@@ -166,10 +166,10 @@ def view_run(policy, repls, lower_root, module, lock_timeout, lock_poll=0.2, com
     run.paired = mt.render_lines(run.mounts, [hp.render(policy['line'], m) for m in run.mounts])
     run.unmount_left = False  # the inventory's users that this run does not plan are Ansible's business
     targets = set(m['target'] for m in run.mounts)
+    run.blocks = lambda text, lines: placed_lines(text, lines, targets)
 
     def update(lines):
-        return update_blocks(module, policy['fstab'], placed_lines(read_text(policy['fstab']), lines, targets),
-                             policy['backup'])
+        return update_blocks(module, policy['fstab'], run.blocks(read_text(policy['fstab']), lines), policy['backup'])
     return mt.converge(run, False, update, module.warn, False, lock_timeout, lock_poll)
 
 

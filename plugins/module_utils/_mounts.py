@@ -26,8 +26,8 @@ from . import _mountinfo as mi
 from . import _overlay as ov
 from . import _safefs as sf
 from . import _views
-from ._fstab import FstabError, block_entries, block_lines, parse_line, replace_block
-from ._fstabfile import read_text, update_blocks
+from ._fstab import FstabError, block_entries, block_lines, parse_line
+from ._fstabfile import apply_blocks, read_text, update_blocks
 from ._lock import LockError, StoreLock
 from ._mountcmd import MountError, mount_overlay
 
@@ -134,12 +134,17 @@ def host_users(fstab_text, views_root):
     return set(f[1][len(prefix):].split('/')[0] for f in block_entries(fstab_text, HOST_BLOCK) if f[1].startswith(prefix))
 
 
-def update_fstab(module, path, lines, targets, backup):
-    """overlay_mounts' write: BLOCK gets ``lines``, and the planned ``targets`` leave HOST_BLOCK (a user that
-    pkgcache-host served and the inventory now names is taken over), in one atomic write."""
+def fstab_blocks(lines, targets):
+    """overlay_mounts' edit of fstab: BLOCK gets ``lines``, and the planned ``targets`` leave HOST_BLOCK (a user
+    that pkgcache-host served and the inventory now names is taken over); for update_blocks/apply_blocks."""
     def drop(cur):
         return [l for l in cur if (parse_line(l) or [None, None])[1] not in targets]
-    return update_blocks(module, path, [(HOST_BLOCK, drop), (BLOCK, lines)], backup)
+    return [(HOST_BLOCK, drop), (BLOCK, lines)]
+
+
+def update_fstab(module, path, lines, targets, backup):
+    """overlay_mounts' write (fstab_blocks), in one atomic write."""
+    return update_blocks(module, path, fstab_blocks(lines, targets), backup)
 
 
 def _by_user(mounts):
@@ -166,6 +171,8 @@ class Run(object):
         self.now = time.time() if now is None else now
         self.live = False  # True when ``info`` is this host's mount table, read again under the lock
         self.unmount_left = True  # False: targets of the block that this run does not plan are left alone
+        # How the run edits fstab: [(block, lines or a function of its lines)] from the run's lines (_fstabfile).
+        self.blocks = lambda text, lines: fstab_blocks(lines, set(m['target'] for m in self.mounts))
 
     def converge(self, mount_fn, check_mode):
         run = _views.Converge(self.mounts, self.info, mount_fn, check_mode, state=self.state, state_dir=self.state_dir,
@@ -285,7 +292,7 @@ def plan(run, made_roots=None):
         else:
             unchanged += len(user_steps)
     before = read_text(run.fstab)
-    write = replace_block(before, BLOCK, run.lines(planner.failed)) != before
+    write = apply_blocks(before, run.blocks(before, run.lines(planner.failed))) != before
     planned = set(m['target'] for m in run.mounts)
     retired = set(t for u in planner.retired.values() for t in u.values())
     unmount = []
