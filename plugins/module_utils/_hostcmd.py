@@ -23,7 +23,6 @@ command rewrites her lines in ``mounts`` in place, and leaves the others as they
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import grp
 import json
@@ -38,7 +37,9 @@ import tempfile
 import time
 
 from . import _hostpolicy as hp
+from . import _mountinfo as mi
 from . import _mounts as mt
+from . import _overlay as ov
 from . import _views
 from ._fstab import parse_line
 from ._fstabfile import read_text, update_blocks
@@ -181,12 +182,51 @@ def repl_entry(policy, name):
     return {'name': name}
 
 
+def _link_in_home(home, rel):
+    """The value of the symlink at ``home/rel``, read through O_NOFOLLOW fds from the home (None if it is not one).
+    Reads a link's value only: any doubt sends the login to the full run, which checks everything itself."""
+    parts = rel.split('/')
+    fd = os.open(home, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return os.readlink(parts[-1], dir_fd=fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def already_served(policy, repl, pw, lower_root, info):
+    """Is every view of the user mounted on ``lower_root`` with her planned upper, and linked from her home? Then a
+    login needs nothing (no lock, no walk): the common login, kept to a mountinfo read and a few readlinks."""
+    name = repl['name']
+    home = repl.get('home') or pw.pw_dir
+    scratch = repl.get('scratch') or os.path.join(policy['scratch_root'], name)
+    for eco in policy['ecosystems']:
+        target = os.path.join(policy['views_root'], name, eco)
+        cur = mi.mounted_at(info, target)
+        if cur is None or cur['fstype'] != 'overlay':
+            return False
+        opts = cur.get('super_options') or {}
+        if opts.get('lowerdir') != os.path.join(lower_root, ov.ECOSYSTEMS[eco]['subdir']) \
+                or opts.get('upperdir') != os.path.join(scratch, 'cacache_' + eco, 'upper'):
+            return False
+        if not home or _link_in_home(home, ov.ECOSYSTEMS[eco]['target']) != target:
+            return False
+    return True
+
+
 def serve_user(policy, name, module, lock_timeout, lock_poll=0.01):
     """Create or switch ``name``'s views (she must be a repl user by the policy); return overlay_mounts' result."""
-    hp.repl_user(name, policy, pwd.getpwnam, grp.getgrnam)
+    pw = hp.repl_user(name, policy, pwd.getpwnam, grp.getgrnam)
+    repl, lower_root = repl_entry(policy, name), active_tree(policy['store'])
+    if already_served(policy, repl, pw, lower_root, mi.current()):
+        return {'users': {name: dict((e, 'already') for e in policy['ecosystems'])}, 'busy': {}, 'unserved': {}}
     # Compaction walks the whole upper: left to sync, so that a login stays short.
-    return view_run(policy, [repl_entry(policy, name)], active_tree(policy['store']), module, lock_timeout, lock_poll,
-                    compact=False)
+    return view_run(policy, [repl], lower_root, module, lock_timeout, lock_poll, compact=False)
 
 
 def served_users(policy):
@@ -245,8 +285,9 @@ def count(policy, outcome, now=None):
         if outcome != 'served':
             stats['last_failure'] = int(now or time.time())
         data = json.dumps(stats, sort_keys=True).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
+        size = os.fstat(fd).st_size
+        # Padded to the old size rather than truncated (JSON allows trailing blanks): one write, no truncate.
+        os.pwrite(fd, data.ljust(size), 0)
         if policy['textfile_dir'] and os.path.isdir(policy['textfile_dir']):
             write_metrics(policy['textfile_dir'], stats)
     finally:
@@ -330,6 +371,12 @@ def become_root():
 
 
 def main(argv=None, policy_path=hp.POLICY):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ['login']:  # the PAM hook, at every login: no argument parser to build
+        pam = dict((k, os.environ.get(k, '')) for k in ('PAM_USER', 'PAM_TYPE'))
+        become_root()
+        return login(policy_path, pam)
+    import argparse  # pylint: disable=import-outside-toplevel
     ap = argparse.ArgumentParser(prog='pkgcache-host', description='pkgcache.overlay on the host, without Ansible')
     ap.add_argument('--policy', default=policy_path, help='the policy file (default: %(default)s)')
     sub = ap.add_subparsers(dest='command', required=True)

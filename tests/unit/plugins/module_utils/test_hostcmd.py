@@ -197,3 +197,36 @@ def test_the_zip_runs_pkgcache_host_with_no_ansible_importable(tmp_path):
                              capture_output=True, text=True, check=False)
         # It got as far as reading the policy, with no Ansible.
         assert res.returncode == 2 and 'cannot read the policy' in res.stderr, res.stderr
+
+
+def test_a_login_of_a_served_user_is_answered_from_mountinfo_and_her_link_alone(tmp_path):
+    import collections  # pylint: disable=import-outside-toplevel
+    from ansible_collections.pkgcache.overlay.plugins.module_utils import _mountinfo as mi  # pylint: disable=import-outside-toplevel
+    home = tmp_path / 'home'
+    (home / '.cache').mkdir(parents=True)
+    os.symlink(V + '/dave/pip', str(home / '.cache' / 'pip'))
+    pw = collections.namedtuple('Pw', 'pw_dir')(str(home))
+    p = hp.validate({})
+    tree = '/var/lib/pkgcache/trees/new'
+
+    def info(lower, upper='/mnt/scratch/dave/cacache_pip/upper', fstype='overlay'):
+        return mi.parse_mountinfo('90 30 0:50 / %s/dave/pip rw,nosuid,nodev - %s overlay rw,lowerdir=%s,upperdir=%s,'
+                                  'workdir=/mnt/scratch/dave/cacache_pip/work\n' % (V, fstype, lower, upper))
+    assert hc.already_served(p, {'name': 'dave'}, pw, tree, info(tree + '/pip'))
+    # Anything else goes to the full run: another snapshot, another upper, not an overlay, nothing mounted.
+    assert not hc.already_served(p, {'name': 'dave'}, pw, tree, info('/var/lib/pkgcache/trees/old/pip'))
+    assert not hc.already_served(p, {'name': 'dave'}, pw, tree, info(tree + '/pip', upper='/tmp/upper'))
+    assert not hc.already_served(p, {'name': 'dave'}, pw, tree, info(tree + '/pip', fstype='tmpfs'))
+    assert not hc.already_served(p, {'name': 'dave'}, pw, tree, mi.parse_mountinfo(''))
+    assert not hc.already_served(dict(p, ecosystems=['pip', 'npm']), {'name': 'dave'}, pw, tree, info(tree + '/pip'))
+    # Her link gone, elsewhere, or ~/.cache a symlink (not followed): the full run.
+    os.unlink(str(home / '.cache' / 'pip'))
+    assert not hc.already_served(p, {'name': 'dave'}, pw, tree, info(tree + '/pip'))
+    os.symlink('/etc', str(home / '.cache' / 'pip'))
+    assert not hc.already_served(p, {'name': 'dave'}, pw, tree, info(tree + '/pip'))
+    (home / 'elsewhere').mkdir()
+    os.symlink(V + '/dave/pip', str(home / 'elsewhere' / 'pip'))
+    os.rename(str(home / '.cache'), str(home / 'cache.real'))
+    os.symlink(str(home / 'elsewhere'), str(home / '.cache'))
+    assert hc._link_in_home(str(home), '.cache/pip') is None
+    assert not hc.already_served(p, {'name': 'dave'}, pw, tree, info(tree + '/pip'))
