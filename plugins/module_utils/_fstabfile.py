@@ -9,7 +9,6 @@ Private to the collection; the API may change without notice.
 from __future__ import annotations
 
 import os
-import tempfile
 
 from ._fstab import block_lines, replace_block
 
@@ -54,6 +53,7 @@ def update_blocks(module, path, blocks, backup=False):
         return result
     if backup and os.path.exists(path):
         result['backup_file'] = module.backup_local(path)
+    import tempfile  # pylint: disable=import-outside-toplevel  # (not at import: the login hook reads fstab only)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.fstab-')
     try:
         with os.fdopen(fd, 'wb') as f:

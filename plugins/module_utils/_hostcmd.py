@@ -28,19 +28,13 @@ import grp
 import json
 import os
 import pwd
-import shutil
-import socket
-import subprocess
 import sys
 import syslog
-import tempfile
 import time
 
 from . import _hostpolicy as hp
 from . import _mountinfo as mi
-from . import _mounts as mt
 from . import _overlay as ov
-from . import _views
 from ._fstab import parse_line
 from ._fstabfile import read_text, update_blocks
 from ._lock import LockError, StoreLock
@@ -71,6 +65,7 @@ class HostModule(object):
         self.log('warning: %s' % msg)
 
     def run_command(self, argv, data=None, binary_data=False):
+        import subprocess  # pylint: disable=import-outside-toplevel
         res = subprocess.run(argv, input=data if data is None or isinstance(data, bytes) else data.encode(),
                              capture_output=True, env=ENV, check=False)
         return (res.returncode, res.stdout.decode('utf-8', 'surrogateescape'),
@@ -78,6 +73,7 @@ class HostModule(object):
 
     @staticmethod
     def backup_local(path):
+        import shutil  # pylint: disable=import-outside-toplevel
         dest = '%s.%d.%s~' % (path, os.getpid(), time.strftime('%Y-%m-%d@%H:%M:%S'))
         shutil.copy2(path, dest)
         return dest
@@ -118,6 +114,7 @@ def sync_params(policy):
                                             'max_snapshot_size', 'allowed_signers', 'signer_identity', 'lock_timeout')))
     if not policy['mirrors']:
         raise HostError('the policy names no mirrors: sync needs distribute_url (pull mode)')
+    import socket  # pylint: disable=import-outside-toplevel
     p.update(mirrors=list(policy['mirrors']), source=None, url=None, snapshot='latest', allow_downgrade=False,
              mirror_key=socket.getfqdn(), max_object_size=policy['max_object_size'] or None,
              max_snapshot_size=policy['max_snapshot_size'] or None)
@@ -140,6 +137,7 @@ def placed_lines(fstab_text, run_lines, targets):
     ``host-users`` there; a new one is added to ``host-users``. A target whose mount failed and has no line to keep
     (run_lines has none for it) leaves its block. Every other line of both blocks stays as it is.
     """
+    from . import _mounts as mt  # pylint: disable=import-outside-toplevel
     new = dict((parse_line(l)[1], l) for l in run_lines if parse_line(l))
     in_mounts = set(f[1] for f in (parse_line(l) for l in mt.block_lines(fstab_text, mt.BLOCK)) if f)
 
@@ -161,6 +159,8 @@ def placed_lines(fstab_text, run_lines, targets):
 
 def view_run(policy, repls, lower_root, module, lock_timeout, lock_poll=0.2, compact=None):
     """overlay_mounts' run for ``repls`` on this host, its lines from the policy's pattern; returns its result."""
+    # Imported here, as the sync's code is: the login of a served user needs none of it.
+    from . import _mounts as mt  # pylint: disable=import-outside-toplevel
     run = mt.prepare(repls, policy['ecosystems'], lower_root, policy['scratch_root'], policy['views_root'],
                      policy['store'], policy['fstab'], None, 'mounted', policy['lazy'],
                      policy['compact'] if compact is None else compact, False, False, module.warn)
@@ -232,6 +232,7 @@ def serve_user(policy, name, module, lock_timeout, lock_poll=0.01):
 def served_users(policy):
     """Everyone the host serves: the inventory's users, then those in the host command's block."""
     names = [r['name'] for r in policy['repls']]
+    from . import _mounts as mt  # pylint: disable=import-outside-toplevel
     text = read_text(policy['fstab'])
     extra = sorted(mt.host_users(text, policy['views_root']) - set(names))
     return [repl_entry(policy, n) for n in names + extra]
@@ -240,7 +241,7 @@ def served_users(policy):
 def sync(policy, module):
     """Fetch and activate the newest valid revision, switch the idle users, collect garbage; return a summary."""
     # Imported here: a login (serve-user) needs none of this, and every import costs the hook time.
-    from . import _gc, _hostsync, _store as st  # pylint: disable=import-outside-toplevel
+    from . import _gc, _hostsync, _store as st, _views  # pylint: disable=import-outside-toplevel
     from ._busy import held_files  # pylint: disable=import-outside-toplevel
     p = sync_params(policy)
     try:
@@ -306,7 +307,10 @@ def metrics_text(stats):
 
 
 def write_metrics(textfile_dir, stats):
-    fd, tmp = tempfile.mkstemp(dir=textfile_dir, prefix='.pkgcache_host.')
+    """Write ``pkgcache_host.prom`` atomically; called under the counters' lock, so one temp name is enough (and no
+    random one: importing tempfile seeds a generator, which a login does not need to pay for)."""
+    tmp = os.path.join(textfile_dir, '.pkgcache_host.prom.tmp')
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         with os.fdopen(fd, 'w') as f:
             f.write(metrics_text(stats))
@@ -319,6 +323,7 @@ def write_metrics(textfile_dir, stats):
 
 def queue_unit(name):
     """Start pkgcache-view@NAME without waiting (the unit waits for the lock as long as a sync would)."""
+    import subprocess  # pylint: disable=import-outside-toplevel
     res = subprocess.run(['systemd-escape', '--template=' + VIEW_UNIT, '--', name], capture_output=True, text=True,
                          env=ENV, check=False)
     if res.returncode != 0:
