@@ -117,7 +117,7 @@ def main():
     rows = []
     for i, r in enumerate(rounds):
         c = r['cpu']
-        rows.append('| %d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
+        rows.append('| %d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
             i + 1, r['new_ready'], len(r['new']), ms(statistics.median(r['new'])), ms(pct(r['new'], 95)), ms(max(r['new'])),
             ms(statistics.median(c['new'])), ms(statistics.median(r['served'])), ms(statistics.median(r['no_hook'])),
             ms(statistics.median(r['served']) - statistics.median(r['no_hook'])),

@@ -109,9 +109,10 @@ def sync_params(policy):
     from . import _hostsync  # pylint: disable=import-outside-toplevel  # (the login hook does not need it)
     spec = _hostsync.module_args()['argument_spec']
     p = dict((k, v.get('default')) for k, v in spec.items())
-    p.update(dict((k, policy[k]) for k in ('store', 'mount_point', 'fstab', 'backup', 'workers', 'timeout',
-                                            'validate_certs', 'deadline', 'max_manifest_size', 'max_object_size',
-                                            'max_snapshot_size', 'allowed_signers', 'signer_identity', 'lock_timeout')))
+    keys = ('store', 'mount_point', 'fstab', 'backup', 'workers', 'timeout', 'validate_certs', 'deadline',
+            'max_manifest_size', 'max_object_size', 'max_snapshot_size', 'allowed_signers', 'signer_identity',
+            'lock_timeout')
+    p.update(dict((k, policy[k]) for k in keys))
     if not policy['mirrors']:
         raise HostError('the policy names no mirrors: sync needs distribute_url (pull mode)')
     import socket  # pylint: disable=import-outside-toplevel
@@ -399,23 +400,23 @@ def main(argv=None, policy_path=hp.POLICY):
     try:
         policy = hp.read_policy(args.policy)
     except hp.PolicyError as exc:
-        print('pkgcache-host: %s' % exc, file=sys.stderr)
+        sys.stderr.write('pkgcache-host: %s\n' % exc)
         return 2
     if args.command == 'serve-user':
         timeout = policy['lock_timeout'] if args.lock_timeout is None else args.lock_timeout
         outcome, msg = serve_outcome(policy, args.name, timeout, False)
         log('serve-user %s' % msg, syslog.LOG_INFO if outcome == 'served' else syslog.LOG_WARNING)
-        print(msg, file=sys.stdout if outcome == 'served' else sys.stderr)
+        (sys.stdout if outcome == 'served' else sys.stderr).write(msg + '\n')
         return 0 if outcome == 'served' else 1
     try:
         out = sync(policy, HostModule(log)) if args.command == 'sync' else status(policy)
     except Exception as exc:  # pylint: disable=broad-except  # one line to the journal, not a traceback
         log('%s failed: %s' % (args.command, exc), syslog.LOG_ERR)
-        print('pkgcache-host %s: %s' % (args.command, exc), file=sys.stderr)
+        sys.stderr.write('pkgcache-host %s: %s\n' % (args.command, exc))
         return 1
     if args.command == 'sync':
         log('sync: snapshot %s (was %s), busy %s' % (out['id'], out['previous'], sorted(out.get('busy', {}))))
-    print(json.dumps(out, indent=1, sort_keys=True, default=str))
+    sys.stdout.write(json.dumps(out, indent=1, sort_keys=True, default=str) + '\n')
     return 0
 
 

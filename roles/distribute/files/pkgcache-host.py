@@ -1,4 +1,3 @@
-#!/usr/bin/python3 -IS
 # Copyright (c) pkgcache.overlay contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """pkgcache-host: pkgcache.overlay on the host without Ansible (root only). See `pkgcache-host --help`.
