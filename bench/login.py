@@ -2,7 +2,7 @@
 `pkgcache-host login`), on one repl host of the default scenario after its converge (mount_login_hook: true, repl
 uids 3000-3999).
 
-    python3 bench/login.py [--container pkgcache-repl1] [--rounds 3] [--users 100] [--parallel 10]
+    python3 bench/login.py [--container pkgcache-repl1] [--rounds 3] [--users 100] [--parallel 10] [--first-uid 3100]
 
 Each round, interleaved:
 - new users: USERS users that never logged in, PARALLEL logging in at a time (`su -l NAME -c findmnt ...`, which
@@ -102,11 +102,12 @@ def main():
     ap.add_argument('--rounds', type=int, default=3)
     ap.add_argument('--users', type=int, default=100)
     ap.add_argument('--parallel', type=int, default=10)
+    ap.add_argument('--first-uid', type=int, default=3100, help='uids FIRST.. for the new users (in the policy\'s range)')
     ap.add_argument('--out', default=os.path.join(HERE, 'results', 'login.md'))
     args = ap.parse_args()
     rounds = []
     for r in range(args.rounds):
-        proc = subprocess.run(['docker', 'exec', '-i', args.container, '/usr/bin/python3', '-', str(3100 + r * args.users),
+        proc = subprocess.run(['docker', 'exec', '-i', args.container, '/usr/bin/python3', '-', str(args.first_uid + r * args.users),
                                str(args.users), str(args.parallel), '10'], input=INNER, capture_output=True, text=True,
                               check=True)
         rounds.append(json.loads(proc.stdout.strip().splitlines()[-1]))
