@@ -346,6 +346,7 @@ def test_7_a_user_racing_her_own_login_gets_her_views_and_nothing_lands_in_a_roo
     v1, v2 = both_trees()
     active = root.check_output('readlink /var/lib/pkgcache/current').split('/')[-1]
     new_user('eve', 3001)
+    root.check_output('mkdir -p %s && echo root > %s/keep && chmod 755 %s' % (PROFILE_D, PROFILE_D, PROFILE_D))
     before, others = snapshot_of_dir(PROFILE_D), dict((t, m) for t, m in mount_ids().items() if '/eve/' not in t)
     start_as('eve', RACE_LOGIN, 'race_login', PROFILE_D, '120')
     try:
