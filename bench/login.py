@@ -104,6 +104,7 @@ def main():
     ap.add_argument('--parallel', type=int, default=10)
     ap.add_argument('--first-uid', type=int, default=3100, help='uids FIRST.. for the new users (in the policy\'s range)')
     ap.add_argument('--out', default=os.path.join(HERE, 'results', 'login.md'))
+    ap.add_argument('--where', help='how the container was set up (default: the default scenario after converge)')
     args = ap.parse_args()
     rounds = []
     for r in range(args.rounds):
@@ -130,9 +131,9 @@ def main():
         '# Login: a repl user\'s view at login (the PAM session hook)',
         '',
         'Machine: %s, %d cores, kernel %s (shared with other jobs while it ran). Run %s. `python3 bench/login.py` on '
-        'the default scenario\'s %s after converge (Debian 12 container, systemd, Python 3.11.2; the views on a '
-        'Docker volume).' % (platform.machine(), os.cpu_count(), kernel, time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-                             args.container),
+        '%s.' % (platform.machine(), os.cpu_count(), kernel, time.strftime('%Y-%m-%dT%H:%M:%S%z'), args.where or
+                 'the default scenario\'s %s after converge (Debian 12 container, systemd, Python 3.11.2; the views on '
+                 'a Docker volume)' % args.container),
         '',
         'Per round (%d rounds, one after the other; each with its own users): %d new users (uids in the policy\'s '
         'range, never named in the inventory) log in %d at a time with `su -l NAME -c "findmnt ... --target '
