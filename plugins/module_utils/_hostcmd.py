@@ -158,8 +158,37 @@ def placed_lines(fstab_text, run_lines, targets):
     return [(mt.BLOCK, lambda cur: edit(cur, False)), (mt.HOST_BLOCK, lambda cur: edit(cur, True))]
 
 
-def view_run(policy, repls, lower_root, module, lock_timeout, lock_poll=0.2, compact=None):
-    """overlay_mounts' run for ``repls`` on this host, its lines from the policy's pattern; returns its result."""
+class UserLock(object):
+    """serve-user's lock: the views' lock shared (so that serve-user runs for different users go side by side, and
+    overlay_mounts or the sync, which hold it exclusively, exclude them all), then the user's own lock exclusively.
+    The fstab write takes a third, short one (``fstab_lock``)."""
+
+    def __init__(self, views_root, name, timeout, poll):
+        self.locks = [StoreLock(views_root, timeout, poll, shared=True),
+                      StoreLock(views_root, timeout, poll, name='.lock-user-%s' % name)]
+        self.held = []
+
+    def __enter__(self):
+        for lock in self.locks:
+            lock.__enter__()
+            self.held.append(lock)
+        return self
+
+    def __exit__(self, *exc):
+        while self.held:
+            self.held.pop().__exit__(*exc)
+        return False
+
+
+def fstab_lock(views_root):
+    """The lock around one read-modify-write of fstab by serve-user runs side by side (each holds the views' lock
+    shared; a holder of it exclusive writes alone anyway)."""
+    return StoreLock(views_root, 30, 0.005, name='.lock-fstab')
+
+
+def view_run(policy, repls, lower_root, module, lock_timeout, lock_poll=0.2, compact=None, user=None):
+    """overlay_mounts' run for ``repls`` on this host, its lines from the policy's pattern; returns its result.
+    ``user``: the run serves that one user (serve-user), under UserLock rather than the views' exclusive lock."""
     # Imported here, as the sync's code is: the login of a served user needs none of it.
     from . import _mounts as mt  # pylint: disable=import-outside-toplevel
     run = mt.prepare(repls, policy['ecosystems'], lower_root, policy['scratch_root'], policy['views_root'],
@@ -171,8 +200,10 @@ def view_run(policy, repls, lower_root, module, lock_timeout, lock_poll=0.2, com
     run.blocks = lambda text, lines: placed_lines(text, lines, targets)
 
     def update(lines):
-        return update_blocks(module, policy['fstab'], run.blocks(read_text(policy['fstab']), lines), policy['backup'])
-    return mt.converge(run, False, update, module.warn, False, lock_timeout, lock_poll)
+        with fstab_lock(policy['views_root']):
+            return update_blocks(module, policy['fstab'], run.blocks(read_text(policy['fstab']), lines), policy['backup'])
+    lock = UserLock(policy['views_root'], user, lock_timeout, lock_poll) if user else None
+    return mt.converge(run, False, update, module.warn, False, lock_timeout, lock_poll, lock)
 
 
 def repl_entry(policy, name):
@@ -227,7 +258,7 @@ def serve_user(policy, name, module, lock_timeout, lock_poll=0.01):
     if already_served(policy, repl, pw, lower_root, mi.current()):
         return {'users': {name: dict((e, 'already') for e in policy['ecosystems'])}, 'busy': {}, 'unserved': {}}
     # Compaction walks the whole upper: left to sync, so that a login stays short.
-    return view_run(policy, [repl], lower_root, module, lock_timeout, lock_poll, compact=False)
+    return view_run(policy, [repl], lower_root, module, lock_timeout, lock_poll, compact=False, user=name)
 
 
 def served_users(policy):

@@ -26,10 +26,12 @@ class StoreLock(object):
     crashed run never leaves a stale lock behind.
     """
 
-    def __init__(self, store, timeout=0, poll=0.2):
-        self.path = os.path.join(store, '.lock')
+    def __init__(self, store, timeout=0, poll=0.2, shared=False, name='.lock'):
+        self.path = os.path.join(store, name)
         self.timeout = timeout
         self.poll = poll
+        # shared: many holders at once (flock LOCK_SH), which one exclusive holder excludes, and the other way round.
+        self.shared = shared
         self.fd = None
 
     def __enter__(self):
@@ -38,7 +40,7 @@ class StoreLock(object):
         deadline = time.monotonic() + max(0, self.timeout)
         while True:
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self.fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
@@ -50,13 +52,15 @@ class StoreLock(object):
                     raise LockError('another pkgcache run (pid %s) holds the lock %s; waited %ss. '
                                     'Try again later or raise lock_timeout' % (holder, self.path, self.timeout))
                 time.sleep(max(0.001, min(self.poll, deadline - time.monotonic())))
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, ('%d\n' % os.getpid()).encode(), 0)
+        if not self.shared:  # the holder's pid, for the error of the next one (shared holders are many)
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, ('%d\n' % os.getpid()).encode(), 0)
         return self
 
     def __exit__(self, *exc):
         if self.fd is not None:
-            os.ftruncate(self.fd, 0)
+            if not self.shared:
+                os.ftruncate(self.fd, 0)
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

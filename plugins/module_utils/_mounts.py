@@ -389,8 +389,9 @@ def result(run, conv, fstab, removed, linked, the_plan, warn, diff):
     return out
 
 
-def converge(run, check_mode, update, warn, diff, lock_timeout, lock_poll=0.2):
-    """Plan the run; in check mode return the plan as the result, else execute it under the lock of the views root."""
+def converge(run, check_mode, update, warn, diff, lock_timeout, lock_poll=0.2, lock=None):
+    """Plan the run; in check mode return the plan as the result, else execute it under the lock of the views root
+    (or ``lock``: pkgcache-host's serve-user holds it shared, with a lock of its user's own)."""
     if check_mode:
         the_plan, planner = plan(run)
         fstab = update(run.lines(planner.failed))
@@ -403,7 +404,7 @@ def converge(run, check_mode, update, warn, diff, lock_timeout, lock_poll=0.2):
         mount_overlay(m['target'], options[m['target']], m['layers'], m['uid'])
 
     doer = run.converge(mount_fn, False)  # makes the roots: the lock is in the views root
-    with StoreLock(run.views_root, lock_timeout, lock_poll):
+    with lock if lock is not None else StoreLock(run.views_root, lock_timeout, lock_poll):
         if run.live:  # what another run mounted or switched while this one waited for the lock
             run.info = doer.info = mi.current()
             for m in run.mounts:

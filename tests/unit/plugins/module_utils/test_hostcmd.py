@@ -230,3 +230,20 @@ def test_a_login_of_a_served_user_is_answered_from_mountinfo_and_her_link_alone(
     os.symlink(str(home / 'elsewhere'), str(home / '.cache'))
     assert hc._link_in_home(str(home), '.cache/pip') is None
     assert not hc.already_served(p, {'name': 'dave'}, pw, tree, info(tree + '/pip'))
+
+
+def test_serve_user_runs_for_different_users_go_side_by_side_and_ansibles_run_excludes_them(tmp_path):
+    views = str(tmp_path)
+    with hc.UserLock(views, 'alice', 0, 0.01), hc.UserLock(views, 'bob', 0, 0.01):
+        with pytest.raises(LockError):            # the same user twice: one waits
+            with hc.UserLock(views, 'alice', 0.05, 0.01):
+                pass
+        with pytest.raises(LockError):            # overlay_mounts / sync (exclusive) wait for both
+            with StoreLock(views, 0.05, 0.01):
+                pass
+    with StoreLock(views, 0, 0.01):
+        with pytest.raises(LockError, match='holds the lock'):
+            with hc.UserLock(views, 'carol', 0.05, 0.01):
+                pass
+    with hc.UserLock(views, 'carol', 0, 0.01):   # every lock was given back
+        pass
