@@ -169,9 +169,13 @@ class UserLock(object):
         self.held = []
 
     def __enter__(self):
-        for lock in self.locks:
-            lock.__enter__()
-            self.held.append(lock)
+        try:
+            for lock in self.locks:
+                lock.__enter__()
+                self.held.append(lock)
+        except BaseException:
+            self.__exit__(None, None, None)  # what was taken is given back: a timed-out login holds nothing
+            raise
         return self
 
     def __exit__(self, *exc):
