@@ -24,15 +24,19 @@ VIEWS_LOCK = '#lock'
 
 
 class StoreLock(object):
-    """flock(2) on ``<store>/<name>`` (``.lock`` unless told); waits up to ``timeout`` seconds (0: fail at once).
+    """flock(2) on ``<store>/<name>`` (``.lock`` unless told); waits up to ``timeout`` seconds (0: fail at once),
+    trying again every ``poll`` seconds (a login hook polls often, so that a short wait stays short).
 
     The kernel drops the lock when the holder dies, even by SIGKILL, so a
     crashed run never leaves a stale lock behind.
     """
 
-    def __init__(self, store, timeout=0, name='.lock'):
+    def __init__(self, store, timeout=0, poll=0.2, shared=False, name='.lock'):
         self.path = os.path.join(store, name)
         self.timeout = timeout
+        self.poll = poll
+        # shared: many holders at once (flock LOCK_SH), which one exclusive holder excludes, and the other way round.
+        self.shared = shared
         self.fd = None
 
     def __enter__(self):
@@ -41,7 +45,7 @@ class StoreLock(object):
         deadline = time.monotonic() + max(0, self.timeout)
         while True:
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self.fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
@@ -50,16 +54,18 @@ class StoreLock(object):
                     holder = os.pread(self.fd, 64, 0).decode('ascii', 'replace').strip() or 'unknown'
                     os.close(self.fd)
                     self.fd = None
-                    raise LockError('another pkgcache run (pid %s) holds the lock %s; waited %ds. '
+                    raise LockError('another pkgcache run (pid %s) holds the lock %s; waited %ss. '
                                     'Try again later or raise lock_timeout' % (holder, self.path, self.timeout))
-                time.sleep(0.2)
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, ('%d\n' % os.getpid()).encode(), 0)
+                time.sleep(max(0.001, min(self.poll, deadline - time.monotonic())))
+        if not self.shared:  # the holder's pid, for the error of the next one (shared holders are many)
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, ('%d\n' % os.getpid()).encode(), 0)
         return self
 
     def __exit__(self, *exc):
         if self.fd is not None:
-            os.ftruncate(self.fd, 0)
+            if not self.shared:
+                os.ftruncate(self.fd, 0)
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

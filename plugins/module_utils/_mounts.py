@@ -27,12 +27,16 @@ from . import _mountinfo as mi
 from . import _overlay as ov
 from . import _safefs as sf
 from . import _views
-from ._fstab import FstabError, block_entries, block_lines, parse_line, replace_block
-from ._fstabfile import read_text, update_block
+from ._fstab import FstabError, block_entries, block_lines, parse_line
+from ._fstabfile import apply_blocks, read_text, update_blocks
 from ._lock import VIEWS_LOCK, LockError, StoreLock
 from ._mountcmd import MountError, mount_overlay
 
 BLOCK = 'mounts'
+# The fstab block of the views that pkgcache-host serves (a user who logged in, not in the inventory). The host
+# command owns it, overlay_mounts owns BLOCK; both write fstab under the lock of the views root, and a target is in
+# one block only: overlay_mounts takes over a user it now plans (her lines leave HOST_BLOCK in the same write).
+HOST_BLOCK = 'host-users'
 UnsafePathError = sf.UnsafePathError
 
 # The module's arguments; the action plugin validates a task's arguments against the same spec.
@@ -125,6 +129,25 @@ def render_lines(mounts, lines):
     return paired
 
 
+def host_users(fstab_text, views_root):
+    """The users with a view in HOST_BLOCK (``<views_root>/<user>/<ecosystem>``)."""
+    prefix = views_root.rstrip('/') + '/'
+    return set(f[1][len(prefix):].split('/')[0] for f in block_entries(fstab_text, HOST_BLOCK) if f[1].startswith(prefix))
+
+
+def fstab_blocks(lines, targets):
+    """overlay_mounts' edit of fstab: BLOCK gets ``lines``, and the planned ``targets`` leave HOST_BLOCK (a user
+    that pkgcache-host served and the inventory now names is taken over); for update_blocks/apply_blocks."""
+    def drop(cur):
+        return [l for l in cur if (parse_line(l) or [None, None])[1] not in targets]
+    return [(HOST_BLOCK, drop), (BLOCK, lines)]
+
+
+def update_fstab(module, path, lines, targets, backup):
+    """overlay_mounts' write (fstab_blocks), in one atomic write."""
+    return update_blocks(module, path, fstab_blocks(lines, targets), backup)
+
+
 def _by_user(mounts):
     users, order = {}, []
     for m in mounts:
@@ -148,6 +171,9 @@ class Run(object):
         self.purge_removed = purge_removed
         self.now = time.time() if now is None else now
         self.live = False  # True when ``info`` is this host's mount table, read again under the lock
+        self.unmount_left = True  # False: targets of the block that this run does not plan are left alone
+        # How the run edits fstab: [(block, lines or a function of its lines)] from the run's lines (_fstabfile).
+        self.blocks = lambda text, lines: fstab_blocks(lines, set(m['target'] for m in self.mounts))
 
     def converge(self, mount_fn, check_mode):
         run = _views.Converge(self.mounts, self.info, mount_fn, check_mode, state=self.state, state_dir=self.state_dir,
@@ -169,7 +195,8 @@ class Run(object):
         for line, m in self.paired:
             if m is not None and m['ecosystem'] in failed.get(m['user'], {}):
                 if block is None:
-                    block = block_lines(read_text(self.fstab), BLOCK)
+                    text = read_text(self.fstab)
+                    block = block_lines(text, BLOCK) + block_lines(text, HOST_BLOCK)
                 line = kept_line(block, m, self.lower_root)
             if line is not None:
                 out.append(line)
@@ -303,12 +330,14 @@ def plan(run, made_roots=None):
         else:
             unchanged += len(user_steps)
     before = read_text(run.fstab)
-    after = replace_block(before, BLOCK, run.lines(planner.failed))
-    old_block, new_block = block_lines(before, BLOCK), block_lines(after, BLOCK)
+    after = apply_blocks(before, run.blocks(before, run.lines(planner.failed)))
+    old_block = block_lines(before, BLOCK) + block_lines(before, HOST_BLOCK)
+    new_block = block_lines(after, BLOCK) + block_lines(after, HOST_BLOCK)
     planned = set(m['target'] for m in run.mounts)
     retired = set(t for u in planner.retired.values() for t in u.values())
     unmount = []
-    for target in sorted(set(f[1] for f in block_entries(before, BLOCK)) - planned - retired):
+    in_block = set(f[1] for f in block_entries(before, BLOCK)) if run.unmount_left else set()
+    for target in sorted(in_block - planned - retired):
         cur = mi.mounted_at(run.info, target)
         if run.state == 'mounted' and cur is not None and cur['fstype'] == 'overlay':
             unmount.append({'target': target, 'why': 'left the managed block (its user or ecosystem was dropped)'})
@@ -316,8 +345,11 @@ def plan(run, made_roots=None):
         # Nothing is unmounted yet: leave out what the run unmounts first.
         gone = set(u['target'] for u in unmount)
         left = [x for x in run.info if x['mount_point'] not in gone]
+        # Users that pkgcache-host serves (its block) are not removed: they were never in the inventory.
+        served = host_users(before, run.views_root)
         for user in planner.removed_users():
-            planner.purge(user, left)
+            if user not in served:
+                planner.purge(user, left)
     return {'create': list(planner.created), 'repair': dict(planner.repaired), 'retire': dict(planner.retired),
             'prepare': prepare_users, 'mounts': steps, 'unchanged': unchanged,
             'fstab': {'path': run.fstab, 'write': after != before, 'add': [l for l in new_block if l not in old_block],
@@ -500,8 +532,9 @@ def drop_old_lock(views_root):
         os.close(fd)
 
 
-def converge(run, check_mode, update, warn, diff, lock_timeout):
-    """Plan the run; in check mode return the plan as the result, else execute it under the lock of the views root."""
+def converge(run, check_mode, update, warn, diff, lock_timeout, lock_poll=0.2, lock=None):
+    """Plan the run; in check mode return the plan as the result, else execute it under the lock of the views root
+    (or ``lock``: pkgcache-host's serve-user holds it shared, with a lock of its user's own)."""
     if check_mode:
         the_plan, planner = plan(run)
         fstab = update(run.lines(planner.failed))
@@ -514,7 +547,7 @@ def converge(run, check_mode, update, warn, diff, lock_timeout):
         mount_overlay(m['target'], options[m['target']], m['layers'], m['uid'])
 
     doer = run.converge(mount_fn, False)  # makes the roots: the lock is in the views root
-    with StoreLock(run.views_root, lock_timeout, name=VIEWS_LOCK):
+    with lock if lock is not None else StoreLock(run.views_root, lock_timeout, lock_poll, name=VIEWS_LOCK):
         drop_old_lock(run.views_root)
         if run.live:  # what another run mounted or switched while this one waited for the lock
             run.info = doer.info = mi.current()
@@ -532,7 +565,8 @@ def run_module(module):
         run = prepare(p['repls'], p['ecosystems'], p['lower_root'], p['scratch_root'], p['views_root'], p['state_dir'],
                       p['fstab'], p['fstab_lines'], p['state'], p['lazy'], p['compact'], p['purge_removed'],
                       module.check_mode, module.warn)
-        out = converge(run, module.check_mode, lambda lines: update_block(module, p['fstab'], BLOCK, lines, p['backup']),
+        targets = set(m['target'] for m in run.mounts)
+        out = converge(run, module.check_mode, lambda lines: update_fstab(module, p['fstab'], lines, targets, p['backup']),
                        module.warn, module._diff, p['lock_timeout'])
     except ERRORS as exc:
         module.fail_json(msg=str(exc))

@@ -93,7 +93,8 @@ def store_usage(store):
 def users_from_fstab(fstab_text):
     """Planned overlays from the managed block: user, ecosystem, target, lowerdir, upperdir."""
     users = []
-    for fields in block_entries(fstab_text, 'mounts'):
+    # overlay_mounts' block, and pkgcache-host's (the users served at login; _mounts.HOST_BLOCK).
+    for fields in block_entries(fstab_text, 'mounts') + block_entries(fstab_text, 'host-users'):
         if fields[2] != 'overlay' or len(fields) < 4:
             continue
         opts = split_options(fields[3])

@@ -9,18 +9,20 @@ import yaml
 
 from conftest import ROOT
 
-TASKS = os.path.join(ROOT, 'roles', 'distribute', 'tasks', 'metrics.yml')
+TASKS = os.path.join(ROOT, 'roles', 'distribute', 'tasks', 'code.yml')
 COMMAND = os.path.join(ROOT, 'roles', 'distribute', 'files', 'pkgcache-status')
 
 
 def pack(out):
-    """Run the role's pack task (its python -c code) as the controller would."""
+    """Run the role's pack task (the collection's _pack.py) as the controller would."""
     with open(TASKS) as f:
         tasks = yaml.safe_load(f)
     tasks += [t for block in tasks for t in block.get('block', [])]
-    task = [t for t in tasks if t['name'].startswith('Pack the status code')][0]
+    task = [t for t in tasks if t['name'].startswith('Pack the host code')][0]
     argv = task['ansible.builtin.command']['argv']
-    subprocess.run([sys.executable, argv[1], argv[2], os.path.join(ROOT, 'plugins', 'module_utils'), out], check=True)
+    assert argv[1].endswith('/plugins/module_utils/_pack.py')
+    subprocess.run([sys.executable, os.path.join(ROOT, 'plugins', 'module_utils', '_pack.py'),
+                    os.path.join(ROOT, 'plugins', 'module_utils'), out], check=True)
     with open(out, 'rb') as f:
         return f.read()
 

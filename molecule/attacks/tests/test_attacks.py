@@ -296,3 +296,147 @@ def test_6_a_hostile_upper_does_not_break_the_scans_of_root():
     finally:
         as_user('mallory', HOST).run('rm -rf ~/.cache/pip/rootlink ~/.cache/pip/boblink ~/.cache/pip/deep ~/.cache/pip/sparse '
                                      '~/.npm/_cacache/index-v5/ff/ff')
+
+
+# The login hook (pam_exec runs `pkgcache-host login` for PAM_USER) and pkgcache-view@NAME: users with a uid in
+# 3000-3999 are repl users by the policy (mount_repl_uid_range), with no inventory entry.
+RACE_LOGIN = RACE_HOME.replace('/tmp/race_home.stop', '/tmp/race_login.stop')
+
+
+def new_user(name, uid):
+    as_root(HOST).check_output('id %s >/dev/null 2>&1 || useradd -m -u %d -s /bin/bash %s' % (name, uid, name))
+    as_user(name, HOST).check_output('mkdir -p ~/.cache ~/.npm')
+
+
+def set_current(snap_id):
+    """Point the host's active snapshot at ``snap_id`` (its tree is there), as a sync would."""
+    as_root(HOST).check_output('ln -sfn trees/%s /var/lib/pkgcache/current.test && mv -T /var/lib/pkgcache/current.test '
+                               '/var/lib/pkgcache/current' % snap_id)
+
+
+def mount_ids():
+    """{view target: [mount ids]} of every mount under the views root."""
+    out = {}
+    for line in as_root(HOST).check_output('findmnt -rn -o TARGET,ID').splitlines():
+        target, mid = line.rsplit(' ', 1)
+        if target.startswith(VIEWS + '/'):
+            out.setdefault(target, []).append(mid)
+    return out
+
+
+def failed_serves():
+    prom = as_root(HOST).check_output('cat /var/lib/node_exporter/pkgcache_host.prom')
+    return int(prom.split('pkgcache_host_serve_total{outcome="failed"} ')[1].split()[0])
+
+
+def both_trees():
+    v1, v2 = ids()['v1'], ids()['v2']
+    for v in (v1, v2):
+        if not as_root(HOST).file(tree(v)).is_directory:
+            rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync',
+                                 {'url': 'http://127.0.0.1:8374', 'snapshot': v, 'allow_downgrade': True})
+            assert rc == 0, res
+    return v1, v2
+
+
+def test_7_a_user_racing_her_own_login_gets_her_views_and_nothing_lands_in_a_root_dir():
+    """eve swaps ~/.cache and ~/.npm for symlinks to a root dir while she logs in again and again (and each login
+    switches her views: the active snapshot flips between logins)."""
+    root = as_root(HOST)
+    v1, v2 = both_trees()
+    active = root.check_output('readlink /var/lib/pkgcache/current').split('/')[-1]
+    new_user('eve', 3001)
+    root.check_output('mkdir -p %s && echo root > %s/keep && chmod 755 %s' % (PROFILE_D, PROFILE_D, PROFILE_D))
+    before, others = snapshot_of_dir(PROFILE_D), dict((t, m) for t, m in mount_ids().items() if '/eve/' not in t)
+    start_as('eve', RACE_LOGIN, 'race_login', PROFILE_D, '120')
+    try:
+        for n in range(12):
+            set_current((v1, v2)[n % 2])
+            assert root.run('su -l eve -c true').rc == 0   # the hook never fails her login
+    finally:
+        summary = stop('eve', 'race_login')
+        as_user('eve', HOST).run('cd ~ && for d in .npm .cache; do [ -L $d ] && [ -e $d.real ] && rm $d && mv $d.real $d; done; true')
+        set_current(active)
+    assert summary['swaps'] > 100, summary  # the race really ran
+    assert no_mount_under(PROFILE_D) and snapshot_of_dir(PROFILE_D) == before
+    # No overlay anywhere but the views (the container's own root, and /mnt/cacache bound from it, are overlays too).
+    outside = root.check_output('findmnt -rn -t overlay -o TARGET | grep -v "^%s/" || true' % VIEWS).split()
+    assert set(outside) <= set(['/', '/mnt/cacache']), outside
+    # The others' views were not touched by her logins.
+    assert dict((t, m) for t, m in mount_ids().items() if '/eve/' not in t) == others
+    # Once she stops, a login serves her properly: both views, on the active snapshot, linked from her home.
+    assert root.run('su -l eve -c true').rc == 0
+    eve = as_user('eve', HOST)
+    for eco, link in (('pip', '~/.cache/pip'), ('npm', '~/.npm')):
+        assert mounted_at(eve, link) == view_of('eve', eco)
+    assert lower_of('eve') == tree(active) + '/pip'
+    fstab = root.check_output('cat /etc/fstab')
+    assert fstab.count('%s/eve/pip ' % VIEWS) == 1
+    assert '%s/eve/pip ' % VIEWS in fstab.split('# BEGIN pkgcache.overlay host-users')[1].split('# END')[0]
+
+
+def test_8_a_user_cannot_have_another_user_served():
+    """mallory names bob: the unit, the command and the zip refuse her (root only); her own login serves only her."""
+    root = as_root(HOST)
+    mallory = as_user('mallory', HOST)
+    bob_before = dict((t, m) for t, m in mount_ids().items() if '/bob/' in t)
+    res = mallory.run('systemctl start pkgcache-view@bob.service')
+    assert res.rc != 0, res.stdout
+    # The unit never started (no polkit rule lets a user start a system unit).
+    assert root.check_output('systemctl show -p InactiveExitTimestampMonotonic --value pkgcache-view@bob.service') == '0'
+    for cmd in ('/usr/local/sbin/pkgcache-host serve-user bob',
+                'env PAM_TYPE=open_session PAM_USER=bob /usr/local/sbin/pkgcache-host login',
+                'python3 /usr/local/lib/pkgcache/pkgcache_host.zip serve-user bob'):
+        res = mallory.run(cmd)
+        assert res.rc != 0 and 'must be run as root' in res.stderr, (cmd, res.stderr)
+    assert mallory.run('cat /etc/pkgcache/host.json').rc != 0   # the policy is root's alone
+    # Root's unit checks the name against the policy: no user outside it, no path.
+    for name, why in (('root', 'root is never a repl user'), ('nosuchuser', 'does not exist'),
+                      ('../alice', "holds '/'")):
+        res = root.run('/usr/local/sbin/pkgcache-host serve-user %s' % name)
+        assert res.rc == 1 and why in res.stderr, res.stderr
+    # mallory's own login: she is served, bob is not touched.
+    assert root.run('su -l mallory -c true').rc == 0
+    assert dict((t, m) for t, m in mount_ids().items() if '/bob/' in t) == bob_before
+    log = root.check_output('journalctl -t pkgcache-host --no-pager -o cat -n 3')
+    assert 'login mallory' in log and 'bob' not in log.split('login mallory')[-1], log
+
+
+def test_9_logins_while_ansible_runs_neither_fail_nor_double_mount():
+    """An Ansible run switches everyone while users log in (eve, frank new, alice in the inventory) in a loop."""
+    import threading  # pylint: disable=import-outside-toplevel
+    root = as_root(HOST)
+    v1, v2 = both_trees()
+    active = root.check_output('readlink /var/lib/pkgcache/current').split('/')[-1]
+    other = v2 if active == v1 else v1
+    new_user('frank', 3002)
+    failed_before = failed_serves()
+    set_current(other)   # what the sync would have activated; the run below switches everyone to it
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(zip(('rc', 'res'), switch(other))))
+    worker.start()
+    logins = []
+    while worker.is_alive() or len(logins) < 6:
+        for name in ('frank', 'alice', 'eve'):
+            logins.append((name, root.run('su -l %s -c true' % name).rc))
+    worker.join()
+    assert result['rc'] == 0, result['res'].get('msg')
+    assert [x for x in logins if x[1] != 0] == []
+    # A login that met the lock was handed to pkgcache-view@NAME; wait for those to end.
+    root.check_output('for i in $(seq 60); do systemctl list-units --no-legend "pkgcache-view@*" | grep -q activating '
+                      '|| exit 0; sleep 1; done; exit 1')
+    mounts = mount_ids()
+    assert [t for t, m in mounts.items() if len(m) > 1] == [], mounts   # no view mounted twice
+    for user in list(USERS) + ['eve', 'frank']:
+        for eco in ('pip', 'npm'):
+            assert len(mounts.get('%s/%s/%s' % (VIEWS, user, eco), [])) == 1, (user, eco, mounts)
+        assert lower_of(user) == tree(other) + '/pip', user
+    fstab = root.check_output('cat /etc/fstab')
+    host_block = fstab.split('# BEGIN pkgcache.overlay host-users')[1].split('# END')[0]
+    mounts_block = fstab.split('# BEGIN pkgcache.overlay mounts')[1].split('# END')[0]
+    for user in list(USERS) + ['eve', 'frank']:
+        for eco in ('pip', 'npm'):
+            target = '%s/%s/%s ' % (VIEWS, user, eco)
+            assert fstab.count(target) == 1, (target, fstab)
+            assert target in (host_block if user in ('eve', 'frank') else mounts_block)
+    assert failed_serves() == failed_before   # waiting for the lock is no failure
