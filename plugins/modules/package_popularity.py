@@ -60,7 +60,7 @@ options:
       - "A C(fleet) source has C(hosts): a list with one entry per host, the C(mount_telemetry) of that ecosystem
         (C(packages), a mapping of package to users, and C(versions), package to version to users). Host names
         are not needed and not kept."
-      - An C(uppers) source is one host's telemetry: its counts are returned in RV(source_counts) and
+      - An C(uppers) source is one host's telemetry. Its counts are returned in RV(source_counts) and
         RV(version_counts), but its packages enter the ranking only with O(min_hosts=1).
       - "An C(uppers) source reads every C(<scratch_root>/<user>/cacache_<ecosystem>/upper) and may set:
         C(scratch_root) (default V(/mnt/scratch)); C(lower_root) (default V(/mnt/cacache)), whose
