@@ -111,9 +111,9 @@ options:
     version_added: 0.4.0
   extras:
     description:
-      - Per project (pip and uv), the extras it is resolved with whenever it is in the result, for example
-        C({uvicorn: [standard], celery: [redis]}): the entries become C(uvicorn[standard]) and
-        C(uvicorn[standard]==0.30.0). Project and extra names must be PEP 508 names.
+      - "Per project (pip and uv), the extras it is resolved with whenever it is in the result, for example
+        C({uvicorn: [standard], celery: [redis]}), which makes the entries C(uvicorn[standard]) and
+        C(uvicorn[standard]==0.30.0). Project and extra names must be PEP 508 names."
     type: dict
     default: {}
     version_added: 0.4.0
