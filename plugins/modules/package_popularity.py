@@ -216,7 +216,7 @@ blocked:
 source_counts:
   description:
     - The counts per source label (for C(uppers), users per package on this host; for C(fleet), users over the hosts,
-      of the packages seen on O(min_hosts) hosts only). They name packages: they stay on the host that ran the
+      of the packages seen on O(min_hosts) hosts only). They name packages, so they stay on the host that ran the
       module (a builder keeps them root-only); a manifest records RV(provenance) instead.
   returned: success
   type: dict
