@@ -230,6 +230,10 @@ def read_fleet(ecosystem, src, min_hosts):
                 or not isinstance(host.get('versions', {}), dict):
             raise PopularityError('%s: %r is not a mapping with packages (name: users) and versions '
                                   '(name: version: users)' % (where, host))
+        unknown = sorted(set(host) - set(('packages', 'versions')))
+        if unknown:
+            raise PopularityError('%s: unknown keys %s (a host sends packages and versions; telemetry of an older '
+                                  'mount role sends a bare mapping of package to users)' % (where, ', '.join(unknown)))
         names = Counter()
         for name, n in host.get('packages', {}).items():
             names[canonical(ecosystem, name)] += _count(n, '%s: count %r of %s' % (where, n, name))
@@ -324,6 +328,7 @@ def requirement(ecosystem, project, version=None, extras=None):
     return '%s@%s' % (base, version) if ecosystem == 'npm' else '%s==%s' % (base, version)
 
 
+_BARE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 _EXACT_PIN = re.compile(r'^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*===?\s*([A-Za-z0-9._+!-]+)\s*$')
 
 
@@ -437,7 +442,7 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=(), min_hosts=MIN_HOSTS,
     result, pinned, taken = [], set(), set()
 
     def add(name, spec, score, labels, version=None):
-        item = {'name': spec, 'project': name, 'score': round(score, 6), 'sources': labels}
+        item = {'name': spec, 'project': name, 'score': float('%.6g' % score), 'sources': labels}
         if version is not None:
             item['version'] = version
         result.append(item)
@@ -458,7 +463,7 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=(), min_hosts=MIN_HOSTS,
             continue
         pinned.add(name)
         spec = spec.strip()
-        if spec == name and name in extras:
+        if name in extras and _BARE.match(spec):
             spec = requirement(ecosystem, name, None, extras[name])
         exact = pinned_version(ecosystem, spec)
         if exact:

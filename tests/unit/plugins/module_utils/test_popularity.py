@@ -461,8 +461,8 @@ def test_popular_extras_are_resolved_on_purpose_and_checked():
                    extras={'Uvicorn': ['standard'], 'celery': ['redis', 'msgpack']}, pins=['fastapi'])
     assert [p['name'] for p in res['packages']] == [
         'fastapi', 'uvicorn[standard]', 'uvicorn[standard]==0.29.0', 'celery[msgpack,redis]']
-    res = pop.rank('pip', [], read, top=5, pins=['fastapi'], extras={'fastapi': 'standard'})
-    assert [p['name'] for p in res['packages']] == ['fastapi[standard]']
+    res = pop.rank('pip', [], read, top=5, pins=['FastAPI', 'celery>=5'], extras={'fastapi': 'standard', 'celery': 'redis'})
+    assert [p['name'] for p in res['packages']] == ['fastapi[standard]', 'celery>=5']   # a pin with a range as given
     for bad, message in (({'uvicorn': ['std @ http://x']}, 'not a list of extra names'),
                          ({'x @ http://y': ['a']}, 'is not a project name'), ({'uvicorn': []}, 'not a list')):
         with pytest.raises(pop.PopularityError, match=message):
@@ -493,6 +493,7 @@ def test_shares_make_the_weights_mean_something():
     (fleet(telemetry({'six': -1})), 'host 1: count -1 of six'),
     (fleet(telemetry({}, {'six': ['1.0']})), 'versions of six'),
     ({'type': 'fleet', 'hosts': {'h': {}}}, 'is not a list'),
+    (fleet({'six': 2}), 'host 1: unknown keys six'),
 ])
 def test_bad_fleet_telemetry_is_named(source, message):
     with pytest.raises(pop.PopularityError, match=message):
