@@ -239,7 +239,7 @@ fleet:
   version_added: 0.4.0
 provenance:
   description:
-    - What a snapshot's manifest records about the list (M(pkgcache.overlay.snapshot_build)'s O(provenance)) - the
+    - What a snapshot's manifest records about the list (the O(pkgcache.overlay.snapshot_build#module:provenance) option of M(pkgcache.overlay.snapshot_build)) - the
       sources and the totals, never a package name or a count of one. C(sources) lists per source its C(name),
       C(type), C(weight), and the C(packages) and C(total) count it brought into the ranking (after the
       thresholds); a C(fleet) source also C(hosts) and C(min_hosts). Then C(normalize), C(top), C(packages)
