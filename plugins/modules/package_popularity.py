@@ -239,8 +239,9 @@ fleet:
   version_added: 0.4.0
 provenance:
   description:
-    - What a snapshot's manifest records about the list (the O(pkgcache.overlay.snapshot_build#module:provenance) option of M(pkgcache.overlay.snapshot_build)) - the
-      sources and the totals, never a package name or a count of one. C(sources) lists per source its C(name),
+    - What a snapshot's manifest records about the list (give it to
+      O(pkgcache.overlay.snapshot_build#module:provenance)), the sources and the totals, never a package name or a
+      count of one. C(sources) lists per source its C(name),
       C(type), C(weight), and the C(packages) and C(total) count it brought into the ranking (after the
       thresholds); a C(fleet) source also C(hosts) and C(min_hosts). Then C(normalize), C(top), C(packages)
       (entries in the list), C(pins), C(versions) (version entries added) and C(extras) (entries with extras).
