@@ -328,6 +328,11 @@ def served_by_the_next_build():
     return res['Show what the store would serve'][HOST]['msg']
 
 
+def host_counts(summary, eco):
+    """The host's counts per package of ``eco`` in a summary (0.3's telemetry was a bare mapping)."""
+    return summary['telemetry'][eco].get('packages', summary['telemetry'][eco])
+
+
 def test_telemetry_a_guess_planted_by_the_attacker_changes_nothing_the_store_serves():
     """mallory plants `secretpkg` in her pip and npm caches; with min_users 2 her copy is one of the two users,
     so the host's count of it exists exactly when a victim of the host has it too (the oracle of issue 24).
@@ -343,11 +348,9 @@ def test_telemetry_a_guess_planted_by_the_attacker_changes_nothing_the_store_ser
         for user in ('mallory', 'alice'):
             as_user(user, HOST).run(UNPLANT)
     # The setup really is the oracle: the host's own counts (which stay with the builder) differ.
-    def counts(summary, eco):
-        return summary['telemetry'][eco].get('packages', summary['telemetry'][eco])   # (0.3 sent a bare mapping)
     for eco in ('pip', 'npm'):
-        assert 'secretpkg' not in counts(alone, eco), alone['telemetry']
-        assert counts(both, eco)['secretpkg'] == 2, both['telemetry']
+        assert 'secretpkg' not in host_counts(alone, eco), alone['telemetry']
+        assert host_counts(both, eco)['secretpkg'] == 2, both['telemetry']
     # What the store would serve does not: the lists the build resolves, and the manifest's provenance.
     assert both['requested'] == alone['requested'], (alone['requested'], both['requested'])
     assert both['provenance'] == alone['provenance'], (alone['provenance'], both['provenance'])
