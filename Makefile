@@ -3,10 +3,17 @@
 SCENARIOS ?= default default@trixie refresh ecosystems shards attacks
 # The Python tools live in a venv (scripts/venv.sh): Debian 12's system pip refuses installs.
 export PATH := $(CURDIR)/.cache/venv/bin:$(PATH)
+# ansible-core 2.19's ssh-agent client imports cryptography's DSA names, and the venv's cryptography warns about
+# it on every ansible command ("CryptographyDeprecationWarning: DSA is deprecated ..."). That one warning is
+# filtered for what this Makefile starts (demo/run.sh does the same); users' environments are left alone.
+comma := ,
+export PYTHONWARNINGS := $(if $(PYTHONWARNINGS),$(PYTHONWARNINGS)$(comma))ignore:DSA is deprecated
 
 .PHONY: test demo demo-clean bootstrap venv-check unit lint sanity package molecule bench
 
-test: bootstrap venv-check unit lint sanity package molecule
+# The checks and the scenarios in two lanes side by side (scripts/test.sh; PKGCACHE_LANES=serial for one lane).
+test: bootstrap
+	bash scripts/test.sh
 
 bootstrap:
 	bash scripts/bootstrap.sh

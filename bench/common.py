@@ -54,6 +54,7 @@ class Env(object):
         self.work = work
         self.index_root = os.path.join(work, 'index')
         self.nginx = None
+        self.log = os.path.join(work, 'access.log')
 
     def start(self, wheelhouse, extra_wheels):
         os.makedirs(self.work, exist_ok=True)
@@ -66,7 +67,8 @@ class Env(object):
         with open(conf, 'w') as f:
             f.write('''daemon off; worker_processes 2; pid %(w)s/nginx.pid; error_log %(w)s/nginx-error.log;
 events { worker_connections 256; }
-http { access_log off; sendfile on; types { application/octet-stream whl; text/html html; }
+http { sendfile on; types { application/octet-stream whl; text/html html; }
+  log_format bench '$status $uri $body_bytes_sent "$http_cache_control"'; access_log %(w)s/access.log bench;
   server { listen 127.0.0.1:%(port)d; root %(root)s;
     location /simple/ { index index.html; add_header Cache-Control "max-age=600, public"; }
     location /files/ { add_header Cache-Control "max-age=365000000, immutable, public"; }
@@ -102,6 +104,22 @@ http { access_log off; sendfile on; types { application/octet-stream whl; text/h
         os.makedirs(os.path.join(self.index_root, 'simple'), exist_ok=True)  # no wheels: npm's server only
         with open(os.path.join(self.index_root, 'simple', 'index.html'), 'w') as f:
             f.write(''.join('<a href="%s/">%s</a><br>\n' % (p, p) for p in sorted(projects)))
+
+    def mark(self):
+        """Where the access log ends now: requests() from here on are the ones made after this call."""
+        return os.path.getsize(self.log) if os.path.exists(self.log) else 0
+
+    def requests(self, since):
+        """[(status, path, bytes, the request's Cache-Control)] the index served since ``mark()`` gave ``since``."""
+        with open(self.log, 'rb') as f:
+            f.seek(since)
+            text = f.read().decode('utf-8', 'replace')
+        out = []
+        for line in text.splitlines():
+            head, dummy, cc = line.partition(' "')
+            status, path, size = head.split()
+            out.append((int(status), path, int(size), cc.rstrip('"')))
+        return out
 
     def limit(self, rate):
         subprocess.run(in_ns(['tc', 'qdisc', 'del', 'dev', 'lo', 'root']), capture_output=True, check=False)

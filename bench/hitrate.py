@@ -110,15 +110,16 @@ def tail(text, lines=4):
     return ' / '.join(l.strip() for l in keep[-lines:])
 
 
-def download(dest, specs):
-    """One `pip download --only-binary :all:` of ``specs`` into ``dest`` with this machine's pip settings (cached)."""
+def download(dest, specs, python=None):
+    """One `pip download --only-binary :all:` of ``specs`` into ``dest`` with this machine's pip settings (cached);
+    ``python``: whose pip (default the users' Python)."""
     stamp = os.path.join(dest, '.done.json')
     if os.path.exists(stamp):
         with open(stamp) as f:
             return json.load(f)
     shutil.rmtree(dest, ignore_errors=True)
     os.makedirs(dest)
-    cmd = [b.USER_PYTHON, '-m', 'pip', 'download', '--disable-pip-version-check', '--only-binary', ':all:',
+    cmd = [python or b.USER_PYTHON, '-m', 'pip', 'download', '--disable-pip-version-check', '--only-binary', ':all:',
            '-d', dest] + specs
     start = time.monotonic()
     try:

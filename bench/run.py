@@ -7,8 +7,9 @@ test: no figure is asserted. Results go to bench/results/<name>.md and .png.
   1. time-to-install (`install`): the 50 most downloaded PyPI projects that
      have wheels for the users' Python (bench/hitrate.py's list, with their
      dependencies) installed at once by a non-root user in a fresh venv: cold
-     cache vs through the snapshot view vs the floor (--no-index
-     --find-links), from nginx serving a static PEP 503 tree with PyPI's cache
+     cache vs through the snapshot view vs a warm plain cache (no overlay) vs
+     the floor (--no-index --find-links), arms interleaved in every round,
+     from nginx serving a static PEP 503 tree with PyPI's cache
      headers, inside a network namespace whose loopback is limited by a tbf
      qdisc (50 Mbit/s) or not limited. `uv` and `npm` (bench/ecosystems.py):
      the same for uv (same packages) and for 30 popular npm packages.
@@ -72,14 +73,74 @@ def install_set(work, top=INSTALL_TOP):
     os.makedirs(cache_dir, exist_ok=True)
     chosen = hitrate.select(top, cache_dir)[0]
     key = hitrate.pc.fingerprint(sorted(norm(n) for n in chosen))[:12]
-    joint = hitrate.download(os.path.join(cache_dir, 'joint-' + key), chosen)
+    # The joint download only fills the bench's index with what one install of the whole list takes; the installs
+    # measured use Debian's pip. That pip (23.0.1) backtracked for more than 15 minutes over the boto3 and
+    # aiobotocore pins of 2026-12 and gave up; a current pip's resolver finds them in half a minute.
+    pip = current_pip_python(work)
+    name = 'joint-%s%s' % ('current-pip-' if pip else '', key)
+    joint = hitrate.download(os.path.join(cache_dir, name), chosen, pip)
     if not joint['ok']:
         raise RuntimeError('pip download of the top %d failed: %s' % (top, joint['reason']))
-    joint['dir'] = os.path.join(cache_dir, 'joint-' + key)
+    joint['dir'] = os.path.join(cache_dir, name)
+    joint['pip'] = sh([pip or USER_PYTHON, '-m', 'pip', '--version']).stdout.split()[1]
     return chosen, hitrate.wheelhouse(cache_dir, chosen, joint, 'flat-install-%d' % top), joint
 
 
+def traffic(reqs):
+    """What one install asked of the index: index pages (200, 304, and how many asked max-age=0) and files fetched."""
+    pages = [r for r in reqs if r[1].startswith('/simple/')]
+    files = [r for r in reqs if r[1].startswith('/files/') and r[0] == 200]
+    return {'pages': len(pages), 'page_200': sum(1 for r in pages if r[0] == 200),
+            'page_304': sum(1 for r in pages if r[0] == 304),
+            'max_age_0': sum(1 for r in pages if 'max-age=0' in r[3]),
+            'files': sorted(os.path.basename(r[1]) for r in files), 'file_bytes': sum(r[2] for r in files)}
+
+
+def traffic_lines(seen, kinds, labels):
+    """Markdown lines of what each arm asked of the index, per link (the same in every round unless stated)."""
+    lines = ['', '| link | arm | index pages asked (200 / 304) | of them sent `Cache-Control: max-age=0` '
+             '| files fetched | MB fetched |', '| --- | --- | --- | --- | --- | --- |']
+    names = {}
+    for link, per_kind in seen.items():
+        for kind in kinds:
+            rounds = per_kind[kind]
+
+            def cell(key):
+                values = sorted(set(t[key] for t in rounds))
+                return '/'.join(str(v) for v in values)
+            lines.append('| %s | %s | %s (%s / %s) | %s | %s | %s |' % (
+                link, labels[kind], cell('pages'), cell('page_200'), cell('page_304'), cell('max_age_0'),
+                '/'.join(str(v) for v in sorted(set(len(t['files']) for t in rounds))),
+                '/'.join('%.1f' % v for v in sorted(set(round(t['file_bytes'] / 1e6, 1) for t in rounds)))))
+            if kind in ('overlay', 'warm'):
+                for t in rounds:
+                    for f in t['files']:
+                        names.setdefault(labels[kind], set()).add(f)
+    for label, files in sorted(names.items()):
+        lines += ['', 'Files the %s fetched (any round, any link): %s.' % (label, ', '.join(sorted(files)))]
+    return lines
+
+
+def current_pip_python(work):
+    """A venv of the users' Python with the newest pip of .cache/pypiserver (None if there is none): its python."""
+    wheels = current_pips()
+    if not wheels:
+        return None
+    venv = os.path.join(work, 'joint-pip')
+    python = os.path.join(venv, 'bin', 'python')
+    if not os.path.exists(python):
+        sh([USER_PYTHON, '-m', 'venv', venv])
+        sh([python, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '--no-index', wheels[-1]])
+    return python
+
+
 def bench_install(env, work, rounds, packages, joint):
+    """Four arms, interleaved in every round: cold, the snapshot view, a warm plain cache, the floor.
+
+    Cold runs first in a round (the warm arm is the plain cache it just
+    filled); the other three follow in an order that rotates from round to
+    round, so that no arm always runs right after another.
+    """
     uid, gid, home = ensure_user()
     snap = build(work, 'install', packages)
     host = os.path.join(work, 'host')
@@ -92,45 +153,67 @@ def bench_install(env, work, rounds, packages, joint):
                '--trusted-host', '127.0.0.1:%d' % PORT] + packages
     floor = [os.path.join(venv, 'bin', 'pip'), 'install', '-q', '--no-index', '--find-links',
              os.path.join(env.index_root, 'files')] + packages
+    cold_cache = os.path.join(work, 'cold-cache')
 
     def fresh_venv():
         shutil.rmtree(venv, ignore_errors=True)
         sh(['runuser', '-u', USER, '--', USER_PYTHON, '-m', 'venv', venv])
 
-    os.makedirs(work, exist_ok=True)
-    os.chmod(work, 0o755)
-    rows, installed = {}, 0
-    for rate in ('50mbit', None):
-        env.limit(rate)
-        times = {'cold': [], 'overlay': [], 'floor': []}
-        for dummy in range(rounds):
-            fresh_venv()
-            cold_cache = os.path.join(work, 'cold-cache')
+    def arm(kind):
+        fresh_venv()
+        if kind == 'cold':
             shutil.rmtree(cold_cache, ignore_errors=True)
             os.makedirs(cold_cache)
             os.chown(cold_cache, uid, gid)
-            times['cold'].append(as_user(install, {'PIP_CACHE_DIR': cold_cache})[0])
-            installed = common.du(venv)
-            fresh_venv()
+            return as_user(install, {'PIP_CACHE_DIR': cold_cache})[0]
+        if kind == 'warm':  # the plain cache the round's cold install filled: every file is in it, no overlay
+            return as_user(install, {'PIP_CACHE_DIR': cold_cache})[0]
+        if kind == 'overlay':
             mount_view(lower, target, scratch, uid, gid)
-            times['overlay'].append(as_user(install)[0])
-            fresh_venv()
-            times['floor'].append(as_user(floor, {'PIP_NO_CACHE_DIR': '1'})[0])
-        rows[rate or 'no limit'] = times
+            return as_user(install)[0]
+        return as_user(floor, {'PIP_NO_CACHE_DIR': '1'})[0]
+
+    os.makedirs(work, exist_ok=True)
+    os.chmod(work, 0o755)
+    kinds = ('cold', 'overlay', 'warm', 'floor')
+    rows, seen, installed = {}, {}, 0
+    for rate in ('50mbit', None):
+        env.limit(rate)
+        link = rate or 'no limit'
+        times = dict((k, []) for k in kinds)
+        seen[link] = dict((k, []) for k in kinds)
+        for r in range(rounds):
+            rest = list(kinds[1:])
+            order = ['cold'] + rest[r % len(rest):] + rest[:r % len(rest)]
+            for kind in order:
+                mark = env.mark()
+                times[kind].append(arm(kind))
+                seen[link][kind].append(traffic(env.requests(mark)))
+                if kind == 'cold':
+                    installed = common.du(venv)
+            print('install: %s round %d: %s' % (link, r + 1, ', '.join('%s %.1fs' % (k, times[k][-1]) for k in order)))
+        rows[link] = times
     subprocess.run(['umount', target], capture_output=True, check=False)
     env.limit(None)
-    kinds = ('cold', 'overlay', 'floor')
+    labels = {'cold': 'cold cache', 'overlay': 'snapshot view', 'warm': 'warm plain cache', 'floor': 'floor (--no-index)'}
     lines = install_table('Time to install the %d most downloaded PyPI packages (with dependencies) in a fresh venv, '
                           'as a non-root user' % len(packages),
                           'Index: nginx, static PEP 503 tree with PyPI cache headers, in a network namespace; '
                           'link: tbf qdisc on its loopback. One `pip install` of all of them: %d files, %.1f MB to '
-                          'download (a joint `pip download`), %.0f MB in the venv. Snapshot: %d packages, %.1f MB. '
-                          '%d rounds; median (min..max).'
-                          % (len(joint['files']), joint['bytes'] / 1e6, installed / 1e6, len(snap['packages']),
+                          'download (a joint `pip download`, pip %s), %.0f MB in the venv. Snapshot: %d packages, %.1f MB. '
+                          'Warm plain cache: the cache the round\'s cold install filled, no overlay. '
+                          '%d rounds, arms interleaved (cold first, then the other three in an order that rotates); '
+                          'median (min..max), each ratio taken round by round.'
+                          % (len(joint['files']), joint['bytes'] / 1e6, joint['pip'], installed / 1e6, len(snap['packages']),
                              snap['bytes'] / 1e6, rounds),
-                          rows, kinds, [('view / cold', 'overlay', 'cold'), ('view / floor', 'overlay', 'floor')],
-                          {'cold': 'cold cache', 'overlay': 'snapshot view', 'floor': 'floor (--no-index)'})
+                          rows, kinds, [('view / cold', 'overlay', 'cold'), ('view / floor', 'overlay', 'floor'),
+                                        ('view / warm', 'overlay', 'warm'), ('warm / floor', 'warm', 'floor')],
+                          labels)
+    lines += ['', 'What each install asked of the index (values that differ between rounds are all listed, a/b):']
+    lines += traffic_lines(seen, kinds, labels)
     lines += ['', 'Packages, in rank order: ' + ', '.join(packages) + '.']
+    with open(os.path.join(HERE, 'results', 'time-to-install.json'), 'w') as f:
+        json.dump({'rows': rows, 'traffic': seen}, f, indent=1)
     write('time-to-install', lines, install_plot(rows, kinds, 'pip install of %d packages' % len(packages)))
     return rows
 

@@ -24,8 +24,11 @@ if ! command -v promtool >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
-log "python packages (into .cache/venv)"
-bash "$here/scripts/venv.sh"
+# The venv, the two base images and the langs image take most of a fresh machine's bootstrap and need
+# nothing of each other (the langs image needs the bookworm image only): they are made side by side.
+log "python packages (into .cache/venv), in the background"
+bash "$here/scripts/venv.sh" &
+venv_pid=$!
 py="$here/.cache/venv/bin/python"
 
 if ! docker info >/dev/null 2>&1; then
@@ -61,9 +64,12 @@ build_image() {  # suite image
   tar -C "$root" -c . | docker import -c 'CMD ["/sbin/init"]' -c 'ENV container=docker' - "$image" >/dev/null
   rm -rf "$root"
 }
-build_image bookworm "$IMAGE"
-# Debian 13: the default scenario runs on it too (molecule/trixie).
-build_image trixie "${PKGCACHE_TRIXIE_IMAGE:-pkgcache-trixie-systemd:latest}"
+build_image bookworm "$IMAGE" &
+bookworm_pid=$!
+# Debian 13: the default scenario runs on it too (default@trixie).
+build_image trixie "${PKGCACHE_TRIXIE_IMAGE:-pkgcache-trixie-systemd:latest}" &
+trixie_pid=$!
+wait "$bookworm_pid" || { echo "building $IMAGE failed" >&2; exit 1; }
 
 # The ecosystems scenario needs npm, Maven and a JRE on its hosts. Debian's
 # maven-dependency-plugin (and junit4, which it needs) stand in for Maven
@@ -81,6 +87,9 @@ if [ -n "${PKGCACHE_REBUILD_IMAGE:-}" ] || [ "$have" != "$langs_pkgs" ]; then
     pkgcache-langs-build "$LANGS_IMAGE" >/dev/null
   docker rm pkgcache-langs-build >/dev/null
 fi
+
+wait "$trixie_pid" || { echo "building the trixie image failed" >&2; exit 1; }
+wait "$venv_pid" || { echo "scripts/venv.sh failed" >&2; exit 1; }
 
 # Real wheels (and one sdist-only package) for the local test index.
 # Wheels for Debian 12's Python (the host's) and Debian 13's (3.13, the default@trixie run) alike.

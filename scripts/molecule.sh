@@ -8,6 +8,9 @@ for c in pkgcache-demo-builder pkgcache-demo-repl1 pkgcache-demo-repl2; do
   docker stop "$c" >/dev/null 2>&1 || true
 done
 export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0
+# The slowest tests of each verify, for the run's time budget.
+durations='--durations=8 --durations-min=20'
+export PYTEST_ADDOPTS="$durations ${PYTEST_ADDOPTS:-}"
 for run in "$@"; do
   # scenario@release runs the scenario on another Debian release's image (default@trixie: Debian 13).
   scenario=${run%@*}
@@ -23,7 +26,7 @@ for run in "$@"; do
     rc=0
     molecule destroy -s "$scenario"
     for step in create prepare converge verify; do
-      PYTEST_ADDOPTS='-k "not test_bad_input and not test_check_mode"' molecule "$step" -s "$scenario" || { rc=$?; break; }
+      PYTEST_ADDOPTS="$durations -k 'not test_bad_input and not test_check_mode'" molecule "$step" -s "$scenario" || { rc=$?; break; }
     done
     molecule destroy -s "$scenario"
     [ "$rc" -eq 0 ] || exit "$rc"

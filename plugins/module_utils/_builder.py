@@ -46,6 +46,7 @@ MERGE_ARGUMENT_SPEC = dict(
     signing_key=dict(type='path', no_log=False),
     lock_timeout=dict(type='int', default=0),
     force=dict(type='bool', default=False),
+    revision_ttl=dict(type='int', default=publish.DEFAULT_TTL),
     **_module.store_http_options()
 )
 
@@ -65,6 +66,7 @@ def argument_spec():
         reuse=dict(type='bool', default=True),
         max_age=dict(type='int', default=0),
         force=dict(type='bool', default=False),
+        revision_ttl=dict(type='int', default=publish.DEFAULT_TTL),
         shard=dict(type='dict', options=dict(index=dict(type='int', required=True),
                                              count=dict(type='int', required=True))),
     )
@@ -98,6 +100,8 @@ def ecosystem_options(p, eco, shard=None):
              reuse=p.get('reuse', True) is not False)
     if shard:
         o[filler.ITEMS] = shards.mine(o[filler.ITEMS], shard, filler.item_name)
+        if o.get('max_bytes'):
+            o['max_bytes'] //= shard['count']  # each builder holds its share of the budget
     return o
 
 
@@ -135,6 +139,8 @@ def build(p, run, check_mode=False, now=None, opener=None):
                 continue
             cache = os.path.join(scratch, 'cache', eco)
             os.makedirs(cache)
+            if 'pip' in parts:  # what pip's budget left out (uv leaves the same specs out)
+                o = dict(o, left_out=(parts['pip']['meta'].get('budget') or {}).get('left_out') or [])
             packages, misses, meta, key = filler.fill(o, cache, scratch, run, opener=opener)
             parts[eco] = {'packages': packages, 'misses': misses, 'meta': meta, 'key': key,
                           'exclude': filler.exclude(cache)}
@@ -183,12 +189,20 @@ def _read_ref(store, name):
         return None
 
 
+def budget_left_out(metas):
+    """What the budget left out, from every ecosystem's metadata ({eco: meta}), each entry with its ecosystem."""
+    return [dict(x, ecosystem=eco) for eco, meta in metas.items() for x in (meta.get('budget') or {}).get('left_out') or []]
+
+
 def _result(parts):
     result = {'misses': [], 'packages': [], 'ecosystems': {}}
     for eco, part in parts.items():
         result['misses'] += part['misses']
         result['packages'] += [{'name': x['name'], 'version': x['version'], 'ecosystem': eco} for x in part['packages']]
         result['ecosystems'][eco] = dict(part['meta'], misses=part['misses'])
+    left_out = budget_left_out(dict((eco, part['meta']) for eco, part in parts.items()))
+    if left_out:
+        result['left_out'] = left_out
     if 'pip' in parts:
         result['pip_version'] = parts['pip']['meta']['pip_version']
         result['python_version'] = parts['pip']['meta']['python_version']
@@ -272,7 +286,10 @@ def inputs_key(p, specs):
     """Fingerprint of what a build is asked to build (lists, indexes, tools), not of what the index holds."""
     keys = ('ecosystems', 'index_url', 'trusted_host', 'python', 'pip_version', 'shard', 'reuse') + \
         tuple(e for e in ECOSYSTEMS if e != 'pip')
-    return fingerprint(dict([(k, p.get(k)) for k in keys] + [('pip', specs)]))
+    # Only when a budget is set (the scores only matter then): the keys of builds without one stay as they were.
+    budget = [(k, p[k]) for k in ('max_bytes', 'max_project_bytes', 'scores')
+              if p.get(k) and (p.get('max_bytes') or p.get('max_project_bytes'))]
+    return fingerprint(dict([(k, p.get(k)) for k in keys] + [('pip', specs)] + budget))
 
 
 def _age(then, now):
@@ -312,6 +329,9 @@ def result_from_manifest(manifest):
         result['misses'] += meta.get('misses') or []
         result['packages'] += [{'name': x['name'], 'version': x['version'], 'ecosystem': eco}
                                for x in meta.get('packages') or []]
+    left_out = budget_left_out(result['ecosystems'])
+    if left_out:
+        result['left_out'] = left_out
     return result
 
 
@@ -341,6 +361,11 @@ def _store_snapshot(p, store, cache_root, parts, key, now, run):
         metadata[eco] = meta
     if p.get('provenance'):
         metadata['provenance'] = p['provenance']
+    if result.get('left_out'):
+        # What the budget left out and why: names of the requested (public) list and sizes, nothing per user.
+        metadata['provenance'] = dict(metadata.get('provenance') or {}, left_out=[
+            {'ecosystem': x['ecosystem'], 'package': x['package'], 'reason': x['reason'], 'why': x['why']}
+            for x in result['left_out']])
     if p.get('shard'):
         metadata['shard'] = shards.check_shard(p['shard'])
     snap_id, digest = write_snapshot(p, store, entries, metadata, key, False, run)
@@ -447,9 +472,10 @@ def build_runner(module):
 def run_module(module):
     """snapshot_build's main(): build() decides once; check mode runs no tool and writes nothing."""
     p = module.params
+    _module.require_at_least(module, 'revision_ttl', publish.MIN_TTL)
     try:
         result = build(p, build_runner(module), check_mode=module.check_mode, now=_module.utc_now(),
-                       opener=_module.opener() if p['reuse'] else None)
+                       opener=_module.opener())
     except (BuildError, st.StoreError, mf.ManifestError, SignatureError, LockError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
@@ -459,6 +485,7 @@ def run_merge_module(module):
     """snapshot_merge's main(): merge() decides once; check mode fetches and writes nothing."""
     p = module.params
     _module.require_at_least(module, 'deadline', 1)
+    _module.require_at_least(module, 'revision_ttl', publish.MIN_TTL)
     try:
         result = merge(p, _module.opener(p['timeout'], p['validate_certs']), check_mode=module.check_mode,
                        now=_module.utc_now(), run=_module.runner(module))

@@ -7,7 +7,8 @@ Private to the collection; the API may change without notice.
 
     current           symlink to trees/<id>, the active snapshot (moved by one rename)
     history           the ids activated, oldest first, with when
-    newest            the newest snapshot applied ({created, id, revision}): what downgrade checks compare with
+    newest            the newest snapshot applied ({created, id, revision, serial, expires}): what downgrade and
+                      freshness checks compare with (serial and expires: of the newest revision record accepted)
     last_sync.json    the outcome of the last sync ({ok, id or error, time, epoch}), for snapshot_status
 """
 
@@ -78,25 +79,34 @@ def record_activation(store, snap_id, when):
 
 
 def newest_applied(store):
-    """What this host applied: {created: newest build time, revision: highest revision (or None), id}, or None."""
+    """What this host applied: {created: newest build time, revision: highest revision (or None), id, serial and
+    expires of the newest record accepted (0 and None before any record that expires)}, or None."""
     data = read_optional(os.path.join(store, 'newest'))
     if not data:
         return None
     try:
         d = json.loads(data)
-        return {'created': d['created'], 'id': d['id'], 'revision': d.get('revision')}
-    except (ValueError, KeyError, TypeError):
+        return {'created': d['created'], 'id': d['id'], 'revision': d.get('revision'), 'serial': d.get('serial') or 0,
+                'expires': d.get('expires')}
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def record_newest(store, manifest, revision=None):
-    newest = newest_applied(store) or {'created': '', 'id': None, 'revision': None}
+def record_newest(store, manifest, revision=None, record=None):
+    """Remember ``manifest`` (applied as ``revision``) if it is newer, and ``record``'s serial and expiry if it is
+    the newest record yet (a higher revision, or the same one signed again)."""
+    newest = newest_applied(store) or {'created': '', 'id': None, 'revision': None, 'serial': 0, 'expires': None}
     created = manifest.get('created') or ''
     revisions = [r for r in (revision, newest['revision']) if r is not None]
     highest = max(revisions) if revisions else None
-    if created > newest['created'] or highest != newest['revision']:
+    serial, expires = newest['serial'], newest['expires']
+    if record is not None and (newest['revision'] is None or (record['revision'], record.get('serial', 0))
+                               > (newest['revision'], newest['serial'])):
+        serial, expires = record.get('serial', 0), record.get('expires')
+    if created > newest['created'] or highest != newest['revision'] or (serial, expires) != (newest['serial'], newest['expires']):
         write_bytes_atomic(os.path.join(store, 'newest'), json.dumps(
-            {'created': max(created, newest['created']), 'id': manifest['id'], 'revision': highest}).encode(), 0o600)
+            {'created': max(created, newest['created']), 'id': manifest['id'], 'revision': highest,
+             'serial': serial, 'expires': expires}).encode(), 0o600)
 
 
 def read_last_sync(store):

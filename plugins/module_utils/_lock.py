@@ -18,15 +18,20 @@ class LockError(RuntimeError):
     """Another run holds the lock."""
 
 
+# The lock of the views root, which holds one directory per repl user: a name no repl name can be
+# (repl names never hold '#'), so that a user called '.lock' gets her directory like anyone else.
+VIEWS_LOCK = '#lock'
+
+
 class StoreLock(object):
-    """flock(2) on ``<store>/.lock``; waits up to ``timeout`` seconds (0: fail at once).
+    """flock(2) on ``<store>/<name>`` (``.lock`` unless told); waits up to ``timeout`` seconds (0: fail at once).
 
     The kernel drops the lock when the holder dies, even by SIGKILL, so a
     crashed run never leaves a stale lock behind.
     """
 
-    def __init__(self, store, timeout=0):
-        self.path = os.path.join(store, '.lock')
+    def __init__(self, store, timeout=0, name='.lock'):
+        self.path = os.path.join(store, name)
         self.timeout = timeout
         self.fd = None
 

@@ -65,6 +65,6 @@ def opener(timeout=30, validate_certs=True):
     # Imported here: the metrics timer runs _status (which imports this file) on hosts without Ansible.
     from ansible.module_utils.urls import open_url
 
-    def open_(url):
-        return open_url(url, timeout=timeout, validate_certs=validate_certs, follow_redirects='safe')
+    def open_(url, method=None):
+        return open_url(url, method=method, timeout=timeout, validate_certs=validate_certs, follow_redirects='safe')
     return open_

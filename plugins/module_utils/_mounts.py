@@ -20,6 +20,7 @@ import copy
 import os
 import posixpath
 import pwd
+import stat
 import time
 
 from . import _mountinfo as mi
@@ -28,7 +29,7 @@ from . import _safefs as sf
 from . import _views
 from ._fstab import FstabError, block_entries, block_lines, parse_line, replace_block
 from ._fstabfile import read_text, update_block
-from ._lock import LockError, StoreLock
+from ._lock import VIEWS_LOCK, LockError, StoreLock
 from ._mountcmd import MountError, mount_overlay
 
 BLOCK = 'mounts'
@@ -226,6 +227,24 @@ def _mount_step(run, planner, m, recorded):
     return 'none', 'mounted with the planned layers'
 
 
+def _view_state(info, target):
+    """What is mounted at a view's target, in words (the plan's and the diff's before)."""
+    cur = mi.mounted_at(info, target)
+    if cur is None:
+        return 'not mounted'
+    if cur['fstype'] != 'overlay':
+        return '%s mounted' % cur['fstype']
+    return 'overlay of %s' % cur['super_options'].get('lowerdir')
+
+
+def _view_after(run, m, action, before):
+    if action in ('mount', 'switch'):
+        return 'overlay of %s' % m['lowerdir']
+    if action == 'merge':
+        return before + ', detached generations merged'
+    return before
+
+
 def plan(run, made_roots=None):
     """Decide, read-only, what a run does; return (plan, the check-mode Converge that recorded it).
 
@@ -237,6 +256,8 @@ def plan(run, made_roots=None):
         planner.created[:] = list(made_roots)
     steps, prepare_users, unchanged = [], [], 0
     recorded = set(os.path.dirname(gen) for gen in _views.load_records(run.state_dir))
+    placed = _views.load_links(run.state_dir)
+    planner.links_in_place = {}  # (user, ecosystem): the mount whose link already stands (recorded after a real run)
     for user_mounts in _by_user(run.mounts):
         user = user_mounts[0]['user']
         if user in run.unresolved:
@@ -247,16 +268,33 @@ def plan(run, made_roots=None):
         user_steps = []
         for m in ready:
             action, why = _mount_step(run, planner, m, recorded)
+            seen = {}
             try:
-                link = {'already': 'keep', 'created': 'create', 'replaced': 'replace'}[_views.place_link(m, True, run.now)]
+                link = {'already': 'keep', 'created': 'create', 'replaced': 'replace'}[
+                    _views.place_link(m, True, run.now, seen)]
             except (sf.UnsafePathError, OSError) as exc:
                 # The user's own link place is broken, or changing under us: that costs the link only. The view is
                 # still mounted and kept in fstab; the link is tried (and a failure reported) when the run executes.
                 link, why = 'retry', '%s; link: %s' % (why, exc)
-            user_steps.append({'user': user, 'ecosystem': m['ecosystem'], 'target': m['target'], 'action': action,
-                               'why': why, 'link': link, 'compact': run.compact and action == 'switch'})
-            planner.note(planner.users, m, {'mount': 'mounted', 'switch': 'switched'}.get(
-                action, 'present' if run.state == 'present' and mi.overlay_state(run.info, m) != 'mounted' else 'already'))
+                seen['before'] = 'cannot be reached: %s' % exc
+            step = {'user': user, 'ecosystem': m['ecosystem'], 'target': m['target'], 'action': action,
+                    'why': why, 'link': link, 'compact': run.compact and action == 'switch',
+                    'link_path': m['link'], 'link_before': seen.get('before'), 'link_from': None,
+                    'view_before': _view_state(run.info, m['target'])}
+            step['view_after'] = _view_after(run, m, action, step['view_before'])
+            old = placed.get(user, {}).get(m['ecosystem'])
+            if old is not None and old['link'] != m['link']:
+                # Her home moved since an earlier run placed her link: the new one is placed, the old one retired.
+                fate, reason = _views.retire_link(old, m, True)
+                if link != 'keep' or fate != 'gone':
+                    step['link_from'] = {'path': old['link'], 'home': old['home'], 'fate': fate, 'why': reason}
+                    link = step['link'] = 'retry' if link == 'retry' else 'move'
+            if link == 'keep':
+                planner.links_in_place[(user, m['ecosystem'])] = m
+            user_steps.append(step)
+            state = {'mount': 'mounted', 'switch': 'switched'}.get(
+                action, 'present' if run.state == 'present' and mi.overlay_state(run.info, m) != 'mounted' else 'already')
+            planner.note(planner.users, m, 'link-moved' if state in ('already', 'present') and link == 'move' else state)
             changed = changed or action != 'none' or link != 'keep'
         # A user with nothing to do is left out (and counted): the run does not walk them again.
         if changed:
@@ -265,7 +303,8 @@ def plan(run, made_roots=None):
         else:
             unchanged += len(user_steps)
     before = read_text(run.fstab)
-    write = replace_block(before, BLOCK, run.lines(planner.failed)) != before
+    after = replace_block(before, BLOCK, run.lines(planner.failed))
+    old_block, new_block = block_lines(before, BLOCK), block_lines(after, BLOCK)
     planned = set(m['target'] for m in run.mounts)
     retired = set(t for u in planner.retired.values() for t in u.values())
     unmount = []
@@ -280,8 +319,21 @@ def plan(run, made_roots=None):
         for user in planner.removed_users():
             planner.purge(user, left)
     return {'create': list(planner.created), 'repair': dict(planner.repaired), 'retire': dict(planner.retired),
-            'prepare': prepare_users, 'fstab': {'path': run.fstab, 'write': write}, 'mounts': steps, 'unchanged': unchanged,
+            'prepare': prepare_users, 'mounts': steps, 'unchanged': unchanged,
+            'fstab': {'path': run.fstab, 'write': after != before, 'add': [l for l in new_block if l not in old_block],
+                      'remove': [l for l in old_block if l not in new_block]},
             'unmount': unmount, 'purge': dict(planner.purged), 'unserved': dict(planner.failed)}, planner
+
+
+def record_links(run, in_place):
+    """Record where this run's cache links stand (``in_place``: (user, ecosystem) -> mount), so that a later run sees
+    a moved home and retires the old link. Users this run did not place a link for keep their record."""
+    before = _views.load_links(run.state_dir)
+    table = copy.deepcopy(before)
+    for (user, eco), m in in_place.items():
+        table.setdefault(user, {})[eco] = {'home': m['home'], 'link': m['link']}
+    if table != before:
+        _views.save_links(run.state_dir, table)
 
 
 def execute(run, the_plan, planner, doer, update):
@@ -312,9 +364,12 @@ def execute(run, the_plan, planner, doer, update):
             else:
                 doer.activate(m)
             if step['link'] != 'keep':
-                linked = doer.link(m) or linked
+                old = step['link_from']
+                linked = doer.link(m, old and {'home': old['home'], 'link': old['path']}) or linked
+                planner.links_in_place[(m['user'], m['ecosystem'])] = m
         except (sf.UnsafePathError, MountError, OSError) as exc:
             doer.fail(m, str(exc))
+    record_links(run, planner.links_in_place)
     removed = {}
     for item in the_plan['unmount']:
         cur = mi.mounted_at(run.info, item['target'])
@@ -332,7 +387,77 @@ def execute(run, the_plan, planner, doer, update):
     return doer, fstab, removed, linked
 
 
-def result(run, conv, fstab, removed, linked, the_plan, warn, diff):
+def _link_line(key, path, what, target):
+    if what == 'symlink to the view %s' % target:
+        return '%s link %s -> %s' % (key, path, target)
+    return '%s link place %s: %s' % (key, path, what)
+
+
+def plan_diff(run, the_plan, conv, check_mode):
+    """The plan's views, cache links, directories, unmounts and purges as --diff's before and after text.
+
+    Check mode shows what the run would do; a real run what it did (a user's step that failed keeps its before).
+    """
+    before, after = [], []
+    for path in the_plan['create']:
+        after.append('directory %s: made, or its owner and mode set' % path)
+    for user, ecos in sorted(the_plan['retire'].items()):
+        for eco, point in sorted(ecos.items()):
+            before.append('%s/%s old mount %s: overlay of the earlier layout' % (user, eco, point))
+            after.append('%s/%s old mount %s: unmounted' % (user, eco, point))
+    for user, ecos in sorted(the_plan['repair'].items()):
+        for eco, what in sorted(ecos.items()):
+            after.append('%s/%s repaired: %s' % (user, eco, what))
+    for s in the_plan['mounts']:
+        key = '%s/%s' % (s['user'], s['ecosystem'])
+        failed = not check_mode and s['ecosystem'] in conv.failed.get(s['user'], {})
+        b, a = [], []
+        b.append('%s view %s: %s' % (key, s['target'], s['view_before']))
+        a.append('%s view %s: %s' % (key, s['target'], s['view_after']))
+        old = s.get('link_from')
+        if old:
+            fate = conv.old_links.get(s['user'], {}).get(s['ecosystem'], old) if not check_mode else old
+            line = _link_line(key, old['path'], 'symlink to the view %s' % s['target'], s['target'])
+            if fate['fate'] in ('remove', 'removed'):
+                b.append(line)
+            elif fate['fate'] == 'left':
+                b.append('%s link place %s: left as it is (%s)' % (key, old['path'], fate['why']))
+                a.append(b[-1])
+        if s['link_path']:
+            if s['link_before'] is not None:
+                b.append(_link_line(key, s['link_path'], s['link_before'], s['target']))
+            a.append(_link_line(key, s['link_path'], 'symlink to the view %s' % s['target'], s['target']))
+        before += b
+        after += b if failed else a
+    for item in the_plan['unmount']:
+        before.append('view %s: %s' % (item['target'], _view_state(run.info, item['target'])))
+        after.append('view %s: unmounted (%s)' % (item['target'], item['why']))
+    for user, outcome in sorted((conv.purged if not check_mode else the_plan['purge']).items()):
+        before.append('removed user %s: scratch and view dirs' % user)
+        after.append('removed user %s: %s' % (user, outcome))
+    header = 'views, cache links and directories (%s)' % run.views_root
+    return {'before': ''.join(l + '\n' for l in before), 'after': ''.join(l + '\n' for l in after),
+            'before_header': header, 'after_header': header}
+
+
+def link_report(the_plan, conv, check_mode):
+    """Per user and ecosystem, every cache link the run places, replaces or moves (see RETURN ``links``)."""
+    out = {}
+    for s in the_plan['mounts']:
+        if s['link'] == 'keep':
+            continue
+        item = {'action': s['link'], 'path': s['link_path'], 'target': s['target'], 'before': s['link_before']}
+        if s['link_from']:
+            old = s['link_from'] if check_mode else conv.old_links.get(s['user'], {}).get(s['ecosystem'])
+            item['from'] = s['link_from']['path']
+            item['old_link'] = '%s: %s' % (old['fate'], old['why']) if old else 'not retired: the new link failed'
+        if not check_mode and s['ecosystem'] in conv.failed.get(s['user'], {}):
+            item['failed'] = conv.failed[s['user']][s['ecosystem']]
+        out.setdefault(s['user'], {})[s['ecosystem']] = item
+    return out
+
+
+def result(run, conv, fstab, removed, linked, the_plan, warn, diff, check_mode=False):
     """The module's result from the Converge that planned (check mode) or executed the run."""
     gids = {}
     for m in run.mounts:
@@ -350,12 +475,29 @@ def result(run, conv, fstab, removed, linked, the_plan, warn, diff):
            'compacted_bytes': sum(c['bytes'] for u in conv.compacted.values() for c in u.values()),
            'created': conv.created, 'mounts': run.mounts, 'unserved': conv.failed, 'saved': conv.saved,
            'repaired': conv.repaired, 'retired': conv.retired, 'detached': conv.detached, 'merged': conv.merged,
-           'purged': conv.purged, 'plan': the_plan}
+           'purged': conv.purged, 'links': link_report(the_plan, conv, check_mode), 'plan': the_plan}
     if fstab['backup_file']:
         out['backup_file'] = fstab['backup_file']
-    if diff and fstab['changed']:
-        out['diff'] = fstab['diff']
+    if diff:
+        diffs = [fstab['diff']] if fstab['changed'] else []
+        views = plan_diff(run, the_plan, conv, check_mode)
+        if views['before'] != views['after']:
+            diffs.append(views)
+        if diffs:
+            out['diff'] = diffs[0] if len(diffs) == 1 else diffs
     return out
+
+
+def drop_old_lock(views_root):
+    """Remove the lock file of earlier versions (``<views_root>/.lock``, root's regular file): its name is the view
+    dir of a user called ``.lock``. Done under the current lock; a directory of that name is hers and stays."""
+    fd = sf.open_dir(views_root, 'views_root')
+    try:
+        st = sf.entry(fd, '.lock')
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_uid == 0:
+            os.unlink('.lock', dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def converge(run, check_mode, update, warn, diff, lock_timeout):
@@ -365,14 +507,15 @@ def converge(run, check_mode, update, warn, diff, lock_timeout):
         fstab = update(run.lines(planner.failed))
         removed = dict((u['target'], 'unmounted') for u in the_plan['unmount'])
         linked = any(s['link'] != 'keep' for s in the_plan['mounts'])
-        return result(run, planner, fstab, removed, linked, the_plan, warn, diff)
+        return result(run, planner, fstab, removed, linked, the_plan, warn, diff, check_mode=True)
     options = dict((m['target'], parse_line(line)[3]) for line, m in run.paired if m is not None)
 
     def mount_fn(m):
         mount_overlay(m['target'], options[m['target']], m['layers'], m['uid'])
 
     doer = run.converge(mount_fn, False)  # makes the roots: the lock is in the views root
-    with StoreLock(run.views_root, lock_timeout):
+    with StoreLock(run.views_root, lock_timeout, name=VIEWS_LOCK):
+        drop_old_lock(run.views_root)
         if run.live:  # what another run mounted or switched while this one waited for the lock
             run.info = doer.info = mi.current()
             for m in run.mounts:

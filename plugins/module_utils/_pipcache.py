@@ -26,6 +26,7 @@ import re
 import tempfile
 from urllib.parse import urlsplit, urlunsplit
 
+from . import _budget as budget
 from . import _reuse as reuse
 from . import _solo as solo
 from . import _store as st
@@ -41,6 +42,9 @@ OPTIONS = dict(
     python=dict(type='str', default='python3'),
     pip_version=dict(type='str'),
     venv_dir=dict(type='path'),
+    max_bytes=dict(type='int', default=0),
+    max_project_bytes=dict(type='int', default=0),
+    scores=dict(type='dict'),
 )
 ITEMS = 'packages'
 # Top-level names of pip's cache dir that never go into a snapshot.
@@ -232,6 +236,15 @@ def options(p):
         raise BuildError('no packages given: set packages or requirements')
     if not o.get('index_url'):
         raise BuildError('pip: index_url is not set')
+    for name in ('max_bytes', 'max_project_bytes'):
+        if not isinstance(o.get(name), int) or o[name] < 0:
+            raise BuildError('%s must be a number of bytes, 0 or more (0: no limit), not %r' % (name, o.get(name)))
+    for spec, score in (o.get('scores') or {}).items():
+        try:
+            if float(score) < 0:
+                raise ValueError()
+        except (TypeError, ValueError):
+            raise BuildError('scores: the score of %r must be a number, 0 or more, not %r' % (spec, score))
     o.update(packages=specs, store=p['store'], work_dir=p['work_dir'], deadline=p.get('deadline'))
     return o
 
@@ -268,58 +281,224 @@ def _read_report(path):
         return f.read()
 
 
-def _install(vpy, o, specs, cache, scratch, run):
-    """Resolve ``specs`` with pip and leave in ``cache`` every file that a user's ``pip install`` of them fetches;
-    return (rc, the report's text or None, the tail of pip's output).
-
-    The resolution installs nothing (``--dry-run``). If it takes only wheels, the ones it did not fetch whole (an
-    index that serves PEP 658 metadata) are fetched by URL; if it takes an sdist, the specs are installed for real
-    into a throwaway target, so that pip builds the wheel and caches it as a user's install would find it.
-    """
-    tmp = tempfile.mkdtemp(dir=scratch, prefix='pip-')
+def _spec_files(tmp, specs):
     reqfile = os.path.join(tmp, 'requirements.txt')
-    report = os.path.join(tmp, 'report.json')
     with open(reqfile, 'w') as f:
         f.write('\n'.join(specs) + '\n')
-    index = (o['index_url'], o['trusted_host'], cache)
-    env = clean_env(os.environ, cache)
-    rc, out, err = run(resolve_command(vpy, *(index + (report, reqfile))), env)
+    return reqfile, os.path.join(tmp, 'report.json')
+
+
+def _resolve(vpy, o, specs, cache, scratch, run):
+    """Resolve ``specs`` with pip as a user's ``pip install`` into a fresh venv would, installing nothing
+    (``--dry-run``); return (rc, the report's text or None, the tail of pip's output)."""
+    tmp = tempfile.mkdtemp(dir=scratch, prefix='pip-')
+    reqfile, report = _spec_files(tmp, specs)
+    rc, out, err = run(resolve_command(vpy, o['index_url'], o['trusted_host'], cache, report, reqfile),
+                       clean_env(os.environ, cache))
     data = _read_report(report) if rc == 0 else None
-    if data is not None:
-        packages = parse_report(data)
-        if not all(p['is_wheel'] for p in packages):
-            os.unlink(report)
-            rc, out, err = run(install_command(vpy, *(index + (os.path.join(tmp, 'target'), report, reqfile))), env)
-            data = _read_report(report) if rc == 0 else None
-        else:
-            urls = [p['url'] for p in packages if p['url'].startswith(('http://', 'https://')) and not url_cached(cache, p['url'])]
-            if urls:
-                rc, out, err = run(download_command(vpy, *(index + (os.path.join(tmp, 'download'), urls))), env)
-                data = data if rc == 0 else None
     st.remove_tree(tmp)
     return rc, data, tail(err or out, 3)
 
 
-def fill_cache(vpy, o, specs, cache, scratch, run, reused=None):
+def _fetch(vpy, o, specs, data, cache, scratch, run):
+    """Leave in ``cache`` every file of the resolution ``data`` (a dry run's report of ``specs``) that a user's
+    ``pip install`` of them fetches; return (rc, the report's text or None, the tail of pip's output).
+
+    If the resolution takes only wheels, the ones the dry run did not fetch whole (an index that serves PEP 658
+    metadata) are fetched by URL; if it takes an sdist, the specs are installed for real into a throwaway target,
+    so that pip builds the wheel and caches it as a user's install would find it.
+    """
+    packages = parse_report(data)
+    index = (o['index_url'], o['trusted_host'], cache)
+    env = clean_env(os.environ, cache)
+    rc, out, err = 0, '', ''
+    tmp = tempfile.mkdtemp(dir=scratch, prefix='pip-')
+    if not all(p['is_wheel'] for p in packages):
+        reqfile, report = _spec_files(tmp, specs)
+        rc, out, err = run(install_command(vpy, *(index + (os.path.join(tmp, 'target'), report, reqfile))), env)
+        data = _read_report(report) if rc == 0 else None
+    else:
+        urls = [p['url'] for p in packages if p['url'].startswith(('http://', 'https://')) and not url_cached(cache, p['url'])]
+        if urls:
+            rc, out, err = run(download_command(vpy, *(index + (os.path.join(tmp, 'download'), urls))), env)
+            data = data if rc == 0 else None
+    st.remove_tree(tmp)
+    return rc, data, tail(err or out, 3)
+
+
+def _install(vpy, o, specs, cache, scratch, run):
+    """Resolve ``specs`` (``_resolve``) and fetch what the resolution takes (``_fetch``); return (rc, the report's
+    text or None, the tail of pip's output)."""
+    rc, data, err = _resolve(vpy, o, specs, cache, scratch, run)
+    if data is None:
+        return rc, data, err
+    return _fetch(vpy, o, specs, data, cache, scratch, run)
+
+
+def _no_store(cc):
+    return 'no-store' in [d.strip().split('=', 1)[0].lower() for d in cc.split(',')]
+
+
+def header_problem(headers):
+    """What in a file response's headers keeps pip (CacheControl) from caching it, or None when pip caches it: it
+    keeps a 200 response that carries an ETag, or a Date with Cache-Control max-age > 0 or Expires, unless
+    Cache-Control says no-store."""
+    cc = headers.get('Cache-Control') or ''
+    if _no_store(cc):
+        return 'Cache-Control: %s (no-store)' % cc
+    if headers.get('ETag'):
+        return None
+    max_age = re.search(r'(?:^|,)\s*max-age\s*=\s*"?(\d+)', cc, re.I)
+    if (max_age and int(max_age.group(1)) > 0) or headers.get('Expires'):
+        return None if headers.get('Date') else 'no Date header (pip keeps a response by its age only with a Date)'
+    if max_age:
+        return 'Cache-Control: %s (max-age is 0)' % cc
+    return 'no Cache-Control header (nor Expires or ETag)'
+
+
+def _headers(opener, url):
+    """The headers of ``url`` from a HEAD request through ``opener``, or None when it cannot tell."""
+    if opener is None:
+        return None
+    try:
+        resp = opener(url, method='HEAD')
+        try:
+            return resp.headers
+        finally:
+            resp.close()
+    except Exception:  # any failure (a server without HEAD, a stand-in opener): no verdict, pip's cache decides
+        return None
+
+
+def check_index_caches(o, cache, spec, packages, opener, fetched):
+    """Fail the build at once when pip cannot cache what the index serves: the first resolved spec's files are
+    not in the cache, and the index's response for one of them lacks the headers pip needs (a HEAD request), or
+    pip fetched them (``fetched``) and cached none. Returns the headers checked, or None."""
+    urls = [p['url'] for p in packages if p['url'].startswith(('http://', 'https://'))]
+    if not urls or any(url_cached(cache, u) for u in urls):
+        return None
+    headers = _headers(opener, urls[0])
+    problem = header_problem(headers) if headers is not None else None
+    if problem is None and not fetched:
+        return headers
+    raise BuildError(
+        'pip cannot cache what the index %s serves: %s, fetched for %s, came with %s, so the snapshot would hold '
+        'none of the files. Serve files with cache headers (pypiserver: --cache-control; nginx: expires or '
+        'add_header Cache-Control), and give an http index as trusted_host.'
+        % (o['index_url'], urls[0], spec, problem or 'headers pip did not cache it by (pip needs Cache-Control '
+           'max-age, Expires or ETag, over https or from a trusted_host)'))
+
+
+def _first(specs, attempt, check):
+    """Run ``attempt(spec) -> (ok, data, reason)`` on the specs one by one until one succeeds, then ``check(spec,
+    data)``; return (results, failures, the specs not tried)."""
+    failures = []
+    for n, spec in enumerate(specs):
+        ok, data, reason = attempt(spec)
+        if ok:
+            check(spec, data)
+            return [(spec, data)], failures, specs[n + 1:]
+        failures.append((spec, reason))
+    return [], failures, []
+
+
+def each_checked(specs, attempt, workers, check):
+    """``solo.resolve_each``, but the first spec that succeeds runs alone and is checked (``check``) before the
+    others start: an index that pip cannot cache from fails the build after one package, not after all of them."""
+    results, failures, rest = _first(list(specs), attempt, check)
+    more, more_failures = solo.resolve_each(rest, attempt, workers) if rest else ([], [])
+    order = dict((spec, n) for n, spec in enumerate(specs))
+    return (sorted(results + more, key=lambda r: order[r[0]]),
+            sorted(failures + more_failures, key=lambda r: order[r[0]]))
+
+
+def file_size(cache, url, opener):
+    """The size of the file at ``url``: its body in the cache where a dry run fetched it whole (http-v2's
+    ``.body``; an ``http/`` entry with its few headers), else the Content-Length of a HEAD request; None if
+    neither tells."""
+    v2, v1 = http_cache_paths(cache, url)
+    for path in (v2 + '.body', v1):
+        if os.path.isfile(path):
+            return os.path.getsize(path)
+    headers = _headers(opener, url)
+    try:
+        return int(headers.get('Content-Length')) if headers is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def budgeted(o):
+    """Whether the build has a budget (``max_bytes`` or ``max_project_bytes``)."""
+    return bool(o.get('max_bytes') or o.get('max_project_bytes'))
+
+
+def choose(o, specs, reports, cache, opener):
+    """The specs to fetch within the budget (_budget.choose), from their resolutions ``reports`` ({spec: parsed
+    report}, reused ones included) and the sizes of their files; return (chosen specs, left_out, bytes)."""
+    urls = sorted(set(p['url'] for r in reports.values() for p in r if p['url'].startswith(('http://', 'https://'))))
+    found = solo.resolve_each(urls, lambda u: (True, file_size(cache, u, opener), ''), o.get('workers'))[0] if urls else []
+    sizes = dict(found)
+    ranked = [s for s in specs if s in reports]
+    scores = budget.rank_scores(ranked, o.get('scores'))
+    candidates = [{'spec': s, 'score': scores[s], 'files': dict((p['url'], sizes.get(p['url'])) for p in reports[s]
+                                                                if p['url'] in sizes)} for s in ranked]
+    return budget.choose(candidates, o.get('max_bytes') or 0, o.get('max_project_bytes') or 0)
+
+
+def fill_cache(vpy, o, specs, cache, scratch, run, reused=None, opener=None):
     """Install every spec on its own into a fresh target, all through one cache ``cache``.
 
-    Returns (packages, misses, resolutions): the union of what the solo
-    installs took (name, version, url), a miss per spec that cannot be
-    installed alone, and per spec the ``name==version`` list it resolved to.
-    ``reused`` ({spec: resolution}) are specs whose earlier resolution was
-    kept (see _reuse); they count as resolved.
+    Returns (packages, misses, resolutions, left_out): the union of what the
+    solo installs took (name, version, url), a miss per spec that cannot be
+    installed alone, per spec the ``name==version`` list it resolved to, and
+    what the budget left out. ``reused`` ({spec: packages}) are specs whose
+    earlier resolution was kept (see _reuse, their files seeded in ``cache``);
+    they count as resolved and are candidates of the budget too.
+
+    The first spec that resolves runs alone and its files are checked
+    (``check_index_caches``). With a budget (``max_bytes``,
+    ``max_project_bytes``) every spec is first only resolved (a dry run: index
+    pages and PEP 658 metadata), the specs within the budget are chosen from
+    the sizes of their closures, and only those are fetched: a package left
+    out is never downloaded (unless the index serves no metadata, when the dry
+    run itself fetches the files).
     """
-    def one(spec):
+    reused = reused or {}
+    limited = budgeted(o)
+
+    def install(spec):
         rc, data, err = _install(vpy, o, [spec], cache, scratch, run)
         return rc == 0, data, err
 
-    results, failures = solo.resolve_each(specs, one, o.get('workers')) if specs else ([], [])
+    def resolve(spec):
+        rc, data, err = _resolve(vpy, o, [spec], cache, scratch, run)
+        return rc == 0, data, err
+
+    def fetch(item):
+        rc, data, err = _fetch(vpy, o, [item[0]], item[1], cache, scratch, run)
+        return rc == 0, data, err
+
+    def check(spec, data):
+        check_index_caches(o, cache, spec, parse_report(data), opener, fetched=not limited)
+
+    results, failures = each_checked(specs, resolve if limited else install, o.get('workers'), check) \
+        if specs else ([], [])
     if not reused:
         solo.require_some(specs, results, failures, o['index_url'], 'pip')
+    left_out = []
+    if limited:
+        reports = dict((spec, parse_report(data)) for spec, data in results)
+        reports.update(reused)
+        chosen, left_out, dummy = choose(o, o['packages'], reports, cache, opener)
+        todo = [r for r in results if r[0] in set(chosen)]
+        fetched, fetch_failures = solo.resolve_each(todo, fetch, o.get('workers')) if todo else ([], [])
+        results = [(item[0], data) for item, data in fetched]
+        failures = sorted(failures + [(item[0], reason) for item, reason in fetch_failures],
+                          key=lambda f: specs.index(f[0]))
     reports = [(spec, parse_report(data)) for spec, data in results]
     packages = solo.union([r for spec, r in reports], key=lambda x: (x['name'], x['version'], x['url']))
     resolutions = dict((spec, sorted('%s==%s' % (x['name'], x['version']) for x in r)) for spec, r in reports)
-    return packages, solo.misses(failures, o['index_url'], 'pip'), resolutions
+    return packages, solo.misses(failures, o['index_url'], 'pip'), resolutions, left_out
 
 
 def _reuse_previous(o, versions, specs, cache, fetch):
@@ -346,6 +525,30 @@ def _reuse_previous(o, versions, specs, cache, fetch):
     return reused, packages, todo, pages
 
 
+def _reused_reports(reused, kept):
+    """{spec: its packages} of the reused resolutions ({spec: ['name==version', ...]})."""
+    by_pin = dict(('%s==%s' % (x['name'], x['version']), x) for x in kept)
+    return dict((spec, [by_pin[r] for r in res if r in by_pin]) for spec, res in reused.items())
+
+
+def _drop_left_out(cache, reused, kept, left_out, packages):
+    """Forget the reused specs that the budget left out, and remove from ``cache`` the seeded files that no spec
+    kept uses any more; return (reused, kept) without them."""
+    out = set(x['package'] for x in left_out)
+    reused = dict((s, r) for s, r in reused.items() if s not in out)
+    wanted = set(r for res in reused.values() for r in res)
+    still = [x for x in kept if '%s==%s' % (x['name'], x['version']) in wanted]
+    used = set(x['url'] for x in still) | set(x['url'] for x in packages)
+    for x in kept:
+        if x['url'] not in used:
+            for url in (x['url'], x['url'] + '.metadata'):
+                for path in http_cache_paths(cache, url):
+                    for f in (path, path + '.body'):
+                        if os.path.isfile(f):
+                            os.unlink(f)
+    return reused, still
+
+
 def _page(opener, deadline, url):
     return _sync.read_url(opener, url, reuse.PAGE_LIMIT, 'the index page', deadline or 120)
 
@@ -353,16 +556,22 @@ def _page(opener, deadline, url):
 def fill(o, cache, scratch, run, opener=None):
     """Fill ``cache`` (pip's --cache-dir) with pip; return (packages, misses, metadata, key).
 
-    With ``opener`` (reuse), the previous build's resolutions that still hold are copied instead of resolved,
-    and the metadata records the index page of every cached project for the next build.
+    With ``opener`` and ``reuse`` on, the previous build's resolutions that still hold are copied instead of
+    resolved, and the metadata records the index page of every cached project for the next build. ``opener`` also
+    asks the index for the headers (HEAD) of a file pip did not cache (``check_index_caches``) and, with a budget,
+    for the sizes of the files a dry run did not fetch.
     """
     specs = o['packages']
     venv_dir = o.get('venv_dir') or os.path.join(o['work_dir'], 'venv-' + os.path.basename(o['python']))
     vpy, versions, dummy = ensure_venv(o['python'], venv_dir, o.get('pip_version'), o['index_url'],
                                        o.get('trusted_host'), run, scratch)
     fetch = functools.partial(_page, opener, o.get('deadline'))
-    reused, kept, todo, pages = _reuse_previous(o, versions, specs, cache, fetch) if opener else ({}, [], specs, {})
-    packages, misses, resolutions = fill_cache(vpy, o, todo, cache, scratch, run, reused)
+    reuse_on = opener is not None and o.get('reuse', True)
+    reused, kept, todo, pages = _reuse_previous(o, versions, specs, cache, fetch) if reuse_on else ({}, [], specs, {})
+    packages, misses, resolutions, left_out = fill_cache(vpy, o, todo, cache, scratch, run,
+                                                         _reused_reports(reused, kept), opener)
+    if left_out:
+        reused, kept = _drop_left_out(cache, reused, kept, left_out, packages)
     packages = solo.union([packages, kept], key=lambda x: (x['name'], x['version'], x['url']))
     resolutions.update(reused)
     cached, not_cached = check_cached(cache, packages)
@@ -375,7 +584,7 @@ def fill(o, cache, scratch, run, opener=None):
             '(pypiserver: --cache-control; nginx: Cache-Control/expires), and an http index must be given '
             'as trusted_host. Misses: %s' % (len(packages), o['index_url'], '; '.join(m['reason'] for m in misses[:3])))
     key = build_key('pip', o['index_url'], versions['pip'], versions['python'], cached, misses, specs)
-    if opener:
+    if reuse_on:
         # Pages of projects first seen in this build are fetched now, after pip read them: a release in
         # between only means that the next build resolves that package again once more.
         names = set(c['name'] for c in cached)
@@ -385,6 +594,9 @@ def fill(o, cache, scratch, run, opener=None):
     meta = {'pip_version': versions['pip'], 'python_version': versions['python'],
             'index_url': o['index_url'], 'trusted_host': o.get('trusted_host') or None,
             'requested': specs, 'packages': packages, 'resolutions': resolutions, 'reused': len(reused)}
+    if budgeted(o):
+        meta['budget'] = {'max_bytes': o.get('max_bytes') or 0, 'max_project_bytes': o.get('max_project_bytes') or 0,
+                          'left_out': left_out}
     if pages:
         meta['pages'] = pages
     return packages, misses, meta, key

@@ -10,9 +10,19 @@ before):
 
 * ``refs/revisions/<N>.json`` (+ ``.sig``): one record per publish,
   ``{"type": "pkgcache-revision", "revision": N, "id": ..., "published": ...,
-  "reason": "build" | "rollback"}``, signed with the manifest key and never
-  rewritten;
+  "reason": "build" | "rollback", "serial": S, "issued": ..., "expires": ...}``,
+  signed with the manifest key;
 * ``refs/published``: the number N of the newest record.
+
+A record expires (``expires``, ``revision_ttl`` seconds after ``issued``;
+7 days by default), as CernVM-FS's ``.cvmfspublished`` and TUF's timestamp
+role do: a host refuses an expired record, so a mirror (or a man in the
+middle) frozen on an old record is noticed instead of hiding newer snapshots
+for ever. The builder signs its current record again before it expires
+(resign(), on a timer): the same revision and snapshot, a later ``issued`` and
+``expires`` and a higher ``serial``, so hosts take it as fresh and refuse an
+earlier signing of the same revision replayed. Only the current record is
+ever rewritten, and only that way.
 
 A host reads ``refs/published``, then record N and its signature, which
 cannot change under it. It never applies a revision lower than one it
@@ -32,10 +42,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import json
 import os
 import re
 import tempfile
+import time
 
 from . import _manifest as mf
 from . import _module
@@ -47,6 +59,11 @@ from ._fill import BuildError
 TYPE = 'pkgcache-revision'
 MAX_RECORD_BYTES = 4096
 _NUMBER = re.compile(r'^[1-9][0-9]{0,17}$')
+_TIME = re.compile(r'^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$')
+# Seconds a revision record stays valid after it is (re)signed.
+DEFAULT_TTL = 7 * 86400
+# The shortest revision_ttl accepted: well above the clock skew hosts allow (_sync.ALLOWED_SKEW).
+MIN_TTL = 3600
 
 # snapshot_publish's arguments.
 ARGUMENT_SPEC = dict(
@@ -55,6 +72,7 @@ ARGUMENT_SPEC = dict(
     hold=dict(type='bool', default=True),
     signing_key=dict(type='path', no_log=False),
     lock_timeout=dict(type='int', default=0),
+    revision_ttl=dict(type='int', default=DEFAULT_TTL),
 )
 
 
@@ -73,8 +91,36 @@ def parse_number(data, what):
     return int(text)
 
 
+def iso(epoch):
+    """``epoch`` as a record writes times: UTC, whole seconds, ISO 8601 with Z."""
+    return datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def parse_time(value, what):
+    """The Unix time of a record's ``issued`` or ``expires`` (as iso() writes it); ValueError otherwise."""
+    if not isinstance(value, str) or not _TIME.match(value):
+        raise ValueError('%s is not a time like 2026-01-01T00:00:00Z: %.40r' % (what, value))
+    try:
+        return int(datetime.datetime.strptime(value, '%Y-%m-%dT%H:%M:%SZ').replace(tzinfo=datetime.timezone.utc).timestamp())
+    except ValueError as exc:
+        raise ValueError('%s is not a valid time: %s' % (what, exc))
+
+
+def epoch_of(now):
+    """The Unix time of a run's ``now`` (ISO 8601, as _module.utc_now() gives it); the clock when it is not one."""
+    try:
+        when = datetime.datetime.fromisoformat(now)
+    except (TypeError, ValueError):
+        return int(time.time())
+    return int((when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)).timestamp())
+
+
 def parse_record(data, revision, what):
-    """The record dict from its bytes; it must be record ``revision`` (if given) and name a valid id."""
+    """The record dict from its bytes; it must be record ``revision`` (if given) and name a valid id.
+
+    ``serial`` (a whole number), ``issued`` and ``expires`` are checked when present: records that an earlier
+    release published have none of them (see expires_epoch()).
+    """
     try:
         record = json.loads(data)
     except ValueError as exc:
@@ -84,7 +130,87 @@ def parse_record(data, revision, what):
     if revision is not None and record['revision'] != revision:
         raise ValueError('%s says revision %r, expected %d' % (what, record['revision'], revision))
     mf.check_snapshot_id(record.get('id'), '%s id' % what)
+    serial = record.get('serial', 0)
+    if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
+        raise ValueError('%s has a serial that is not a whole number: %.40r' % (what, serial))
+    for key in ('issued', 'expires'):
+        if key in record:
+            parse_time(record[key], '%s %s' % (what, key))
     return record
+
+
+def serial(record):
+    """The record's serial: 0 for a record of an earlier release, which had none."""
+    return record.get('serial', 0)
+
+
+def expires_epoch(record):
+    """The Unix time the record expires, or None for a record of an earlier release (no ``expires``)."""
+    return parse_time(record['expires'], 'expires') if 'expires' in record else None
+
+
+def stamp(record, epoch, ttl):
+    """``record`` signed again at ``epoch``: the same revision and snapshot, the next serial, valid ``ttl`` seconds."""
+    return dict(record, serial=serial(record) + 1, issued=iso(epoch), expires=iso(epoch + ttl))
+
+
+def needs_refresh(record, epoch, ttl):
+    """A record with no expiry, or with less than half of ``ttl`` left at ``epoch``, is signed again by a publish."""
+    expires = expires_epoch(record)
+    return expires is None or expires - epoch < ttl / 2.0
+
+
+def write_record(p, store, record):
+    """Write ``record`` signed with ``p['signing_key']`` (unsigned without one) at its path, through ``p['run']``.
+
+    The record and its signature are made under temporary names and renamed in, the signature first: a reader sees
+    either the old pair or the new one, except between the two renames (a host that reads then fails that sync on
+    the signature and takes the next one).
+    """
+    path = record_path(store, record['revision'])
+    st.makedirs(os.path.dirname(path))
+    data = json.dumps(record, sort_keys=True).encode('utf-8')
+    if not p.get('signing_key'):
+        st.write_bytes_atomic(path, data)
+        if os.path.lexists(path + '.sig'):
+            os.unlink(path + '.sig')  # a signature of the record it replaced
+        return
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.record-', suffix='.json')
+    try:
+        with os.fdopen(fd, 'wb') as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        try:
+            _signing.sign(p['run'], p['signing_key'], tmp)
+        except _signing.SignatureError as exc:
+            raise BuildError(str(exc))
+        os.rename(tmp + '.sig', path + '.sig')
+        os.rename(tmp, path)
+        tmp = None
+    finally:
+        for leftover in ([tmp, tmp + '.sig'] if tmp else []):
+            if os.path.lexists(leftover):
+                os.unlink(leftover)
+
+
+def resign(p, store, epoch, run, check_mode=False):
+    """Sign the store's current record again (stamp()): what the builder's timer runs before the record expires.
+
+    Call it under the store lock. Nothing else changes: not refs/published, refs/latest nor a rollback's hold.
+    Returns {changed, revision, id, serial, issued, expires}.
+    """
+    cur = current(store)
+    if cur is None:
+        raise BuildError('nothing is published with revisions in %s (no valid refs/published and record); '
+                         'there is no record to sign again' % store)
+    ttl = p.get('revision_ttl') or DEFAULT_TTL
+    new = stamp(cur, epoch, ttl)
+    if not check_mode:
+        write_record(dict(p, run=run), store, new)
+    return {'changed': True, 'revision': new['revision'], 'id': new['id'], 'serial': new['serial'],
+            'issued': new['issued'], 'expires': new['expires']}
 
 
 def current(store):
@@ -154,7 +280,10 @@ def publish(p, store, snap_id, now, run, check_mode, reason='build', hold=True):
     A build (reason ``build``) publishes nothing while a rollback's hold is on,
     unless ``p['force']``, which also lifts the hold. A rollback sets it if
     ``hold`` (and lifts it if not).
-    Publishing the snapshot that is already published adds no revision.
+    Publishing the snapshot that is already published adds no revision; its
+    record is signed again (stamp()) when it has no expiry or less than half of
+    ``p['revision_ttl']`` left, so a builder that runs often needs no timer.
+    The record's ``issued`` and ``expires`` count from ``now``.
     """
     cur = current(store)
     same = bool(cur) and cur['id'] == snap_id and st.read_latest(store) == snap_id
@@ -165,17 +294,19 @@ def publish(p, store, snap_id, now, run, check_mode, reason='build', hold=True):
     new_hold = snap_id if reason == 'rollback' and hold else None
     changed = not same or held_at != new_hold
     revision = cur['revision'] if same else max([r['revision'] for r in records(store)] + [0]) + 1
-    if same:
+    epoch, ttl = epoch_of(now), p.get('revision_ttl') or DEFAULT_TTL
+    refresh = same and needs_refresh(cur, epoch, ttl)
+    if same and not refresh:
         # A record signed with an earlier key (or not at all) is signed again: hosts that trust the new key only
         # would refuse every sync.
         changed = ensure_signed(p, record_path(store, revision), run, check_mode, 'revision record %d' % revision) or changed
+    changed = changed or refresh
     if changed and not check_mode:
+        if refresh:
+            write_record(dict(p, run=run), store, stamp(cur, epoch, ttl))
         if not same:
-            path = record_path(store, revision)
-            st.makedirs(os.path.dirname(path))
             record = {'type': TYPE, 'revision': revision, 'id': snap_id, 'published': now, 'reason': reason}
-            st.write_bytes_atomic(path, json.dumps(record, sort_keys=True).encode('utf-8'))
-            ensure_signed(p, path, run, check_mode, 'revision record %d' % revision)
+            write_record(dict(p, run=run), store, stamp(record, epoch, ttl))
             st.write_bytes_atomic(os.path.join(store, 'refs', 'latest'), (snap_id + '\n').encode())
             st.write_bytes_atomic(os.path.join(store, 'refs', 'published'), ('%d\n' % revision).encode())
         if new_hold:
@@ -226,8 +357,18 @@ def rollback(p, run, check_mode=False, now=None):
     return result
 
 
+def resign_store(p, run, epoch=None):
+    """What the builder's pkgcache-resign command runs: resign() under the store lock.
+
+    ``p``: store, signing_key, revision_ttl, lock_timeout. ``epoch`` defaults to the clock.
+    """
+    with StoreLock(p['store'], p.get('lock_timeout') or 0):
+        return resign(p, p['store'], int(time.time()) if epoch is None else epoch, run)
+
+
 def run_module(module):
     """snapshot_publish's main(): roll back to (publish again) ``snapshot``, or list the revisions."""
+    _module.require_at_least(module, 'revision_ttl', MIN_TTL)
     try:
         result = rollback(module.params, _module.runner(module), check_mode=module.check_mode, now=_module.utc_now())
     except (BuildError, mf.ManifestError, _signing.SignatureError, LockError, OSError) as exc:

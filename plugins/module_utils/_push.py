@@ -351,6 +351,18 @@ def receive(staging, store, check_staged=True, limits=None, allowed_signers=None
     """
     limits = limits or {}
     check_staging(staging, create=not check_mode)
+    try:
+        return _receive(staging, store, check_staged, limits, allowed_signers, run, check_mode, signer_identity)
+    except PushError:
+        if not check_mode:  # a refused push leaves nothing in incoming: a rerun sends its archives again
+            incoming = os.path.join(staging, INCOMING)
+            for name in os.listdir(incoming) if os.path.isdir(incoming) else []:
+                if ARCHIVE.match(name):
+                    os.unlink(os.path.join(incoming, name))
+        raise
+
+
+def _receive(staging, store, check_staged, limits, allowed_signers, run, check_mode, signer_identity):
     head_archive = os.path.join(staging, HEAD)
     if not os.path.isfile(head_archive) or os.path.islink(head_archive):
         raise PushError('no snapshot head at %s: the push did not send it' % head_archive)
@@ -462,14 +474,40 @@ def _staged(staging, digest, size, check_hash, remove):
     return ok
 
 
+class _RefusedHeader(Exception):
+    """A tar header that is not a regular file's, refused as it is read."""
+
+
+class _StoreMember(tarfile.TarInfo):
+    """A member as pack writes them: a regular file with a ustar header, nothing else.
+
+    tarfile reads the data of a pax, GNU long name or sparse header whole,
+    into memory, before it yields the member that header describes: one that
+    announces gigabytes (zeros, a few kilobytes gzip'd) would be read. Such a
+    header is refused as soon as it is parsed, before any of its data is read.
+    """
+
+    @classmethod
+    def frombuf(cls, buf, encoding, errors):
+        member = super(_StoreMember, cls).frombuf(buf, encoding, errors)
+        if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            raise _RefusedHeader('member %r is not a file of a store (a header of type %r that announces %d bytes); '
+                                 'refused' % (member.name, member.type.decode('ascii', 'replace'), member.size))
+        return member
+
+
 def _members(archive, pattern):
     """Yield (member, file) for each member of ``archive``, a gzip'd tar of regular files named by ``pattern``."""
     try:
-        with tarfile.open(archive, mode='r|gz') as tar:
+        # GzipFile inflates no more than it is asked for; tarfile's own 'r|gz' inflates each 10 KB read whole
+        # (10 MB of output for zeros).
+        with gzip.open(archive, 'rb') as gz, tarfile.open(fileobj=gz, mode='r|', tarinfo=_StoreMember) as tar:
             for member in tar:
                 if not member.isfile() or member.issparse() or not pattern.match(member.name):
                     raise PushError('%s: member %r is not a file of a store; refused' % (archive, member.name))
                 yield member, tar.extractfile(member)
+    except _RefusedHeader as exc:
+        raise PushError('%s: %s' % (archive, exc))
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise PushError('cannot unpack %s: %s' % (archive, exc))
 

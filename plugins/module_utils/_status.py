@@ -19,6 +19,7 @@ import socket
 
 from . import _hoststate as hs
 from . import _module
+from . import _publish
 from . import _store as st
 from . import _views
 from . import _walk
@@ -111,6 +112,19 @@ def _epoch(iso):
         return None
 
 
+def record_status(store):
+    """The newest revision record this host took: {revision, serial, expires, expires_epoch}, or None (no record yet)."""
+    newest = hs.newest_applied(store)
+    if not newest or newest['revision'] is None:
+        return None
+    try:
+        expires_epoch = _publish.parse_time(newest['expires'], 'expires')
+    except ValueError:
+        expires_epoch = None
+    return {'revision': newest['revision'], 'serial': newest['serial'], 'expires': newest['expires'],
+            'expires_epoch': expires_epoch}
+
+
 def _revision(store, active):
     """The builder's revision of the active snapshot, as the host recorded it when it applied it (or None)."""
     newest = hs.newest_applied(store)
@@ -189,6 +203,7 @@ def collect(store, fstab_text, mountinfo, busy, now, scratch_root=None):
     objects, size = store_usage(store)
     orphaned = orphaned_scratch(scratch_root, set(u['user'] for u in users)) if scratch_root else []
     return {'snapshot': snap, 'users': users, 'last_sync': last, 'store': {'objects': objects, 'bytes': size},
+            'record': record_status(store),
             'upper_bytes_total': sum(u['upper_bytes'] for u in users), 'time': now, 'orphaned': orphaned}
 
 
@@ -233,6 +248,11 @@ def prometheus(status, host, include_user_names=False):
                [({'ecosystem': eco}, c['hits']) for eco, c in cover])
         metric('pkgcache_snapshot_hit_ratio', 'pkgcache_snapshot_packages_hit / pkgcache_snapshot_packages_listed.',
                'gauge', [({'ecosystem': eco}, c['ratio']) for eco, c in cover])
+    record = status.get('record') or {}
+    if record.get('expires_epoch'):
+        metric('pkgcache_revision_expires_timestamp', 'When the newest revision record this host took expires (Unix '
+               'time): after it the host refuses that record (a frozen mirror) and keeps its snapshot.', 'gauge',
+               [({}, record['expires_epoch'])])
     counts = {}
     for u in status['users']:
         counts[u['state']] = counts.get(u['state'], 0) + 1

@@ -7,6 +7,10 @@ Private to the collection; the API may change without notice. Network access
 goes through the ``opener(url)`` callable the module passes in; every download
 (ref, manifest, signature, object) must end within ``p['deadline']`` seconds
 (default _store.DEFAULT_DEADLINE) and its response is always closed.
+
+The builder's revision record expires (see _publish): check_record() refuses one that expired more than
+ALLOWED_SKEW seconds ago by this host's clock, and an earlier signing (lower serial) of the revision this host
+already took. Either refusal, like every other, leaves the active snapshot as it was.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from . import _store as st
 from ._lock import StoreLock
 
 MAX_REF_BYTES = 4096
+# Seconds by which this host's clock may be ahead of the builder's before a record counts as expired early: the
+# clock skew that NTP-less hosts may show (Kerberos allows 5 minutes too). A record is refused once
+# now > expires + ALLOWED_SKEW.
+ALLOWED_SKEW = 300
 
 
 class SyncError(RuntimeError):
@@ -196,6 +204,40 @@ def published_record(opener, base_url, p, run, check_mode=False):
         raise SyncError(str(exc))
 
 
+def check_record(store, record, url, now_epoch, allow=False, warnings=None):
+    """Refuse a revision record that expired, or an earlier signing of the revision this host already took.
+
+    ``url`` names the record in the errors, ``now_epoch`` is this host's clock. A record from a builder of an earlier
+    release (no ``expires``) is taken with a warning, unless this host already took records that expire (a
+    downgrade of the protocol). Lower revisions are check_downgrade()'s (``allow``: an explicit rollback).
+    """
+    newest = hs.newest_applied(store)
+    try:
+        expires = publish.expires_epoch(record)
+    except ValueError as exc:
+        raise SyncError('%s: %s' % (url, exc))
+    if expires is None:
+        if newest and newest.get('expires'):
+            raise SyncError('revision record %d at %s carries no expiry, but this host already took records that '
+                            'expire (the newest expires %s); refused' % (record['revision'], url, newest['expires']))
+        if warnings is not None:
+            warnings.append('revision record %d at %s carries no expiry (a builder of an earlier release): a frozen '
+                            'mirror cannot be noticed until the builder publishes records that expire'
+                            % (record['revision'], url))
+    elif now_epoch > expires + ALLOWED_SKEW:
+        raise SyncError('revision record %d at %s (snapshot %s, serial %d) expired at %s; it is now %s (%d s of clock '
+                        'skew allowed): the store or mirror serves a record its builder no longer signs (frozen, or '
+                        'the builder\'s pkgcache-resign.timer stopped); refused, the active snapshot stays'
+                        % (record['revision'], url, record['id'], publish.serial(record), record['expires'],
+                           publish.iso(now_epoch), ALLOWED_SKEW))
+    if allow or not newest or newest['revision'] != record['revision']:
+        return
+    if publish.serial(record) < newest['serial']:
+        raise SyncError('revision record %d at %s is serial %d, but this host already took serial %d of that revision '
+                        '(expires %s); refusing a replayed earlier signing'
+                        % (record['revision'], url, publish.serial(record), newest['serial'], newest['expires']))
+
+
 def prepare_store(store):
     st.makedirs(store, 0o700)
     os.chmod(store, 0o700)
@@ -271,6 +313,9 @@ def plan(p, opener, check_mode=False, run=None):
             'missing_objects': 0, 'missing_bytes': 0, 'reused_objects': 0, 'fetched_objects': 0, 'fetched_bytes': 0,
             'fetch_seconds': 0.0, 'bytes_per_second': 0, 'files': 0, 'bytes': 0, 'ecosystems': [], 'created': None,
             'warnings': ['check mode: %s; a real run fails here unless the store is served by then' % exc]}}
+    if record:
+        check_record(store, record, '%s/refs/revisions/%d.json' % (base_url, record['revision']),
+                     p.get('now_epoch') or int(time.time()), p.get('allow_downgrade', False), p.setdefault('warnings', []))
     p = dict(p, revision=record['revision'] if record else None)
     previous = hs.active_id(store)
     limits = {'max_manifest_size': p['max_manifest_size'], 'max_object_size': p.get('max_object_size'),
@@ -291,7 +336,7 @@ def plan(p, opener, check_mode=False, run=None):
     if p.get('warnings'):
         result['warnings'] = p['warnings']
     return {'result': result, 'manifest': manifest, 'missing': missing, 'new_manifest': new_manifest,
-            'checkout': not have_tree, 'switch': previous != snap_id}
+            'checkout': not have_tree, 'switch': previous != snap_id, 'record': record}
 
 
 def apply(p, steps, opener, now=None):
@@ -312,5 +357,5 @@ def apply(p, steps, opener, now=None):
         _faults.point('activate')
         hs.activate(store, snap_id)
         hs.record_activation(store, snap_id, now or '-')
-    hs.record_newest(store, manifest, result['revision'])
+    hs.record_newest(store, manifest, result['revision'], steps.get('record'))
     return result

@@ -123,6 +123,12 @@ def fill(o, cache, scratch, run, opener=None):
     specs = check_pip_specs(o.get('packages') or [])
     if not specs:
         raise BuildError('uv: no packages given')
+    # The specs that pip's budget left out (``o['left_out']``, from the builder) stay out of uv's part too.
+    by_pip = dict((x['package'], x) for x in o.get('left_out') or [])
+    left_out = [dict(by_pip[s], why=by_pip[s]['why'] + ' (in pip\'s part; uv follows)') for s in specs if s in by_pip]
+    specs = [s for s in specs if s not in by_pip]
+    if not specs:
+        raise BuildError('uv: pip\'s budget left out every package of the uv list (%s)' % ', '.join(sorted(by_pip)))
     if not o.get('index_url'):
         raise BuildError('uv: index_url is not set')
     rc, out, err = run([o['uv'], '--version'], clean_env(os.environ, cache))
@@ -153,4 +159,6 @@ def fill(o, cache, scratch, run, opener=None):
         'misses': sorted(m['package'] for m in misses)})
     meta = {'uv_version': uv_version, 'python': o['python'], 'index_url': o['index_url'], 'requested': specs,
             'packages': packages, 'link_mode': 'copy', 'resolutions': resolutions, 'reused': len(files)}
+    if left_out:
+        meta['budget'] = {'left_out': left_out}
     return packages, misses, meta, key

@@ -30,6 +30,7 @@ import errno
 import json
 import os
 import stat
+import tempfile
 import time
 
 from . import _mountinfo as mi
@@ -66,6 +67,7 @@ class Converge(object):
         self.compacted, self.saved, self.repaired, self.merged, self.detached = {}, {}, {}, {}, {}
         self.retired = {}
         self.purged = {}
+        self.old_links = {}
         self.merge_deadline = time.monotonic() + MERGE_SECONDS
 
     # -- helpers -------------------------------------------------------
@@ -407,15 +409,22 @@ class Converge(object):
         self.mount_fn(m)
         self.note(self.users, m, outcome)
 
-    def link(self, m):
-        """Point the package manager's cache dir at the view; return True when something changed."""
+    def link(self, m, old=None):
+        """Point the package manager's cache dir at the view; return True when something changed.
+
+        ``old`` ({'home', 'link'}): where an earlier run placed her link (her home moved). Once the new link is in
+        place, that one is retired (retire_link) and its fate noted in ``old_links``.
+        """
         result = place_link(m, self.check_mode, self.now)
-        if result in ('created', 'replaced'):
-            return True
+        changed = result in ('created', 'replaced')
         if result.startswith('saved:'):
             self.note(self.saved, m, result[len('saved:'):])
-            return True
-        return False
+            changed = True
+        if old is not None:
+            fate, why = retire_link(old, m, self.check_mode)
+            self.note(self.old_links, m, {'path': old['link'], 'fate': fate, 'why': why})
+            changed = changed or fate in ('remove', 'removed')
+        return changed
 
     # -- purge: the data of users this run no longer serves --------------
     def _planned_paths(self):
@@ -483,7 +492,8 @@ class Converge(object):
 def our_dirs(root, ours):
     """Names in ``root`` (opened by a root-owned fd chain) of root-owned dirs that pass ``ours(fd, name, lstat)``.
 
-    Dot names are left out; an entry that goes meanwhile is skipped.
+    Names that begin with '.' count too (a repl user may be called '.alice'); an entry that goes meanwhile is
+    skipped.
     """
     try:
         rfd = sf.open_dir(root, 'root of the views or scratch dirs')
@@ -493,7 +503,7 @@ def our_dirs(root, ours):
         found = set()
         for name in os.listdir(rfd):
             st = sf.entry(rfd, name)
-            if (not name.startswith('.') and st is not None and stat.S_ISDIR(st.st_mode) and st.st_uid == 0
+            if (st is not None and stat.S_ISDIR(st.st_mode) and st.st_uid == 0
                     and ours(rfd, name, st)):
                 found.add(name)
         return found
@@ -672,35 +682,63 @@ def merge_upper(src_fd, dst_fd, max_entries=MERGE_MAX_ENTRIES, max_depth=MERGE_M
     return moved, complete
 
 
-def place_link(m, check_mode, now):
+class HomeGone(sf.UnsafePathError):
+    """The home (or its parent) does not exist."""
+
+
+def _open_home(user, uid, home):
+    """An O_NOFOLLOW fd of ``home``, opened from its root-owned parent; the home must be root's or ``uid``'s."""
+    try:
+        pfd = sf.open_dir(os.path.dirname(home), 'parent of the home of repl %s' % user)
+    except FileNotFoundError as exc:
+        raise HomeGone('the parent of home %s of repl %s is missing: %s' % (home, user, exc.strerror))
+    try:
+        try:
+            fd = os.open(sf.components(home)[-1], sf.DIR_FLAGS, dir_fd=pfd)
+        except OSError as exc:
+            error = HomeGone if exc.errno == errno.ENOENT else sf.UnsafePathError
+            raise error('home %s of repl %s cannot be used: %s' % (home, user, exc.strerror))
+    finally:
+        os.close(pfd)
+    st = os.fstat(fd)
+    if st.st_uid not in (0, uid):
+        os.close(fd)
+        raise sf.UnsafePathError('home %s of repl %s belongs to uid %d' % (home, user, st.st_uid))
+    return fd
+
+
+def describe_entry(fd, name, target):
+    """What stands at ``name`` in ``fd``, in words (for the plan and the diff); None when nothing does."""
+    st = sf.entry(fd, name)
+    if st is None:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        to = os.readlink(name, dir_fd=fd)
+        return 'symlink to the view %s' % to if to == target else 'symlink to %s' % to
+    return 'directory' if stat.S_ISDIR(st.st_mode) else 'file'
+
+
+def place_link(m, check_mode, now, seen=None):
     """Make ``m['link']`` a symlink to the view, with *at() calls from an O_NOFOLLOW walk of the home.
 
     The home's parents must be root's. Missing dirs below the home are made
     as the user's (0700). What stands at the link's place is replaced if it
     is a symlink or an empty dir, and moved aside (kept) otherwise.
-    Returns 'already', 'created', 'replaced' or 'saved:<name>'.
+    Returns 'already', 'created', 'replaced' or 'saved:<name>'. A dict
+    ``seen`` gets what stood there before, in words (``before``, None for
+    nothing).
     """
-    home_parts = sf.components(m['home'])
-    parent = os.path.dirname(m['home'])
-    rel = sf.components(m['link'])[len(home_parts):]
-    pfd = sf.open_dir(parent, 'parent of the home of repl %s' % m['user'])
+    seen = {} if seen is None else seen
+    rel = sf.components(m['link'])[len(sf.components(m['home'])):]
+    fd = _open_home(m['user'], m['uid'], m['home'])
     try:
-        try:
-            fd = os.open(home_parts[-1], sf.DIR_FLAGS, dir_fd=pfd)
-        except OSError as exc:
-            raise sf.UnsafePathError('home %s of repl %s cannot be used: %s' % (m['home'], m['user'], exc.strerror))
-    finally:
-        os.close(pfd)
-    try:
-        st = os.fstat(fd)
-        if st.st_uid not in (0, m['uid']):
-            raise sf.UnsafePathError('home %s of repl %s belongs to uid %d' % (m['home'], m['user'], st.st_uid))
         path = m['home']
         for name in rel[:-1]:
             path += '/' + name
             try:
                 nfd = os.open(name, sf.DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
+                seen['before'] = None
                 if check_mode:
                     return 'created'
                 os.mkdir(name, 0o700, dir_fd=fd)
@@ -717,9 +755,97 @@ def place_link(m, check_mode, now):
                                          % (path, m['user'], exc.strerror))
             os.close(fd)
             fd = nfd
+        seen['before'] = describe_entry(fd, rel[-1], m['target'])
         return _link_at(fd, rel[-1], m, check_mode, now)
     finally:
         os.close(fd)
+
+
+def retire_link(old, m, check_mode):
+    """The cache link an earlier run placed at ``old`` ({'home', 'link'}), now that ``m`` places it elsewhere
+    (the user's home moved): removed when it is still root's symlink to her view, else left.
+
+    Walked like place_link (O_NOFOLLOW fds from the home's root-owned parent, nothing created); the home must still
+    be root's or hers. Returns (fate, why): fate is 'remove' (check mode) or 'removed', 'gone' (nothing of ours
+    stands there any more) or 'left' (it cannot be reached safely, or is no longer the link: kept, and said why).
+    """
+    link, home = old['link'], old['home']
+    rel = sf.components(link)[len(sf.components(home)):]
+    try:
+        fd = _open_home(m['user'], m['uid'], home)
+    except HomeGone:
+        return 'gone', 'the old home %s is gone' % home
+    except (sf.UnsafePathError, OSError) as exc:
+        return 'left', str(exc)
+    try:
+        path = home
+        for name in rel[:-1]:
+            path += '/' + name
+            try:
+                nfd = os.open(name, sf.DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                return 'gone', '%s is gone' % path
+            except OSError as exc:
+                return 'left', '%s is a symlink or not a directory (%s)' % (path, exc.strerror)
+            os.close(fd)
+            fd = nfd
+        try:
+            st = sf.entry(fd, rel[-1])
+            if st is None:
+                return 'gone', 'nothing stands at %s any more' % link
+            what = describe_entry(fd, rel[-1], m['target'])
+            ours = stat.S_ISLNK(st.st_mode) and st.st_uid == 0 and os.readlink(rel[-1], dir_fd=fd) == m['target']
+        except OSError as exc:  # changing under us: her own dir
+            return 'left', '%s: %s' % (link, exc.strerror)
+        if not ours:
+            return 'left', '%s is no longer root\'s link to her view (%s)' % (link, what)
+        if check_mode:
+            return 'remove', 'the link to her view is still there'
+        # Her own dir: she could swap the entry between the check and this unlink, and would lose only her own entry.
+        try:
+            os.unlink(rel[-1], dir_fd=fd)
+        except OSError as exc:
+            return 'left', '%s could not be removed: %s' % (link, exc.strerror)
+        return 'removed', 'the link to her view was removed'
+    finally:
+        os.close(fd)
+
+
+def links_file(state_dir):
+    """Where the cache links the last real runs placed are recorded (root's store), to see a home move."""
+    return os.path.join(state_dir, 'links.json')
+
+
+def load_links(state_dir):
+    """{user: {ecosystem: {'home', 'link'}}} of the cache links placed by earlier runs ({} if none or unreadable)."""
+    try:
+        with open(links_file(state_dir)) as f:
+            table = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    if isinstance(table, dict):
+        for user, ecos in table.items():
+            for eco, rec in (ecos.items() if isinstance(ecos, dict) else ()):
+                if isinstance(rec, dict) and isinstance(rec.get('home'), str) and isinstance(rec.get('link'), str) \
+                        and rec['link'].startswith(rec['home'].rstrip('/') + '/') and rec['home'].startswith('/'):
+                    out.setdefault(user, {})[eco] = {'home': rec['home'], 'link': rec['link']}
+    return out
+
+
+def save_links(state_dir, table):
+    """Write the record of placed links atomically (a temp file in the state dir, then rename)."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix='.links-')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            json.dump(table, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, links_file(state_dir))
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _link_at(fd, name, m, check_mode, now):

@@ -34,6 +34,9 @@ description:
     rendered on the controller with the planned mounts in C(pkgcache_mounts). The action plugin validates the
     task's arguments against the module's own argument spec first.
   - The users' uid, gid and home are read from the host's passwd database when absent, in the same call.
+  - When a user's home changes, her view and its fstab line stay; her cache link moves. The new link is placed, and
+    the one an earlier run placed in the old home (recorded in C(<state_dir>/links.json)) is removed, through
+    O_NOFOLLOW fds, if it is still root's link to her view; anything else there is left and reported in RV(links).
   - One plan decides what the run does and why (RV(plan)). Check mode returns it and changes nothing; a real run
     computes it under the lock and carries it out, checking every path again as it acts.
   - Overlays are mounted with mount(2) directly (no mount(8) process per mount), with the options of their fstab
@@ -53,7 +56,9 @@ attributes:
     support: full
   diff_mode:
     support: full
-    details: Shows the change of the fstab file.
+    details:
+      - Shows the change of the fstab file, and a second text of the views, cache links, directories, unmounts and
+        purges, each with its before and after (a moved home shows the old link going and the new one coming).
   action:
     support: full
     details: The action plugin renders O(template) into O(fstab_lines).
@@ -71,7 +76,8 @@ options:
       name:
         description:
           - The user name; also the name of its scratch dir and view dir. Any name C(useradd) accepts, except
-            C(.), C(..) and names holding C(/), C(,), C(:), C(\\), C(#) or whitespace.
+            C(.), C(..) and names holding C(/), C(,), C(:), C(\\), C(#) or whitespace. Names that begin with C(.)
+            are served like any other (the lock file of O(views_root) is C(#lock), which no user name can be).
         type: str
         required: true
       uid:
@@ -201,10 +207,23 @@ RETURN = r"""
 users:
   description:
     - Per user and ecosystem, the state of the view (V(mounted), V(already), V(switched), V(merged), V(busy),
-      V(present) or V(failed)). V(merged) means the upper of a detached generation was folded in.
+      V(present), V(link-moved) or V(failed)). V(merged) means the upper of a detached generation was folded in;
+      V(link-moved) that the view needed nothing but the user's cache link moved (her home changed; see RV(links)).
   returned: success
   type: dict
   sample: {alice: {pip: mounted}, bob: {pip: busy}}
+links:
+  description:
+    - Per user and ecosystem, every cache link the run places (check mode, would place). C(action) is V(create),
+      V(replace), V(move) or V(retry) (the place could not be reached while planning); C(path) the link, C(target)
+      the view, C(before) what stood at C(path) (null for nothing).
+    - For V(move) (the home changed), C(from) is the link an earlier run placed, and C(old_link) its fate, with
+      why. V(remove) (check mode) or V(removed) when it was still root's link to the view, V(gone), or V(left) when
+      something else stands there now or the old home cannot be used safely. Anything but root's link is left.
+  returned: success
+  type: dict
+  sample: {u3: {pip: {action: move, path: /srv/alt-u3/.cache/pip, target: /var/lib/pkgcache-views/u3/pip,
+                      before: null, from: /home/u3/.cache/pip, old_link: "removed: the link to her view was removed"}}}
 unserved:
   description: Per user and ecosystem, why it could not be served (a home or scratch dir that cannot be used).
   returned: success
@@ -268,21 +287,26 @@ plan:
   description:
     - What the run does, and why, decided before anything changes (check mode returns it and stops there).
     - C(create) the directories to make or fix; C(repair), C(retire) what is moved aside or unmounted from the
-      earlier layout; C(prepare) the users whose directories are worked on; C(fstab) whether the block is written;
+      earlier layout; C(prepare) the users whose directories are worked on; C(fstab) whether the block is written
+      (C(write)) and the lines it gains (C(add)) and loses (C(remove));
       C(mounts) per user and ecosystem of the users with something to do the C(action) (V(mount), V(switch),
-      V(merge) or V(none)) with C(why), the cache C(link) (V(create), V(replace) or V(keep)) and whether the upper
-      is compacted; C(unchanged) how many views need nothing (left out, and not walked again); C(unmount) targets
-      that left the block, with C(why); C(purge) per removed user what happens to its data; C(unserved) who is
-      skipped and why.
+      V(merge) or V(none)) with C(why), the cache C(link) (V(create), V(replace), V(move), V(retry) or V(keep)),
+      whether the upper is compacted, C(view_before) and C(view_after) (what is mounted at the target), C(link_path)
+      and C(link_before) (what stands there now, null for nothing), and C(link_from) for a moved home (the old
+      link's C(path) and C(home), and its C(fate) and C(why) as in RV(links)); C(unchanged) how many views need
+      nothing (left out, and not walked again); C(unmount) targets that left the block, with C(why); C(purge) per
+      removed user what happens to its data; C(unserved) who is skipped and why.
   returned: success
   type: dict
   sample:
     create: [/mnt/scratch/alice]
     prepare: [alice]
-    fstab: {path: /etc/fstab, write: true}
+    fstab: {path: /etc/fstab, write: true, add: ["overlay /var/lib/pkgcache-views/alice/pip overlay ..."], remove: []}
     mounts:
       - {user: alice, ecosystem: pip, target: /var/lib/pkgcache-views/alice/pip, action: mount,
-         why: nothing is mounted at /var/lib/pkgcache-views/alice/pip, link: create, compact: false}
+         why: nothing is mounted at /var/lib/pkgcache-views/alice/pip, link: create, compact: false,
+         view_before: not mounted, view_after: overlay of /var/lib/pkgcache/trees/2/pip,
+         link_path: /home/alice/.cache/pip, link_before: null, link_from: null}
     unchanged: 0
     unmount: []
     purge: {}

@@ -22,8 +22,10 @@ description:
     against the given index, picking releases as a user's pip does; a package that only has an sdist is built into
     a wheel once, so that pip's C(wheels/) cache holds it too.
   - Checks, from pip's C(--report), that every file pip fetched really is in the cache. Packages that the index
-    lacks, or whose files were not cached, are returned as RV(misses). The module fails when nothing was cached,
-    which usually means that the index sends no cache headers.
+    lacks, or whose files were not cached, are returned as RV(misses). The first package that resolves is
+    resolved and fetched alone, before the others. If pip cached none of its files, the module fails at once,
+    naming the index and the cache header its response lacked (read with a C(HEAD) request). It also fails when
+    nothing was cached at the end.
   - B(npm) resolves each package the way C(npm install) does (C(npm install --package-lock-only) in a throwaway
     project of its own) and puts every package of the resulting trees into C(_cacache) with C(npm cache add).
   - B(maven) fetches each artifact with its dependencies by C(mvn dependency:get) into a fresh local repository.
@@ -44,6 +46,7 @@ extends_documentation_fragment:
   - pkgcache.overlay.attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.store_lock
+  - pkgcache.overlay.revision_ttl
 attributes:
   check_mode:
     support: full
@@ -92,6 +95,37 @@ options:
   venv_dir:
     description: The build venv. Defaults to C(venv-<python>) under O(work_dir).
     type: path
+  max_bytes:
+    description:
+      - A size budget for pip's part of the snapshot, in bytes (the files of the chosen packages' closures). V(0)
+        takes every package.
+      - With a budget (or O(max_project_bytes)), every package is first only resolved (C(pip install --dry-run),
+        which reads the index pages and PEP 658 metadata), the size of each file of its closure is taken from the
+        cache or from a C(HEAD) request (C(Content-Length)), and the packages are chosen by the bytes they save per
+        byte they add - O(scores) (how often a package is installed) times the size of its closure, divided by the
+        bytes it adds to what is already chosen (shared dependencies already in count zero) - for as long as one
+        fits. Only the chosen ones are fetched; an index without PEP 658 metadata makes pip fetch the files while
+        resolving.
+      - What is left out and why is in RV(left_out) and in the manifest's C(provenance). A shard build takes its
+        share (O(max_bytes) divided by O(shard.count)).
+      - The budget counts pip's part only. The specs of O(uv.packages) that it left out from O(packages) stay out of
+        uv's part too, but uv's part (unpacked, about 2.5 times the wheels' bytes) is not counted.
+    type: int
+    default: 0
+    version_added: 0.4.0
+  max_project_bytes:
+    description: The largest closure one pip package may bring (bytes); a package over it is left out. V(0) for no cap.
+    type: int
+    default: 0
+    version_added: 0.4.0
+  scores:
+    description:
+      - How often each requirement of O(packages) is installed (any scale), for the budget, for example the
+        C(score) of each of M(pkgcache.overlay.package_popularity)'s RV(pkgcache.overlay.package_popularity#module:packages).
+      - Empty scores the list by rank (the r-th scores 1/r of the first); a requirement that a non-empty O(scores)
+        does not name scores below every named one.
+    type: dict
+    version_added: 0.4.0
   work_dir:
     description: Working directory for venvs and temporary caches.
     type: path
@@ -393,6 +427,17 @@ manifest_sha256:
   description: The sha256 of the snapshot's manifest file (what M(pkgcache.overlay.snapshot_merge) checks a shard against).
   returned: success and the snapshot is not empty
   type: str
+left_out:
+  description:
+    - The packages that O(max_bytes) or O(max_project_bytes) left out, each with C(package), C(ecosystem),
+      C(closure_bytes), C(added_bytes) (what it would have added, for the budget), C(reason) (V(budget), V(cap) or
+      V(size unknown)) and C(why), a sentence.
+  returned: success and a package was left out
+  type: list
+  elements: dict
+  sample: [{package: sglang, ecosystem: pip, closure_bytes: 4180000000, added_bytes: 4100000000, reason: budget,
+            why: "sglang: 4.18 GB closure, left out by the budget of 1 GB"}]
+  version_added: 0.4.0
 not_rebuilt:
   description: True when the build was skipped (O(max_age)) and the snapshot of the same inputs is returned.
   returned: success

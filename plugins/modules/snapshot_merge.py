@@ -30,6 +30,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.store_http
   - pkgcache.overlay.store_lock
+  - pkgcache.overlay.revision_ttl
 attributes:
   check_mode:
     support: full

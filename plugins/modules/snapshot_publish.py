@@ -13,6 +13,8 @@ description:
   - Every publish of a snapshot (by M(pkgcache.overlay.snapshot_build) or M(pkgcache.overlay.snapshot_merge)) is a
     numbered revision, a record C(refs/revisions/<N>.json) signed with the manifest key. Hosts never apply a revision
     lower than one they applied, so a replayed older record is refused.
+  - Every record expires (O(revision_ttl)); hosts refuse an expired record. The build role's C(pkgcache-resign.timer)
+    signs the current record again before that (the same revision and snapshot, a higher C(serial)).
   - With O(snapshot), publishes that snapshot (an id, or V(previous), the one published before the current one) as a
     B(new, higher) revision, the way C(cvmfs_server rollback) does, so that hosts take it as an update; and puts a
     B(hold) on the store, so that later builds store their snapshots but do not publish them until one is forced
@@ -27,6 +29,7 @@ extends_documentation_fragment:
   - pkgcache.overlay.attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - pkgcache.overlay.store_lock
+  - pkgcache.overlay.revision_ttl
 attributes:
   check_mode:
     support: full
@@ -83,7 +86,8 @@ held:
 revisions:
   description:
     - Every revision, newest first, with C(revision), C(id), C(published), C(reason) (V(build) or V(rollback)),
-      C(current), and from the manifest C(created), C(files), C(bytes), C(objects) and C(packages) per ecosystem
+      C(current), C(serial), C(issued) and C(expires) (the record's last signing; absent from records of earlier
+      releases), and from the manifest C(created), C(files), C(bytes), C(objects) and C(packages) per ecosystem
       (or C(collected) when the manifest is gone).
   returned: always
   type: list

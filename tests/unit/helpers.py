@@ -1,6 +1,7 @@
 """Stand-ins and helpers the unit tests share (pytest fixtures built on them are in conftest.py).
 
-- the build: ``FakePip`` and ``ResolverPip`` (a pip that writes a real cache layout and report), ``params``;
+- the build: ``FakePip`` and ``ResolverPip`` (a pip that writes a real cache layout and report), ``params``,
+  ``Heads`` (an index that answers HEAD requests);
 - stores and hosts: ``publish`` (a builder-side snapshot), ``run_sync`` (a sync in its own process, killable),
   ``tree_is_complete``, and ``DripServer`` (an HTTP server that sends some paths a byte at a time);
 - the walkers: ``write``, ``deep_chain`` (made and removed without long paths or recursion) and
@@ -31,6 +32,9 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as 
 from conftest import COLLECTIONS
 
 INDEX = 'http://127.0.0.1:8371/simple/'
+# A host's clock (``now_epoch`` of a sync) for stores the tests build with dates from 2026-01-01 on: no record
+# they publish has expired by then (a record is valid 7 days from its build).
+HOST_CLOCK = 1767268800  # 2026-01-01T12:00:00Z
 DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 DEPTH = 1500
 
@@ -122,6 +126,28 @@ class ResolverPip(FakePip):
         with open(argv[argv.index('--report') + 1], 'w') as f:
             json.dump({'install': items}, f)
         return 0, '', ''
+
+
+class Heads(object):
+    """The index's answers to HEAD requests: every file with cache headers and its size ({name: size}); pages
+    (GET) fail, so nothing is reused."""
+
+    def __init__(self, sizes):
+        self.sizes, self.heads = sizes, []
+
+    def __call__(self, url, method=None):
+        if method != 'HEAD':
+            raise IOError('HTTP Error 503: %s' % url)
+        self.heads.append(url)
+        name = url.rsplit('/', 1)[1].split('-')[0]
+
+        class Response(object):
+            headers = {'Content-Length': str(self.sizes[name]), 'Cache-Control': 'max-age=600',
+                       'Date': 'Mon, 07 Dec 2026 22:00:00 GMT'}
+
+            def close(self):
+                pass
+        return Response()
 
 
 SYNC_SCRIPT = textwrap.dedent("""

@@ -13,7 +13,7 @@ FULL = {'snapshot': {'id': 'i', 'ecosystems': ['pip'], 'versions': {}, 'files': 
                      'revision': 3, 'coverage': {'pip': {'listed': 1, 'hits': 1, 'ratio': 1.0}}},
         'users': [{'user': 'u', 'ecosystem': 'pip', 'state': 'mounted', 'upper_bytes': 0, 'upper_truncated': None}],
         'upper_bytes_total': 0, 'store': {'objects': 0, 'bytes': 0}, 'orphaned': [],
-        'last_sync': {'ok': True, 'epoch': 1}}
+        'last_sync': {'ok': True, 'epoch': 1}, 'record': {'revision': 3, 'serial': 1, 'expires_epoch': 1}}
 WRITTEN = set(re.findall(r'^# TYPE (\w+) ', _status.prometheus(FULL, 'h', True), re.M))
 NODE = {'node_textfile_mtime_seconds'}
 

@@ -8,7 +8,7 @@ from fleetlib import as_root, as_user, mounted_at, playbook, view_of  # noqa: E4
 
 BUILDER = 'pkgcache-e-builder'
 REPL1, REPL2 = 'pkgcache-e-repl1', 'pkgcache-e-repl2'
-INDEX = 'http://127.0.0.1:8371/simple/'
+INDEX = 'http://127.0.0.1:8381/simple/'  # tests/fleet/group_vars-ecosystems (its own ports)
 PLUGIN = 'org.apache.maven.plugins:maven-dependency-plugin:3.5.0'
 
 

@@ -1,6 +1,10 @@
 """Refresh, busy users, GC and rollback on a live fleet. The steps run in order."""
 
+import calendar
+import json
 import re
+import shlex
+import time
 
 from conftest import BUILDER, REPL1, REPL2, V1, V2, as_root, as_user, lower_of, pip_install, playbook
 
@@ -265,7 +269,88 @@ def test_12_a_removed_user_is_reported_then_purged_root_side():
     assert rc == 0 and all(not res['Mount the overlays of all repl users'][h]['changed'] for h in HOSTS)
 
 
-def test_13_pinned_versions_the_fleet_installed_are_in_the_next_weekly_build():
+# -- revision records that expire (issue 23, part 4) ------------------------------------------------------------
+
+KEY = '/etc/pkgcache/signing/snapshot_ed25519'
+# On the builder: the current record with the next serial, issued 8 days ago and expired a day ago (far past the
+# 300 s of clock skew hosts allow), signed with the builder's own key, as a mirror frozen on it would serve it.
+CRAFT = r"""
+import datetime, json, os, subprocess, sys, time
+path, key = sys.argv[1:]
+iso = lambda t: datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+rec = json.load(open(path))
+now = int(time.time())
+rec.update(serial=rec['serial'] + 1, issued=iso(now - 8 * 86400), expires=iso(now - 86400))
+open(path, 'w').write(json.dumps(rec, sort_keys=True))
+os.unlink(path + '.sig')
+subprocess.run(['ssh-keygen', '-Y', 'sign', '-q', '-f', key, '-n', 'pkgcache-snapshot', path], check=True)
+os.chmod(path + '.sig', 0o644)
+print(json.dumps(rec))
+"""
+
+
+def builder_record(revision):
+    return json.loads(as_root(BUILDER).check_output('cat /srv/pkgcache/refs/revisions/%d.json' % revision))
+
+
+def epoch(text):
+    return calendar.timegm(time.strptime(text, '%Y-%m-%dT%H:%M:%SZ'))
+
+
+def metrics(host):
+    """{name: value} of the host's pkgcache.prom, refreshed now by the status timer's service."""
+    text = as_root(host).check_output('systemctl start pkgcache-status.service && cat /var/lib/node_exporter/pkgcache.prom')
+    return dict((m.group(1), float(m.group(2))) for m in re.finditer(r'^(pkgcache_\w+)(?:\{[^}]*\})? (\S+)$', text, re.M))
+
+
+def current_of(host):
+    return as_root(host).check_output('readlink /var/lib/pkgcache/current').rsplit('/', 1)[-1]
+
+
+def test_13_a_mirror_frozen_on_an_expired_record_is_refused_and_the_hosts_keep_their_snapshots():
+    """Standalone (it reads the state it needs): after test 12, v2 is published and repl1 is still on v1."""
+    b = as_root(BUILDER)
+    rev = int(b.check_output('cat /srv/pkgcache/refs/published'))
+    before = dict((host, (current_of(host), lower_of('alice', host))) for host in HOSTS)
+    crafted = json.loads(b.check_output('python3 -c %s /srv/pkgcache/refs/revisions/%d.json %s'
+                                        % (shlex.quote(CRAFT), rev, KEY)))
+    STATE['expired'] = (rev, crafted)
+    rc, res = playbook('site.yml', {'build_packages': V2}, args=['--limit', '%s,%s' % (REPL1, REPL2), '--tags', 'distribute'])
+    assert rc != 0
+    sync = res['Sync and activate the snapshot']
+    for host, url in ((REPL1, 'http://127.0.0.1:8370'), (REPL2, 'push:///var/lib/pkgcache-push')):
+        expected = ('revision record %d at %s/refs/revisions/%d.json (snapshot %s, serial %d) expired at %s; it is now '
+                    % (rev, url, rev, crafted['id'], crafted['serial'], crafted['expires']))
+        assert expected in sync[host]['msg'], sync[host]['msg']
+    # Each host keeps what it served (in the whole sequence repl1 stays on v1 although v2 is published).
+    assert dict((host, (current_of(host), lower_of('alice', host))) for host in HOSTS) == before
+    # The metric shows the expiry of the record each host took last, still days ahead, not the crafted one.
+    for host in HOSTS:
+        m = metrics(host)
+        newest = json.loads(as_root(host).check_output('cat /var/lib/pkgcache/newest'))
+        assert m['pkgcache_last_sync_success'] == 0 and newest['serial'] < crafted['serial']
+        assert m['pkgcache_revision_expires_timestamp'] == epoch(newest['expires']) > time.time() + 5 * 86400, (host, newest)
+
+
+def test_14_the_builders_resign_service_signs_the_record_again_and_the_hosts_take_it():
+    rev, crafted = STATE['expired']
+    b = as_root(BUILDER)
+    assert b.service('pkgcache-resign.timer').is_enabled and b.service('pkgcache-resign.timer').is_running
+    b.check_output('systemctl start pkgcache-resign.service')
+    rec = builder_record(rev)
+    assert (rec['revision'], rec['id'], rec['serial']) == (rev, crafted['id'], crafted['serial'] + 1)
+    assert 7 * 86400 - 600 < epoch(rec['expires']) - time.time() <= 7 * 86400
+    assert int(b.check_output('cat /srv/pkgcache/refs/published')) == rev
+    rc, res = playbook('site.yml', {'build_packages': V2}, args=['--limit', '%s,%s' % (REPL1, REPL2), '--tags', 'distribute'])
+    assert rc == 0
+    sync = res['Sync and activate the snapshot']
+    for host in HOSTS:
+        assert (sync[host]['id'], sync[host]['revision']) == (rec['id'], rev) and current_of(host) == rec['id']
+        m = metrics(host)
+        assert m['pkgcache_last_sync_success'] == 1 and m['pkgcache_revision_expires_timestamp'] == epoch(rec['expires'])
+
+
+def test_15_pinned_versions_the_fleet_installed_are_in_the_next_weekly_build():
     """alice (repl1) and bob (repl2) pin an older hitrate-core; the weekly flow (telemetry -> rank -> build -> roll
     out) builds it beside the newest, and carol, who never had either, installs both without a download.
     The scenario's builder sets build_telemetry_min_hosts: 2 (two repl hosts; the default is 3)."""

@@ -19,7 +19,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils._fill import Buil
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError, StoreLock
 
 from conftest import COLLECTIONS
-from helpers import INDEX, FakePip, ResolverPip, disk, params, run_module
+from helpers import INDEX, FakePip, Heads, ResolverPip, disk, params, run_module
 
 
 def latest(tmp_path):
@@ -261,3 +261,46 @@ def test_build_runner_hides_the_hosts_tool_settings_from_the_tools(monkeypatch):
     run(['pip'], {'UV_CACHE_DIR': '/c'}, data=b'd', cwd='/w')
     assert seen[-1] == (['pip'], {'environ_update': {'UV_CACHE_DIR': '/c'}, 'data': b'd', 'binary_data': True, 'cwd': '/w'},
                         ['UV_CACHE_DIR'])
+
+
+def test_a_budget_leaves_out_the_giant_never_fetches_it_and_says_why_in_the_result_and_the_provenance(tmp_path):
+    index = {'giant': ('1', 'g' * 5000), 'six': ('1', 's' * 100), 'idna': ('1', 'i' * 100)}
+    pip = FakePip(index)
+    heads = Heads(dict((n, len(b)) for n, (v, b) in index.items()))
+    p = dict(params(tmp_path, ['giant', 'six', 'idna', 'nope']), max_bytes=1000, max_age=3600,
+             provenance={'pip': {'source_counts': {'top_pypi_json': 3}}})
+    r = bd.build(p, pip, now='2026-12-07T22:00:00+00:00', opener=heads)
+    assert [x['name'] for x in r['packages']] == ['idna', 'six'] and [m['package'] for m in r['misses']] == ['nope']
+    assert [(x['package'], x['ecosystem'], x['reason'], x['closure_bytes']) for x in r['left_out']] == \
+        [('giant', 'pip', 'budget', 5000)]
+    assert r['left_out'][0]['why'] == 'giant: 5 kB closure, left out by the budget of 1 kB'
+    # Resolved (dry run) but never fetched: no download and no real install names it.
+    fetches = [c for c in pip.calls if c[3:4] == ['download'] or (c[3:4] == ['install'] and '--dry-run' not in c)]
+    assert fetches and not any('giant' in ' '.join(c) for c in fetches)
+    manifest = json.load(open(st.manifest_path(str(tmp_path / 'store'), r['id'])))
+    assert manifest['provenance']['pip'] == {'source_counts': {'top_pypi_json': 3}}
+    assert manifest['provenance']['left_out'] == [{'ecosystem': 'pip', 'package': 'giant', 'reason': 'budget',
+                                                   'why': 'giant: 5 kB closure, left out by the budget of 1 kB'}]
+    assert manifest['pip']['budget']['max_bytes'] == 1000
+    # A build skipped by max_age reports the same from the manifest.
+    again = bd.build(p, pip, now='2026-12-07T22:10:00+00:00', opener=heads)
+    assert again['not_rebuilt'] and again['left_out'] == r['left_out']
+    # A larger budget is another input: it builds, and takes the giant.
+    wide = bd.build(dict(p, max_bytes=10000), pip, now='2026-12-07T22:20:00+00:00', opener=heads)
+    assert 'left_out' not in wide and [x['name'] for x in wide['packages']] == ['giant', 'idna', 'six']
+
+
+def test_budget_options_are_checked(tmp_path):
+    with pytest.raises(BuildError, match='max_bytes must be a number of bytes'):
+        bd.build(dict(params(tmp_path, ['six']), max_bytes=-1), FakePip({}), now='t')
+    with pytest.raises(BuildError, match="scores: the score of 'six' must be a number"):
+        bd.build(dict(params(tmp_path, ['six']), scores={'six': 'many'}), FakePip({}), now='t')
+
+
+def test_the_budget_enters_the_inputs_key_only_when_set(tmp_path):
+    p = params(tmp_path, ['six'])
+    plain = bd.inputs_key(p, ['six'])
+    assert bd.inputs_key(dict(p, max_bytes=0, max_project_bytes=0, scores={'six': 1}), ['six']) == plain
+    with_budget = bd.inputs_key(dict(p, max_bytes=10), ['six'])
+    assert with_budget != plain
+    assert bd.inputs_key(dict(p, max_bytes=10, scores={'six': 1}), ['six']) != with_budget

@@ -9,6 +9,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _hoststate
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _store as st
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 
+from helpers import HOST_CLOCK
 from test_publish import build, key, run, store  # noqa: F401 pylint: disable=unused-import
 
 
@@ -18,7 +19,8 @@ def opener(url):
 
 def sync(host, mirrors, allowed, key='repl-1'):
     return _sync.sync({'url': None, 'mirrors': mirrors, 'snapshot': 'latest', 'store': host, 'workers': 2,
-                       'max_manifest_size': 1 << 20, 'allowed_signers': allowed, 'mirror_key': key}, opener, run=run)
+                       'max_manifest_size': 1 << 20, 'allowed_signers': allowed, 'mirror_key': key,
+                       'now_epoch': HOST_CLOCK}, opener, run=run)
 
 
 def test_each_host_has_a_stable_order_of_its_own():

@@ -37,9 +37,9 @@ def test_opener_passes_the_timeout_and_certificate_check(monkeypatch):
     seen = []
     monkeypatch.setattr('ansible.module_utils.urls.open_url', lambda url, **kw: seen.append((url, kw)) or 'response')
     assert _module.opener(7, False)('https://store/x') == 'response'
-    assert seen == [('https://store/x', {'timeout': 7, 'validate_certs': False, 'follow_redirects': 'safe'})]
-    _module.opener()('https://store/y')
-    assert seen[-1][1] == {'timeout': 30, 'validate_certs': True, 'follow_redirects': 'safe'}
+    assert seen == [('https://store/x', {'method': None, 'timeout': 7, 'validate_certs': False, 'follow_redirects': 'safe'})]
+    _module.opener()('https://store/y', method='HEAD')
+    assert seen[-1][1] == {'method': 'HEAD', 'timeout': 30, 'validate_certs': True, 'follow_redirects': 'safe'}
 
 
 def test_utc_now_is_whole_seconds_in_utc():

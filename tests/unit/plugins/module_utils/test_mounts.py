@@ -442,3 +442,19 @@ def test_a_name_found_under_the_views_root_removes_only_what_passes_each_roots_t
     run.purge('eve', [])
     assert run.purged['eve'] == 'purged' and not (tmp_path / 'views' / 'eve').exists()
     assert (tmp_path / 'scratch' / 'eve' / 'data').read_text() == 'not ours'
+
+
+def test_a_removed_user_whose_name_begins_with_a_dot_is_found_and_purged(tmp_path):
+    m = plan(tmp_path)[0]
+    assert converge(tmp_path, [m], state='mounted').prepare_user([m]) == [m]
+    dot = ov.plan_mounts([{'name': '.dave', 'uid': 2, 'gid': 2}], ['pip'], '/var/lib/pkgcache/trees/x',
+                         str(tmp_path / 'scratch'), str(tmp_path / 'views'))[0]
+    assert converge(tmp_path, [dot], state='mounted').prepare_user([dot]) == [dot]
+    (tmp_path / 'views' / '#lock').write_text('')  # the views root's lock: a file, never a user
+    (tmp_path / 'state').mkdir()
+    run = converge(tmp_path, [m], state='mounted')
+    assert run.removed_users() == ['.dave']
+    run.purge('.dave', [])
+    assert run.purged == {'.dave': 'purged'}
+    assert sorted(os.listdir(str(tmp_path / 'views'))) == ['#lock', 'alice']
+    assert sorted(os.listdir(str(tmp_path / 'scratch'))) == ['alice']

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.request
 import zipfile
 
 import pytest
@@ -191,17 +192,21 @@ def test_a_resolution_that_takes_an_sdist_is_installed_for_real_so_its_wheel_is_
 
 
 class _Index(http.server.SimpleHTTPRequestHandler):
-    """A static index with PEP 658 metadata that sends cache headers (pip caches nothing without them)."""
+    """A static index with PEP 658 metadata that sends cache headers (pip caches nothing without them) unless
+    ``server.cache_control`` is None; ``server.hits`` lists the paths asked for, ``server.requests`` (method,
+    path)."""
 
     def end_headers(self):
-        self.send_header('Cache-Control', 'max-age=600')
+        if self.server.cache_control:
+            self.send_header('Cache-Control', self.server.cache_control)
         http.server.SimpleHTTPRequestHandler.end_headers(self)
 
     def log_message(self, *args):
         self.server.hits.append(self.path)
+        self.server.requests.append((self.command, self.path))
 
 
-def pep658_index(root, wheels):
+def pep658_index(root, wheels, cache_control='max-age=600'):
     os.makedirs(os.path.join(root, 'packages'))
     links = {}
     for wheel in wheels:
@@ -221,7 +226,7 @@ def pep658_index(root, wheels):
         with open(os.path.join(root, 'simple', project, 'index.html'), 'w') as f:
             f.write('<html><body>%s</body></html>\n' % '<br>'.join(anchors))
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(_Index, directory=root))
-    server.hits = []
+    server.hits, server.requests, server.cache_control = [], [], cache_control
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -290,5 +295,74 @@ def test_real_pip_fills_the_cache_from_an_index_with_metadata_so_a_users_install
                               '--index-url', url, '--trusted-host', o['trusted_host'], 'six', 'idna'],
                              env=env, capture_output=True, text=True, check=False)
         assert res.returncode == 0 and 'Downloading' not in res.stdout and server.hits == [], (res.stdout, server.hits)
+    finally:
+        server.shutdown()
+
+
+def real_run(argv, env, data=None, cwd=None):
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    return res.returncode, res.stdout, res.stderr
+
+
+def url_opener(url, method=None):
+    return urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10)
+
+
+def wheelhouse(*prefixes):
+    wheels = sorted(glob.glob(os.path.join(ROOT, '.cache', 'wheelhouse', '*.whl')))
+    wheels = [w for w in wheels if os.path.basename(w).startswith(prefixes)]
+    assert len(wheels) == len(prefixes), 'the test wheelhouse (scripts/bootstrap.sh) lacks one of %s' % (prefixes,)
+    return wheels
+
+
+@pytest.mark.parametrize('budget', [0, 10 ** 9])
+def test_an_index_without_cache_headers_fails_the_build_after_the_first_package_naming_the_header(tmp_path, budget):
+    # The old build resolved and fetched every package and only then failed with "pip cached none of the N files".
+    server = pep658_index(str(tmp_path / 'index'), wheelhouse('six-', 'idna-', 'tzdata-'), cache_control=None)
+    try:
+        url = 'http://127.0.0.1:%d/simple/' % server.server_address[1]
+        o = {'index_url': url, 'trusted_host': '127.0.0.1:%d' % server.server_address[1], 'workers': 2,
+             'max_bytes': budget, 'packages': ['six', 'idna', 'tzdata']}
+        (tmp_path / 'scratch').mkdir()
+        with pytest.raises(BuildError) as exc:
+            pc.fill_cache(sys.executable, o, o['packages'], str(tmp_path / 'cache'), str(tmp_path / 'scratch'),
+                          real_run, None, url_opener)
+        msg = str(exc.value)
+        assert 'the index %s' % url in msg and 'no Cache-Control header' in msg and 'six' in msg, msg
+        assert not [h for h in server.hits if 'idna' in h or 'tzdata' in h], server.hits
+    finally:
+        server.shutdown()
+
+
+def test_the_header_check_names_what_keeps_pip_from_caching():
+    date = {'Date': 'Mon, 07 Dec 2026 22:00:00 GMT'}
+    assert pc.header_problem(dict(date, **{'Cache-Control': 'max-age=365000000, immutable, public'})) is None
+    assert pc.header_problem({'ETag': '"x"'}) is None
+    assert pc.header_problem(dict(date, Expires='Tue, 08 Dec 2026 22:00:00 GMT')) is None
+    assert 'no Cache-Control header' in pc.header_problem(date)
+    assert 'max-age is 0' in pc.header_problem(dict(date, **{'Cache-Control': 'public, max-age=0'}))
+    assert 'no-store' in pc.header_problem(dict(date, **{'Cache-Control': 'no-store, max-age=60'}))
+    assert 'no Date header' in pc.header_problem({'Cache-Control': 'max-age=60'})
+
+
+def test_with_a_budget_the_packages_left_out_are_resolved_but_never_downloaded(tmp_path):
+    six, idna, tzdata = wheelhouse('six-', 'idna-', 'tzdata-')
+    server = pep658_index(str(tmp_path / 'index'), [six, idna, tzdata])
+    try:
+        url = 'http://127.0.0.1:%d/simple/' % server.server_address[1]
+        o = {'index_url': url, 'trusted_host': '127.0.0.1:%d' % server.server_address[1], 'workers': 2,
+             'max_bytes': os.path.getsize(six) + os.path.getsize(idna) + 1000,
+             'packages': ['tzdata', 'six', 'idna']}
+        cache = str(tmp_path / 'cache')
+        (tmp_path / 'scratch').mkdir()
+        packages, misses, resolutions, left_out = pc.fill_cache(sys.executable, o, o['packages'], cache,
+                                                                str(tmp_path / 'scratch'), real_run, None, url_opener)
+        assert sorted(p['name'] for p in packages) == ['idna', 'six'] and misses == []
+        assert [(x['package'], x['reason'], x['closure_bytes']) for x in left_out] == \
+            [('tzdata', 'budget', os.path.getsize(tzdata))]
+        assert left_out[0]['why'].startswith('tzdata: 348 kB closure, left out by the budget of ')
+        gets = [path for method, path in server.requests if method == 'GET' and path.endswith('.whl')]
+        assert sorted(os.path.basename(g) for g in gets) == sorted(os.path.basename(w) for w in (six, idna))
+        assert all(pc.url_cached(cache, p['url']) for p in packages)
     finally:
         server.shutdown()

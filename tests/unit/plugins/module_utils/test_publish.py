@@ -13,7 +13,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _signing
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _hoststate as hs
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 
-from helpers import FakePip, disk, params, run_module
+from helpers import HOST_CLOCK, FakePip, disk, params, run_module
 
 
 def run(argv, env=None, data=None):
@@ -53,7 +53,7 @@ def test_every_publish_is_a_signed_numbered_record_and_a_rollback_is_a_higher_on
     assert again['revision'] == 2 and not again['changed']  # the same snapshot: no new revision
     rec = json.loads(open(pub.record_path(store(tmp_path), 2)).read())
     assert rec == {'type': pub.TYPE, 'revision': 2, 'id': v2['id'], 'published': '2026-01-08T00:00:00+00:00',
-                   'reason': 'build'}
+                   'reason': 'build', 'serial': 1, 'issued': '2026-01-08T00:00:00Z', 'expires': '2026-01-15T00:00:00Z'}
     _signing.verify(run, key[1], open(pub.record_path(store(tmp_path), 2), 'rb').read(),
                     open(pub.record_path(store(tmp_path), 2) + '.sig', 'rb').read(), 'record')
     r = pub.rollback({'store': store(tmp_path), 'snapshot': 'previous', 'signing_key': key[0]}, run, now='t3')
@@ -81,8 +81,14 @@ def test_unchanged_inputs_within_max_age_skip_the_build_and_ask_the_index_nothin
     first = build(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', max_age=7 * 86400)
     pip = FakePip({'six': ('9.9', 'newer')})
     p = dict(params(tmp_path, ['six']), max_age=7 * 86400)
-    skipped = bd.build(p, pip, now='2026-01-05T00:00:00+00:00')
+    skipped = bd.build(p, pip, now='2026-01-03T00:00:00+00:00')
     assert pip.calls == [] and skipped['not_rebuilt'] and skipped['id'] == first['id'] and not skipped['changed']
+    # Less than half of the record's 7 days left: the same revision is signed again (a fresh expiry), still no build.
+    again = bd.build(p, pip, now='2026-01-05T00:00:00+00:00')
+    assert pip.calls == [] and again['not_rebuilt'] and again['changed'] and again['revision'] == first['revision']
+    rec = pub.current(store(tmp_path))
+    assert (rec['serial'], rec['issued'], rec['expires']) == (2, '2026-01-05T00:00:00Z', '2026-01-12T00:00:00Z')
+    assert rec['published'] == '2026-01-01T00:00:00+00:00'
     assert [x['name'] for x in skipped['packages']] == ['six'] and skipped['ecosystems']['pip']['requested'] == ['six']
     # Older than max_age, other inputs, or forced: built again.
     assert not bd.build(p, pip, now='2026-01-09T00:00:00+00:00')['not_rebuilt']
@@ -98,7 +104,8 @@ def test_a_host_refuses_a_replayed_older_revision_and_takes_a_rollback(tmp_path,
 
     def sync(**kw):
         return _sync.sync(dict({'url': url, 'snapshot': 'latest', 'store': host, 'workers': 2, 'max_manifest_size': 1 << 20,
-                                'allowed_signers': key[1]}, **kw), lambda u: open(u[len('file://'):], 'rb'), run=run)
+                                'allowed_signers': key[1], 'now_epoch': HOST_CLOCK}, **kw),
+                          lambda u: open(u[len('file://'):], 'rb'), run=run)
 
     os.makedirs(host)
     assert sync()['revision'] == 2
@@ -138,7 +145,8 @@ def hide_published(served, latest):
 
 def sync_with(host, served, allowed, opener, **kw):
     return _sync.sync(dict({'url': 'file://' + served, 'snapshot': 'latest', 'store': host, 'workers': 2,
-                            'max_manifest_size': 1 << 20, 'allowed_signers': allowed}, **kw), opener, run=run)
+                            'max_manifest_size': 1 << 20, 'allowed_signers': allowed, 'now_epoch': HOST_CLOCK}, **kw),
+                      opener, run=run)
 
 
 def test_a_host_that_applied_revisions_refuses_a_store_that_hides_them(tmp_path, key):

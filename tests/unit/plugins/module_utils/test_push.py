@@ -14,7 +14,7 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _sync
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
 
-from helpers import disk, run_module
+from helpers import HOST_CLOCK, disk, run_module
 from test_builder import FakePip, params
 from test_publish import build, key, run, store  # noqa: F401 pylint: disable=unused-import
 
@@ -45,7 +45,7 @@ def push(builder_store, host, staging, carried, snapshot='latest', allowed=None,
     if not sync:
         return None, want, sent
     result = _sync.sync({'source': staging, 'mirrors': [_push.source_url(staging)], 'snapshot': snapshot, 'store': host,
-                         'workers': 2, 'max_manifest_size': 1 << 20, 'allowed_signers': allowed},
+                         'workers': 2, 'max_manifest_size': 1 << 20, 'allowed_signers': allowed, 'now_epoch': HOST_CLOCK},
                         _push.source_opener(staging), run=run)
     _push.clear_staged(staging)
     return result, want, sent
@@ -136,7 +136,8 @@ def test_a_corrupt_object_is_refused_and_the_active_snapshot_stays(tmp_path, key
         open(target, 'wb').write(b'e' * s.st_size)
     with pytest.raises(st.StoreError, match='does not match its hash'):
         _sync.sync({'mirrors': [_push.source_url(staging)], 'snapshot': 'latest', 'store': host, 'workers': 2,
-                    'max_manifest_size': 1 << 20, 'allowed_signers': key[1]}, _push.source_opener(staging), run=run)
+                    'max_manifest_size': 1 << 20, 'allowed_signers': key[1], 'now_epoch': HOST_CLOCK},
+                   _push.source_opener(staging), run=run)
     assert hs.active_id(host) == v1['id']
 
 
@@ -327,3 +328,63 @@ def test_receive_module_check_mode_names_what_a_real_run_receives(tmp_path, plac
     assert rc == 0 and got['wanted'] == [] and got['wanted_bytes'] == 0
     assert dict(got, wanted=None, wanted_key=None, wanted_bytes=None) == dict(check, wanted=None, wanted_key=None, wanted_bytes=None)
     assert os.listdir(os.path.join(staging, _push.INCOMING)) == []
+
+
+HUGE = 1 << 27  # what the hostile headers below announce, and send (zeros: 128 KB on the wire)
+
+
+@pytest.mark.parametrize('what', ['pax header', 'GNU long name', 'object of 1 TiB', 'sum past the limit'])
+def test_a_member_that_claims_a_huge_size_is_refused_before_it_is_read(tmp_path, key, places, what):
+    """A member whose header claims an enormous size, or an archive whose members add up past the limits: refused,
+    naming it, with nothing read into memory or written beyond the limits; the host keeps its snapshot and its
+    incoming dir is left empty (a rerun sends good archives again)."""
+    import tracemalloc
+    host, staging, carried = places
+    v1 = build_two(tmp_path, '1.0', '2026-01-01T00:00:00+00:00', key[0])
+    push(store(tmp_path), host, staging, carried, allowed=key[1])
+    had = set(o[0] for o in st.iter_objects(host))
+    build_two(tmp_path, '2.0', '2026-01-08T00:00:00+00:00', key[0])
+    want = push(store(tmp_path), host, staging, carried, sync=False)[1]
+    shutil.rmtree(os.path.join(staging, 'objects'))
+    digest = want['wanted'][0]
+    assert digest not in had
+    good = open(st.object_path(store(tmp_path), digest), 'rb').read()
+    path = os.path.join(staging, _push.INCOMING, 'objects-%s-%s-1of1.tar.gz' % ('a' * 12, 'b' * 16))
+    limits = None
+    with tarfile.open(path, 'w:gz', format=tarfile.GNU_FORMAT) as tar:
+        if what in ('pax header', 'GNU long name'):
+            # tarfile reads such a header's data whole, into memory, before it yields the member it describes.
+            info = tarfile.TarInfo('././@LongLink' if what == 'GNU long name' else 'PaxHeader/object')
+            info.type = tarfile.GNUTYPE_LONGNAME if what == 'GNU long name' else tarfile.XHDTYPE
+            info.size = HUGE
+            tar.addfile(info, _Zeros(HUGE))
+        elif what == 'object of 1 TiB':
+            info = tarfile.TarInfo(st.object_rel(digest))
+            info.size = 1 << 40  # the header claims it; the archive holds a few bytes
+            tar.fileobj.write(info.tobuf(tarfile.GNU_FORMAT))
+            tar.fileobj.write(good.ljust(512, b'\0'))
+        else:
+            limits = {'max_snapshot_size': len(good)}
+        info = tarfile.TarInfo(st.object_rel(digest))
+        info.size = len(good)
+        if what != 'object of 1 TiB':
+            tar.addfile(info, io.BytesIO(good))
+    messages = {'pax header': r"%s: member .*PaxHeader/object.* is not a file of a store \(a header of type 'x' that "
+                              r"announces %d bytes\); refused" % (path, HUGE),
+                'GNU long name': r"%s: member .*@LongLink.* is not a file of a store \(a header of type 'L' that "
+                                 r"announces %d bytes\)" % (path, HUGE),
+                'object of 1 TiB': r'%s: %s is not an object this host lacks, or not of its size \(%d bytes\); refused'
+                                   % (path, st.object_rel(digest), len(good)),
+                'sum past the limit': r'pushed snapshot %s: snapshot size \d+ exceeds the per-snapshot limit %d'
+                                      % (want['id'], len(good))}
+    tracemalloc.start()
+    try:
+        with pytest.raises(_push.PushError, match=messages[what]):
+            _push.receive(staging, host, limits=limits)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak  # what the headers announce is 128 MB
+    assert os.listdir(os.path.join(staging, _push.INCOMING)) == []
+    assert not os.path.exists(os.path.join(staging, 'objects'))
+    assert hs.active_id(host) == v1['id'] and set(o[0] for o in st.iter_objects(host)) == had

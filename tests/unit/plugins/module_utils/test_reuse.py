@@ -148,3 +148,18 @@ def test_reuse_seeds_the_pep658_metadata_a_current_pip_reads(tmp_path):
     meta_path = 'pip/' + os.path.relpath(pc.http_cache_paths('/c', url)[0], '/c')
     assert again['ecosystems']['pip']['reused'] == 1 and first['id'] != again['id']
     assert any(e['path'] == meta_path for e in m['entries'])
+
+
+def test_a_budget_leaves_out_a_reused_resolution_and_its_seeded_files_leave_the_snapshot(tmp_path):
+    first = build(tmp_path, ResolverPip({}), Pages(PAGES), 't1', packages=('web', 'legacy'))
+    assert sorted(x['name'] + x['version'] for x in first['packages']) == ['core1.0', 'core2.0', 'legacy1.0', 'web1.0']
+    # Nothing changed on the index, so both are reused; 'web 1.0' + 'core 2.0' is 15 bytes, legacy's closure 18.
+    pip = ResolverPip({})
+    r = build(tmp_path, pip, Pages(PAGES), 't2', packages=('web', 'legacy'), max_bytes=25)
+    assert getattr(pip, 'requests', []) == []
+    assert [(x['package'], x['reason'], x['closure_bytes']) for x in r['left_out']] == [('legacy', 'budget', 18)]
+    assert sorted(x['name'] + x['version'] for x in r['packages']) == ['core2.0', 'web1.0']
+    m = manifest(tmp_path, r['id'])
+    assert sorted(m['pip']['resolutions']) == ['web'] and m['pip']['reused'] == 1
+    bodies = [e for e in m['entries'] if e['type'] == 'file' and e['path'].startswith('pip/http')]
+    assert len(bodies) == 2  # the files of legacy 1.0 and core 1.0 went with it

@@ -4,9 +4,10 @@ import hashlib
 import os
 import shutil
 
+from ansible_collections.pkgcache.overlay.plugins.module_utils import _builder as bd
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _uvcache as uc
 
-from helpers import build_eco, snapshot_files
+from helpers import FakePip, Heads, build_eco, params, snapshot_files
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'fixtures')
 
@@ -142,3 +143,20 @@ def test_uv_stale_names_are_the_previous_versions_no_resolution_takes():
     previous = {'packages': [{'name': 'a', 'version': '1'}, {'name': 'b', 'version': '1'}, {'name': 'c', 'version': '1'}]}
     frozen = [[{'name': 'a', 'version': '1'}, {'name': 'b', 'version': '2'}]]
     assert uc.stale_names(previous, frozen) == ['b', 'c']
+
+
+def test_uv_leaves_out_what_the_pip_budget_left_out(tmp_path):
+    index = {'giant': ('1', 'g' * 5000), 'web': ('1', 'w' * 100)}
+    uv = CacheUv({'giant': {'giant': '1.0'}, 'web': {'web': '1.0', 'core': '2.0'}})
+    pip = FakePip(index)
+
+    def run(argv, env, data=None, cwd=None):
+        return uv(argv, env) if 'UV_CACHE_DIR' in (env or {}) and argv[0] == 'uv' else pip(argv, env)
+
+    p = dict(params(tmp_path, ['giant', 'web']), ecosystems=['pip', 'uv'], max_bytes=1000, workers=2,
+             uv={'packages': ['giant', 'web']})
+    r = bd.build(p, run, now='t', opener=Heads(dict((n, len(b)) for n, (v, b) in index.items())))
+    assert [(x['ecosystem'], x['package']) for x in r['left_out']] == [('pip', 'giant'), ('uv', 'giant')]
+    assert r['left_out'][1]['why'].endswith("(in pip's part; uv follows)")
+    assert not [c for c in uv.calls if c[1:3] == ['pip', 'install'] and c[-1] == 'giant']
+    assert sorted((x['ecosystem'], x['name']) for x in r['packages']) == [('pip', 'web'), ('uv', 'core'), ('uv', 'web')]

@@ -24,6 +24,11 @@ def run(capsys, args):
     return exc.value.code, json.loads(capsys.readouterr().out)
 
 
+def diffs(res):
+    """The result's --diff entries as a list: fstab's first (when it changes), then views, links and directories."""
+    return res['diff'] if isinstance(res['diff'], list) else [res['diff']]
+
+
 def args(tmp_path, **kw):
     (tmp_path / 'home' / 'alice').mkdir(parents=True, exist_ok=True)
     (tmp_path / 'tree' / 'pip').mkdir(parents=True, exist_ok=True)
@@ -40,8 +45,11 @@ def test_check_mode_then_apply_then_idempotent(tmp_path, capsys):
     rc, res = run(capsys, args(tmp_path, _ansible_check_mode=True))
     assert rc == 0 and res['changed'] and res['users'] == {'alice': {'pip': 'present'}}, res['unserved']
     assert (tmp_path / 'fstab').read_text() == ODD and not (tmp_path / 'scratch').exists()
+    fstab_diff, views_diff = diffs(res)
     target = 'overlay %s/views/alice/pip overlay' % tmp_path
-    assert target in res['diff']['after'] and target not in res['diff']['before']
+    assert target in fstab_diff['after'] and target not in fstab_diff['before']
+    link = 'alice/pip link %s/home/alice/.cache/pip -> %s/views/alice/pip' % (tmp_path, tmp_path)
+    assert link in views_diff['after'].splitlines() and link not in views_diff['before']
     rc, res = run(capsys, args(tmp_path, backup=True))
     assert rc == 0 and res['changed'] and os.path.exists(res['backup_file'])
     text = (tmp_path / 'fstab').read_text()
@@ -237,3 +245,88 @@ def test_mount_overlay_refuses_a_target_or_layers_that_are_not_roots(tmp_path):
     os.chown(str(tmp_path / 'layers' / 'work'), 1, 1)
     with pytest.raises(MountError, match='upper or work dir'):
         mount_overlay(str(tmp_path / 'views' / 'alice' / 'pip'), opts, str(tmp_path / 'layers'), 1)
+
+
+def test_a_moved_home_shows_the_link_move_in_check_mode_and_diff_and_the_old_link_is_retired(tmp_path, capsys):
+    """u3's home moves in the inventory: the view and its fstab line stay, the cache link moves.
+
+    Check mode names the move (users, links, plan) and --diff shows the old and the new link; the real run carries
+    out that very plan: the new link is placed, and root's old link in the old home is removed.
+    """
+    (tmp_path / 'fstab').write_text(ODD)
+    a = args(tmp_path)
+    rc, res = run(capsys, a)
+    assert rc == 0 and res['users'] == {'alice': {'pip': 'present'}}
+    view = str(tmp_path / 'views' / 'alice' / 'pip')
+    old, new = tmp_path / 'home' / 'alice' / '.cache' / 'pip', tmp_path / 'alt' / 'alice' / '.cache' / 'pip'
+    assert os.readlink(str(old)) == view
+    fstab = (tmp_path / 'fstab').read_text()
+    (tmp_path / 'alt' / 'alice').mkdir(parents=True)
+    moved = dict(a, repls=[dict(a['repls'][0], home=str(tmp_path / 'alt' / 'alice'))])
+    rc, check = run(capsys, dict(moved, _ansible_check_mode=True))
+    assert rc == 0 and check['changed'] and check['users'] == {'alice': {'pip': 'link-moved'}}
+    assert check['links'] == {'alice': {'pip': {
+        'action': 'move', 'path': str(new), 'target': view, 'before': None, 'from': str(old),
+        'old_link': 'remove: the link to her view is still there'}}}
+    step, = check['plan']['mounts']
+    assert (step['action'], step['link'], step['link_path']) == ('none', 'move', str(new))
+    assert step['link_from'] == {'path': str(old), 'home': str(tmp_path / 'home' / 'alice'), 'fate': 'remove',
+                                 'why': 'the link to her view is still there'}
+    assert not check['plan']['fstab']['write'] and check['plan']['fstab']['add'] == []
+    # fstab does not change: the one diff is the views and links one, with the link's before and after.
+    assert not isinstance(check['diff'], list)
+    before, after = check['diff']['before'].splitlines(), check['diff']['after'].splitlines()
+    assert 'alice/pip link %s -> %s' % (old, view) in before and 'alice/pip link %s -> %s' % (old, view) not in after
+    assert 'alice/pip link %s -> %s' % (new, view) in after and 'alice/pip link %s -> %s' % (new, view) not in before
+    assert 'alice/pip view %s: not mounted' % view in before and 'alice/pip view %s: not mounted' % view in after
+    # Check mode changed nothing.
+    assert os.readlink(str(old)) == view and not (tmp_path / 'alt' / 'alice' / '.cache').exists()
+    assert (tmp_path / 'fstab').read_text() == fstab
+    rc, res = run(capsys, moved)
+    assert rc == 0 and res['changed'] and res['plan'] == check['plan']
+    assert res['users'] == {'alice': {'pip': 'link-moved'}}
+    assert res['links']['alice']['pip']['old_link'] == 'removed: the link to her view was removed'
+    assert res['diff'] == check['diff']
+    assert os.readlink(str(new)) == view and not os.path.lexists(str(old))
+    assert (tmp_path / 'home' / 'alice' / '.cache').is_dir()  # only the link went
+    assert (tmp_path / 'fstab').read_text() == fstab
+    rc, res = run(capsys, moved)
+    assert rc == 0 and not res['changed'] and res['users'] == {'alice': {'pip': 'present'}} and 'diff' not in res
+    # Back to the first home, but she put a dir of her own where root's link stood in the second: it is left, and
+    # the plan, the report and the diff say so.
+    os.unlink(str(new))
+    new.mkdir()
+    (new / 'mine').write_text('hers')
+    rc, check = run(capsys, dict(a, _ansible_check_mode=True))
+    assert check['links']['alice']['pip']['old_link'] == (
+        "left: %s is no longer root's link to her view (directory)" % new)
+    assert check['users'] == {'alice': {'pip': 'link-moved'}}
+    assert 'alice/pip link place %s: left as it is' % new in check['diff']['after']
+    rc, res = run(capsys, a)
+    assert rc == 0 and res['plan'] == check['plan'] and os.readlink(str(old)) == view
+    assert (new / 'mine').read_text() == 'hers'
+
+
+@pytest.mark.parametrize('name', ['.lock', '.alice'])
+def test_a_user_whose_name_begins_with_a_dot_is_served_and_cannot_take_the_lock(tmp_path, capsys, name):
+    """Repl names may begin with '.' (Debian's useradd takes them): '.lock' was the name of the views root's lock."""
+    home = tmp_path / 'home' / name
+    home.mkdir(parents=True)
+    a = args(tmp_path)
+    a['repls'].append({'name': name, 'uid': UID, 'gid': GID, 'home': str(home)})
+    # A host that an earlier version ran on: its lock file stands where her view dir goes.
+    (tmp_path / 'views').mkdir(mode=0o711)
+    (tmp_path / 'views' / '.lock').write_text('')
+    for dummy in range(2):
+        rc, res = run(capsys, a)
+        assert rc == 0 and res['users'] == {'alice': {'pip': 'present'}, name: {'pip': 'present'}}, res
+        assert res['unserved'] == {}
+        assert os.readlink(str(home / '.cache' / 'pip')) == str(tmp_path / 'views' / name / 'pip')
+        assert (tmp_path / 'views' / name / 'pip').is_dir()
+        assert '%s/views/%s/pip ' % (tmp_path, name) in (tmp_path / 'fstab').read_text()
+    assert not res['changed']
+    # And the other way round: her view dir exists before any lock was taken.
+    rc, res = run(capsys, dict(a, views_root=str(tmp_path / 'views2'), _ansible_check_mode=True))
+    (tmp_path / 'views2' / name).mkdir(parents=True)
+    rc, res = run(capsys, dict(a, views_root=str(tmp_path / 'views2'), fstab=str(tmp_path / 'fstab2')))
+    assert rc == 0 and res['unserved'] == {} and res['users'][name] == {'pip': 'present'}, res
