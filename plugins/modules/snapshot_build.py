@@ -65,7 +65,10 @@ options:
     aliases: [ecosystem]
     version_added: 0.2.0
   packages:
-    description: pip requirement specifiers, for example V(requests) or V(six==1.17.0).
+    description:
+      - pip requirement specifiers, for example V(requests), V(six==1.17.0), V(uvicorn[standard]) or
+        V(celery[redis]==5.4.0). Each is a PEP 508 project name with optional extras and version clauses;
+        markers, direct references (C(name @ URL)) and pip options are refused, naming the specifier.
     type: list
     elements: str
     default: []

@@ -5,7 +5,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.environ['MOLECULE_PROJECT_DIRECTORY'], 'tests', 'fleet'))
-from fleetlib import VIEWS, as_root, as_user, docker_restart, mounted_at, run_module, view_of  # noqa: E402,F401 pylint: disable=unused-import
+from fleetlib import VIEWS, as_root, as_user, docker_restart, mounted_at, playbook, run_module, view_of  # noqa: E402,F401 pylint: disable=unused-import
 
 HOST = 'pkgcache-attack'
 USERS = {'alice': 2001, 'bob': 2002, 'mallory': 2003, 'j.doe': 2004}

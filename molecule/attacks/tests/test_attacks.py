@@ -8,8 +8,8 @@ writable upper would let her run code in root's login shell).
 
 import json
 
-from conftest import (HOST, USERS, VICTIMS, VIEWS, as_root, as_user, docker_restart, ids, lower_of, mounted_at, run_module,
-                      start_as, stop, switch, tree, view_of)
+from conftest import (HOST, USERS, VICTIMS, VIEWS, as_root, as_user, docker_restart, ids, lower_of, mounted_at, playbook,
+                      run_module, start_as, stop, switch, tree, view_of)
 
 PROFILE_D = '/etc/attack-target'
 APP = '/opt/attack-app'
@@ -440,3 +440,66 @@ def test_9_logins_while_ansible_runs_neither_fail_nor_double_mount():
             assert fstab.count(target) == 1, (target, fstab)
             assert target in (host_block if user in ('eve', 'frank') else mounts_block)
     assert failed_serves() == failed_before   # waiting for the lock is no failure
+
+
+# A guessed package, planted in one's own pip and npm caches (through the view, so it lands in the upper).
+PLANT_GUESS = r'''
+import hashlib, io, json, os, zipfile
+buf = io.BytesIO()
+with zipfile.ZipFile(buf, 'w') as z:
+    z.writestr('secretpkg/__init__.py', '')
+    z.writestr('secretpkg-1.0.dist-info/METADATA', 'Metadata-Version: 2.1\nName: secretpkg\nVersion: 1.0\n\n')
+d = os.path.expanduser('~/.cache/pip/http-v2/5/e/c/r/e')
+os.makedirs(d, exist_ok=True)
+with open(os.path.join(d, 'secretpkg.body'), 'wb') as f:
+    f.write(buf.getvalue())
+key = 'make-fetch-happen:request-cache:https://registry.npmjs.org/secretpkg/-/secretpkg-1.0.0.tgz'
+body = json.dumps({'key': key, 'integrity': 'sha512-deadbeef', 'time': 1, 'size': 1, 'metadata': {}})
+d = os.path.expanduser('~/.npm/_cacache/index-v5/5e/c7')
+os.makedirs(d, exist_ok=True)
+with open(os.path.join(d, 'secret'), 'a') as f:
+    f.write('\n%s\t%s' % (hashlib.sha1(body.encode()).hexdigest(), body))
+print(json.dumps({'planted': 2}))
+'''
+
+UNPLANT = 'rm -rf ~/.cache/pip/http-v2/5/e/c/r/e/secretpkg.body ~/.npm/_cacache/index-v5/5e/c7/secret'
+
+
+def served_by_the_next_build():
+    """Run the weekly flow's telemetry and ranking (molecule/attacks/telemetry_oracle.yml); return its summary."""
+    rc, res = playbook('molecule/attacks/telemetry_oracle.yml')
+    assert rc == 0, [r.get('msg') for task in res.values() for r in task.values() if r.get('failed')]
+    return res['Show what the store would serve'][HOST]['msg']
+
+
+def host_counts(summary, eco):
+    """The host's counts per package of ``eco`` in a summary (0.3's telemetry was a bare mapping)."""
+    return summary['telemetry'][eco].get('packages', summary['telemetry'][eco])
+
+
+def test_telemetry_a_guess_planted_by_the_attacker_changes_nothing_the_store_serves():
+    """mallory plants `secretpkg` in her pip and npm caches; with min_users 2 her copy is one of the two users,
+    so the host's count of it exists exactly when a victim of the host has it too (the oracle of issue 24).
+    What the next build would resolve and the provenance it would record must be the same either way."""
+    start_as('mallory', PLANT_GUESS, 'plant_guess')
+    as_user('mallory', HOST).check_output('for i in $(seq 50); do grep -q planted /tmp/plant_guess.log && exit 0; '
+                                          'sleep 0.2; done; cat /tmp/plant_guess.log; exit 1')
+    try:
+        alone = served_by_the_next_build()
+        as_user('alice', HOST).check_output("python3 - <<'EOF'\n%s\nEOF" % PLANT_GUESS)   # the victim has it too
+        both = served_by_the_next_build()
+    finally:
+        for user in ('mallory', 'alice'):
+            as_user(user, HOST).run(UNPLANT)
+    # The setup really is the oracle: the host's own counts (which stay with the builder) differ.
+    for eco in ('pip', 'npm'):
+        assert 'secretpkg' not in host_counts(alone, eco), alone['telemetry']
+        assert host_counts(both, eco)['secretpkg'] == 2, both['telemetry']
+    # What the store would serve does not: the lists the build resolves, and the manifest's provenance.
+    assert both['requested'] == alone['requested'], (alone['requested'], both['requested'])
+    assert both['provenance'] == alone['provenance'], (alone['provenance'], both['provenance'])
+    assert 'secretpkg' not in json.dumps(both['requested']) + json.dumps(both['provenance'])
+    assert both['requested']['pip']['requested'] == ['six'] and both['requested']['npm']['requested'] == ['chalk@4']
+    fleet = [s for s in both['provenance']['pip']['sources'] if s['type'] == 'fleet'][0]
+    assert fleet == {'name': 'fleet', 'type': 'fleet', 'weight': 1.0, 'packages': 0, 'total': 0, 'hosts': 1,
+                     'min_hosts': 3}

@@ -1,5 +1,6 @@
 """pip, npm, Maven and uv from one snapshot, tested as the repl users. The steps run in order."""
 
+import json
 import re
 
 from conftest import (BUILDER, REPL1, REPL2, as_root, as_user, manifest, mvn_get, mounted_at, npm_install,
@@ -145,13 +146,16 @@ def test_10_misses_on_two_hosts_make_the_next_snapshot():
     rc, results = playbook('refresh.yml', {'pkgcache_popularity': True})
     assert rc == 0
     telemetry = results['Keep the counts for the builder']
-    assert telemetry[REPL1]['ansible_facts']['mount_telemetry']['pip'] == {'tabulate': 1}
+    pip = telemetry[REPL1]['ansible_facts']['mount_telemetry']['pip']
+    assert pip['packages'] == {'tabulate': 1} and list(pip['versions']) == ['tabulate']  # and which version
     assert 'alice' not in str(telemetry) and 'bob' not in str(telemetry)  # counts only, no user names
     snap, m = manifest()
     assert snap != STATE['v1']
-    prov = dict((p['name'], p['sources']) for p in m['provenance']['pip']['packages'])
-    assert prov['tabulate'] == ['fleet_misses'] and prov['six'] == ['pin']
-    assert m['provenance']['pip']['source_counts']['fleet_misses'] == {'tabulate': 2}
+    # The manifest records the sources and their totals (the scenario's min_hosts is 1), never a package.
+    fleet = [s for s in m['provenance']['pip']['sources'] if s['type'] == 'fleet'][0]
+    assert fleet['hosts'] == 2 and fleet['packages'] == 1 and fleet['total'] == 2 and fleet['min_hosts'] == 1
+    assert 'tabulate' not in json.dumps(m['provenance']) and 'kleur' not in json.dumps(m['provenance'])
+    assert 'tabulate' in [p['name'] for p in m['pip']['packages']]
     assert 'kleur' in [p['name'] for p in m['npm']['packages']]
     # carol never fetched either; her next installs download nothing.
     out = pip_install('carol', REPL1, 'tabulate')

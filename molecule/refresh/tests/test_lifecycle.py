@@ -348,3 +348,36 @@ def test_14_the_builders_resign_service_signs_the_record_again_and_the_hosts_tak
         assert (sync[host]['id'], sync[host]['revision']) == (rec['id'], rev) and current_of(host) == rec['id']
         m = metrics(host)
         assert m['pkgcache_last_sync_success'] == 1 and m['pkgcache_revision_expires_timestamp'] == epoch(rec['expires'])
+
+
+def test_15_pinned_versions_the_fleet_installed_are_in_the_next_weekly_build():
+    """alice (repl1) and bob (repl2) pin an older hitrate-core; the weekly flow (telemetry -> rank -> build -> roll
+    out) builds it beside the newest, and carol, who never had either, installs both without a download.
+    The scenario's builder sets build_telemetry_min_hosts: 2 (two repl hosts; the default is 3)."""
+    for host, user in ((REPL1, 'alice'), (REPL2, 'bob')):
+        out = pip_install(user, host, 'hitrate-core==1.0')
+        assert 'Downloading' in out and 'hitrate_core-1.0-' in out, out   # no snapshot so far has it
+    rc, res = playbook('refresh.yml', {'build_packages': V2, 'pkgcache_popularity': True})
+    assert rc == 0
+    telemetry = res['Keep the counts for the builder']
+    for host in HOSTS:
+        pip = telemetry[host]['ansible_facts']['mount_telemetry']['pip']
+        assert pip['versions']['hitrate-core'] == {'1.0': 1}, pip
+    assert 'alice' not in str(telemetry) and 'bob' not in str(telemetry)  # counts only, no user names
+    build = res['Build the snapshot'][BUILDER]
+    requested = build['ecosystems']['pip']['requested']
+    assert [r for r in requested if '==' not in r][:len(V2)] == V2   # the role's list comes first, as pins
+    assert 'hitrate-core' in requested and 'hitrate-core==1.0' in requested, requested
+    assert {('hitrate-core', '1.0'), ('hitrate-core', '2.0')} <= set((p['name'], p['version']) for p in build['packages'])
+    # The manifest the store serves records the sources and their totals, no package; the ranking stays root's.
+    b = as_root(BUILDER)
+    prov = b.check_output('python3 -c "import json; print(json.dumps(json.load(open(\'/srv/pkgcache/snapshots/%s.json\'))'
+                          '[\'provenance\']))"' % build['id'])
+    assert 'hitrate' not in prov and '"min_hosts": 2' in prov and '"hosts": 2' in prov, prov
+    assert b.check_output('stat -c "%a %U" /var/lib/pkgcache-build/popularity/pip.json') == '600 root'
+    assert 'hitrate-core==1.0' in b.check_output('cat /var/lib/pkgcache-build/popularity/pip.json')
+    for host in HOSTS:
+        assert lower_of('carol', host) == build['id']
+        for spec, wheel in (('hitrate-core==1.0', 'hitrate_core-1.0-'), ('hitrate-core', 'hitrate_core-2.0-')):
+            out = pip_install('carol', host, spec)
+            assert from_cache(out, 'hitrate_core') and wheel in out, out
