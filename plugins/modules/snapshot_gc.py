@@ -95,6 +95,7 @@ busy_scan:
   description: The process scan's outcome.
   returned: success
   type: dict
+  version_added: 0.4.0
   contains:
     unknown:
       description: The uids whose processes were not all inspected, with the cause (time or count budget reached,
