@@ -18,7 +18,7 @@ description:
     an open fd.
   - The process scan is bounded per uid (2 s and 100000 cwd, root and fd links each, fewest fds first; 30 s in
     all) and looks only at directories on the store's filesystem, from the kernel's cached attributes. A uid over
-    its budget, or whose process root may not read, protects only the trees found in what was scanned: a tree
+    its budget, or whose process root may not read, protects only the trees found in what was scanned. A tree
     only its other fds could hold is one it opened through C(/mnt/cacache) before a lazy switch, and removing it
     reaches that uid's processes alone. Each such uid is named in a warning with the cause, and in RV(busy_scan).
   - Only when root lacks C(CAP_SYS_PTRACE) (or cannot list C(/proc)) is every snapshot kept, with a warning.
