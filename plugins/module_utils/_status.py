@@ -258,7 +258,8 @@ def prometheus(status, host, include_user_names=False):
     orphaned = status.get('orphaned') or []
     metric('pkgcache_orphaned_scratch_dirs', 'Scratch dirs of users no overlay serves any more (mount_purge_removed '
            'removes them).', 'gauge', [({}, len(orphaned))])
-    metric('pkgcache_orphaned_scratch_bytes', 'Bytes of disk allocated in those scratch dirs (st_blocks * 512).', 'gauge', [({}, sum(o['bytes'] for o in orphaned))])
+    metric('pkgcache_orphaned_scratch_bytes', 'Bytes of disk allocated in those scratch dirs (st_blocks * 512).', 'gauge',
+           [({}, sum(o['bytes'] for o in orphaned))])
     metric('pkgcache_store_objects', 'Objects in the host\'s store.', 'gauge', [({}, status['store']['objects'])])
     metric('pkgcache_store_bytes', 'Bytes of the objects in the host\'s store.', 'gauge', [({}, status['store']['bytes'])])
     last = status.get('last_sync') or {}
