@@ -203,21 +203,22 @@ def _scan_uid(check, proc, uid, plist, end, uid_links, clock, result):
             break
         fd_dir = os.path.join(proc, pid, 'fd')
         try:
-            fds = os.listdir(fd_dir)
+            fds = os.scandir(fd_dir)    # streamed: a cut stops reading the directory too
         except PermissionError:
             problems.append('EACCES on pid %s' % pid)
             continue
         except OSError:
             continue
-        for fd in fds:
-            links += 1
-            if links > uid_links:
-                cut = 'more than %d links for uid %s' % (uid_links, uid)
-                break
-            if links % 64 == 0 and clock() > end:
-                cut = 'timeout after %d links of uid %s' % (links, uid)
-                break
-            look(pid, os.path.join(fd_dir, fd))
+        with fds:
+            for name in _names(fds):
+                links += 1
+                if links > uid_links:
+                    cut = 'more than %d links for uid %s' % (uid_links, uid)
+                    break
+                if links % 64 == 0 and clock() > end:
+                    cut = 'timeout after %d links of uid %s' % (links, uid)
+                    break
+                look(pid, os.path.join(fd_dir, name))
         if cut is not None:
             break
     result.links += links
@@ -229,6 +230,18 @@ def _scan_uid(check, proc, uid, plist, end, uid_links, clock, result):
         if not result.can_trace and problems:
             causes.append('root lacks CAP_SYS_PTRACE')
         result.unknown[uid] = '; '.join(causes)
+
+
+def _names(entries):
+    """The names of a scandir iterator; a process that exits while its fd dir is read just ends the list."""
+    while True:
+        try:
+            entry = next(entries, None)
+        except OSError:
+            return
+        if entry is None:
+            return
+        yield entry.name
 
 
 def find_busy(targets, proc='/proc', **bounds):
