@@ -380,7 +380,9 @@ def test_20_an_fd_hog_of_one_user_does_not_stop_gc_of_an_unused_tree():
 # her own view and over ~/fusemnt; a child sits inside it (cwd and dir fds). Once /tmp/fuse_attack.freeze exists the
 # daemon answers nothing more: a request to it would hang whoever sent it, until the daemon dies.
 FUSE_ATTACK = r'''
-import ctypes, errno, json, os, select, signal, struct, sys, time
+import ctypes, errno, json, os, resource, select, signal, struct, sys, time
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 libc = ctypes.CDLL(None, use_errno=True)
 MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 16384, 1 << 18
 targets, seconds, nfds = sys.argv[1].split(','), float(sys.argv[2]), int(sys.argv[3])
