@@ -471,6 +471,11 @@ def test_21_fuse_over_her_own_view_never_hangs_root_and_costs_only_her():
     root.check_output('chmod 0666 /dev/fuse && rm -f /tmp/fuse_attack.ready /tmp/fuse_attack.freeze')
     view = '%s/mallory/pip' % VIEWS
     v1, v2 = ids()['v1'], ids()['v2']
+    for snap in (v1, v2):   # both trees on disk, to switch between them
+        if not root.file(tree(snap)).is_directory:
+            rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync',
+                                 {'url': 'http://127.0.0.1:8374', 'snapshot': snap, 'allow_downgrade': True})
+            assert rc == 0, res.get('msg')
     order = (v1, v2) if lower_of('alice') == tree(v2) + '/pip' else (v2, v1)
     start_as('mallory', FUSE_ATTACK, 'fuse_attack', view + ',/home/mallory/fusemnt', '300', '2000')
     try:
