@@ -170,13 +170,14 @@ def plan(store, keep, mountinfo_text, fstab_text, host, held=None, detached_lowe
     for snap_id in reached_ids(store, sorted(all_ids - set(reasons)), held):
         reasons.setdefault(snap_id, 'a process is inside it')
     remove = sorted(all_ids - set(reasons))
+    scan = {} if held is None else {'scan': held.scan.report()}
     wanted = set()
     for snap_id in reasons:
         if os.path.exists(st.manifest_path(store, snap_id)):
             wanted |= _file_shas(store, snap_id)
         elif snap_id in _tree_ids(store):
             # A tree without its manifest: keep every object to be safe.
-            return {'keep': reasons, 'remove': remove, 'objects': [], 'bytes': 0, 'incomplete': snap_id}
+            return dict(scan, keep=reasons, remove=remove, objects=[], bytes=0, incomplete=snap_id)
     objects, freed = [], 0
     for digest, path, s in st.iter_objects(store):
         if digest not in wanted and len(digest) == 64:
@@ -190,9 +191,7 @@ def plan(store, keep, mountinfo_text, fstab_text, host, held=None, detached_lowe
     for name in sorted(os.listdir(tree_dir)) if os.path.isdir(tree_dir) else []:
         if name.startswith('.quarantine-') and name[len('.quarantine-'):][:64] not in referenced:
             quarantined.append(os.path.join(tree_dir, name))
-    result = {'keep': reasons, 'remove': remove, 'objects': sorted(objects), 'bytes': freed, 'incomplete': None}
-    if held is not None:
-        result['scan'] = held.scan.report()
+    result = dict(scan, keep=reasons, remove=remove, objects=sorted(objects), bytes=freed, incomplete=None)
     if quarantined:
         result['quarantine'] = quarantined
     return result

@@ -334,6 +334,17 @@ print(json.dumps(summary))
 UNUSED = '/var/lib/pkgcache/trees/' + 'e' * 64
 
 
+def both_trees_on_disk():
+    """Sync what is missing of v1 and v2 (GC with keep=2 then keeps both as the newest, and a switch can go either way)."""
+    v1, v2 = ids()['v1'], ids()['v2']
+    for snap in (v1, v2):
+        if not as_root(HOST).file(tree(snap)).is_directory:
+            rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync',
+                                 {'url': 'http://127.0.0.1:8374', 'snapshot': snap, 'allow_downgrade': True})
+            assert rc == 0, res.get('msg')
+    return v1, v2
+
+
 def plant_unused_tree():
     """A tree nothing uses (no mount, no fstab line, no process, not in the history): GC must remove it."""
     as_root(HOST).check_output('rm -rf {0} && mkdir -p {0}/pip/http/0 && echo x > {0}/pip/http/0/f'.format(UNUSED))
@@ -354,6 +365,7 @@ def timed_gc():
 
 def test_20_an_fd_hog_of_one_user_does_not_stop_gc_of_an_unused_tree():
     """150 processes x ~20000 dup'd /dev/null fds of mallory's: the old scan hit its 30 s bound and kept every tree."""
+    both_trees_on_disk()
     unused = plant_unused_tree()
     as_root(HOST).check_output('rm -f /tmp/fd_hog.ready')
     start = time.monotonic()
@@ -470,12 +482,7 @@ def test_21_fuse_over_her_own_view_never_hangs_root_and_costs_only_her():
     # A Debian host's /dev/fuse is 0666; the container's node (molecule.yml: devices) copies the controller's mode.
     root.check_output('chmod 0666 /dev/fuse && rm -f /tmp/fuse_attack.ready /tmp/fuse_attack.freeze')
     view = '%s/mallory/pip' % VIEWS
-    v1, v2 = ids()['v1'], ids()['v2']
-    for snap in (v1, v2):   # both trees on disk, to switch between them
-        if not root.file(tree(snap)).is_directory:
-            rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync',
-                                 {'url': 'http://127.0.0.1:8374', 'snapshot': snap, 'allow_downgrade': True})
-            assert rc == 0, res.get('msg')
+    v1, v2 = both_trees_on_disk()
     order = (v1, v2) if lower_of('alice') == tree(v2) + '/pip' else (v2, v1)
     start_as('mallory', FUSE_ATTACK, 'fuse_attack', view + ',/home/mallory/fusemnt', '300', '2000')
     try:

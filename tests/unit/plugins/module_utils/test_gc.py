@@ -148,3 +148,11 @@ def test_module_check_mode_returns_the_plan_and_a_real_run_applies_that_plan(two
     assert rc == 0 and not again['changed'] and again['removed'] == [] and again['removed_objects'] == 0
     rc, bad = run_module(capsys, _gc.run_module, _gc.argument_spec(), dict(args, keep=-1))
     assert rc == 1 and bad['msg'] == 'keep must be 0 or more, got -1'
+
+
+def test_a_kept_tree_without_manifest_still_reports_the_scan(two_snapshots):
+    url, v1, v2, host = two_snapshots
+    os.makedirs(os.path.join(host, 'trees', 'e' * 64, 'pip'))
+    plan = _gc.plan(host, 5, '', '', host=True, held=_held({2003: 'EACCES on pid 77'}))
+    assert plan['incomplete'] == 'e' * 64 and plan['objects'] == []
+    assert plan['scan'] == {'unknown': {'2003': 'EACCES on pid 77'}}
