@@ -115,12 +115,41 @@ def reached_ids(store, ids, held):
     return found
 
 
+def blind_cause(held):
+    """Why the process scan says nothing at all (every tree must then be kept), or None.
+
+    That is only so when the cause is the host's, never one user's: /proc
+    cannot be listed, or root lacks CAP_SYS_PTRACE and so cannot read any
+    other user's process. A uid whose scan was cut short or refused
+    (``held.unknown``) blinds GC to that uid's fds alone (see plan()).
+    """
+    if held is None:
+        return None
+    scan = held.scan
+    if 'all' in scan.unknown:
+        return 'the processes cannot be listed (%s)' % scan.unknown['all']
+    if not scan.can_trace and any('EACCES' in cause for cause in scan.unknown.values()):
+        return 'some processes cannot be inspected (root lacks CAP_SYS_PTRACE)'
+    return None
+
+
 def plan(store, keep, mountinfo_text, fstab_text, host, held=None, detached_lowers=()):
     """Return the GC plan: kept ids (with the reason), removed ids, objects to delete and their bytes.
 
     Besides the newest, the active and the referenced ids, it keeps every
     tree that a lazily detached overlay still uses (``detached_lowers``, from
     _views.live_lowerdirs) and every tree a process still reaches (``held``).
+
+    A uid in ``held.unknown`` (its scan hit its time or count budget, or root
+    may not read one of its processes) protects only the trees found in the
+    part of it that was scanned. Its other fds could only hold a tree it
+    opened through /mnt/cacache before a lazy switch (the store is root's,
+    and a view's dirs are the overlay's, not the tree's); removing such a
+    tree reaches that uid's own processes and nobody else's, since every
+    other uid was scanned whole and its holds keep the tree. The mounts, the
+    fstab and the detached overlays (the kernel probe, in any namespace) are
+    read without the process scan and keep what they name whatever the scan
+    found. Only a blind scan (blind_cause) keeps every tree.
     """
     all_ids = set(_manifest_ids(store)) | set(_tree_ids(store))
     reasons = {}
@@ -134,19 +163,21 @@ def plan(store, keep, mountinfo_text, fstab_text, host, held=None, detached_lowe
         reasons.setdefault(snap_id, 'referenced by a mount or fstab')
     for snap_id in referenced_ids('\n'.join(detached_lowers)) & all_ids:
         reasons.setdefault(snap_id, 'used by a lazily detached overlay')
-    if held is not None and getattr(held, 'denied', None):
+    blind = blind_cause(held)
+    if blind:
         for snap_id in all_ids - set(reasons):
-            reasons[snap_id] = 'some processes cannot be inspected (root lacks CAP_SYS_PTRACE); kept to be safe'
+            reasons[snap_id] = '%s; kept to be safe' % blind
     for snap_id in reached_ids(store, sorted(all_ids - set(reasons)), held):
         reasons.setdefault(snap_id, 'a process is inside it')
     remove = sorted(all_ids - set(reasons))
+    scan = {} if held is None else {'scan': held.scan.report()}
     wanted = set()
     for snap_id in reasons:
         if os.path.exists(st.manifest_path(store, snap_id)):
             wanted |= _file_shas(store, snap_id)
         elif snap_id in _tree_ids(store):
             # A tree without its manifest: keep every object to be safe.
-            return {'keep': reasons, 'remove': remove, 'objects': [], 'bytes': 0, 'incomplete': snap_id}
+            return dict(scan, keep=reasons, remove=remove, objects=[], bytes=0, incomplete=snap_id)
     objects, freed = [], 0
     for digest, path, s in st.iter_objects(store):
         if digest not in wanted and len(digest) == 64:
@@ -160,7 +191,7 @@ def plan(store, keep, mountinfo_text, fstab_text, host, held=None, detached_lowe
     for name in sorted(os.listdir(tree_dir)) if os.path.isdir(tree_dir) else []:
         if name.startswith('.quarantine-') and name[len('.quarantine-'):][:64] not in referenced:
             quarantined.append(os.path.join(tree_dir, name))
-    result = {'keep': reasons, 'remove': remove, 'objects': sorted(objects), 'bytes': freed, 'incomplete': None}
+    result = dict(scan, keep=reasons, remove=remove, objects=sorted(objects), bytes=freed, incomplete=None)
     if quarantined:
         result['quarantine'] = quarantined
     return result
@@ -204,8 +235,16 @@ def apply(store, gc_plan):
 
 def module_plan(p, host):
     """The plan of a run with the module's arguments ``p``, from the live mounts and processes."""
-    return plan(p['store'], p['keep'], mountinfo_text(), read_text(p['fstab']), host, held=held_files(),
-                detached_lowers=_views.live_lowerdirs(p['store']))
+    return plan(p['store'], p['keep'], mountinfo_text(), read_text(p['fstab']), host,
+                held=held_files(dev=_store_dev(p['store'])), detached_lowers=_views.live_lowerdirs(p['store']))
+
+
+def _store_dev(store):
+    """st_dev of the store's trees: only directories on that filesystem can hold a tree."""
+    try:
+        return os.stat(os.path.join(store, 'trees')).st_dev
+    except OSError:
+        return None
 
 
 def run_module(module):
@@ -224,10 +263,24 @@ def run_module(module):
                 apply(p['store'], gc_plan)
     except (LockError, OSError, ValueError) as exc:
         module.fail_json(msg=str(exc))
-    if any('CAP_SYS_PTRACE' in reason for reason in gc_plan['keep'].values()):
-        module.warn('some processes could not be inspected (root lacks CAP_SYS_PTRACE), so no snapshot could be '
-                    'proven unused; every snapshot was kept')
+    for text in scan_warnings(gc_plan):
+        module.warn(text)
     if gc_plan['incomplete']:
         module.warn('snapshot %s has a tree but no manifest; no object was removed' % gc_plan['incomplete'])
     module.exit_json(changed=bool(gc_plan['remove'] or gc_plan['objects'] or leftovers), kept=gc_plan['keep'],
-                     removed=gc_plan['remove'], removed_objects=len(gc_plan['objects']), freed_bytes=gc_plan['bytes'])
+                     removed=gc_plan['remove'], removed_objects=len(gc_plan['objects']), freed_bytes=gc_plan['bytes'],
+                     busy_scan=gc_plan.get('scan'))
+
+
+def scan_warnings(gc_plan, most=5):
+    """The module's warnings about the process scan, each with its real cause."""
+    blind = [r for r in gc_plan['keep'].values() if r.endswith('; kept to be safe')]
+    if blind:
+        return ['%s, so no snapshot could be proven unused; every snapshot was kept' % blind[0][:-len('; kept to be safe')]]
+    unknown = (gc_plan.get('scan') or {}).get('unknown') or {}
+    if not unknown:
+        return []
+    shown = sorted(unknown.items())[:most]
+    return ['the processes of %d uid(s) were not all inspected (%s%s); a tree that only their unscanned fds hold '
+            'is not protected, every other tree was decided as usual'
+            % (len(unknown), '; '.join('uid %s: %s' % kv for kv in shown), '; ...' if len(unknown) > most else '')]

@@ -56,7 +56,11 @@ STATUS_LIMITS = _walk.Limits(max_files=1000000, max_seconds=10.0)
 
 
 def upper_usage(path, limits=None, walk=None):
-    """(bytes, problem): apparent size of the regular files under the upper ``path``, and why it is incomplete.
+    """(bytes, problem): disk space of the regular files under the upper ``path``, and why it is incomplete.
+
+    The space is what is allocated (``st_blocks`` * 512), not the apparent
+    size: a user's sparse file of 256 MiB costs the disk nothing and counts
+    as nothing.
 
     ``problem`` is None for a full count (or a missing upper, 0 bytes), else
     the cap that stopped the walk (``max_files``, ``max_depth``...) or why the
@@ -72,7 +76,7 @@ def upper_usage(path, limits=None, walk=None):
         return 0, 'refused: %s' % exc
     try:
         for dummy, dummy2, dummy3, dummy4, s in walk.tree(fd):
-            total += s.st_size
+            total += allocated(s)
     except OSError as exc:
         return total, 'error: %s' % exc
     finally:
@@ -80,8 +84,13 @@ def upper_usage(path, limits=None, walk=None):
     return total, walk.truncated
 
 
+def allocated(s):
+    """Bytes of disk a file takes: its allocated 512-byte blocks (st_blocks), whatever its apparent size."""
+    return s.st_blocks * 512
+
+
 def tree_bytes(path):
-    """Apparent size of the regular files under ``path`` (an upper); symlinks are never followed, the walk is bounded."""
+    """Allocated bytes of the regular files under ``path`` (an upper); symlinks are never followed, the walk is bounded."""
     return upper_usage(path)[0]
 
 
@@ -259,16 +268,19 @@ def prometheus(status, host, include_user_names=False):
         counts[u['state']] = counts.get(u['state'], 0) + 1
     metric('pkgcache_repl_mounts', 'Repl users\' overlays by state (mounted, older, busy, missing).', 'gauge',
            [({'state': s}, counts.get(s, 0)) for s in ('mounted', 'older', 'busy', 'missing')])
-    metric('pkgcache_upper_bytes_total', 'Bytes in all repl users\' uppers.', 'gauge', [({}, status['upper_bytes_total'])])
+    metric('pkgcache_upper_bytes_total', 'Bytes of disk allocated to the files in all repl users\' uppers (st_blocks * 512, '
+           'not the apparent size: sparse files count what they take).', 'gauge', [({}, status['upper_bytes_total'])])
     metric('pkgcache_uppers_truncated', 'Uppers whose size is a lower bound (refused, or a cap of the walk reached).', 'gauge',
            [({}, sum(1 for u in status['users'] if u.get('upper_truncated')))])
     if include_user_names:
-        metric('pkgcache_upper_bytes', 'Bytes in one repl user\'s upper (operator opt-in).', 'gauge',
+        metric('pkgcache_upper_bytes', 'Bytes of disk allocated in one repl user\'s upper (st_blocks * 512; operator opt-in).',
+               'gauge',
                [({'user': u['user'], 'ecosystem': u['ecosystem']}, u['upper_bytes']) for u in status['users']])
     orphaned = status.get('orphaned') or []
     metric('pkgcache_orphaned_scratch_dirs', 'Scratch dirs of users no overlay serves any more (mount_purge_removed '
            'removes them).', 'gauge', [({}, len(orphaned))])
-    metric('pkgcache_orphaned_scratch_bytes', 'Bytes in those scratch dirs.', 'gauge', [({}, sum(o['bytes'] for o in orphaned))])
+    metric('pkgcache_orphaned_scratch_bytes', 'Bytes of disk allocated in those scratch dirs (st_blocks * 512).', 'gauge',
+           [({}, sum(o['bytes'] for o in orphaned))])
     metric('pkgcache_store_objects', 'Objects in the host\'s store.', 'gauge', [({}, status['store']['objects'])])
     metric('pkgcache_store_bytes', 'Bytes of the objects in the host\'s store.', 'gauge', [({}, status['store']['bytes'])])
     last = status.get('last_sync') or {}

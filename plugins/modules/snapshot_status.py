@@ -108,7 +108,8 @@ users:
       description: V(mounted), V(older) (it shows an older snapshot), V(busy) (older and in use) or V(missing).
       type: str
     upper_bytes:
-      description: Apparent size of the regular files in the upper (0 when it is missing); a lower bound when
+      description: Disk space allocated to the regular files in the upper (C(st_blocks) * 512, not their apparent
+        size, so sparse files count what they take; 0 when it is missing); a lower bound when
         RV(users[].upper_truncated) is set.
       type: int
     upper_truncated:
@@ -130,7 +131,7 @@ largest_users:
   type: list
   elements: dict
 upper_bytes_total:
-  description: Bytes in all uppers.
+  description: Disk space allocated to the files in all uppers (C(st_blocks) * 512).
   returned: always
   type: int
 last_sync:

@@ -7,6 +7,7 @@ writable upper would let her run code in root's login shell).
 """
 
 import json
+import time
 
 from conftest import (HOST, USERS, VICTIMS, VIEWS, as_root, as_user, docker_restart, ids, lower_of, mounted_at, playbook,
                       run_module, start_as, stop, switch, tree, view_of)
@@ -503,3 +504,219 @@ def test_telemetry_a_guess_planted_by_the_attacker_changes_nothing_the_store_ser
     fleet = [s for s in both['provenance']['pip']['sources'] if s['type'] == 'fleet'][0]
     assert fleet == {'name': 'fleet', 'type': 'fleet', 'weight': 1.0, 'packages': 0, 'total': 0, 'hosts': 1,
                      'min_hosts': 3}
+
+
+# mallory holds about 3 M fds: one process dups /dev/null up to its fd limit, then forks into ``procs`` processes.
+FD_HOG = r'''
+import json, os, resource, sys, time
+procs, per, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+stopfile, readyfile = '/tmp/fd_hog.stop', '/tmp/fd_hog.ready'
+deadline = time.time() + seconds
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+null = os.open('/dev/null', os.O_RDONLY)
+held = [os.dup(null) for _ in range(min(per, hard - 64))]
+children = []
+for _ in range(procs - 1):
+    pid = os.fork()
+    if pid == 0:
+        while time.time() < deadline and not os.path.exists(stopfile):
+            time.sleep(0.5)
+        os._exit(0)
+    children.append(pid)
+# The size of /proc/<pid>/fd is its number of open fds (Linux >= 6.2).
+counts = [os.stat('/proc/%d/fd' % p).st_size for p in children + [os.getpid()]]
+summary = {'procs': len(counts), 'fds': sum(counts), 'min_fds': min(counts)}
+with open(readyfile + '.tmp', 'w') as f:
+    json.dump(summary, f)
+os.rename(readyfile + '.tmp', readyfile)
+while time.time() < deadline and not os.path.exists(stopfile):
+    time.sleep(0.2)
+for pid in children:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+print(json.dumps(summary))
+'''
+
+UNUSED = '/var/lib/pkgcache/trees/' + 'e' * 64
+
+
+def both_trees_on_disk():
+    """Sync what is missing of v1 and v2 (GC with keep=2 then keeps both as the newest, and a switch can go either way)."""
+    v1, v2 = ids()['v1'], ids()['v2']
+    for snap in (v1, v2):
+        if not as_root(HOST).file(tree(snap)).is_directory:
+            rc, res = run_module(HOST, 'pkgcache.overlay.snapshot_sync',
+                                 {'url': 'http://127.0.0.1:8374', 'snapshot': snap, 'allow_downgrade': True})
+            assert rc == 0, res.get('msg')
+    return v1, v2
+
+
+def plant_unused_tree():
+    """A tree nothing uses (no mount, no fstab line, no process, not in the history): GC must remove it."""
+    as_root(HOST).check_output('rm -rf {0} && mkdir -p {0}/pip/http/0 && echo x > {0}/pip/http/0/f'.format(UNUSED))
+    return UNUSED.rsplit('/', 1)[1]
+
+
+def wait_ready(name, seconds=120):
+    as_root(HOST).check_output('for i in $(seq %d); do [ -s /tmp/%s.ready ] && exit 0; sleep 0.2; done; exit 1'
+                               % (seconds * 5, name))
+    return json.loads(as_root(HOST).check_output('cat /tmp/%s.ready' % name))
+
+
+def timed_gc():
+    start = time.monotonic()
+    rc, gc = run_module(HOST, 'pkgcache.overlay.snapshot_gc', {'keep': 2})
+    return rc, gc, time.monotonic() - start
+
+
+def test_20_an_fd_hog_of_one_user_does_not_stop_gc_of_an_unused_tree():
+    """150 processes x ~20000 dup'd /dev/null fds of mallory's: the old scan hit its 30 s bound and kept every tree."""
+    both_trees_on_disk()
+    unused = plant_unused_tree()
+    as_root(HOST).check_output('rm -f /tmp/fd_hog.ready')
+    start = time.monotonic()
+    start_as('mallory', FD_HOG, 'fd_hog', '150', '20000', '300')
+    try:
+        hog = wait_ready('fd_hog')
+        started = time.monotonic() - start
+        rc, gc, seconds = timed_gc()
+    finally:
+        summary = stop('mallory', 'fd_hog')
+    assert summary == hog and hog['procs'] == 150 and hog['fds'] > 2500000 and hog['min_fds'] > 16000, hog  # it ran
+    assert rc == 0, gc.get('msg')
+    assert gc['removed'] == [unused] and not as_root(HOST).file(UNUSED).exists, gc
+    cause = gc['busy_scan']['unknown'].get('2003', '')
+    assert cause.startswith(('more than 100000 links for uid 2003', 'timeout after ')), gc['busy_scan']
+    assert set(gc['busy_scan']['unknown']) == {'2003'}, gc['busy_scan']  # nobody else pays for her
+    assert any('uid 2003' in w and 'CAP_SYS_PTRACE' not in w for w in gc.get('warnings', [])), gc.get('warnings')
+    # Her budget is 2 s of the scan; the whole module run (ansible's start included) stays far below the old 30 s.
+    assert seconds < 20, (seconds, started)
+    print('fd hog: %d fds in %d processes, started in %.1f s; GC took %.1f s' % (hog['fds'], hog['procs'], started, seconds))
+
+
+# In a user and mount namespace of her own, mallory mounts a FUSE fs (speaking the protocol on /dev/fuse itself) over
+# her own view and over ~/fusemnt; a child sits inside it (cwd and dir fds). Once /tmp/fuse_attack.freeze exists the
+# daemon answers nothing more: a request to it would hang whoever sent it, until the daemon dies.
+FUSE_ATTACK = r'''
+import ctypes, errno, json, os, resource, select, signal, struct, sys, time
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+libc = ctypes.CDLL(None, use_errno=True)
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 16384, 1 << 18
+targets, seconds, nfds = sys.argv[1].split(','), float(sys.argv[2]), int(sys.argv[3])
+stopfile, freezefile, readyfile = '/tmp/fuse_attack.stop', '/tmp/fuse_attack.freeze', '/tmp/fuse_attack.ready'
+uid, gid = os.getuid(), os.getgid()
+summary = {'mounted': [], 'answered': 0, 'dropped': 0, 'inside': None}
+if libc.unshare(0x10000000 | 0x20000) != 0:
+    print(json.dumps(dict(summary, error='unshare: %s' % os.strerror(ctypes.get_errno())))); sys.exit(0)
+for name, data in (('setgroups', 'deny'), ('uid_map', '0 %d 1' % uid), ('gid_map', '0 %d 1' % gid)):
+    with open('/proc/self/' + name, 'w') as f:
+        f.write(data)
+libc.mount(b'none', b'/', None, MS_REC | MS_PRIVATE, None)
+fuse = os.open('/dev/fuse', os.O_RDWR)
+for t in targets:
+    os.makedirs(t, exist_ok=True)
+    opts = 'fd=%d,rootmode=40000,user_id=0,group_id=0' % fuse
+    if libc.mount(b'pkgcache-fuse', t.encode(), b'fuse', MS_NOSUID | MS_NODEV, opts.encode()) == 0:
+        summary['mounted'].append(t)
+    else:
+        summary.setdefault('errors', []).append('%s: %s' % (t, os.strerror(ctypes.get_errno())))
+ROOT_ATTR = struct.pack('=QQQQQQIIIIIIIIII', 1, 0, 0, 0, 0, 0, 0, 0, 0, 0o40755, 2, 0, 0, 0, 4096, 0)
+
+
+def reply(unique, error=0, body=b''):
+    os.write(fuse, struct.pack('=IiQ', 16 + len(body), -error, unique) + body)
+
+
+def serve_one():
+    req = os.read(fuse, 1 << 17)
+    length, opcode, unique, nodeid = struct.unpack_from('=IIQQ', req)
+    if os.path.exists(freezefile):
+        summary['dropped'] += 1           # never answered: whoever asked waits
+        return
+    summary['answered'] += 1
+    if opcode == 26:                      # INIT
+        major, minor, readahead = struct.unpack_from('=III', req, 40)
+        reply(unique, body=struct.pack('=IIIIHHIIHHI', 7, 31, readahead, 0, 0, 0, 4096, 1, 0, 0, 0) + b'\0' * 28)
+    elif opcode == 3:                     # GETATTR
+        reply(unique, body=struct.pack('=QII', 0, 0, 0) + ROOT_ATTR)
+    elif opcode == 27:                    # OPENDIR
+        reply(unique, body=struct.pack('=QII', 1, 0, 0))
+    elif opcode in (2, 42, 36):           # FORGET, BATCH_FORGET, INTERRUPT: no answer
+        pass
+    elif opcode in (29, 28, 25, 38):      # RELEASEDIR, READDIR (empty), FLUSH, DESTROY
+        reply(unique)
+    elif opcode == 1:                     # LOOKUP
+        reply(unique, errno.ENOENT)
+    else:
+        reply(unique, errno.ENOSYS)
+
+
+rd, wr = os.pipe()
+child = os.fork()
+if child == 0:
+    os.close(rd)
+    os.chdir(targets[0])
+    first = os.open('.', os.O_RDONLY | os.O_DIRECTORY)
+    held = [os.dup(first) for _ in range(nfds)]
+    os.write(wr, json.dumps({'pid': os.getpid(), 'cwd': os.readlink('/proc/self/cwd'), 'fds': len(held) + 1}).encode())
+    os.close(wr)
+    while not os.path.exists(stopfile):
+        time.sleep(0.2)
+    os._exit(0)
+os.close(wr)
+deadline = time.time() + seconds
+while time.time() < deadline and not os.path.exists(stopfile):
+    r, _, _ = select.select([fuse, rd], [], [], 0.2)
+    if fuse in r:
+        serve_one()
+    if rd in r and summary['inside'] is None:
+        data = os.read(rd, 4096)
+        summary['inside'] = json.loads(data) if data else None
+        with open(readyfile, 'w') as f:
+            f.write(json.dumps(summary))
+os.kill(child, signal.SIGKILL)
+os.waitpid(child, 0)
+print(json.dumps(summary))'''
+
+
+def test_21_fuse_over_her_own_view_never_hangs_root_and_costs_only_her():
+    """Root may not look into her FUSE fs (EACCES, no allow_other): the old GC counted her as "cannot be inspected"
+    and kept every tree. The scans must tell her FUSE fs apart (st_dev from statx with an empty mask) and never ask it."""
+    root = as_root(HOST)
+    unused = plant_unused_tree()
+    # A Debian host's /dev/fuse is 0666; the container's node (molecule.yml: devices) copies the controller's mode.
+    root.check_output('chmod 0666 /dev/fuse && rm -f /tmp/fuse_attack.ready /tmp/fuse_attack.freeze')
+    view = '%s/mallory/pip' % VIEWS
+    v1, v2 = both_trees_on_disk()
+    order = (v1, v2) if lower_of('alice') == tree(v2) + '/pip' else (v2, v1)
+    start_as('mallory', FUSE_ATTACK, 'fuse_attack', view + ',/home/mallory/fusemnt', '300', '2000')
+    try:
+        ready = wait_ready('fuse_attack')
+        assert ready['mounted'] == [view, '/home/mallory/fusemnt'] and ready['inside']['cwd'] == view, ready
+        root.check_output('touch /tmp/fuse_attack.freeze && chmod 644 /tmp/fuse_attack.freeze')
+        inside = ready['inside']['pid']
+        assert 'Permission denied' in root.run('timeout 10 stat /proc/%d/cwd/' % inside).stderr  # root may not look in
+        start = time.monotonic()
+        rc, status = run_module(HOST, 'pkgcache.overlay.snapshot_status', {'store': '/var/lib/pkgcache'})
+        assert rc == 0, status.get('msg')
+        assert sorted(u['user'] for u in status['users'] if u['ecosystem'] == 'pip') == sorted(USERS)
+        rc, res = switch(order[0])
+        assert rc == 0, res.get('msg')
+        for user in VICTIMS:
+            assert res['users'][user] == {'pip': 'switched', 'npm': 'switched'}, res['users']
+        rc, gc, gc_seconds = timed_gc()
+        elapsed = time.monotonic() - start
+        assert rc == 0, gc.get('msg')
+        assert unused in gc['removed'] and not root.file(UNUSED).exists, gc
+        assert gc['busy_scan']['unknown'] == {}, gc['busy_scan']  # her FUSE fs holds no tree, and root knows it
+        assert not gc.get('warnings'), gc.get('warnings')
+        assert gc_seconds < 20 and elapsed < 90, (gc_seconds, elapsed)
+    finally:
+        summary = stop('mallory', 'fuse_attack')
+    assert summary['answered'] >= 3 and summary['inside']['fds'] > 2000, summary  # the FUSE fs ran, she was inside
+    assert summary['dropped'] == 0, summary  # nobody asked the silent daemon anything
+    rc, res = switch(order[1])
+    assert rc == 0 and all(res['users'][u] == {'pip': 'switched', 'npm': 'switched'} for u in VICTIMS), res
+    assert set(res['users']['mallory'].values()) <= {'switched', 'merged'}, res['users']['mallory']

@@ -35,8 +35,8 @@ def test_status_table_and_metrics_match_the_host(manifest):
         fqdn = r.check_output('python3 -c "import socket; print(socket.getfqdn())"')
         store_bytes = sum(int(x) for x in r.check_output(
             "find /var/lib/pkgcache/objects -mindepth 2 -maxdepth 2 -type f -printf '%s\\n'").split())
-        upper_bytes = sum(int(x) for x in r.check_output(
-            "find /mnt/scratch/*/cacache_pip/upper -type f -printf '%s\\n'").split() or ['0'])
+        upper_bytes = 512 * sum(int(x) for x in r.check_output(   # allocated blocks, not apparent sizes
+            "find /mnt/scratch/*/cacache_pip/upper -type f -printf '%b\\n'").split() or ['0'])
         h = 'host="%s"' % fqdn
         assert m['pkgcache_store_bytes{%s}' % h] == store_bytes
         assert m['pkgcache_repl_mounts{%s,state="mounted"}' % h] == 3

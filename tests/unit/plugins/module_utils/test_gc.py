@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 
+import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _busy
 from ansible_collections.pkgcache.overlay.plugins.module_utils import _gc
@@ -75,14 +76,59 @@ def test_gc_keeps_a_tree_a_process_is_inside_and_a_detached_overlays_lower(two_s
     assert _views.live_lowerdirs(host) == set()  # the kernel says nobody holds the layers any more
 
 
-def test_gc_keeps_every_tree_when_some_process_cannot_be_inspected(two_snapshots):
+def _held(unknown, can_trace=True, holds=()):
+    held = _busy.Held((k, {4242}) for k in holds)
+    held.scan.unknown.update(unknown)
+    held.scan.can_trace = can_trace
+    return held
+
+
+def test_gc_keeps_every_tree_only_when_the_scan_is_blind_for_a_host_wide_cause(two_snapshots):
     """Without CAP_SYS_PTRACE root cannot read other users' /proc/<pid>/cwd: nothing can be proven unused."""
     url, v1, v2, host = two_snapshots
     assert run_sync(url, v2, host).returncode == 0
-    held = _busy.Held()
-    held.denied = [4242]
-    plan = _gc.plan(host, 1, '', '', host=True, held=held)
-    assert plan['remove'] == [] and 'CAP_SYS_PTRACE' in plan['keep'][v1]
+    plan = _gc.plan(host, 0, '', '', host=True, held=_held({2003: 'EACCES on pid 4242'}, can_trace=False))
+    assert plan['remove'] == [] and plan['keep'][v1] == 'some processes cannot be inspected (root lacks CAP_SYS_PTRACE); kept to be safe'
+    assert _gc.scan_warnings(plan) == ['some processes cannot be inspected (root lacks CAP_SYS_PTRACE), so no snapshot could '
+                                       'be proven unused; every snapshot was kept']
+    plan = _gc.plan(host, 0, '', '', host=True, held=_held({'all': 'cannot list /proc'}))
+    assert plan['remove'] == [] and plan['keep'][v1].startswith('the processes cannot be listed (cannot list /proc)')
+
+
+@pytest.mark.parametrize('cause', ['more than 100000 links for uid 2003 (pid 77 alone has 20000 fds)',
+                                   'timeout after 81234 links of uid 2003', 'EACCES on pid 77'])
+def test_one_uid_that_cannot_be_scanned_whole_costs_only_what_it_could_hold(two_snapshots, cause):
+    """The old plan kept every tree on any incomplete scan (and blamed CAP_SYS_PTRACE); now only holds count."""
+    url, v1, v2, host = two_snapshots
+    assert run_sync(url, v2, host).returncode == 0
+    plan = _gc.plan(host, 0, '', '', host=True, held=_held({2003: cause}))
+    assert plan['remove'] == [v1] and plan['keep'] == {v2: 'active'}
+    assert plan['scan'] == {'unknown': {'2003': cause}}
+    warning = _gc.scan_warnings(plan)
+    assert warning == ['the processes of 1 uid(s) were not all inspected (uid 2003: %s); a tree that only their unscanned '
+                       'fds hold is not protected, every other tree was decided as usual' % cause]
+    assert 'CAP_SYS_PTRACE' not in warning[0]
+    # What was found in the part scanned still holds; so do the mounts and the detached overlays.
+    top = os.lstat(st.tree_path(host, v1))
+    plan = _gc.plan(host, 0, '', '', host=True, held=_held({2003: cause}, holds=[(top.st_dev, top.st_ino)]))
+    assert plan['remove'] == [] and plan['keep'][v1] == 'a process is inside it'
+    plan = _gc.plan(host, 0, '', '', host=True, held=_held({2003: cause}), detached_lowers=[st.tree_path(host, v1) + '/pip'])
+    assert plan['keep'][v1] == 'used by a lazily detached overlay'
+
+
+def test_gc_of_real_processes_a_hog_over_its_budget_does_not_block_the_tree_it_cannot_hold(two_snapshots, hog_as_nobody):
+    """A user with thousands of dup'd fds (more than its budget) no longer stops GC; a cwd of hers still keeps a tree."""
+    url, v1, v2, host = two_snapshots
+    assert run_sync(url, v2, host).returncode == 0
+    dev = os.stat(os.path.join(host, 'trees')).st_dev
+    info = hog_as_nobody('/', '/', 3000)
+    held = _busy.held_files(dev=dev, uid_links=1000)
+    assert held.unknown[65534].startswith('more than 1000 links for uid 65534 (pid %d' % info['pid'])
+    assert _gc.plan(host, 0, '', '', host=True, held=held)['remove'] == [v1]
+    info = hog_as_nobody(st.tree_path(host, v1), '/', 3000)
+    held = _busy.held_files(dev=dev, uid_links=1000)
+    assert 65534 in held.unknown
+    assert _gc.plan(host, 0, '', '', host=True, held=held)['keep'][v1] == 'a process is inside it'
 
 
 def test_module_check_mode_returns_the_plan_and_a_real_run_applies_that_plan(two_snapshots, tmp_path, capsys):
@@ -102,3 +148,11 @@ def test_module_check_mode_returns_the_plan_and_a_real_run_applies_that_plan(two
     assert rc == 0 and not again['changed'] and again['removed'] == [] and again['removed_objects'] == 0
     rc, bad = run_module(capsys, _gc.run_module, _gc.argument_spec(), dict(args, keep=-1))
     assert rc == 1 and bad['msg'] == 'keep must be 0 or more, got -1'
+
+
+def test_a_kept_tree_without_manifest_still_reports_the_scan(two_snapshots):
+    url, v1, v2, host = two_snapshots
+    os.makedirs(os.path.join(host, 'trees', 'e' * 64, 'pip'))
+    plan = _gc.plan(host, 5, '', '', host=True, held=_held({2003: 'EACCES on pid 77'}))
+    assert plan['incomplete'] == 'e' * 64 and plan['objects'] == []
+    assert plan['scan'] == {'unknown': {'2003': 'EACCES on pid 77'}}

@@ -11,6 +11,11 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils import _status
 from helpers import deep_chain, publish, run_module, run_sync, write
 
 
+def alloc(path):
+    """What the status counts for a file: its allocated blocks."""
+    return os.lstat(path).st_blocks * 512
+
+
 def test_collect_and_prometheus(tmp_path):
     served = str(tmp_path / 'served')
     snap = publish(served, {'a': b'alpha', 'b': b'beta'})
@@ -32,7 +37,8 @@ def test_collect_and_prometheus(tmp_path):
     status = _status.collect(host, fstab, info, {mounts[2]['target']: [42]}, 'now')
     states = dict((u['user'], u['state']) for u in status['users'])
     assert states == {'alice': 'mounted', 'bob': 'older', 'carol': 'busy', 'dave': 'missing'}
-    assert status['upper_bytes_total'] == 5 and status['snapshot']['id'] == snap
+    x = alloc(os.path.join(mounts[0]['upperdir'], 'x'))
+    assert status['upper_bytes_total'] == x > 0 and status['snapshot']['id'] == snap
     assert status['store'] == {'objects': 2, 'bytes': 9}
     text = _status.prometheus(status, 'h1')
     assert 'pkgcache_repl_mounts{host="h1",state="mounted"} 1' in text
@@ -40,7 +46,7 @@ def test_collect_and_prometheus(tmp_path):
     assert 'pkgcache_store_bytes{host="h1"} 9' in text
     assert 'pkgcache_snapshot_info{ecosystem="pip",host="h1",snapshot_id="%s"} 1' % snap in text
     assert 'alice' not in text
-    assert 'pkgcache_upper_bytes{ecosystem="pip",host="h1",user="alice"} 5' in _status.prometheus(status, 'h1', True)
+    assert 'pkgcache_upper_bytes{ecosystem="pip",host="h1",user="alice"} %d' % x in _status.prometheus(status, 'h1', True)
 
 
 def _hosts_uppers(tmp_path, names):
@@ -69,8 +75,9 @@ def test_upper_sizes_never_follow_a_symlink_in_a_users_part(tmp_path, link):
         os.symlink(str(tmp_path / 'root'), uppers['mallory'])
     assert _status.tree_bytes(uppers['mallory']) == 0
     status, users = _status_of(tmp_path, fstab)
-    assert users['alice']['upper_bytes'] == 5 and users['mallory']['upper_bytes'] == 0
-    assert status['upper_bytes_total'] == 5 and users['alice']['upper_truncated'] is None
+    x = alloc(uppers['alice'] + '/x')
+    assert users['alice']['upper_bytes'] == x and users['mallory']['upper_bytes'] == 0
+    assert status['upper_bytes_total'] == x and users['alice']['upper_truncated'] is None
     assert users['mallory']['upper_truncated'] == 'refused: %s/%s is a symlink; refusing to follow it' % (mallory, link)
     text = _status.prometheus(status, 'h1')
     assert 'pkgcache_uppers_truncated{host="h1"} 1' in text and 'mallory' not in text
@@ -80,13 +87,35 @@ def test_upper_size_of_a_1500_deep_upper_is_bounded(tmp_path):
     uppers, fstab = _hosts_uppers(tmp_path, ['alice', 'mallory'])
     write(uppers['alice'] + '/x', b'12345')
     write(uppers['mallory'] + '/y', b'1234567')
+    x, y = alloc(uppers['alice'] + '/x'), alloc(uppers['mallory'] + '/y')
     with deep_chain(uppers['mallory']):
-        assert _status.tree_bytes(uppers['mallory']) in (0, 7)      # the old os.walk: RecursionError
+        assert _status.tree_bytes(uppers['mallory']) in (0, y)      # the old os.walk: RecursionError
         status, users = _status_of(tmp_path, fstab)
         size, problem = _status.upper_usage(uppers['mallory'])
-    assert problem == 'max_depth' and size in (0, 7)
-    assert users['alice']['upper_bytes'] == 5 and users['mallory']['upper_truncated'] == 'max_depth'
+    assert problem == 'max_depth' and size in (0, y)
+    assert users['alice']['upper_bytes'] == x and users['mallory']['upper_truncated'] == 'max_depth'
     assert 'pkgcache_uppers_truncated{host="h1"} 1' in _status.prometheus(status, 'h1')
+
+
+def test_upper_sizes_count_allocated_blocks_so_a_sparse_file_costs_nothing(tmp_path):
+    """A user's 4 GiB sparse file (one byte written) made pkgcache_upper_bytes_total read 4 GiB: the old code summed st_size."""
+    uppers, fstab = _hosts_uppers(tmp_path, ['alice', 'mallory'])
+    write(uppers['alice'] + '/x', b'w' * 20000)
+    write(uppers['mallory'] + '/real', b'r' * 9000)
+    with open(uppers['mallory'] + '/sparse.whl', 'wb') as f:
+        f.truncate(4 << 30)
+        f.seek(1 << 30)
+        f.write(b'1')
+    assert os.lstat(uppers['mallory'] + '/sparse.whl').st_size == 4 << 30
+    sparse = alloc(uppers['mallory'] + '/sparse.whl')
+    assert 0 < sparse < 1 << 20  # the filesystem allocated a block or so
+    status, users = _status_of(tmp_path, fstab)
+    assert users['mallory']['upper_bytes'] == sparse + alloc(uppers['mallory'] + '/real') < 1 << 20
+    assert users['alice']['upper_bytes'] == alloc(uppers['alice'] + '/x') >= 20000
+    text = _status.prometheus(status, 'h1')
+    assert 'pkgcache_upper_bytes_total{host="h1"} %d' % status['upper_bytes_total'] in text
+    assert status['upper_bytes_total'] < 1 << 20
+    assert '# HELP pkgcache_upper_bytes_total Bytes of disk allocated' in text and 'st_blocks * 512' in text
 
 
 def test_upper_size_of_a_missing_upper_is_zero_and_complete(tmp_path):
@@ -127,10 +156,11 @@ def test_orphaned_scratch_lists_only_the_collections_dirs_of_users_no_overlay_se
     (scratch / 'dave' / 'cacache_pip' / 'upper' / 'w.whl').write_bytes(b'x' * 700)
     (scratch / 'datasets').mkdir(mode=0o700)  # root's, but not ours: no cacache_*
     out = _status.orphaned_scratch(str(scratch), {'alice'})
-    assert out == [{'user': 'dave', 'bytes': 700, 'truncated': None}]
+    w = alloc(str(scratch / 'dave' / 'cacache_pip' / 'upper' / 'w.whl'))
+    assert out == [{'user': 'dave', 'bytes': w, 'truncated': None}]
     status = {'snapshot': {}, 'users': [], 'upper_bytes_total': 0, 'store': {'objects': 0, 'bytes': 0}, 'orphaned': out}
     text = _status.prometheus(status, 'h1')
-    assert 'pkgcache_orphaned_scratch_bytes{host="h1"} 700' in text and 'dave' not in text
+    assert 'pkgcache_orphaned_scratch_bytes{host="h1"} %d' % w in text and 'dave' not in text
 
 
 def test_module_check_mode_reports_and_a_real_run_also_writes_that_report(tmp_path, capsys, monkeypatch):
@@ -139,7 +169,7 @@ def test_module_check_mode_reports_and_a_real_run_also_writes_that_report(tmp_pa
     host = str(tmp_path / 'host')
     assert run_sync('file://' + served, snap, host).returncode == 0
     uppers, fstab = _hosts_uppers(tmp_path, ['alice', 'bob', 'carol'])
-    write(os.path.join(uppers['bob'], 'x'), b'1234567')
+    write(os.path.join(uppers['bob'], 'x'), b'1234567' * 3000)
     write(os.path.join(uppers['alice'], 'y'), b'12')
     write(str(tmp_path / 'fstab'), fstab.encode())
     monkeypatch.setattr(_module, 'utc_now', lambda: '2026-01-01T00:00:00+00:00')
@@ -150,8 +180,8 @@ def test_module_check_mode_reports_and_a_real_run_also_writes_that_report(tmp_pa
     assert rc == 0 and not check['changed'] and check['snapshot']['id'] == snap and 'metrics_file' not in check
     assert check['time'] == '2026-01-01T00:00:00+00:00'
     assert check['counts'] == {'mounted': 0, 'older': 0, 'busy': 0, 'missing': 3}
-    assert check['largest_users'] == [{'user': 'bob', 'ecosystem': 'pip', 'upper_bytes': 7},
-                                      {'user': 'alice', 'ecosystem': 'pip', 'upper_bytes': 2}]
+    assert check['largest_users'] == [{'user': 'bob', 'ecosystem': 'pip', 'upper_bytes': alloc(os.path.join(uppers['bob'], 'x'))},
+                                      {'user': 'alice', 'ecosystem': 'pip', 'upper_bytes': alloc(os.path.join(uppers['alice'], 'y'))}]
     assert not metrics.exists()
     rc, real = run_module(capsys, _status.run_module, _status.argument_spec(), args)
     assert rc == 0 and real.pop('metrics_file') == str(metrics / 'pkgcache.prom') and real == check
