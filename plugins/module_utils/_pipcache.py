@@ -81,7 +81,17 @@ def read_requirements(text, source):
     return specs
 
 
+_NAME = r'[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?'
+_CLAUSE = r'(?:~=|===|==|!=|<=|>=|<|>)\s*[A-Za-z0-9][A-Za-z0-9._*+!-]*'
+# What a requested package may be: a PEP 508 name, optional extras, optional version clauses. No URL, no marker,
+# no option: the build resolves what the index serves, the way a user's ``pip install name[extra]==1.0`` does.
+SPEC = re.compile(r'^(%s)\s*(?:\[\s*(%s(?:\s*,\s*%s)*)?\s*\])?\s*(%s(?:\s*,\s*%s)*)?$'
+                  % (_NAME, _NAME, _NAME, _CLAUSE, _CLAUSE))
+
+
 def check_specs(specs):
+    """Return the specs stripped; refuse anything but ``name``, ``name[extra,...]`` and version clauses
+    (``name[extra]==1.0``, ``name>=2,<3``), naming the spec."""
     for spec in specs:
         if not isinstance(spec, str) or not spec.strip() or spec.strip().startswith('-') or '\n' in spec:
             raise BuildError('package %r is not a requirement specifier' % (spec,))
@@ -90,6 +100,9 @@ def check_specs(specs):
         if '@' in spec or '://' in spec:
             raise BuildError('package %r is a direct reference (name @ URL); a snapshot caches what the index '
                              'serves, so give a name and a version range' % (spec,))
+        if not SPEC.match(spec.strip()):
+            raise BuildError('package %r is not a project name with optional extras and version clauses (for '
+                             'example uvicorn[standard] or django==4.2.7); markers and options are refused' % (spec,))
     return [s.strip() for s in specs]
 
 

@@ -5,11 +5,21 @@
 
 Private to the collection; the API may change without notice.
 
-Every source gives counts per package name. Each source's counts are scaled
-to [0, 1] by its largest count, multiplied by the source's weight and summed,
-so a list of a billion downloads and a handful of fleet misses can be mixed.
+Every source gives counts per package name. Each source's counts become
+shares of its total (``normalize='share'``: the fraction of that source's
+installs that went to the package) or fractions of its largest count
+(``'max'``); the score is the weighted mean of the sources' shares, so a list
+of a billion downloads and a handful of fleet installs can be mixed, and the
+weights say how much of next week's installs each source is taken to predict.
+
 Telemetry from uppers is aggregated per host (how many users fetched each
-package) and never names a user.
+package, and each version of it) and never names a user. On the builder, the
+``fleet`` source takes every host's counts and lets a package (or a version)
+into the ranking only when it was seen on at least ``min_hosts`` hosts, so
+that one user's planted guesses, which count on her own host only, change
+nothing a build serves. The per-package counts stay in the module's result on
+the builder; ``provenance`` (what a manifest records) keeps only the sources
+and their totals after the thresholds.
 
 ``run_module()`` is package_popularity's main(); it changes nothing, so
 check mode and a real run rank the same.
@@ -30,7 +40,10 @@ from . import _npmcache, _walk
 from ._ecosystems import ECOSYSTEMS
 from ._pipcache import normalize_name, requirement_name
 
-SOURCE_TYPES = ('top_pypi_json', 'ranked_list', 'access_log', 'pip_log', 'npm_log', 'counts', 'uppers')
+SOURCE_TYPES = ('top_pypi_json', 'ranked_list', 'access_log', 'pip_log', 'npm_log', 'counts', 'uppers', 'fleet')
+NORMALIZE = ('share', 'max')
+MIN_HOSTS = 3
+VERSIONS_PER_PROJECT = 3
 
 # package_popularity's arguments.
 ARGUMENT_SPEC = dict(
@@ -39,6 +52,10 @@ ARGUMENT_SPEC = dict(
     top=dict(type='int', default=100),
     pins=dict(type='list', elements='str', default=[]),
     blocks=dict(type='list', elements='str', default=[]),
+    min_hosts=dict(type='int', default=MIN_HOSTS),
+    versions=dict(type='int', default=VERSIONS_PER_PROJECT),
+    extras=dict(type='dict', default={}),
+    normalize=dict(type='str', default='share', choices=list(NORMALIZE)),
 )
 
 
@@ -167,24 +184,98 @@ def valid_name(ecosystem, name):
     return isinstance(name, str) and bool(VALID_NAME[ecosystem].match(name))
 
 
-def read_source(src, ecosystem, read, report=None):
-    """Counts {name: n} of one source dict; ``read(path)`` returns a file's text; ``report``: see scan_uppers."""
+# What a version taken from telemetry may be (it becomes ``name==version`` or ``name@version`` in the build's
+# list): PEP 440 and semver characters only, never a space, a ``;`` or a ``@``.
+VALID_VERSION = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+!-]{0,63}$')
+_EXTRA = re.compile(r'^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$')
+
+
+def valid_version(version):
+    return isinstance(version, str) and bool(VALID_VERSION.match(version))
+
+
+def _count(value, what):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise PopularityError('%s is not a non-negative integer' % what)
+    return value
+
+
+def _counts_source(ecosystem, data):
+    merged = Counter()
+    for part in data if isinstance(data, list) else [data]:
+        if not isinstance(part, dict):
+            raise PopularityError('counts source: %r is not a mapping of package to count' % (part,))
+        for name, n in part.items():
+            merged[canonical(ecosystem, name)] += _count(n, 'counts source: count %r of %s' % (n, name))
+    return dict(merged)
+
+
+def read_fleet(ecosystem, src, min_hosts):
+    """Counts of a ``fleet`` source, its version counts and what its thresholds left out.
+
+    ``src['hosts']`` is a list with one entry per host, what that host's
+    telemetry sent: ``{packages: {name: users}, versions: {name: {version: users}}}``
+    (``versions`` optional). A package counts only when at least ``min_hosts``
+    hosts sent it, and so does each version. Returns (counts {name: users},
+    versions {name: {version: users}}, report {hosts, dropped}); the counts and
+    the totals of what passed never depend on what was left out.
+    """
+    hosts = src.get('hosts')
+    if not isinstance(hosts, list):
+        raise PopularityError('fleet source: hosts %r is not a list of the hosts\' telemetry' % (hosts,))
+    seen, users, vseen, vusers = Counter(), Counter(), Counter(), Counter()
+    for i, host in enumerate(hosts):
+        where = 'fleet source: host %d' % (i + 1)
+        if not isinstance(host, dict) or not isinstance(host.get('packages', {}), dict) \
+                or not isinstance(host.get('versions', {}), dict):
+            raise PopularityError('%s: %r is not a mapping with packages (name: users) and versions '
+                                  '(name: version: users)' % (where, host))
+        names = Counter()
+        for name, n in host.get('packages', {}).items():
+            names[canonical(ecosystem, name)] += _count(n, '%s: count %r of %s' % (where, n, name))
+        for name, n in names.items():
+            if n > 0:
+                seen[name] += 1
+                users[name] += n
+        pairs = Counter()
+        for name, by_version in host.get('versions', {}).items():
+            if not isinstance(by_version, dict):
+                raise PopularityError('%s: versions of %s: %r is not a mapping of version to users'
+                                      % (where, name, by_version))
+            for version, n in by_version.items():
+                pairs[(canonical(ecosystem, name), str(version))] += _count(
+                    n, '%s: count %r of %s %s' % (where, n, name, version))
+        for pair, n in pairs.items():
+            if n > 0:
+                vseen[pair] += 1
+                vusers[pair] += n
+    counts = dict((name, n) for name, n in users.items() if seen[name] >= min_hosts)
+    versions = {}
+    for (name, version), n in vusers.items():
+        if vseen[(name, version)] >= min_hosts and name in counts:
+            versions.setdefault(name, {})[version] = n
+    report = {'hosts': len(hosts), 'dropped': len(users) - len(counts)}
+    return counts, versions, report
+
+
+def read_source(src, ecosystem, read, report=None, versions=None, min_hosts=MIN_HOSTS):
+    """Counts {name: n} of one source dict; ``read(path)`` returns a file's text; ``report``: see scan_uppers;
+    ``versions`` (a dict), if given, receives the source's counts per version ({name: {version: n}})."""
     kind = src.get('type')
     if kind not in SOURCE_TYPES:
         raise PopularityError('source type %r is not one of %s' % (kind, ', '.join(SOURCE_TYPES)))
+    versions = versions if versions is not None else {}
     if kind == 'uppers':
-        return scan_uppers(ecosystem, src, report)
-    merged = Counter()
+        return scan_uppers(ecosystem, src, report, versions)
+    if kind == 'fleet':
+        counts, found, fleet = read_fleet(ecosystem, src, min_hosts)
+        versions.update(found)
+        if report is not None:
+            report.update(fleet)
+        return counts
     if kind == 'counts':
-        data = src.get('counts')
-        for part in data if isinstance(data, list) else [data]:
-            if not isinstance(part, dict):
-                raise PopularityError('counts source: %r is not a mapping of package to count' % (part,))
-            for name, n in part.items():
-                if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                    raise PopularityError('counts source: count %r of %s is not a non-negative integer' % (n, name))
-                merged[canonical(ecosystem, name)] += n
-        return dict(merged)
+        return _counts_source(ecosystem, src.get('counts'))
+    merged = Counter()
     paths = src.get('paths') or []
     if not paths:
         raise PopularityError('%s source has no paths' % kind)
@@ -204,8 +295,79 @@ def read_source(src, ecosystem, read, report=None):
     return dict(merged)
 
 
-def rank(ecosystem, sources, read, top, pins=(), blocks=()):
-    """Rank packages; return dict(packages=[{name, score, sources}], blocked=[...], source_counts, upper_scans, invalid_names).
+def check_extras(ecosystem, extras):
+    """{project: 'e1,e2'} of the ``extras`` option ({project: [extra, ...]}), checked: PEP 508 names only, pip and uv."""
+    if not extras:
+        return {}
+    if ecosystem not in ('pip', 'uv'):
+        raise PopularityError('extras are a pip and uv feature; %s has none' % ecosystem)
+    if not isinstance(extras, dict):
+        raise PopularityError('extras %r is not a mapping of project to its extras' % (extras,))
+    out = {}
+    for project, names in extras.items():
+        key = canonical(ecosystem, str(project))
+        if not valid_name(ecosystem, key):
+            raise PopularityError('extras: %r is not a project name' % (project,))
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, list) or not names or not all(isinstance(e, str) and _EXTRA.match(e) for e in names):
+            raise PopularityError('extras of %s: %r is not a list of extra names (letters, digits, ".", "_", "-")'
+                                  % (project, names))
+        out[key] = ','.join(sorted(set(normalize_name(e) for e in names)))
+    return out
+
+
+def requirement(ecosystem, project, version=None, extras=None):
+    """The build's requirement string: ``name``, ``name[extras]``, ``name==version`` (pip, uv) or ``name@version`` (npm)."""
+    base = project + ('[%s]' % extras if extras else '')
+    if version is None:
+        return base
+    return '%s@%s' % (base, version) if ecosystem == 'npm' else '%s==%s' % (base, version)
+
+
+_EXACT_PIN = re.compile(r'^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*===?\s*([A-Za-z0-9._+!-]+)\s*$')
+
+
+def pinned_version(ecosystem, spec):
+    """(project, version) of a pin that names one exact version (``six==1.17.0``, ``chalk@4.1.2``), else None."""
+    if ecosystem in ('pip', 'uv'):
+        m = _EXACT_PIN.match(spec)
+        return (normalize_name(m.group(1)), m.group(2)) if m else None
+    if ecosystem == 'npm':
+        name = _npmcache.spec_name(spec.strip())
+        version = spec.strip()[len(name) + 1:]
+        return (name, version) if version and valid_version(version) else None
+    return None
+
+
+def _weight(src, i):
+    weight = src.get('weight', 1.0)
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+        raise PopularityError('source %d (%s): weight %r is not a non-negative number' % (i + 1, src.get('type'), weight))
+    return float(weight)
+
+
+def _positive(value, what):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise PopularityError('%s %r is not a non-negative integer' % (what, value))
+    return value
+
+
+def rank(ecosystem, sources, read, top, pins=(), blocks=(), min_hosts=MIN_HOSTS, versions=VERSIONS_PER_PROJECT,
+         extras=None, normalize='share'):
+    """Rank packages; return dict(packages=[{name, project, score, sources[, version]}], blocked, source_counts,
+    version_counts, upper_scans, fleet, invalid_names, provenance).
+
+    ``packages`` is the build's list in order: the pins, then the ``top``
+    ranked projects, each followed by up to ``versions`` of its versions that
+    the sources counted (``name==version``, most installed first) beside the
+    project's newest (the bare name). ``name`` is a requirement string;
+    ``extras`` ({project: [extra]}) resolves a project with those extras
+    (``uvicorn[standard]``, ``uvicorn[standard]==0.30.0``).
+
+    A ``fleet`` source counts a package or a version only when ``min_hosts``
+    hosts sent it; an ``uppers`` source is one host, so its packages enter the
+    ranking only with ``min_hosts`` 1 (its ``source_counts`` are reported all
+    the same: they are what a host's telemetry sends).
 
     ``invalid_names`` counts, per source, the names dropped because they are
     not plain package names of the ecosystem (never the names themselves).
@@ -213,50 +375,106 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=()):
     ``upper_scans`` maps the label of each ``uppers`` source to its scan
     report (see scan_uppers): users scanned, users skipped or truncated by
     name and why, and what the scan read. It names no package.
+
+    ``provenance`` is what a snapshot's manifest may record: per source its
+    label, type, weight and the totals of what it brought into the ranking
+    (packages, count; hosts for ``fleet``), and the totals of the list. It
+    names no package and holds no count of one.
     """
     if ecosystem not in ECOSYSTEMS:
         raise PopularityError('ecosystem %r is not one of %s' % (ecosystem, ', '.join(ECOSYSTEMS)))
+    if normalize not in NORMALIZE:
+        raise PopularityError('normalize %r is not one of %s' % (normalize, ', '.join(NORMALIZE)))
+    if not isinstance(min_hosts, int) or isinstance(min_hosts, bool) or min_hosts < 1:
+        raise PopularityError('min_hosts %r is not a positive integer' % (min_hosts,))
+    versions = _positive(versions, 'versions')
+    extras = check_extras(ecosystem, extras)
     blocked = set(spec_key(ecosystem, b) for b in blocks)
-    scores, origin, raw, scans, dropped = {}, {}, {}, {}, {}
+    scores, vscores, origin, raw, rawv, scans, fleets, dropped, prov = {}, {}, {}, {}, {}, {}, {}, {}, []
+    total_weight = sum(_weight(src, i) for i, src in enumerate(sources) if isinstance(src, dict)) or 1.0
     for i, src in enumerate(sources):
         if not isinstance(src, dict):
             raise PopularityError('source %d is not a mapping: %r' % (i + 1, src))
-        weight = src.get('weight', 1.0)
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
-            raise PopularityError('source %d (%s): weight %r is not a non-negative number' % (i + 1, src.get('type'), weight))
+        weight = _weight(src, i)
         label = src.get('name') or src.get('type')
         if label in raw:
             label = '%s-%d' % (label, i + 1)
-        report = {}
-        counts = read_source(src, ecosystem, read, report)
+        report, found = {}, {}
+        counts = read_source(src, ecosystem, read, report, found, min_hosts)
         if src.get('type') == 'uppers':
             scans[label] = report
+        elif src.get('type') == 'fleet':
+            fleets[label] = report
         invalid = [name for name in counts if not valid_name(ecosystem, name)]
         for name in invalid:
             del counts[name]
         if invalid:
             dropped[label] = len(invalid)
+        found = dict((name, dict((v, n) for v, n in by.items() if valid_version(v) and n > 0))
+                     for name, by in found.items() if name in counts)
         raw[label] = counts
-        peak = max(counts.values()) if counts else 0
-        for name, n in counts.items():
-            if n <= 0 or peak <= 0:
+        rawv[label] = dict((name, by) for name, by in found.items() if by)
+        ranked = counts if src.get('type') != 'uppers' or min_hosts <= 1 else {}
+        scale = float(sum(ranked.values()) if normalize == 'share' else max(ranked.values() or [0]))
+        entry = {'name': label, 'type': src.get('type'), 'weight': weight,
+                 'packages': len([n for n in ranked.values() if n > 0]), 'total': sum(ranked.values())}
+        if src.get('type') == 'fleet':
+            entry.update(hosts=report['hosts'], min_hosts=min_hosts)
+        prov.append(entry)
+        if scale <= 0:
+            continue
+        for name, n in ranked.items():
+            if n <= 0:
                 continue
-            scores[name] = scores.get(name, 0.0) + weight * float(n) / peak
+            scores[name] = scores.get(name, 0.0) + weight * n / scale / total_weight
             origin.setdefault(name, []).append(label)
-    result, pinned = [], set()
+            for version, vn in found.get(name, {}).items():
+                key = (name, version)
+                vscores[key] = vscores.get(key, 0.0) + weight * vn / scale / total_weight
+    by_project = {}
+    for (name, version), score in vscores.items():
+        by_project.setdefault(name, []).append((score, version))
+    result, pinned, taken = [], set(), set()
+
+    def add(name, spec, score, labels, version=None):
+        item = {'name': spec, 'project': name, 'score': round(score, 6), 'sources': labels}
+        if version is not None:
+            item['version'] = version
+        result.append(item)
+
+    def add_versions(name):
+        if ecosystem == 'maven' or not versions:
+            return
+        top_versions = sorted(by_project.get(name, []), key=lambda sv: (-sv[0], sv[1]))
+        for score, version in [sv for sv in top_versions if (name, sv[1]) not in taken][:versions]:
+            taken.add((name, version))
+            add(name, requirement(ecosystem, name, version, extras.get(name)), score, origin.get(name, []), version)
+
     for spec in pins:
         name = spec_key(ecosystem, spec)
         if name in blocked:
             raise PopularityError('package %s is both pinned and blocked' % name)
-        if name not in pinned:
-            pinned.add(name)
-            result.append({'name': spec.strip(), 'score': round(scores.get(name, 0.0), 6),
-                           'sources': ['pin'] + origin.get(name, [])})
+        if name in pinned:
+            continue
+        pinned.add(name)
+        spec = spec.strip()
+        if spec == name and name in extras:
+            spec = requirement(ecosystem, name, None, extras[name])
+        exact = pinned_version(ecosystem, spec)
+        if exact:
+            taken.add(exact)
+        add(name, spec, scores.get(name, 0.0), ['pin'] + origin.get(name, []), exact[1] if exact else None)
+        add_versions(name)
     ranked = sorted((n for n in scores if n not in blocked and n not in pinned), key=lambda n: (-scores[n], n))
     for name in ranked[:top] if top is not None else ranked:
-        result.append({'name': name, 'score': round(scores[name], 6), 'sources': origin[name]})
+        add(name, requirement(ecosystem, name, None, extras.get(name)), scores[name], origin[name])
+        add_versions(name)
+    summary = {'sources': prov, 'normalize': normalize, 'top': top, 'packages': len(result), 'pins': len(pinned),
+               'versions': sum(1 for x in result if 'version' in x and 'pin' not in x['sources']),
+               'extras': sum(1 for x in result if '[' in x['name'])}
     return {'packages': result, 'blocked': sorted(n for n in blocked if n in scores), 'source_counts': raw,
-            'upper_scans': scans, 'invalid_names': dropped}
+            'version_counts': rawv, 'upper_scans': scans, 'fleet': fleets, 'invalid_names': dropped,
+            'provenance': summary}
 
 
 # ------------------------------------------------------- misses in uppers
@@ -372,7 +590,7 @@ def _npm_misses(walk, upper_fd, lower, add):
             for key, live in sorted(keys.items()):
                 pkg = _npmcache.tarball_package(key) if live else None
                 if pkg and pkg not in lower.tarballs():
-                    add(pkg[0])
+                    add(pkg[0], pkg[1])
     finally:
         os.close(index)
 
@@ -387,14 +605,21 @@ def _prune(ecosystem):
     return enter
 
 
+def _uv_version(base):
+    """The version in the name of a uv wheel entry (``0.10.0-py3-none-any.http``), or None."""
+    version = base[:-len('.http')].split('-', 1)[0]
+    return version if version and version[0].isdigit() else None
+
+
 def _misses_in(ecosystem, upper_fd, lower, walk, found, max_names=MAX_NAMES, max_body=None):
-    """Add to the set ``found`` the packages of the open upper ``upper_fd`` that ``lower`` (a _Lower) lacks."""
-    def add(name):
-        if name not in found:
+    """Add to the set ``found`` the (name, version) pairs of the packages of the open upper ``upper_fd`` that
+    ``lower`` (a _Lower) lacks; the version is None where the cache does not tell it (Maven's is in the name)."""
+    def add(name, version=None):
+        if (name, version) not in found:
             if len(found) >= max_names:
                 walk.stop('max_names')
             else:
-                found.add(name)
+                found.add((name, version))
 
     if ecosystem == 'npm':
         return _npm_misses(walk, upper_fd, lower, add)
@@ -407,11 +632,11 @@ def _misses_in(ecosystem, upper_fd, lower, walk, found, max_names=MAX_NAMES, max
         if base.endswith('.whl'):
             pkg = python_file_package(base)
             if pkg and not lower.has(rel):
-                add(pkg[0])
+                add(pkg[0], pkg[1])
             continue
         if ecosystem == 'uv':
             if rel.startswith('wheels-v') and base.endswith('.http') and rel.count('/') >= 3 and not lower.has(rel):
-                add(normalize_name(rel.split('/')[-2]))
+                add(normalize_name(rel.split('/')[-2]), _uv_version(base))
             continue
         if not rel.startswith(('http/', 'http-v2/')) or base.endswith('.lock') or lower.has(rel):
             continue
@@ -420,7 +645,7 @@ def _misses_in(ecosystem, upper_fd, lower, walk, found, max_names=MAX_NAMES, max
             continue
         pkg = _read_with(walk, dir_fd, base, st, _wheel_in_file)
         if pkg:
-            add(pkg[0])
+            add(pkg[0], pkg[1])
 
 
 def upper_misses(ecosystem, upper, lower, max_body=None, walk=None, max_names=MAX_NAMES):
@@ -440,7 +665,7 @@ def upper_misses(ecosystem, upper, lower, max_body=None, walk=None, max_names=MA
         _misses_in(ecosystem, fd, _Lower(lower), walk, found, max_names, max_body)
     finally:
         os.close(fd)
-    return found
+    return set(name for name, version in found)
 
 
 def _add_counters(report, walk):
@@ -451,9 +676,10 @@ def _add_counters(report, walk):
         totals['skipped'][key] = totals['skipped'].get(key, 0) + n
 
 
-def _count(ecosystem, uppers, lower, limits, max_names, report):
-    """Counter {package: users} over ``uppers``: (label, open) pairs, ``open()`` giving the upper's dir fd."""
-    counts = Counter()
+def _count_users(ecosystem, uppers, lower, limits, max_names, report):
+    """Counters ({package: users}, {(package, version): users}) over ``uppers``: (label, open) pairs, ``open()``
+    giving the upper's dir fd."""
+    counts, versions = Counter(), Counter()
     report.setdefault('users', 0)
     report.setdefault('skipped', {})
     report.setdefault('truncated', {})
@@ -477,8 +703,9 @@ def _count(ecosystem, uppers, lower, limits, max_names, report):
         if walk.truncated:
             report['truncated'][label] = walk.truncated
         _add_counters(report, walk)
-        counts.update(found)
-    return counts
+        counts.update(set(name for name, version in found))
+        versions.update(pair for pair in found if pair[1] is not None)
+    return counts, versions
 
 
 def _option(src, key, default):
@@ -503,14 +730,16 @@ def _upper_label(path):
     return parts[-3] if len(parts) >= 3 and parts[-1] == 'upper' and parts[-2].startswith('cacache_') else path
 
 
-def scan_uppers(ecosystem, src, report=None):
+def scan_uppers(ecosystem, src, report=None, versions=None):
     """Counts of an ``uppers`` source: every ``<scratch_root>/*/cacache_<ecosystem>/upper`` against the lower.
 
     ``report`` (a dict), if given, receives: ``users`` scanned, ``skipped``
     and ``truncated`` (user name: why), ``walk`` (summed counters) and
     ``packages_dropped`` (over ``max_packages``). The source may set
     ``max_names`` (packages per upper), ``max_packages`` and ``limits`` (caps
-    per upper, see _walk.Limits).
+    per upper, see _walk.Limits). ``versions`` (a dict), if given, receives
+    {package: {version: users}} for the packages returned, with the same
+    ``min_users`` threshold per version.
     """
     report = report if report is not None else {}
     root = src.get('scratch_root') or '/mnt/scratch'
@@ -529,12 +758,18 @@ def scan_uppers(ecosystem, src, report=None):
         lower = os.path.join(lower_root, ecosystem)
         rel = 'cacache_%s/upper' % ecosystem
         uppers = [(user, lambda user=user: _walk.open_dir(user + '/' + rel, root_fd)) for user in users]
-        counts = _count(ecosystem, uppers, _Lower(lower if os.path.isdir(lower) else None), limits, max_names, report)
+        counts, by_version = _count_users(ecosystem, uppers, _Lower(lower if os.path.isdir(lower) else None), limits,
+                                          max_names, report)
     finally:
         os.close(root_fd)
     kept = sorted(((k, v) for k, v in counts.items() if v >= min_users), key=lambda kv: (-kv[1], kv[0]))
     report['packages_dropped'] = max(0, len(kept) - max_packages)
-    return dict(kept[:max_packages])
+    kept = dict(kept[:max_packages])
+    if versions is not None:
+        for (name, version), n in sorted(by_version.items()):
+            if name in kept and n >= min_users:
+                versions.setdefault(name, {})[version] = n
+    return kept
 
 
 def fleet_misses(ecosystem, uppers, lower, limits=None, max_names=MAX_NAMES, report=None):
@@ -546,7 +781,7 @@ def fleet_misses(ecosystem, uppers, lower, limits=None, max_names=MAX_NAMES, rep
     """
     report = report if report is not None else {}
     items = [(_upper_label(u), lambda u=u: _walk.open_dir(u)) for u in uppers]
-    return dict(_count(ecosystem, items, _Lower(lower), limits or UPPERS_LIMITS, max_names, report))
+    return dict(_count_users(ecosystem, items, _Lower(lower), limits or UPPERS_LIMITS, max_names, report)[0])
 
 
 def read_text(path):
@@ -561,7 +796,8 @@ def run_module(module):
     if p['top'] < 0:
         module.fail_json(msg='top %d is negative' % p['top'])
     try:
-        result = rank(p['ecosystem'], p['sources'], read_text, p['top'], p['pins'], p['blocks'])
+        result = rank(p['ecosystem'], p['sources'], read_text, p['top'], p['pins'], p['blocks'], p['min_hosts'],
+                      p['versions'], p['extras'], p['normalize'])
     except PopularityError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, names=[x['name'] for x in result['packages']], **result)

@@ -28,13 +28,14 @@ def record_hash(data):
     return 'sha256=' + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()
 
 
-def write_wheel(directory, name, version, requires):
+def write_wheel(directory, name, version, requires, extras=()):
     module = name.replace('-', '_')
     dist = '%s-%s.dist-info' % (module, version)
     files = [
         ('%s/__init__.py' % module, ('VERSION = %r\n' % version).encode()),
-        ('%s/METADATA' % dist, ('Metadata-Version: 2.1\nName: %s\nVersion: %s\n%s' % (
-            name, version, ''.join('Requires-Dist: %s\n' % r for r in requires))).encode()),
+        ('%s/METADATA' % dist, ('Metadata-Version: 2.1\nName: %s\nVersion: %s\n%s%s' % (
+            name, version, ''.join('Provides-Extra: %s\n' % e for e in extras),
+            ''.join('Requires-Dist: %s\n' % r for r in requires))).encode()),
         ('%s/WHEEL' % dist, b'Wheel-Version: 1.0\nGenerator: pkgcache-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n'),
     ]
     record = ''.join('%s,%s,%d\n' % (path, record_hash(data), len(data)) for path, data in files) + '%s/RECORD,,\n' % dist

@@ -41,6 +41,32 @@ def test_bad_specs(spec):
         pc.check_specs([spec])
 
 
+GOOD_SPECS = ['six', 'Six==1.17.0', 'requests>=2,<3', 'uvicorn[standard]', ' fastapi[standard] ', 'celery[redis]==5.4.0',
+              'celery[redis, msgpack]>=5', 'typing_extensions~=4.12', 'django!=4.2.0', 'numpy===1.26.4', 'a.b-c_d']
+
+
+def test_specs_with_extras_and_versions_are_taken():
+    assert pc.check_specs(GOOD_SPECS) == [s.strip() for s in GOOD_SPECS]
+    assert pc.requirement_name('uvicorn[standard]==0.30.0') == 'uvicorn'
+
+
+@pytest.mark.parametrize('spec', [
+    'six; os_name == "nt"',                 # markers: the old check took them
+    'six (>=1.0)',
+    'six[x @ http://evil/]',
+    'six[]extra',
+    'six[a b]',
+    'six==1.0 --index-url=http://evil/',
+    'six>=1;--index-url http://evil/',
+    'six ==',
+    'six[extra',
+    'uvicorn[standard]==0.30.0 extra',
+])
+def test_specs_other_than_name_extras_and_clauses_are_refused_by_name(spec):
+    with pytest.raises(BuildError, match=r'package .* (is not a project name with optional extras|direct reference)'):
+        pc.check_specs([spec])
+
+
 def report(*items):
     return json.dumps({'version': '1', 'install': [
         {'metadata': {'name': n, 'version': v}, 'download_info': {'url': u}, 'requested': True} for n, v, u in items]})
@@ -177,6 +203,7 @@ class _Index(http.server.SimpleHTTPRequestHandler):
 
 def pep658_index(root, wheels):
     os.makedirs(os.path.join(root, 'packages'))
+    links = {}
     for wheel in wheels:
         name = os.path.basename(wheel)
         shutil.copy(wheel, os.path.join(root, 'packages', name))
@@ -185,16 +212,56 @@ def pep658_index(root, wheels):
         with open(os.path.join(root, 'packages', name + '.metadata'), 'wb') as f:
             f.write(meta)
         project = pc.normalize_name(name.split('-')[0])
+        links.setdefault(project, []).append(
+            '<a href="../../packages/%s#sha256=%s" data-dist-info-metadata="sha256=%s" data-core-metadata="sha256=%s">%s</a>'
+            % (name, hashlib.sha256(open(wheel, 'rb').read()).hexdigest(), hashlib.sha256(meta).hexdigest(),
+               hashlib.sha256(meta).hexdigest(), name))
+    for project, anchors in links.items():
         os.makedirs(os.path.join(root, 'simple', project))
         with open(os.path.join(root, 'simple', project, 'index.html'), 'w') as f:
-            f.write('<html><body><a href="../../packages/%s#sha256=%s" data-dist-info-metadata="sha256=%s" '
-                    'data-core-metadata="sha256=%s">%s</a></body></html>\n'
-                    % (name, hashlib.sha256(open(wheel, 'rb').read()).hexdigest(),
-                       hashlib.sha256(meta).hexdigest(), hashlib.sha256(meta).hexdigest(), name))
+            f.write('<html><body>%s</body></html>\n' % '<br>'.join(anchors))
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(_Index, directory=root))
     server.hits = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def _run(argv, env, data=None, cwd=None):
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    return res.returncode, res.stdout, res.stderr
+
+
+def test_real_pip_resolves_a_pinned_version_with_its_extra_so_a_users_install_of_it_fetches_nothing(tmp_path):
+    """``featpkg[fast]==0.9`` in the list: pip gets the spec as given, so the old release and the extra's
+    dependency are cached; a user who installs exactly that downloads nothing."""
+    sys.path.insert(0, os.path.join(ROOT, 'tests', 'fleet'))
+    import make_wheels  # pylint: disable=import-outside-toplevel
+    wheels_dir = str(tmp_path / 'wheels')
+    os.makedirs(wheels_dir)
+    for version in ('0.9', '1.0'):
+        make_wheels.write_wheel(wheels_dir, 'featpkg', version, ['speedup; extra == "fast"'], extras=['fast'])
+    make_wheels.write_wheel(wheels_dir, 'speedup', '1.0', [])
+    server = pep658_index(str(tmp_path / 'index'), sorted(glob.glob(os.path.join(wheels_dir, '*.whl'))))
+    try:
+        url = 'http://127.0.0.1:%d/simple/' % server.server_address[1]
+        o = {'index_url': url, 'trusted_host': '127.0.0.1:%d' % server.server_address[1]}
+        cache = str(tmp_path / 'cache')
+        (tmp_path / 'scratch').mkdir()
+        specs = pc.check_specs(['featpkg[fast]==0.9'])
+        rc, data, err = pc._install(sys.executable, o, specs, cache, str(tmp_path / 'scratch'), _run)
+        assert rc == 0, err
+        got = sorted((p['name'], p['version']) for p in pc.parse_report(data))
+        assert got == [('featpkg', '0.9'), ('speedup', '1.0')]
+        assert all(pc.url_cached(cache, p['url']) for p in pc.parse_report(data))
+        del server.hits[:]
+        res = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-color', '--target', str(tmp_path / 'user'),
+                              '--index-url', url, '--trusted-host', o['trusted_host'], 'featpkg[fast]==0.9'],
+                             env=pc.clean_env(os.environ, cache), capture_output=True, text=True, check=False)
+        assert res.returncode == 0 and 'Downloading' not in res.stdout, res.stdout
+        assert not [h for h in server.hits if '/packages/' in h], server.hits
+        assert os.path.isdir(str(tmp_path / 'user' / 'speedup'))
+    finally:
+        server.shutdown()
 
 
 def test_real_pip_fills_the_cache_from_an_index_with_metadata_so_a_users_install_fetches_nothing(tmp_path):

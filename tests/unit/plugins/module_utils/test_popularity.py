@@ -78,7 +78,7 @@ def test_rank_mixes_sources_and_records_them():
         {'type': 'top_pypi_json', 'paths': [fixture('top-pypi-packages-30-days.min.json')]},
         {'type': 'access_log', 'paths': [fixture('pypi-access.log')], 'weight': 2},
         {'type': 'counts', 'name': 'fleet_misses', 'counts': [{'Tabulate': 1}, {'tabulate': 2, 'six': 1}]},
-    ], read, top=4, pins=['docopt'], blocks=['boto3'])
+    ], read, top=4, pins=['docopt'], blocks=['boto3'], normalize='max')
     names = [p['name'] for p in result['packages']]
     # six: 480M/1416M + 2*(2/2) + 1/3; tabulate: 3/3 = 1; idna: 598M/1416M + 2*(1/2)
     assert names[0] == 'docopt' and result['packages'][0]['sources'] == ['pin', 'access_log']
@@ -313,8 +313,8 @@ def test_uppers_scan_counts_the_others_when_one_upper_is_1500_deep(tmp_path):
     put(_user(tmp_path, 'alice', 'pip') / 'wheels' / 'alicepkg-1.0-py3-none-any.whl', b'x')
     with deep_chain(str(_user(tmp_path, 'mallory', 'pip') / 'http')):
         assert pop.scan_uppers('pip', uppers_src(tmp_path)) == {'alicepkg': 1}   # the old os.walk: RecursionError
-        result = pop.rank('pip', [uppers_src(tmp_path)], read, top=10)
-    assert [p['name'] for p in result['packages']] == ['alicepkg']
+        result = pop.rank('pip', [uppers_src(tmp_path)], read, top=10, min_hosts=1)
+    assert [p['name'] for p in result['packages']] == ['alicepkg', 'alicepkg==1.0']
     scan = result['upper_scans']['uppers']
     assert scan['users'] == 2 and scan['truncated'] == {'mallory': 'max_depth'} and scan['skipped'] == {}
     assert 'alicepkg' not in json.dumps(scan)
@@ -360,3 +360,151 @@ def test_module_ranks_the_same_in_check_mode_and_names_a_source_it_cannot_read(t
         tmp_path / 'gone.log', tmp_path / 'gone.log')
     rc, bad = run_module(capsys, pop.run_module, pop.argument_spec(), dict(args, top=-1))
     assert rc == 1 and bad['msg'] == 'top -1 is negative'
+
+
+# ------------------------------------------------- versions, the fleet's hosts, extras (issues 22 and 24)
+
+def test_uppers_scan_records_versions_of_wheels_npm_tarballs_and_uv_entries(tmp_path):
+    for user in ('alice', 'bob'):
+        put(_user(tmp_path, user, 'pip') / 'http-v2' / 'a' / 'b.body', wheel('django', '4.2.7'))
+    carol = _user(tmp_path, 'carol', 'pip')
+    put(carol / 'http-v2' / 'c' / 'd.body', wheel('Django', '5.1'))
+    put(carol / 'wheels' / 'x' / 'docopt-0.6.2-py2.py3-none-any.whl', b'x')
+    versions = {}
+    assert pop.scan_uppers('pip', uppers_src(tmp_path), None, versions) == {'django': 3, 'docopt': 1}
+    assert versions == {'django': {'4.2.7': 2, '5.1': 1}, 'docopt': {'0.6.2': 1}}
+    versions = {}
+    assert pop.scan_uppers('pip', dict(uppers_src(tmp_path), min_users=2), None, versions) == {'django': 3}
+    assert versions == {'django': {'4.2.7': 2}}    # the per-host threshold holds for versions too
+    (tmp_path / 'lower' / 'npm').mkdir(parents=True)
+    put(_user(tmp_path, 'alice', 'npm') / '_cacache' / 'index-v5' / 'aa' / 'b',
+        bucket_line(tarball_key('kleur', '4.1.5')) + bucket_line(tarball_key('kleur', '3.0.3')))
+    versions = {}
+    assert pop.scan_uppers('npm', uppers_src(tmp_path), None, versions) == {'kleur': 1}
+    assert versions == {'kleur': {'4.1.5': 1, '3.0.3': 1}}
+    u = _user(tmp_path, 'alice', 'uv') / 'wheels-v8' / 'index' / 'abc' / 'tabulate'
+    u.mkdir(parents=True)
+    (u / '0.9.0-py3-none-any.http').write_text('x')
+    versions = {}
+    assert pop.scan_uppers('uv', uppers_src(tmp_path), None, versions) == {'tabulate': 1}
+    assert versions == {'tabulate': {'0.9.0': 1}}
+
+
+def telemetry(packages, versions=None):
+    return {'packages': packages, 'versions': versions or {}}
+
+
+def fleet(*hosts, **kw):
+    return dict({'type': 'fleet', 'name': 'fleet', 'hosts': list(hosts)}, **kw)
+
+
+def test_a_package_from_uppers_enters_the_ranking_only_from_min_hosts_hosts():
+    hosts = [telemetry({'tabulate': 1, 'rich': 2}), telemetry({'tabulate': 1}), telemetry({'Tabulate': 3})]
+    res = pop.rank('pip', [fleet(*hosts)], read, top=10, min_hosts=3)
+    assert [p['name'] for p in res['packages']] == ['tabulate']    # rich: 2 users, but on one host
+    assert res['source_counts'] == {'fleet': {'tabulate': 5}} and res['fleet'] == {'fleet': {'hosts': 3, 'dropped': 1}}
+    assert [p['name'] for p in pop.rank('pip', [fleet(*hosts)], read, top=10, min_hosts=4)['packages']] == []
+    assert [p['name'] for p in pop.rank('pip', [fleet(*hosts)], read, top=10, min_hosts=1)['packages']] == ['tabulate', 'rich']
+    # An upper scanned directly is one host: with the default its packages never enter the ranking.
+    assert pop.MIN_HOSTS == 3
+
+
+def test_a_guess_planted_on_one_host_changes_nothing_the_build_records():
+    """mallory plants `secretpkg`; min_users 2 on her host: the count is 2 exactly when a victim there has it too.
+    The list and the provenance that reach the manifest must be the same either way (the old ones were not)."""
+    others = [telemetry({'six': 1, 'tabulate': 2}, {'tabulate': {'0.9.0': 2}}) for dummy in range(3)]
+    without = telemetry({'six': 1})                        # secretpkg: 1 user (mallory), dropped by min_users 2
+    with_victim = telemetry({'six': 1, 'secretpkg': 2}, {'secretpkg': {'1.0': 2}})
+    sources = [{'type': 'top_pypi_json', 'paths': [fixture('top-pypi-packages-30-days.min.json')]}]
+    runs = [pop.rank('pip', sources + [fleet(*(others + [host]), weight=4)], read, top=8, pins=['docopt'])
+            for host in (without, with_victim)]
+    assert [p['name'] for p in runs[0]['packages']] == [p['name'] for p in runs[1]['packages']]
+    assert runs[0]['packages'] == runs[1]['packages']
+    assert runs[0]['provenance'] == runs[1]['provenance']
+    assert 'secretpkg' not in json.dumps(runs[1]['provenance'])
+    # The provenance holds the sources and the totals only: no package name, no count of one.
+    prov = runs[1]['provenance']
+    assert prov['sources'][1] == {'name': 'fleet', 'type': 'fleet', 'weight': 4.0, 'packages': 2, 'total': 10,
+                                  'hosts': 4, 'min_hosts': 3}
+    assert 'tabulate' not in json.dumps(prov) and 'six' not in json.dumps(prov)
+    assert prov['packages'] == len(runs[1]['packages']) and prov['pins'] == 1 and prov['versions'] == 1
+
+
+def test_top_versions_of_a_project_enter_beside_its_newest_capped_per_project():
+    hosts = [telemetry({'django': 3, 'numpy': 1},
+                       {'django': {'4.2.7': 2, '3.2.25': 1, '5.0': 1, '4.1': 1}, 'numpy': {'1.26.4': 1}})
+             for dummy in range(2)]
+    hosts.append(telemetry({'django': 1}, {'django': {'2.2': 1}}))       # a version seen on one host only
+    res = pop.rank('pip', [fleet(*hosts)], read, top=5, min_hosts=2, versions=3)
+    names = [p['name'] for p in res['packages']]
+    assert names == ['django', 'django==4.2.7', 'django==3.2.25', 'django==4.1', 'numpy', 'numpy==1.26.4']
+    assert res['packages'][1]['project'] == 'django' and res['packages'][1]['version'] == '4.2.7'
+    assert res['packages'][1]['score'] < res['packages'][0]['score']
+    assert [p['name'] for p in pop.rank('pip', [fleet(*hosts)], read, top=5, min_hosts=2, versions=0)['packages']] == \
+        ['django', 'numpy']
+    # A pin of one exact version is not added twice; npm versions are name@version.
+    res = pop.rank('pip', [fleet(*hosts)], read, top=0, min_hosts=2, versions=1, pins=['Django==4.2.7'])
+    assert [p['name'] for p in res['packages']] == ['Django==4.2.7', 'django==3.2.25']
+    npm = pop.rank('npm', [fleet(telemetry({'kleur': 1}, {'kleur': {'3.0.3': 1}}))], read, top=5, min_hosts=1)
+    assert [p['name'] for p in npm['packages']] == ['kleur', 'kleur@3.0.3']
+
+
+def test_versions_that_are_not_plain_versions_never_reach_the_build():
+    hosts = [telemetry({'six': 1}, {'six': {'1.0; os_name=="nt"': 1, '1 @ http://evil/x': 1, '1.17.0': 1}})]
+    res = pop.rank('pip', [fleet(*hosts)], read, top=5, min_hosts=1)
+    assert [p['name'] for p in res['packages']] == ['six', 'six==1.17.0']
+
+
+def test_popular_extras_are_resolved_on_purpose_and_checked():
+    hosts = [telemetry({'uvicorn': 2, 'celery': 1}, {'uvicorn': {'0.29.0': 2}})]
+    res = pop.rank('pip', [fleet(*hosts)], read, top=5, min_hosts=1,
+                   extras={'Uvicorn': ['standard'], 'celery': ['redis', 'msgpack']}, pins=['fastapi'])
+    assert [p['name'] for p in res['packages']] == [
+        'fastapi', 'uvicorn[standard]', 'uvicorn[standard]==0.29.0', 'celery[msgpack,redis]']
+    res = pop.rank('pip', [], read, top=5, pins=['fastapi'], extras={'fastapi': 'standard'})
+    assert [p['name'] for p in res['packages']] == ['fastapi[standard]']
+    for bad, message in (({'uvicorn': ['std @ http://x']}, 'not a list of extra names'),
+                         ({'x @ http://y': ['a']}, 'is not a project name'), ({'uvicorn': []}, 'not a list')):
+        with pytest.raises(pop.PopularityError, match=message):
+            pop.rank('pip', [], read, top=5, extras=bad)
+    with pytest.raises(pop.PopularityError, match='extras are a pip and uv feature'):
+        pop.rank('npm', [], read, top=5, extras={'chalk': ['x']})
+
+
+def test_shares_make_the_weights_mean_something():
+    """A download list of billions and a fleet of a few users: each source is a share of its own total, and the
+    score is the weighted mean of the shares (with weights summing to 1: the share of all installs expected)."""
+    downloads = {'type': 'counts', 'name': 'downloads', 'counts': {'boto3': 900, 'django': 90, 'flask': 10}}
+    fl = fleet(telemetry({'django': 3, 'discord-py': 1}), telemetry({'discord-py': 1}), min_hosts=1)
+    res = pop.rank('pip', [dict(downloads, weight=1), dict(fl, weight=4)], read, top=10, min_hosts=1)
+    scores = dict((p['name'], p['score']) for p in res['packages'])
+    assert scores['boto3'] == pytest.approx(0.9 / 5)
+    assert scores['django'] == pytest.approx((0.09 + 4 * 0.6) / 5)
+    assert scores['discord-py'] == pytest.approx(4 * 0.4 / 5)
+    assert [p['name'] for p in res['packages']] == ['django', 'discord-py', 'boto3', 'flask']
+    assert sum(scores.values()) == pytest.approx(1.0)
+    # The old scaling by the largest count is still there on request.
+    res = pop.rank('pip', [dict(downloads, weight=1), dict(fl, weight=4)], read, top=10, min_hosts=1, normalize='max')
+    assert dict((p['name'], p['score']) for p in res['packages'])['boto3'] == pytest.approx(1.0 / 5)
+
+
+@pytest.mark.parametrize('source, message', [
+    (fleet('x'), 'fleet source: host 1'),
+    (fleet(telemetry({'six': -1})), 'host 1: count -1 of six'),
+    (fleet(telemetry({}, {'six': ['1.0']})), 'versions of six'),
+    ({'type': 'fleet', 'hosts': {'h': {}}}, 'is not a list'),
+])
+def test_bad_fleet_telemetry_is_named(source, message):
+    with pytest.raises(pop.PopularityError, match=message):
+        pop.rank('pip', [source], read, top=10)
+
+
+def test_module_takes_min_hosts_versions_and_extras(capsys):
+    args = {'ecosystem': 'pip', 'top': 5, 'min_hosts': 2, 'versions': 1, 'extras': {'uvicorn': ['standard']},
+            'sources': [fleet(telemetry({'uvicorn': 1, 'rich': 1}, {'uvicorn': {'0.29.0': 1}}),
+                              telemetry({'uvicorn': 1}, {'uvicorn': {'0.29.0': 1}}))]}
+    rc, res = run_module(capsys, pop.run_module, pop.argument_spec(), args, check_mode=True)
+    assert rc == 0 and res['names'] == ['uvicorn[standard]', 'uvicorn[standard]==0.29.0']
+    assert res['provenance']['sources'][0]['hosts'] == 2
+    rc, res = run_module(capsys, pop.run_module, pop.argument_spec(), dict(args, min_hosts=0))
+    assert rc == 1 and res['msg'] == 'min_hosts 0 is not a positive integer'
