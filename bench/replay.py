@@ -105,7 +105,11 @@ def pip_download(dest, args, cap_mb):
     os.makedirs(dest)
     cmd = [b.USER_PYTHON, '-m', 'pip', 'download', '--disable-pip-version-check', '-q', '-d', dest] + args
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # pip keeps what it downloads in TMPDIR until the resolution is done: a TMPDIR inside dest counts it.
+    tmp = os.path.join(dest, '.tmp')
+    os.makedirs(tmp)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env=dict(os.environ, TMPDIR=tmp))
     reason = ''
     while proc.poll() is None:
         time.sleep(2)
@@ -120,6 +124,7 @@ def pip_download(dest, args, cap_mb):
     out = proc.stdout.read()
     if not reason and proc.returncode:
         reason = ' / '.join(l.strip() for l in out.splitlines() if l.strip())[-400:]
+    shutil.rmtree(tmp, ignore_errors=True)
     files = sorted(f for f in os.listdir(dest) if not f.startswith('.'))
     info = {'ok': not reason, 'reason': reason, 'seconds': round(time.monotonic() - start, 1),
             'files': dict((f, os.path.getsize(os.path.join(dest, f))) for f in files)}
@@ -173,13 +178,43 @@ def base_wheels(cache):
     return pip_download(os.path.join(cache, 'base'), ['--only-binary', ':all:', 'setuptools', 'wheel'], 100)
 
 
+class Env(b.Env):
+    """common's Env, whose index hardlinks the files (GBs here) and names a project by the file's full name
+    (an older sdist such as django-crispy-forms-1.14.0.tar.gz is not project 'django')."""
+
+    def _index(self, wheelhouse, extra_wheels):
+        import hashlib
+        shutil.rmtree(self.index_root, ignore_errors=True)
+        files = os.path.join(self.index_root, 'files')
+        os.makedirs(files)
+        projects = {}
+        for name in sorted(os.listdir(wheelhouse)):
+            proj, dummy, kind = rl.file_package(name)
+            if kind not in ('wheel', 'sdist'):
+                continue
+            src = os.path.join(wheelhouse, name)
+            os.link(src, os.path.join(files, name))
+            h = hashlib.sha256()
+            with open(src, 'rb') as f:
+                for chunk in iter(lambda: f.read(1 << 20), b''):
+                    h.update(chunk)
+            projects.setdefault(proj, []).append((name, h.hexdigest()))
+        for project, items in projects.items():
+            d = os.path.join(self.index_root, 'simple', project)
+            os.makedirs(d)
+            with open(os.path.join(d, 'index.html'), 'w') as f:
+                f.write('<!DOCTYPE html><html><body>\n' + ''.join(
+                    '<a href="../../files/%s#sha256=%s">%s</a><br>\n' % (n, h, n) for n, h in items) + '</body></html>\n')
+        with open(os.path.join(self.index_root, 'simple', 'index.html'), 'w') as f:
+            f.write(''.join('<a href="%s/">%s</a><br>\n' % (p, p) for p in sorted(projects)))
+
+
 # ---------------------------------------------------------------- npm registry
 
 def npm_lock(deps, cache_dir):
     """The package-lock npm resolves for ``deps`` ({name: range}) against the npm registry (no install)."""
-    proj = os.path.join(cache_dir, '.resolve-%d' % os.getpid())
-    shutil.rmtree(proj, ignore_errors=True)
-    os.makedirs(proj)
+    import tempfile
+    proj = tempfile.mkdtemp(dir=cache_dir, prefix='.resolve-')
     try:
         with open(os.path.join(proj, 'package.json'), 'w') as f:
             json.dump({'name': 'resolve', 'version': '0.0.0', 'private': True, 'dependencies': deps}, f)
@@ -192,6 +227,28 @@ def npm_lock(deps, cache_dir):
             return json.load(f), ''
     finally:
         shutil.rmtree(proj, ignore_errors=True)
+
+
+def npm_dep(spec):
+    """{name: range} of a listed npm spec: ``react`` -> latest, ``react@18.2.0`` -> 18.2.0."""
+    from ansible_collections.pkgcache.overlay.plugins.module_utils import _npmcache
+    name = _npmcache.spec_name(spec)
+    return {name: spec[len(name) + 1:] or 'latest'}
+
+
+def npm_locks_of(jobs, lock_cache):
+    """({job: lock}, {job: error}) of npm_lock for every job ({name: deps}), four at a time."""
+    def one(item):
+        return item[0], npm_lock(item[1], lock_cache)
+    locks, bad = {}, {}
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        for key, (lock, err) in ex.map(one, sorted(jobs.items())):
+            if lock:
+                locks[key] = lock
+            else:
+                bad[key] = err
+                log('npm lock %s failed: %s' % (key, err[-200:]))
+    return locks, bad
 
 
 def npm_fetch(url, tries=3):
@@ -276,16 +333,49 @@ def public_npm_source():
     return {'type': 'counts', 'name': 'npm-downloads', 'counts': counts}
 
 
-def ranked(eco, sources, top):
-    res = pop.rank(eco, sources, pop.read_text, top)
+def ranked(eco, sources, top, args=None):
+    """The build's list from the collection's ranking (_popularity.rank), with the telemetry options where the
+    collection has them (min_hosts, versions per project)."""
+    kw = {}
+    if 'fleet' in pop.SOURCE_TYPES and args is not None:
+        kw = {'min_hosts': args.min_hosts, 'versions': args.versions}
+    res = pop.rank(eco, sources, pop.read_text, top, **kw)
     return [x['name'] for x in res['packages']], res
+
+
+def telemetry(eco, host_roots, lower_root):
+    """The fleet's source for the ranking: each host's telemetry (``scan_uppers`` over its users' uppers against the
+    snapshot they used) as a ``fleet`` source; with a collection that has no fleet source, the users' counts
+    (``fleet_misses``) as a ``counts`` source."""
+    if 'fleet' in pop.SOURCE_TYPES:
+        hosts = []
+        for root in host_roots:
+            versions = {}
+            counts = pop.scan_uppers(eco, {'scratch_root': root, 'lower_root': lower_root}, {}, versions)
+            hosts.append({'packages': counts, 'versions': versions})
+        return {'type': 'fleet', 'name': 'fleet', 'hosts': hosts}
+    uppers = [os.path.join(root, u, 'cacache_%s' % eco, 'upper') for root in host_roots for u in os.listdir(root)]
+    return {'type': 'counts', 'name': 'fleet', 'counts': pop.fleet_misses(eco, uppers, os.path.join(lower_root, eco))}
+
+
+def fleet_packages(src):
+    """{package: users} over the hosts of a fleet source (or the counts of a counts source)."""
+    if src['type'] == 'counts':
+        return dict(src['counts'])
+    out = {}
+    for h in src['hosts']:
+        for n, c in h['packages'].items():
+            out[n] = out.get(n, 0) + c
+    return out
 
 
 # ---------------------------------------------------------------- builds
 
 def build(work, store, eco_opts, reuse=True):
+    """_builder.build of ``eco_opts``; a build of the same inputs within a day is found, not made again (max_age:
+    what makes --resume quick)."""
     p = {'ecosystems': list(eco_opts), 'work_dir': os.path.join(work, 'build'), 'store': store, 'publish': True,
-         'workers': 4, 'reuse': reuse}
+         'workers': 4, 'reuse': reuse, 'max_age': 86400}
     if 'pip' in eco_opts:
         pip = eco_opts['pip']
         p.update({'packages': pip['packages'], 'requirements': None, 'index_url': b.INDEX,
@@ -462,11 +552,14 @@ def run(args):
     work = args.work
     os.makedirs(work, exist_ok=True)
     os.chmod(work, 0o755)
-    cache = os.path.join(work, 'wheelhouse')
+    cache = args.wheelhouse or os.path.join(work, 'wheelhouse')
     os.makedirs(cache, exist_ok=True)
     ecos = args.ecosystems
     sets = dict((eco, corpus('npm' if eco == 'npm' else 'pip')) for eco in ('pip', 'npm'))
     halves = dict((eco, rl.split(sets[eco], args.seed)) for eco in sets)
+    if args.max_sets:
+        halves = dict((e, (h[0][:args.max_sets], h[1][:args.max_sets])) for e, h in halves.items())
+        sets = dict((e, dict((n, s) for n, s in sets[e].items() if n in halves[e][0] + halves[e][1])) for e in sets)
     for eco, (train, test) in halves.items():
         log('%s: %d sets (%d pinned); last week %d, this week %d (seed %d)'
             % (eco, len(sets[eco]), sum(1 for s in sets[eco].values() if s['pinned']), len(train), len(test), args.seed))
@@ -474,7 +567,8 @@ def run(args):
     results = {'seed': args.seed, 'split': dict((e, {'last_week': h[0], 'this_week': h[1]}) for e, h in halves.items()),
                'pinned': dict((e, sorted(n for n, s in sets[e].items() if s['pinned'])) for e in sets),
                'budget_bytes': args.budget, 'top': {'pip': args.top_pip, 'npm': args.top_npm},
-               'fleet_weight': args.fleet_weight, 'machine': b.machine()}
+               'fleet_weight': args.fleet_weight, 'min_hosts': args.min_hosts, 'versions': args.versions,
+               'users_per_host': args.users_per_host, 'machine': b.machine()}
 
     # -- downloads: every corpus set (pip), and npm locks of every set
     t = time.monotonic()
@@ -495,14 +589,8 @@ def run(args):
         lock_cache = os.path.join(work, 'npm-locks')
         os.makedirs(lock_cache, exist_ok=True)
         jobs = dict(('set:' + n, s['specs']) for n, s in sets['npm'].items())
-        jobs['listed'] = dict((n, 'latest') for n in nlist0)
-        for key, deps in jobs.items():
-            lock, err = npm_lock(deps, lock_cache)
-            if lock:
-                npm_locks[key] = lock
-            else:
-                npm_bad[key] = err
-                log('npm lock %s failed: %s' % (key, err[-200:]))
+        jobs.update(('listed:' + n, npm_dep(n)) for n in nlist0)
+        npm_locks, npm_bad = npm_locks_of(jobs, lock_cache)
     times['downloads (first pass)'] = time.monotonic() - t
 
     # -- the index over everything so far
@@ -510,20 +598,22 @@ def run(args):
         dirs = [os.path.join(cache, 'set', n) for n in sets['pip']] + [os.path.join(cache, 'base')]
         dirs += [os.path.join(cache, 'pkg', d) for d in os.listdir(os.path.join(cache, 'pkg'))] + list(extra_dirs)
         flat = flat_wheelhouse(cache, dirs)
-        env = b.Env(os.path.join(work, 'env'))
+        env = Env(os.path.join(work, 'env'))
         env.start(flat, [])
         import hitrate
         return env, hitrate.enable_access_log(env)
 
     if npm_locks:
         t = time.monotonic()
-        fill_npm_registry(npm_root, list(npm_locks.values()))
+        fill_npm_registry(os.path.join(npm_root, 'npm'), list(npm_locks.values()))
         times['npm registry'] = time.monotonic() - t
     env, access = start_env()
     try:
         inst = Installer(work, env, access)
         store = os.path.join(work, 'store')
-        shutil.rmtree(store, ignore_errors=True)
+        if not args.resume:
+            shutil.rmtree(store, ignore_errors=True)
+            shutil.rmtree(os.path.join(work, 'fleet'), ignore_errors=True)
         # -- last week's snapshot: the public ranking alone
         opts0 = {'pip': {'packages': list0}}
         if 'npm' in ecos:
@@ -538,42 +628,45 @@ def run(args):
         # -- last week's users, through snapshot 0's view; telemetry from their uppers
         fleet = {}
         t = time.monotonic()
-        for eco in [e for e in ('pip', 'npm') if e in ecos]:
-            uppers = []
+        saved = os.path.join(work, 'fleet', 'telemetry.json')
+        if args.resume and os.path.exists(saved):
+            with open(saved) as f:
+                fleet = json.load(f)
+            log('telemetry of last week read from %s (--resume)' % saved)
+        for eco in [e for e in ('pip', 'npm') if e in ecos and e not in fleet]:
+            hosts = {}
             for i, name in enumerate(halves[eco][0]):
-                scratch = os.path.join(work, 'fleet', name, 'cacache_%s' % eco)
+                host = os.path.join(work, 'fleet', eco, 'host%02d' % (i // args.users_per_host))
+                scratch = os.path.join(host, name, 'cacache_%s' % eco)
                 r = inst.install(eco, sets[eco][name], os.path.join(tree0, eco), scratch)
-                uppers.append(os.path.join(scratch, 'upper'))
+                hosts[host] = True
                 log('last week %s %-28s %5.1f s %3d files fetched%s' % (eco, name, r['seconds'], len(r['fetched']),
                                                                          ' ERROR' if r['error'] else ''))
-            report = {}
-            fleet[eco] = pop.fleet_misses(eco, uppers, os.path.join(tree0, eco), report=report)
-            log('telemetry %s: %d users, %d packages' % (eco, report.get('users', 0), len(fleet[eco])))
+            fleet[eco] = telemetry(eco, sorted(hosts), tree0)
+            log('telemetry %s: %d hosts, %d packages' % (eco, len(hosts), len(fleet_packages(fleet[eco]))))
         times['last week installs'] = time.monotonic() - t
-        results['telemetry'] = dict((e, {'packages': len(c), 'counts': c}) for e, c in fleet.items())
+        with open(saved, 'w') as f:
+            json.dump(fleet, f)
+        results['telemetry'] = dict((e, {'packages': len(fleet_packages(src)), 'counts': fleet_packages(src),
+                                         'source': dict((k, v) for k, v in src.items() if k != 'counts')})
+                                    for e, src in fleet.items())
         # -- this week's list: the combined ranking
-        list1, rank1 = ranked('pip', [dict(pip_public, weight=1.0),
-                                      {'type': 'counts', 'name': 'fleet', 'counts': fleet.get('pip', {}),
-                                       'weight': args.fleet_weight}], args.top_pip)
+        list1, rank1 = ranked('pip', [dict(pip_public, weight=1.0), dict(fleet['pip'], weight=args.fleet_weight)],
+                              args.top_pip, args)
         new = [n for n in list1 if n not in list0]
         listed_dl.update(download_listed(cache, new))
         opts1 = {'pip': {'packages': list1}}
         nlist1 = nlist0
         if 'npm' in ecos:
-            nlist1, dummy = ranked('npm', [dict(npm_public, weight=1.0),
-                                           {'type': 'counts', 'name': 'fleet', 'counts': fleet.get('npm', {}),
-                                            'weight': args.fleet_weight}], args.top_npm)
+            nlist1, dummy = ranked('npm', [dict(npm_public, weight=1.0), dict(fleet['npm'], weight=args.fleet_weight)],
+                                   args.top_npm, args)
             nnew = [n for n in nlist1 if n not in nlist0]
             if nnew:
-                lock, err = npm_lock(dict((n, 'latest') for n in nnew), os.path.join(work, 'npm-locks'))
-                if lock:
-                    npm_locks['listed-new'] = lock
-                else:
-                    npm_bad['listed-new'] = err
-                fill_npm_registry(npm_root, list(npm_locks.values()))
+                more, bad = npm_locks_of(dict(('listed:' + n, npm_dep(n)) for n in nnew), os.path.join(work, 'npm-locks'))
+                npm_locks.update(more)
+                npm_bad.update(bad)
+                fill_npm_registry(os.path.join(npm_root, 'npm'), list(npm_locks.values()))
             opts1['npm'] = dict(opts0['npm'], packages=nlist1)
-        if 'uv' in ecos:
-            opts1['uv'] = {'packages': list1, 'index_url': b.INDEX, 'uv': UV, 'python': b.USER_PYTHON}
         env.stop()
         env, access = start_env()
         inst.env, inst.log = env, access
@@ -584,8 +677,8 @@ def run(args):
         tree1 = host_tree(work, store, snap1, 'week1')
         results['snapshot_bytes'] = snap1['bytes']
         results['snapshot1'] = {'bytes': snap1['bytes'], 'files': snap1['files'], 'misses': snap1['misses'][:80],
-                                'listed': {'pip': list1, 'npm': nlist1}, 'rank_sources': rank1['source_counts'].keys()
-                                and sorted(rank1['source_counts']), 'seconds': snap1['seconds']}
+                                'listed': {'pip': list1, 'npm': nlist1}, 'provenance': rank1.get('provenance'),
+                                'seconds': snap1['seconds'], 'left_out': snap1.get('left_out')}
         results['eco_bytes'] = dict((e, b.du(os.path.join(tree1, e))) for e in os.listdir(tree1)
                                     if os.path.isdir(os.path.join(tree1, e)))
         # -- this week's users: cold and through the view, interleaved
@@ -593,42 +686,62 @@ def run(args):
         results['replay'] = {}
         index_root = env.index_root
         held = {'pip': held_pip(os.path.join(tree1, 'pip'), index_root)}
-        if 'uv' in ecos:
-            held['uv'] = held['pip']
         if 'npm' in ecos:
             held['npm'] = held_npm(snap1)
-        for eco in ecos:
-            kind = 'npm' if eco == 'npm' else 'pip'
-            rows = []
-            for name in halves[kind][1]:
-                s = sets[kind][name]
-                cold = inst.install(eco, s, None, None)
-                view = inst.install(eco, s, os.path.join(tree1, eco), os.path.join(work, 'scratch-replay'))
-                rates = rl.set_rates(cold['fetched'], view['fetched'])
-                extras = extras_reached(s, index_root) if kind == 'pip' else set()
-                misses = []
-                for f, size in view['fetched']:
-                    if kind == 'npm':
-                        proj, version = npm_file_package(f)
-                        cause = 'other version' if held['npm'][1].get(proj) and version not in held['npm'][1][proj] \
-                            else ('platform' if version in held['npm'][1].get(proj, ()) else 'not listed')
-                    else:
-                        cause = rl.classify(f, held[eco][0], held[eco][1], extras)
-                    misses.append({'file': f, 'bytes': size, 'cause': cause})
-                row = dict(rates, set=name, pinned=s['pinned'], cold_seconds=cold['seconds'],
-                           view_seconds=view['seconds'], misses=misses, cold_error=cold['error'],
-                           view_error=view['error'])
-                rows.append(row)
-                log('this week %s %-28s files %5.1f %% bytes %5.1f %% view %.1f s cold %.1f s%s'
-                    % (eco, name, row['files_pct'], row['bytes_pct'], view['seconds'], cold['seconds'],
-                       ' ERROR' if view['error'] or cold['error'] else ''))
-            results['replay'][eco] = rows
+        for eco in [e for e in ('pip', 'npm') if e in ecos]:
+            results['replay'][eco] = replay_half(eco, sets, halves, inst, tree1, held, index_root, work)
             save(results, times, t0)
+        times['this week installs'] = time.monotonic() - t
+        if 'uv' in ecos:
+            # uv's part joins the same snapshot in a build of its own, after pip's and npm's replay (the builder
+            # reuses their parts as they are): the pip and npm figures do not wait for it.
+            t = time.monotonic()
+            opts2 = dict(opts1, uv={'packages': list1, 'index_url': b.INDEX, 'uv': UV, 'python': b.USER_PYTHON})
+            snap2 = build(work, store, opts2)
+            times['build, this week with uv'] = time.monotonic() - t
+            log('snapshot 1 with uv: %s, %.1f MB, %d misses' % (snap2['id'][:12], snap2['bytes'] / 1e6, len(snap2['misses'])))
+            tree2 = host_tree(work, store, snap2, 'week1-uv')
+            results['snapshot_bytes'] = snap2['bytes']
+            results['snapshot1_uv'] = {'bytes': snap2['bytes'], 'files': snap2['files'], 'misses': snap2['misses'][:80],
+                                       'seconds': snap2['seconds']}
+            results['eco_bytes'] = dict((e, b.du(os.path.join(tree2, e))) for e in os.listdir(tree2)
+                                        if os.path.isdir(os.path.join(tree2, e)))
+            held['uv'] = held['pip']
+            t = time.monotonic()
+            results['replay']['uv'] = replay_half('uv', sets, halves, inst, tree2, held, index_root, work)
+            times['this week installs, uv'] = time.monotonic() - t
         times['this week installs'] = time.monotonic() - t
     finally:
         env.stop()
     results['npm_lock_failures'] = npm_bad
     save(results, times, t0)
+
+
+def replay_half(eco, sets, halves, inst, tree, held, index_root, work):
+    """This week's sets of ``eco``, each installed cold and then through a fresh view of ``tree``: a row per set."""
+    kind = 'npm' if eco == 'npm' else 'pip'
+    rows = []
+    for name in halves[kind][1]:
+        s = sets[kind][name]
+        cold = inst.install(eco, s, None, None)
+        view = inst.install(eco, s, os.path.join(tree, eco), os.path.join(work, 'scratch-replay'))
+        rates = rl.set_rates(cold['fetched'], view['fetched'])
+        extras = extras_reached(s, index_root) if kind == 'pip' else set()
+        misses = []
+        for f, size in view['fetched']:
+            if kind == 'npm':
+                proj, version = npm_file_package(f)
+                cause = rl.classify_npm(proj, version, held['npm'][1])
+            else:
+                cause = rl.classify(f, held[eco][0], held[eco][1], extras)
+            misses.append({'file': f, 'bytes': size, 'cause': cause})
+        row = dict(rates, set=name, pinned=s['pinned'], cold_seconds=cold['seconds'], view_seconds=view['seconds'],
+                   misses=misses, cold_error=cold['error'], view_error=view['error'])
+        rows.append(row)
+        log('this week %s %-28s files %5.1f %% bytes %5.1f %% view %.1f s cold %.1f s%s'
+            % (eco, name, row['files_pct'], row['bytes_pct'], view['seconds'], cold['seconds'],
+               ' ERROR' if view['error'] or cold['error'] else ''))
+    return rows
 
 
 def save(results, times, t0):
@@ -669,6 +782,13 @@ def main():
     ap.add_argument('--fleet-weight', type=float, default=1.0)
     ap.add_argument('--budget', type=int, default=8 * 10 ** 9)
     ap.add_argument('--ecosystems', default='pip,npm,uv')
+    ap.add_argument('--min-hosts', type=int, default=3, help='the ranking\'s min_hosts (package_popularity\'s default: 3)')
+    ap.add_argument('--versions', type=int, default=3, help='versions per project (package_popularity\'s default: 3)')
+    ap.add_argument('--users-per-host', type=int, default=1)
+    ap.add_argument('--wheelhouse', help='where the downloads are kept (default: WORK/wheelhouse)')
+    ap.add_argument('--resume', action='store_true',
+                    help='keep the store and last week\'s telemetry of the previous run (after a failure in the replay)')
+    ap.add_argument('--max-sets', type=int, default=0, help='a smoke run: at most this many sets per half')
     ap.add_argument('--render', action='store_true', help='write the results from the last run\'s records only')
     args = ap.parse_args()
     args.ecosystems = args.ecosystems.split(',')

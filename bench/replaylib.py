@@ -111,6 +111,15 @@ def classify(filename, held_files, held_versions, extra_names, ecosystem='pip'):
     return 'not listed'
 
 
+def classify_npm(name, version, held_versions):
+    """The cause of an npm miss: platform (the snapshot holds this version, whose tarball it left out as another
+    platform's), other version (it holds the package in other versions only) or not listed."""
+    versions = held_versions.get(name, set())
+    if version in versions:
+        return 'platform'
+    return 'other version' if versions else 'not listed'
+
+
 def set_rates(needed, fetched):
     """A set's figures: ``needed`` = [(file, bytes)] a cold install fetches, ``fetched`` = what the view's fetched.
 

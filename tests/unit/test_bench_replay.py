@@ -60,6 +60,13 @@ def test_classify(filename, extras, cause):
     assert rl.classify(filename, HELD_FILES, HELD, extras) == cause
 
 
+def test_classify_npm():
+    held = {'react': {'18.3.1'}, '@esbuild/linux-x64': {'0.21.5'}}
+    assert rl.classify_npm('react', '18.2.0', held) == 'other version'
+    assert rl.classify_npm('@esbuild/linux-x64', '0.21.5', held) == 'platform'
+    assert rl.classify_npm('vite', '5.0.0', held) == 'not listed'
+
+
 def test_set_rates_and_overall():
     needed = [('a.whl', 100), ('b.whl', 300), ('c.whl', 600)]
     r = rl.set_rates(needed, [('c.whl', 600)])
