@@ -212,8 +212,14 @@ class Env(b.Env):
 # ---------------------------------------------------------------- npm registry
 
 def npm_lock(deps, cache_dir):
-    """The package-lock npm resolves for ``deps`` ({name: range}) against the npm registry (no install)."""
+    """The package-lock npm resolves for ``deps`` ({name: range}) against the npm registry (no install); kept in
+    ``cache_dir`` by the deps' hash for reruns."""
+    import hashlib
     import tempfile
+    kept = os.path.join(cache_dir, hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest() + '.json')
+    if os.path.exists(kept):
+        with open(kept) as f:
+            return json.load(f), ''
     proj = tempfile.mkdtemp(dir=cache_dir, prefix='.resolve-')
     try:
         with open(os.path.join(proj, 'package.json'), 'w') as f:
@@ -223,7 +229,8 @@ def npm_lock(deps, cache_dir):
                               cwd=proj, capture_output=True, text=True, check=False, timeout=600)
         if proc.returncode:
             return None, (proc.stderr or proc.stdout)[-400:]
-        with open(os.path.join(proj, 'package-lock.json')) as f:
+        shutil.copy(os.path.join(proj, 'package-lock.json'), kept)
+        with open(kept) as f:
             return json.load(f), ''
     finally:
         shutil.rmtree(proj, ignore_errors=True)
@@ -496,7 +503,7 @@ def fetched(logpath, offset, eco):
     with open(logpath) as f:
         f.seek(offset)
         lines = f.read().splitlines()
-    out = []
+    out = {}
     for line in lines:
         status, size, uri = line.split(' ', 2)
         if status not in ('200', '206'):
@@ -505,11 +512,14 @@ def fetched(logpath, offset, eco):
             if uri.startswith(b.NPM_PREFIX) and uri.endswith('.tgz'):
                 rest = urllib.request.unquote(uri[len(b.NPM_PREFIX):])
                 name = rest.split('/-/')[0]
-                out.append(('%s/%s' % (name, rest.rsplit('/', 1)[1]) if name.startswith('@') else rest.rsplit('/', 1)[1],
-                            int(size)))
+                f = '%s/%s' % (name, rest.rsplit('/', 1)[1]) if name.startswith('@') else rest.rsplit('/', 1)[1]
+                out[f] = out.get(f, 0) + int(size)
         elif uri.startswith('/files/'):
-            out.append((os.path.basename(uri), int(size)))
-    return out
+            # uv reads a wheel's METADATA with range requests (206) before it downloads the wheel: one file, the
+            # bytes of all its requests.
+            f = os.path.basename(uri)
+            out[f] = out.get(f, 0) + int(size)
+    return sorted(out.items())
 
 
 def npm_file_package(f):
@@ -568,7 +578,7 @@ def run(args):
                'pinned': dict((e, sorted(n for n, s in sets[e].items() if s['pinned'])) for e in sets),
                'budget_bytes': args.budget, 'top': {'pip': args.top_pip, 'npm': args.top_npm},
                'fleet_weight': args.fleet_weight, 'min_hosts': args.min_hosts, 'versions': args.versions,
-               'users_per_host': args.users_per_host, 'machine': b.machine()}
+               'users_per_host': args.users_per_host, 'rate': args.rate, 'machine': b.machine()}
 
     # -- downloads: every corpus set (pip), and npm locks of every set
     t = time.monotonic()
@@ -615,7 +625,7 @@ def run(args):
             shutil.rmtree(store, ignore_errors=True)
             shutil.rmtree(os.path.join(work, 'fleet'), ignore_errors=True)
         # -- last week's snapshot: the public ranking alone
-        opts0 = {'pip': {'packages': list0}}
+        opts0 = {'pip': {'packages': list0}} if 'pip' in ecos else {}
         if 'npm' in ecos:
             opts0['npm'] = {'packages': nlist0, 'registry': b.REGISTRY, 'npm': 'npm', 'platforms': ['linux-x64']}
         t = time.monotonic()
@@ -651,11 +661,12 @@ def run(args):
                                          'source': dict((k, v) for k, v in src.items() if k != 'counts')})
                                     for e, src in fleet.items())
         # -- this week's list: the combined ranking
-        list1, rank1 = ranked('pip', [dict(pip_public, weight=1.0), dict(fleet['pip'], weight=args.fleet_weight)],
-                              args.top_pip, args)
-        new = [n for n in list1 if n not in list0]
-        listed_dl.update(download_listed(cache, new))
-        opts1 = {'pip': {'packages': list1}}
+        opts1, list1, rank1 = {}, [], {}
+        if 'pip' in ecos:
+            list1, rank1 = ranked('pip', [dict(pip_public, weight=1.0), dict(fleet['pip'], weight=args.fleet_weight)],
+                                  args.top_pip, args)
+            listed_dl.update(download_listed(cache, [n for n in list1 if n not in list0]))
+            opts1['pip'] = {'packages': list1}
         nlist1 = nlist0
         if 'npm' in ecos:
             nlist1, dummy = ranked('npm', [dict(npm_public, weight=1.0), dict(fleet['npm'], weight=args.fleet_weight)],
@@ -675,6 +686,9 @@ def run(args):
         times['build, this week'] = time.monotonic() - t
         log('snapshot 1: %s, %.1f MB, %d misses' % (snap1['id'][:12], snap1['bytes'] / 1e6, len(snap1['misses'])))
         tree1 = host_tree(work, store, snap1, 'week1')
+        # This week's installs (and uv's build after them) over a shaped link: a repl's downloads do not come
+        # over loopback.
+        env.limit(args.rate)
         results['snapshot_bytes'] = snap1['bytes']
         results['snapshot1'] = {'bytes': snap1['bytes'], 'files': snap1['files'], 'misses': snap1['misses'][:80],
                                 'listed': {'pip': list1, 'npm': nlist1}, 'provenance': rank1.get('provenance'),
@@ -685,12 +699,13 @@ def run(args):
         t = time.monotonic()
         results['replay'] = {}
         index_root = env.index_root
-        held = {'pip': held_pip(os.path.join(tree1, 'pip'), index_root)}
+        held = {'pip': held_pip(os.path.join(tree1, 'pip'), index_root)} if 'pip' in ecos else {}
         if 'npm' in ecos:
             held['npm'] = held_npm(snap1)
         for eco in [e for e in ('pip', 'npm') if e in ecos]:
-            results['replay'][eco] = replay_half(eco, sets, halves, inst, tree1, held, index_root, work)
-            save(results, times, t0)
+            results['replay'][eco] = []
+            replay_half(eco, sets, halves, inst, tree1, held, index_root, work, results['replay'][eco],
+                        lambda: save(results, times, t0))
         times['this week installs'] = time.monotonic() - t
         if 'uv' in ecos:
             # uv's part joins the same snapshot in a build of its own, after pip's and npm's replay (the builder
@@ -708,19 +723,20 @@ def run(args):
                                         if os.path.isdir(os.path.join(tree2, e)))
             held['uv'] = held['pip']
             t = time.monotonic()
-            results['replay']['uv'] = replay_half('uv', sets, halves, inst, tree2, held, index_root, work)
+            results['replay']['uv'] = []
+            replay_half('uv', sets, halves, inst, tree2, held, index_root, work, results['replay']['uv'],
+                        lambda: save(results, times, t0))
             times['this week installs, uv'] = time.monotonic() - t
-        times['this week installs'] = time.monotonic() - t
     finally:
         env.stop()
     results['npm_lock_failures'] = npm_bad
     save(results, times, t0)
 
 
-def replay_half(eco, sets, halves, inst, tree, held, index_root, work):
-    """This week's sets of ``eco``, each installed cold and then through a fresh view of ``tree``: a row per set."""
+def replay_half(eco, sets, halves, inst, tree, held, index_root, work, rows, saved):
+    """This week's sets of ``eco``, each installed cold and then through a fresh view of ``tree``: a row per set
+    appended to ``rows``, and ``saved()`` called after each."""
     kind = 'npm' if eco == 'npm' else 'pip'
-    rows = []
     for name in halves[kind][1]:
         s = sets[kind][name]
         cold = inst.install(eco, s, None, None)
@@ -738,6 +754,7 @@ def replay_half(eco, sets, halves, inst, tree, held, index_root, work):
         row = dict(rates, set=name, pinned=s['pinned'], cold_seconds=cold['seconds'], view_seconds=view['seconds'],
                    misses=misses, cold_error=cold['error'], view_error=view['error'])
         rows.append(row)
+        saved()
         log('this week %s %-28s files %5.1f %% bytes %5.1f %% view %.1f s cold %.1f s%s'
             % (eco, name, row['files_pct'], row['bytes_pct'], view['seconds'], cold['seconds'],
                ' ERROR' if view['error'] or cold['error'] else ''))
@@ -788,10 +805,19 @@ def main():
     ap.add_argument('--wheelhouse', help='where the downloads are kept (default: WORK/wheelhouse)')
     ap.add_argument('--resume', action='store_true',
                     help='keep the store and last week\'s telemetry of the previous run (after a failure in the replay)')
+    ap.add_argument('--rate', default='50mbit', help='tbf rate of the index link for this week\'s installs')
+    ap.add_argument('--ns', default=b.NS, help='network namespace (two runs side by side need two)')
+    ap.add_argument('--port', type=int, default=b.PORT)
+    ap.add_argument('--user', default=b.USER)
     ap.add_argument('--max-sets', type=int, default=0, help='a smoke run: at most this many sets per half')
     ap.add_argument('--render', action='store_true', help='write the results from the last run\'s records only')
     args = ap.parse_args()
     args.ecosystems = args.ecosystems.split(',')
+    if 'uv' in args.ecosystems and 'pip' not in args.ecosystems:
+        ap.error('uv replays the pip corpus and list: give pip too')
+    b.NS, b.PORT, b.USER = args.ns, args.port, args.user
+    b.INDEX = 'http://127.0.0.1:%d/simple/' % b.PORT
+    b.REGISTRY = 'http://127.0.0.1:%d%s' % (b.PORT, b.NPM_PREFIX)
     WORKDIR = args.work
     UV = shutil.which('uv') or uv_binary(WORKDIR)
     if not args.render:

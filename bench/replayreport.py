@@ -9,8 +9,19 @@ import replaylib as rl
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def dedup(misses):
+    """One miss per file (bytes: its largest request), as the rates count them."""
+    out = {}
+    for m in misses:
+        if m['file'] not in out or m['bytes'] > out[m['file']]['bytes']:
+            out[m['file']] = m
+    return list(out.values())
+
+
 def figures(rows):
     """Per ecosystem: the overall rates, those of the pinned sets, and view / cold time."""
+    for r in rows:
+        r['misses'] = dedup(r['misses'])
     allr = rl.overall(rows)
     pinned = rl.overall([r for r in rows if r['pinned']])
     ratios = [r['view_seconds'] / r['cold_seconds'] for r in rows if r['cold_seconds']]
@@ -20,8 +31,9 @@ def figures(rows):
             c = causes.setdefault(m['cause'], {'files': 0, 'bytes': 0})
             c['files'] += 1
             c['bytes'] += m['bytes']
-    return {'files_pct': allr['files_pct'], 'bytes_pct': allr['bytes_pct'], 'pinned_files_pct': pinned['files_pct'],
-            'pinned_bytes_pct': pinned['bytes_pct'], 'sets': allr['sets'], 'pinned_sets': pinned['sets'],
+    return {'files_pct': allr['files_pct'], 'bytes_pct': allr['bytes_pct'],
+            'pinned_files_pct': pinned['files_pct'] if pinned['sets'] else None,
+            'pinned_bytes_pct': pinned['bytes_pct'] if pinned['sets'] else None, 'sets': allr['sets'], 'pinned_sets': pinned['sets'],
             'files': allr['files'], 'bytes': allr['bytes'], 'missed_files': allr['missed_files'],
             'missed_bytes': allr['missed_bytes'],
             'sets_with_no_download': sum(1 for r in rows if not r['missed_files']),
@@ -31,6 +43,14 @@ def figures(rows):
             'view_over_cold_median': round(statistics.median(ratios), 3) if ratios else None,
             'install_errors': sum(1 for r in rows if r['view_error'] or r['cold_error']),
             'misses_by_cause': causes}
+
+
+def telemetry_words(d):
+    kinds = set(t.get('source', {}).get('type') for t in d.get('telemetry', {}).values())
+    if 'fleet' in kinds:
+        return ('`_popularity.scan_uppers` on each host, names and versions, as a `fleet` source with one entry '
+                'per host')
+    return '`_popularity.fleet_misses`, names only, as a `counts` source'
 
 
 def mb(n):
@@ -53,13 +73,16 @@ def render(path):
              'Corpus: bench/corpus/ (%d pip requirement sets, %d package.json sets; pinned: more than half of a set\'s '
              'direct requirements name one exact version: %d pip, %d npm). Split at random with seed %d '
              '(bench/replaylib.split): last week\'s half installed through the view of a snapshot built from the public '
-             'download ranking alone; their uppers\' telemetry (`_popularity.fleet_misses`) joined that ranking '
+             'download ranking alone; their uppers\' telemetry (%s) joined that ranking '
              '(`_popularity.rank`, fleet weight %s) to give this week\'s list, built by `_builder.build`; this week\'s '
              'half installed cold (empty cache) and through a fresh view, as a repl user, each in a fresh venv or project. '
-             'A file counts as served when the cold install fetched it and the view\'s did not.'
+             'A file counts as served when the cold install fetched it and the view\'s did not. This week\'s '
+             'installs ran over a loopback link shaped to %s (tbf), as a repl\'s downloads do not come over loopback.'
              % (len(d['split']['pip']['last_week']) + len(d['split']['pip']['this_week']),
                 len(d['split']['npm']['last_week']) + len(d['split']['npm']['this_week']),
-                len(d['pinned']['pip']), len(d['pinned']['npm']), d['seed'], d['fleet_weight']), '',
+                len(d['pinned']['pip']), len(d['pinned']['npm']), d['seed'], telemetry_words(d), d['fleet_weight'], d.get('rate') or 'no limit'), '',
+             'Ranking options: min_hosts %s (each of last week\'s users on a host of its own: %s user(s) per host), %s '
+             'versions per project.' % (d.get('min_hosts'), d.get('users_per_host'), d.get('versions')), '',
              'Budget %s GB; snapshot %s GB (%s). Lists: top %d pip projects (uv the same list), top %d npm packages.'
              % ('%.1f' % (d['budget_bytes'] / 1e9), '%.2f' % ((d.get('snapshot_bytes') or 0) / 1e9),
                 ', '.join('%s %s GB' % (e, '%.2f' % (n / 1e9)) for e, n in sorted(d.get('eco_bytes', {}).items())),
@@ -68,9 +91,10 @@ def render(path):
              '| view / cold time (sum; median of sets) | install errors |',
              '| --- | --- | --- | --- | --- | --- | --- | --- |']
     for eco, fg in out['ecosystems'].items():
-        lines.append('| %s | %d | %.1f %% (%d of %d) | %.1f %% (%s of %s MB) | %.1f %% (%d sets) | %d | %.2f (%.0f s / %.0f s); %s | %d |' % (
+        lines.append('| %s | %d | %.1f %% (%d of %d) | %.1f %% (%s of %s MB) | %s (%d sets) | %d | %.2f (%.0f s / %.0f s); %s | %d |' % (
             eco, fg['sets'], fg['files_pct'], fg['files'] - fg['missed_files'], fg['files'], fg['bytes_pct'],
-            mb(fg['bytes'] - fg['missed_bytes']), mb(fg['bytes']), fg['pinned_files_pct'], fg['pinned_sets'],
+            mb(fg['bytes'] - fg['missed_bytes']), mb(fg['bytes']),
+            '-' if fg['pinned_files_pct'] is None else '%.1f %%' % fg['pinned_files_pct'], fg['pinned_sets'],
             fg['sets_with_no_download'], fg['view_over_cold'], fg['view_seconds'], fg['cold_seconds'],
             fg['view_over_cold_median'], fg['install_errors']))
     lines += ['', '## Misses by cause', '', '| ecosystem | ' + ' | '.join(rl.CAUSES) + ' |',
