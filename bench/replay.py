@@ -399,7 +399,7 @@ def build(work, store, eco_opts, reuse=True):
 
 
 def host_tree(work, store, snap, name):
-    host = os.path.join(work, 'host-' + name)
+    host = os.path.join(work, 'host-' + name + TAG)
     shutil.rmtree(host, ignore_errors=True)
     return b.sync('file://' + store, snap['id'], host)['path']
 
@@ -607,8 +607,8 @@ def run(args):
     def start_env(extra_dirs=()):
         dirs = [os.path.join(cache, 'set', n) for n in sets['pip']] + [os.path.join(cache, 'base')]
         dirs += [os.path.join(cache, 'pkg', d) for d in os.listdir(os.path.join(cache, 'pkg'))] + list(extra_dirs)
-        flat = flat_wheelhouse(cache, dirs)
-        env = Env(os.path.join(work, 'env'))
+        flat = flat_wheelhouse(cache, dirs, 'flat' + TAG)
+        env = Env(os.path.join(work, 'env' + TAG))
         env.start(flat, [])
         import hitrate
         return env, hitrate.enable_access_log(env)
@@ -737,10 +737,10 @@ def replay_half(eco, sets, halves, inst, tree, held, index_root, work, rows, sav
     """This week's sets of ``eco``, each installed cold and then through a fresh view of ``tree``: a row per set
     appended to ``rows``, and ``saved()`` called after each."""
     kind = 'npm' if eco == 'npm' else 'pip'
-    for name in halves[kind][1]:
+    for name in (reversed(halves[kind][1]) if REVERSE else halves[kind][1]):
         s = sets[kind][name]
         cold = inst.install(eco, s, None, None)
-        view = inst.install(eco, s, os.path.join(tree, eco), os.path.join(work, 'scratch-replay'))
+        view = inst.install(eco, s, os.path.join(tree, eco), os.path.join(work, 'scratch-replay' + TAG))
         rates = rl.set_rates(cold['fetched'], view['fetched'])
         extras = extras_reached(s, index_root) if kind == 'pip' else set()
         misses = []
@@ -764,12 +764,14 @@ def replay_half(eco, sets, halves, inst, tree, held, index_root, work, rows, sav
 def save(results, times, t0):
     times['total'] = time.monotonic() - t0
     results['times'] = dict((k, round(v)) for k, v in times.items())
-    path = os.path.join(WORKDIR, 'records.json')
+    path = os.path.join(WORKDIR, 'records%s.json' % TAG)
     with open(path, 'w') as f:
         json.dump(results, f, indent=1, default=sorted)
 
 
 WORKDIR = '/var/tmp/pkgcache-replay'
+TAG = ''
+REVERSE = False
 
 
 def uv_binary(work):
@@ -809,13 +811,20 @@ def main():
     ap.add_argument('--ns', default=b.NS, help='network namespace (two runs side by side need two)')
     ap.add_argument('--port', type=int, default=b.PORT)
     ap.add_argument('--user', default=b.USER)
+    ap.add_argument('--tag', default='', help='a second process on the same work dir (with --resume): its own index, '
+                    'host trees and records (records-TAG.json)')
+    ap.add_argument('--reverse', action='store_true', help='replay this week\'s sets in reverse order (a second '
+                    'process meets the first in the middle; --merge joins their rows)')
     ap.add_argument('--max-sets', type=int, default=0, help='a smoke run: at most this many sets per half')
+    ap.add_argument('--merge', action='append', help='records.json of a run of other ecosystems to join in the results')
     ap.add_argument('--render', action='store_true', help='write the results from the last run\'s records only')
     args = ap.parse_args()
     args.ecosystems = args.ecosystems.split(',')
     if 'uv' in args.ecosystems and 'pip' not in args.ecosystems:
         ap.error('uv replays the pip corpus and list: give pip too')
     b.NS, b.PORT, b.USER = args.ns, args.port, args.user
+    global TAG, REVERSE
+    TAG, REVERSE = ('-' + args.tag if args.tag else ''), args.reverse
     b.INDEX = 'http://127.0.0.1:%d/simple/' % b.PORT
     b.REGISTRY = 'http://127.0.0.1:%d%s' % (b.PORT, b.NPM_PREFIX)
     WORKDIR = args.work
@@ -823,7 +832,7 @@ def main():
     if not args.render:
         run(args)
     import replayreport
-    replayreport.render(os.path.join(WORKDIR, 'records.json'))
+    replayreport.render([os.path.join(WORKDIR, 'records%s.json' % TAG)] + (args.merge or []))
 
 
 if __name__ == '__main__':

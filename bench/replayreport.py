@@ -57,9 +57,44 @@ def mb(n):
     return '%.1f' % (n / 1e6)
 
 
-def render(path):
-    with open(path) as f:
-        d = json.load(f)
+def load(paths):
+    """The records of one run, or of runs of different ecosystems side by side (one per ecosystem part), joined:
+    their replays, telemetry and lists; the snapshot is the sum of the parts (each ecosystem's part of a snapshot
+    is built on its own)."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append(json.load(f))
+    d = runs[0]
+    d['runs'] = len(runs)
+    for other in runs[1:]:
+        if set(other.get('replay', {})) <= set(d['replay']):
+            # A second process over the same snapshot (--tag, --reverse): its rows of the sets the first did not reach.
+            for eco, rows in other['replay'].items():
+                have = set(r['set'] for r in d['replay'][eco])
+                d['replay'][eco] += [r for r in rows if r['set'] not in have]
+            d['runs'] -= 1
+            continue
+        for key in ('replay', 'telemetry', 'eco_bytes'):
+            d.setdefault(key, {}).update(other.get(key, {}))
+        d['snapshot_bytes'] = (d.get('snapshot_bytes') or 0) + (other.get('snapshot_bytes') or 0)
+        for snap in ('snapshot0', 'snapshot1'):
+            if snap in other:
+                mine = d.setdefault(snap, {'listed': {}, 'misses': []})
+                for eco, names in other[snap].get('listed', {}).items():
+                    if names and eco in other.get('replay', {}):
+                        mine.setdefault('listed', {})[eco] = names
+                mine['misses'] = mine.get('misses', []) + other[snap].get('misses', [])
+        d['top'].update(dict((e, n) for e, n in other['top'].items() if e in other.get('replay', {})))
+        d['times'] = dict([('%s (%s)' % (k, ', '.join(d.get('replay', {}))), v) for k, v in d.get('times', {}).items()
+                           if ' (' not in k] + [(k, v) for k, v in d.get('times', {}).items() if ' (' in k]
+                          + [('%s (%s)' % (k, ', '.join(other.get('replay', {}))), v)
+                             for k, v in other.get('times', {}).items()])
+    return d
+
+
+def render(paths):
+    d = load(paths)
     out = {'seed': d['seed'], 'budget_bytes': d['budget_bytes'], 'snapshot_bytes': d.get('snapshot_bytes'),
            'ecosystem_bytes': d.get('eco_bytes', {}), 'top': d['top'], 'fleet_weight': d['fleet_weight'],
            'split': d['split'], 'ecosystems': {}}
