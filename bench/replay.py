@@ -817,6 +817,7 @@ def main():
                     'process meets the first in the middle; --merge joins their rows)')
     ap.add_argument('--max-sets', type=int, default=0, help='a smoke run: at most this many sets per half')
     ap.add_argument('--merge', action='append', help='records.json of a run of other ecosystems to join in the results')
+    ap.add_argument('--out', default='replay', help='results name: bench/results/OUT.md and OUT.json')
     ap.add_argument('--render', action='store_true', help='write the results from the last run\'s records only')
     args = ap.parse_args()
     args.ecosystems = args.ecosystems.split(',')
@@ -832,7 +833,7 @@ def main():
     if not args.render:
         run(args)
     import replayreport
-    replayreport.render([os.path.join(WORKDIR, 'records%s.json' % TAG)] + (args.merge or []))
+    replayreport.render([os.path.join(WORKDIR, 'records%s.json' % TAG)] + (args.merge or []), args.out)
 
 
 if __name__ == '__main__':

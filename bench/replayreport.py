@@ -93,14 +93,14 @@ def load(paths):
     return d
 
 
-def render(paths):
+def render(paths, name='replay'):
     d = load(paths)
     out = {'seed': d['seed'], 'budget_bytes': d['budget_bytes'], 'snapshot_bytes': d.get('snapshot_bytes'),
            'ecosystem_bytes': d.get('eco_bytes', {}), 'top': d['top'], 'fleet_weight': d['fleet_weight'],
            'split': d['split'], 'ecosystems': {}}
     for eco, rows in d.get('replay', {}).items():
         out['ecosystems'][eco] = figures(rows)
-    with open(os.path.join(HERE, 'results', 'replay.json'), 'w') as f:
+    with open(os.path.join(HERE, 'results', name + '.json'), 'w') as f:
         json.dump(out, f, indent=1, sort_keys=True)
         f.write('\n')
     lines = ['# Replay: what this week\'s repl users install, served from the snapshot', '',
@@ -122,12 +122,12 @@ def render(paths):
              % ('%.1f' % (d['budget_bytes'] / 1e9), '%.2f' % ((d.get('snapshot_bytes') or 0) / 1e9),
                 ', '.join('%s %s GB' % (e, '%.2f' % (n / 1e9)) for e, n in sorted(d.get('eco_bytes', {}).items())),
                 d['top']['pip'], d['top']['npm']), '',
-             '| ecosystem | sets | files from the snapshot | bytes from the snapshot | pinned sets: files | sets with no download '
+             '| ecosystem | sets replayed (of this week\'s) | files from the snapshot | bytes from the snapshot | pinned sets: files | sets with no download '
              '| view / cold time (sum; median of sets) | install errors |',
              '| --- | --- | --- | --- | --- | --- | --- | --- |']
     for eco, fg in out['ecosystems'].items():
-        lines.append('| %s | %d | %.1f %% (%d of %d) | %.1f %% (%s of %s MB) | %s (%d sets) | %d | %.2f (%.0f s / %.0f s); %s | %d |' % (
-            eco, fg['sets'], fg['files_pct'], fg['files'] - fg['missed_files'], fg['files'], fg['bytes_pct'],
+        lines.append('| %s | %d of %d | %.1f %% (%d of %d) | %.1f %% (%s of %s MB) | %s (%d sets) | %d | %.2f (%.0f s / %.0f s); %s | %d |' % (
+            eco, fg['sets'], len(d['split']['npm' if eco == 'npm' else 'pip']['this_week']), fg['files_pct'], fg['files'] - fg['missed_files'], fg['files'], fg['bytes_pct'],
             mb(fg['bytes'] - fg['missed_bytes']), mb(fg['bytes']),
             '-' if fg['pinned_files_pct'] is None else '%.1f %%' % fg['pinned_files_pct'], fg['pinned_sets'],
             fg['sets_with_no_download'], fg['view_over_cold'], fg['view_seconds'], fg['cold_seconds'],
@@ -172,6 +172,6 @@ def render(paths):
         len(dl), mb(sum(i['bytes'] for i in dl.values())), '; '.join('%s: %s' % (n, i['reason'][:150]) for n, i in bad.items()) or 'none')]
     lines += ['', 'Run time: ' + ', '.join('%s %d s' % kv for kv in d.get('times', {}).items()) + '.']
     os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
-    with open(os.path.join(HERE, 'results', 'replay.md'), 'w') as f:
+    with open(os.path.join(HERE, 'results', name + '.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
     print('\n'.join(lines[:20]))
