@@ -23,6 +23,9 @@ test: no figure is asserted. Results go to bench/results/<name>.md and .png.
      serves with no download, snapshot resolved jointly (as before) vs package by package (as now).
   6. weekly rebuild (`--only rebuild`, opt-in; bench/rebuild.py): the hit-rate list built again against an
      unchanged index with and without reuse of the previous resolutions, and after one project's release.
+  0. replay (`--only replay`, opt-in, the headline hit rate; bench/replay.py): a corpus of realistic projects
+     (bench/corpus/) split at random into last week's users, whose uppers' telemetry feeds the ranking, and this
+     week's, installed cold and through the view of the snapshot built from it: hit rate by files and bytes.
   7. push against pull (`push`, bench/push.py): a refresh of 2 hosts from one store, over HTTP and as archives
      carried by `ansible -m copy`, time and bytes to each host.
 
@@ -40,6 +43,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import common
@@ -421,6 +425,11 @@ def run_hitrate(args, dummy):
     hitrate.bench(args.work, args.hitrate_top)
 
 
+def run_replay(dummy, dummy2):
+    # A process of its own: replay.py sets common's namespace, port and user to its own at import.
+    subprocess.run([sys.executable, os.path.join(HERE, 'replay.py')], check=True)
+
+
 def run_rebuild(args, dummy):
     import rebuild  # pylint: disable=import-outside-toplevel
     rebuild.bench(args.work, args.hitrate_top, current_pips())
@@ -429,6 +438,7 @@ def run_rebuild(args, dummy):
 # name: (in the default run, function(args, done)); they run in this order, and ``done`` maps the name of each
 # benchmark run so far to what it returned (uv takes pip's cold installs from it for uv view / pip cold).
 BENCHES = {
+    'replay': (False, run_replay),
     'hitrate': (False, run_hitrate),
     'rebuild': (False, run_rebuild),
     'install': (True, run_install),
