@@ -143,9 +143,9 @@ def download_sets(cache, sets, workers=3):
     with concurrent.futures.ThreadPoolExecutor(workers) as ex:
         out = dict(ex.map(one, sorted(sets.items())))
     for name, info in sorted(out.items()):
-        log('set %-28s %s %3d files %7.1f MB %5.0f s' % (name, 'ok ' if info['ok'] else 'BAD', len(info['files']),
-                                                          sum(info['files'].values()) / 1e6, info['seconds']),
-            info['reason'][:200])
+        line = 'set %-28s %s %3d files %7.1f MB %5.0f s' % (
+            name, 'ok ' if info['ok'] else 'BAD', len(info['files']), sum(info['files'].values()) / 1e6, info['seconds'])
+        log(line, info['reason'][:200])
     return out
 
 
@@ -650,8 +650,8 @@ def run(args):
                 scratch = os.path.join(host, name, 'cacache_%s' % eco)
                 r = inst.install(eco, sets[eco][name], os.path.join(tree0, eco), scratch)
                 hosts[host] = True
-                log('last week %s %-28s %5.1f s %3d files fetched%s' % (eco, name, r['seconds'], len(r['fetched']),
-                                                                         ' ERROR' if r['error'] else ''))
+                log('last week %s %-28s %5.1f s %3d files fetched%s' % (
+                    eco, name, r['seconds'], len(r['fetched']), ' ERROR' if r['error'] else ''))
             fleet[eco] = telemetry(eco, sorted(hosts), tree0)
             log('telemetry %s: %d hosts, %d packages' % (eco, len(hosts), len(fleet_packages(fleet[eco]))))
         times['last week installs'] = time.monotonic() - t

@@ -127,7 +127,8 @@ def render(paths, name='replay'):
              '| --- | --- | --- | --- | --- | --- | --- | --- |']
     for eco, fg in out['ecosystems'].items():
         lines.append('| %s | %d of %d | %.1f %% (%d of %d) | %.1f %% (%s of %s MB) | %s (%d sets) | %d | %.2f (%.0f s / %.0f s); %s | %d |' % (
-            eco, fg['sets'], len(d['split']['npm' if eco == 'npm' else 'pip']['this_week']), fg['files_pct'], fg['files'] - fg['missed_files'], fg['files'], fg['bytes_pct'],
+            eco, fg['sets'], len(d['split']['npm' if eco == 'npm' else 'pip']['this_week']), fg['files_pct'],
+            fg['files'] - fg['missed_files'], fg['files'], fg['bytes_pct'],
             mb(fg['bytes'] - fg['missed_bytes']), mb(fg['bytes']),
             '-' if fg['pinned_files_pct'] is None else '%.1f %%' % fg['pinned_files_pct'], fg['pinned_sets'],
             fg['sets_with_no_download'], fg['view_over_cold'], fg['view_seconds'], fg['cold_seconds'],
@@ -136,8 +137,8 @@ def render(paths, name='replay'):
               '| --- |' + ' --- |' * len(rl.CAUSES)]
     for eco, fg in out['ecosystems'].items():
         c = fg['misses_by_cause']
-        lines.append('| %s | %s |' % (eco, ' | '.join('%d files, %s MB' % (c[k]['files'], mb(c[k]['bytes'])) if k in c else '-'
-                                                    for k in rl.CAUSES)))
+        cells = ['%d files, %s MB' % (c[k]['files'], mb(c[k]['bytes'])) if k in c else '-' for k in rl.CAUSES]
+        lines.append('| %s | %s |' % (eco, ' | '.join(cells)))
     for eco, rows in d.get('replay', {}).items():
         lines += ['', '## %s, per set' % eco, '',
                   '| set | pinned | files | bytes | view | cold | misses (cause) |', '| --- | --- | --- | --- | --- | --- | --- |']
@@ -164,8 +165,8 @@ def render(paths, name='replay'):
         if l1:
             lines.append('- %s list: %d names; %d new this week (from the fleet): %s' % (
                 eco, len(l1), len([n for n in l1 if n not in l0]), ', '.join(n for n in l1 if n not in l0)))
-    lines.append('- build misses this week: %s' % ('; '.join('%s: %s' % (m.get('package'), str(m.get('reason'))[:120])
-                                                              for m in s1.get('misses', [])) or 'none'))
+    misses = ['%s: %s' % (m.get('package'), str(m.get('reason'))[:120]) for m in s1.get('misses', [])]
+    lines.append('- build misses this week: %s' % ('; '.join(misses) or 'none'))
     dl = d.get('set_downloads', {})
     bad = dict((n, i) for n, i in dl.items() if not i['ok'])
     lines += ['', 'Corpus downloads from PyPI (the users\' pip): %d sets, %s MB; failed: %s.' % (
