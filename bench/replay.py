@@ -36,7 +36,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import zipfile
@@ -557,7 +556,6 @@ def extras_reached(s, index_root):
 # ---------------------------------------------------------------- the benchmark
 
 def run(args):
-    global UV
     t0 = time.monotonic()
     work = args.work
     os.makedirs(work, exist_ok=True)
