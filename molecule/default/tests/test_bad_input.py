@@ -1,5 +1,6 @@
 """Bad input gets a clear error that names it, and changes nothing."""
 
+import datetime
 import hashlib
 import json
 import os
@@ -87,9 +88,13 @@ def fake_store():
         if key:
             b.check_output('ssh-keygen -Y sign -q -f %s -n pkgcache-snapshot %s' % (key, path))
         if revision:
-            # A newer revision record, signed with the builder's key: the sync gets as far as the manifest.
+            # A newer revision record, signed with the builder's key: the sync gets as far as the manifest. It
+            # expires in a week, as the builder's do (a host that took expiring records refuses one without).
+            now = datetime.datetime.now(datetime.timezone.utc)
             record = json.dumps({'type': 'pkgcache-revision', 'revision': revision, 'id': manifest['id'],
-                                 'published': created, 'reason': 'build'})
+                                 'published': created, 'reason': 'build', 'serial': 1,
+                                 'issued': now.strftime('%Y-%m-%dT%H:%M:%SZ'),
+                                 'expires': (now + datetime.timedelta(days=7)).strftime('%Y-%m-%dT%H:%M:%SZ')})
             b.check_output("mkdir -p %s/refs/revisions && echo '%s' > %s/refs/revisions/%d.json && echo %d > %s/refs/published"
                            % (root, record, root, revision, revision, root))
             b.check_output('ssh-keygen -Y sign -q -f %s -n pkgcache-snapshot %s/refs/revisions/%d.json'
