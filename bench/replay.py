@@ -339,12 +339,20 @@ def public_npm_source():
     return {'type': 'counts', 'name': 'npm-downloads', 'counts': counts}
 
 
+def role_extras(eco):
+    """The build role's default extras of an ecosystem (build_popularity_extras), as the shipped configuration
+    passes them to the ranking."""
+    import yaml
+    with open(os.path.join(b.ROOT, 'roles', 'build', 'defaults', 'main.yml')) as f:
+        return (yaml.safe_load(f).get('build_popularity_extras') or {}).get(eco) or {}
+
+
 def ranked(eco, sources, top, args=None):
     """The build's list from the collection's ranking (_popularity.rank), with the telemetry options where the
-    collection has them (min_hosts, versions per project)."""
-    kw = {}
+    collection has them (min_hosts, versions per project) and the role's default extras."""
+    kw = {'extras': role_extras(eco)}
     if 'fleet' in pop.SOURCE_TYPES and args is not None:
-        kw = {'min_hosts': args.min_hosts, 'versions': args.versions}
+        kw.update(min_hosts=args.min_hosts, versions=args.versions)
     res = pop.rank(eco, sources, pop.read_text, top, **kw)
     return [x['name'] for x in res['packages']], res
 

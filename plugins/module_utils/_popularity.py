@@ -43,6 +43,7 @@ from ._pipcache import normalize_name, requirement_name
 SOURCE_TYPES = ('top_pypi_json', 'ranked_list', 'access_log', 'pip_log', 'npm_log', 'counts', 'uppers', 'fleet')
 NORMALIZE = ('share', 'max')
 MIN_HOSTS = 3
+TELEMETRY = ('uppers', 'fleet')    # sources of the fleet's misses (see rank: they add projects beyond ``top``)
 VERSIONS_PER_PROJECT = 3
 
 # package_popularity's arguments.
@@ -362,8 +363,12 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=(), min_hosts=MIN_HOSTS,
     """Rank packages; return dict(packages=[{name, project, score, sources[, version]}], blocked, source_counts,
     version_counts, upper_scans, fleet, invalid_names, provenance).
 
-    ``packages`` is the build's list in order: the pins, then the ``top``
-    ranked projects, each followed by up to ``versions`` of its versions that
+    ``packages`` is the build's list in order: the pins, then the ranked
+    projects by score: the ``top`` ones that a source other than telemetry
+    (``fleet``, ``uppers``) counted, and beyond them up to ``top`` that only
+    telemetry counted (a small telemetry total makes one host's miss score
+    like a high public rank, and it must not push public projects out), each
+    followed by up to ``versions`` of its versions that
     the sources counted (``name==version``, most installed first) beside the
     project's newest (the bare name). ``name`` is a requirement string;
     ``extras`` ({project: [extra]}) resolves a project with those extras
@@ -396,6 +401,7 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=(), min_hosts=MIN_HOSTS,
     extras = check_extras(ecosystem, extras)
     blocked = set(spec_key(ecosystem, b) for b in blocks)
     scores, vscores, origin, raw, rawv, scans, fleets, dropped, prov = {}, {}, {}, {}, {}, {}, {}, {}, []
+    telemetry = set()
     total_weight = sum(_weight(src, i) for i, src in enumerate(sources) if isinstance(src, dict)) or 1.0
     for i, src in enumerate(sources):
         if not isinstance(src, dict):
@@ -425,6 +431,8 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=(), min_hosts=MIN_HOSTS,
                  'packages': len([n for n in ranked.values() if n > 0]), 'total': sum(ranked.values())}
         if src.get('type') == 'fleet':
             entry.update(hosts=report['hosts'], min_hosts=min_hosts)
+        if src.get('type') in TELEMETRY:
+            telemetry.add(label)
         prov.append(entry)
         if scale <= 0:
             continue
@@ -471,7 +479,17 @@ def rank(ecosystem, sources, read, top, pins=(), blocks=(), min_hosts=MIN_HOSTS,
         add(name, spec, scores.get(name, 0.0), ['pin'] + origin.get(name, []), exact[1] if exact else None)
         add_versions(name)
     ranked = sorted((n for n in scores if n not in blocked and n not in pinned), key=lambda n: (-scores[n], n))
-    for name in ranked[:top] if top is not None else ranked:
+    if top is not None:
+        # A telemetry source's total is small, so one host's miss scores like a
+        # high public rank: it must not push public projects out of ``top``.
+        # ``top`` bounds the projects a non-telemetry source counted; the ones
+        # only telemetry counted come beyond it, up to another ``top``, each
+        # with its score (the size budget decides what fits).
+        public = set(n for n in ranked if not telemetry.issuperset(origin[n]))
+        chosen = set([n for n in ranked if n in public][:top])
+        chosen.update([n for n in ranked if n not in public][:top])
+        ranked = [n for n in ranked if n in chosen]
+    for name in ranked:
         add(name, requirement(ecosystem, name, None, extras.get(name)), scores[name], origin[name])
         add_versions(name)
     summary = {'sources': prov, 'normalize': normalize, 'top': top, 'packages': len(result), 'pins': len(pinned),

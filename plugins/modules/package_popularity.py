@@ -79,7 +79,11 @@ options:
     elements: dict
     default: []
   top:
-    description: How many ranked packages to return besides the pinned ones. V(0) returns only the pins.
+    description:
+      - How many ranked packages to return besides the pinned ones. V(0) returns only the pins.
+      - It bounds the packages that a source other than C(fleet) and C(uppers) counted. Packages that only those
+        telemetry sources counted (past their C(min_hosts)) come beyond it, up to another O(top), each with its
+        score, so that a few users' misses never push popular public packages out of the list.
     type: int
     default: 100
   pins:

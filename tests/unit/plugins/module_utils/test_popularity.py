@@ -488,6 +488,28 @@ def test_shares_make_the_weights_mean_something():
     assert dict((p['name'], p['score']) for p in res['packages'])['boto3'] == pytest.approx(1.0 / 5)
 
 
+def test_a_few_users_misses_come_beyond_top_and_never_push_public_projects_out():
+    """Issue 22: a Zipf download list of 15,000 projects and 150 projects that one user each missed. The fleet's
+    small total makes one miss score like public rank ~16; the 300 public projects must all stay, and the fleet's
+    come beyond them, each with its score (the size budget decides what fits)."""
+    public = dict(('pub%05d' % r, int(1e9 / r)) for r in range(1, 15001))
+    hosts = [telemetry({'miss%03d' % i: 1}) for i in range(150)]
+    sources = [{'type': 'counts', 'name': 'downloads', 'counts': public}, fleet(*hosts)]
+    res = pop.rank('pip', sources, read, top=300, min_hosts=1, versions=0)
+    names = [p['name'] for p in res['packages']]
+    assert set(names) == set('pub%05d' % r for r in range(1, 301)) | set('miss%03d' % i for i in range(150))
+    scores = dict((p['name'], p['score']) for p in res['packages'])
+    assert scores['miss000'] > scores['pub00100']                # scores as before: a miss still ranks high
+    assert [p['score'] for p in res['packages']] == sorted((p['score'] for p in res['packages']), reverse=True)
+    assert res['provenance']['packages'] == 450
+    # The fleet's own names are capped by top too; with the fleet alone, top bounds the list as before.
+    assert len(pop.rank('pip', sources, read, top=100, min_hosts=1, versions=0)['packages']) == 200
+    assert len(pop.rank('pip', [fleet(*hosts)], read, top=100, min_hosts=1)['packages']) == 100
+    # A project both sources counted is a public one: it takes one of the top slots.
+    both = pop.rank('pip', [sources[0], fleet(telemetry({'pub09999': 1}))], read, top=3, min_hosts=1)
+    assert [p['name'] for p in both['packages']] == ['pub09999', 'pub00001', 'pub00002']
+
+
 @pytest.mark.parametrize('source, message', [
     (fleet('x'), 'fleet source: host 1'),
     (fleet(telemetry({'six': -1})), 'host 1: count -1 of six'),
