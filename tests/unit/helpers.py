@@ -255,6 +255,20 @@ class DripServer(object):
         self.httpd.server_close()
 
 
+def hold_lock(store):
+    """A process of its own that holds StoreLock(store) (for 30 s), started and holding it on return."""
+    holder = subprocess.Popen([sys.executable, '-c', textwrap.dedent("""
+        import sys, time
+        sys.path.insert(0, %r)
+        from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import StoreLock
+        with StoreLock(%r):
+            print('locked', flush=True)
+            time.sleep(30)
+    """ % (COLLECTIONS, store))], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == 'locked'
+    return holder
+
+
 def http_opener(url):
     return urllib.request.urlopen(url, timeout=2)  # longer than the drip interval: no single read times out
 

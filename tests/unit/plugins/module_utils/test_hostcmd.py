@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 
 import pytest
@@ -17,7 +16,8 @@ from ansible_collections.pkgcache.overlay.plugins.module_utils._fstab import rep
 from ansible_collections.pkgcache.overlay.plugins.module_utils._fstabfile import update_blocks
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import VIEWS_LOCK, LockError, StoreLock
 
-from conftest import COLLECTIONS, ROOT
+from conftest import ROOT
+from helpers import hold_lock
 
 V = '/var/lib/pkgcache-views'
 
@@ -157,16 +157,8 @@ def test_a_name_that_is_not_a_repl_user_is_refused_before_anything_is_touched(tm
 
 def test_the_lock_a_login_waits_for_times_out(tmp_path):
     store = str(tmp_path)
-    holder = subprocess.Popen([sys.executable, '-c', textwrap.dedent("""
-        import sys, time
-        sys.path.insert(0, %r)
-        from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import StoreLock
-        with StoreLock(%r):
-            print('locked', flush=True)
-            time.sleep(30)
-    """ % (COLLECTIONS, store))], stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(store)
     try:
-        assert holder.stdout.readline().strip() == 'locked'
         with pytest.raises(LockError, match=r'holds the lock .*waited 0.3s'):
             with StoreLock(store, timeout=0.3, poll=0.01):
                 pass

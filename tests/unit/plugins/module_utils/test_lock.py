@@ -1,30 +1,19 @@
 """The store lock: a second run waits for it or fails naming the holder; a killed holder loses it."""
 
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
 
 from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import LockError, StoreLock
 
-from conftest import COLLECTIONS
+from helpers import hold_lock
 
 
 def test_a_second_run_waits_or_fails_with_a_clear_error(tmp_path):
     store = str(tmp_path)
-    holder = subprocess.Popen([sys.executable, '-c', textwrap.dedent("""
-        import sys, time
-        sys.path.insert(0, %r)
-        from ansible_collections.pkgcache.overlay.plugins.module_utils._lock import StoreLock
-        with StoreLock(%r):
-            print('locked', flush=True)
-            time.sleep(30)
-    """ % (COLLECTIONS, store))], stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(store)
     try:
-        assert holder.stdout.readline().strip() == 'locked'
         with pytest.raises(LockError, match=r'another pkgcache run \(pid %d\) holds the lock' % holder.pid):
             with StoreLock(store, timeout=0):
                 pass
